@@ -1,0 +1,51 @@
+"""Atomic file writes: a crash or an error mid-write never leaves a half-written file behind."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+__all__ = ["atomic_write", "atomic_write_bytes"]
+
+# mkstemp creates files readable by the owner only; give the result the mode a plain open() would.
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
+@contextmanager
+def _replace_on_success(path: str | Path) -> Iterator[int]:
+    """Yield a descriptor of a temp file beside `path`; rename it over `path` only if the block succeeds."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        yield fd
+        os.replace(temp, target)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise
+
+
+@contextmanager
+def atomic_write(path: str | Path, *, encoding: str = "utf-8") -> Iterator[IO[str]]:
+    """Open `path` for writing text; the file appears, complete and fsynced, only when the block exits cleanly.
+
+    On an exception the temp file is removed and whatever `path` held before is untouched.
+    """
+    with _replace_on_success(path) as fd, os.fdopen(fd, "w", encoding=encoding, newline="\n") as stream:
+        yield stream
+        stream.flush()
+        os.fsync(stream.fileno())
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` atomically."""
+    with _replace_on_success(path) as fd, os.fdopen(fd, "wb") as stream:
+        stream.write(data)
+        stream.flush()
+        os.fsync(stream.fileno())

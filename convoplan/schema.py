@@ -1,0 +1,336 @@
+"""The canonical conversation format: dataclasses, JSON Lines read/write, and validation.
+
+One conversation per line. Every corpus reader produces these dataclasses and every model consumes them, so this
+module is the contract of the whole package; `docs/format.md` explains each field and
+`docs/conversation.schema.json` is the JSON Schema generated from these classes (`convoplan data schema`).
+
+Reading validates every line with pydantic against the dataclasses, then checks what a type cannot say (an event
+placed after the last turn, two selected candidates in one step). A bad line becomes one error that names the file,
+the line and the field path::
+
+    data.jsonl:17: turns[3].speaker: expected 'agent' or 'user', got 'bot'
+
+Writing omits fields that hold their default, so files stay small and `read(write(x)) == x`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
+
+from convoplan.atomic import atomic_write
+
+__all__ = [
+    "CallFlow",
+    "Candidate",
+    "Conversation",
+    "Event",
+    "FormatError",
+    "InvalidLine",
+    "Outcome",
+    "Speaker",
+    "Turn",
+    "conversation_json_schema",
+    "iter_jsonl",
+    "read_call_flows",
+    "read_jsonl",
+    "write_call_flows",
+    "write_jsonl",
+]
+
+Speaker = Literal["agent", "user"]
+
+
+def _not_zero(rating: int) -> int:
+    if rating == 0:
+        raise ValueError("ratings run from -3 to 7 and skip 0")
+    return rating
+
+
+Text = Annotated[str, Field(min_length=1, pattern=r"\S")]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+Rating = Annotated[int, Field(ge=-3, le=7, json_schema_extra={"not": {"const": 0}}), AfterValidator(_not_zero)]
+Probability = Annotated[float, Field(ge=0.0, le=1.0)]
+
+# extra="forbid": a misspelt field is an error, not silently dropped data.
+_STRICT = ConfigDict(extra="forbid")
+
+
+@dataclass
+class Candidate:
+    """An utterance proposed for an agent message, as offered at one composition step."""
+
+    __pydantic_config__ = _STRICT
+
+    text: Text
+    action: str | None = None
+    """Dialogue act or action label (fact, sound, quiz, ...)."""
+    provider: str | None = None
+    """Name of the content provider that proposed it."""
+    focus: str | None = None
+    """The entity the candidate is about."""
+    changes_focus: bool = False
+    """Whether choosing it moves the conversation to another entity."""
+    features: dict[str, Finite] = field(default_factory=dict)
+    """Numeric metadata the dialogue managers use (response length so far, step, ...)."""
+    ratings: dict[str, Rating] = field(default_factory=dict)
+    """Rater id -> rating on -3..7 (no 0), given to every candidate, selected or not."""
+    score: Finite | None = None
+    """The logging dialogue manager's score."""
+    propensity: Probability | None = None
+    """Probability that the logging policy selected this candidate, where it is known."""
+    selected: bool = False
+
+
+@dataclass
+class Turn:
+    """One message: a user utterance, or one agent message carrying at most one action."""
+
+    __pydantic_config__ = _STRICT
+
+    speaker: Speaker
+    text: Text
+    action: str | None = None
+    """The agent's action label; None means no action (or not labelled)."""
+    action_confidence: Probability | None = None
+    """Confidence of the labeller that assigned `action`; None for human labels."""
+    action_source: str | None = None
+    """None for a label from the corpus (human); otherwise the labeller's name and version."""
+    candidates: list[Candidate] = field(default_factory=list)
+    """The candidates offered at the composition step that produced this agent message."""
+    meta: dict[str, JsonValue] = field(default_factory=dict)
+
+
+@dataclass
+class Event:
+    """Something that happened between turns but was not said: a knowledge-base query, its result, ..."""
+
+    __pydantic_config__ = _STRICT
+
+    kind: str
+    position: Annotated[int, Field(ge=0)]
+    """Number of turns before the event: 0 is before the first turn, len(turns) after the last."""
+    data: dict[str, JsonValue] = field(default_factory=dict)
+
+
+@dataclass
+class Outcome:
+    """How the conversation ended for the goal: converted (donated, booked) and a value (amount, reward)."""
+
+    __pydantic_config__ = _STRICT
+
+    converted: bool | None = None
+    value: Finite | None = None
+
+
+@dataclass
+class Conversation:
+    """Ordered turns between the agent (the side convoplan models) and a user, with an optional outcome."""
+
+    __pydantic_config__ = _STRICT
+
+    id: Annotated[str, Field(min_length=1)]
+    domain: str
+    turns: list[Turn]
+    outcome: Outcome | None = None
+    events: list[Event] = field(default_factory=list)
+    meta: dict[str, JsonValue] = field(default_factory=dict)
+    """Free-form metadata; readers put the split under "split"."""
+
+    def agent_turns(self) -> list[Turn]:
+        return [turn for turn in self.turns if turn.speaker == "agent"]
+
+
+@dataclass
+class CallFlow:
+    """The ideal action flow of a task, as a graph: each action to the actions that may follow it.
+
+    Nodes are action labels; a corpus may also use pseudo-nodes for events that are not agent actions (STAR's
+    `query_check`, `available`, `yes`, ...). A flow given as a plain sequence is a graph whose edges form a chain.
+    """
+
+    __pydantic_config__ = _STRICT
+
+    name: str
+    start: str
+    edges: dict[str, list[str]]
+    texts: dict[str, str] = field(default_factory=dict)
+    """Template text of each action, where the corpus gives one."""
+
+
+_ADAPTER: TypeAdapter[Conversation] = TypeAdapter(Conversation)
+
+
+def conversation_json_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of one line, generated from the dataclasses."""
+    schema = _ADAPTER.json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://convoplan.dev/schema/conversation.json"
+    return schema
+
+
+# --- validation errors ---------------------------------------------------------------------------------------
+
+
+class FormatError(ValueError):
+    """A file that does not hold valid canonical conversations; the message names file, line and field."""
+
+
+@dataclass(frozen=True)
+class InvalidLine:
+    """One line that failed validation: where, which field, and why."""
+
+    path: str
+    line: int
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        where = f"{self.path}:{self.line}"
+        return f"{where}: {self.field}: {self.reason}" if self.field else f"{where}: {self.reason}"
+
+
+def _field_path(loc: Iterable[int | str]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path
+
+
+def _reason(error: Any) -> str:
+    kind, value = error["type"], error.get("input")
+    if kind == "literal_error":
+        return f"expected {error['ctx']['expected']}, got {value!r}"
+    if kind == "missing":
+        return "required field is missing"
+    if kind in ("extra_forbidden", "unexpected_keyword_argument"):
+        return "unknown field"
+    if kind in ("string_too_short", "string_pattern_mismatch"):
+        return f"expected non-empty text, got {value!r}"
+    if kind == "json_invalid":
+        return f"invalid JSON ({error['ctx']['error']})"
+    if kind == "value_error":  # our own validators: the message is already a sentence
+        return f"{str(error['msg']).removeprefix('Value error, ')}, got {value!r}"
+    message = str(error["msg"])
+    return f"{message[0].lower()}{message[1:]}, got {value!r}"
+
+
+def _semantic_errors(conversation: Conversation) -> Iterator[tuple[str, str]]:
+    """Checks that types cannot express, as (field path, reason)."""
+    for i, event in enumerate(conversation.events):
+        if event.position > len(conversation.turns):
+            yield (
+                f"events[{i}].position",
+                f"{event.position} is past the last turn ({len(conversation.turns)})",
+            )
+    for i, turn in enumerate(conversation.turns):
+        if turn.speaker == "user" and turn.candidates:
+            yield f"turns[{i}].candidates", "only agent turns have candidates"
+        if sum(c.selected for c in turn.candidates) > 1:
+            yield f"turns[{i}].candidates", "more than one candidate is selected"
+
+
+def parse_line(text: str, path: str = "<string>", line: int = 1) -> Conversation | InvalidLine:
+    """Validate one JSON line; return the conversation or the first thing wrong with it."""
+    try:
+        conversation = _ADAPTER.validate_json(text, strict=True)
+    except ValidationError as error:
+        first = error.errors()[0]
+        return InvalidLine(path, line, _field_path(first["loc"]), _reason(first))
+    for field_path, reason in _semantic_errors(conversation):
+        return InvalidLine(path, line, field_path, reason)
+    return conversation
+
+
+# --- JSON Lines I/O ------------------------------------------------------------------------------------------
+
+
+def iter_jsonl(path: str | Path) -> Iterator[Conversation | InvalidLine]:
+    """Yield each non-blank line of `path` as a Conversation, or as the InvalidLine saying what is wrong.
+
+    A conversation id already seen earlier in the file is reported as invalid too.
+    """
+    seen: set[str] = set()
+    name = str(path)
+    with open(path, encoding="utf-8") as stream:
+        for number, text in enumerate(stream, start=1):
+            if not text.strip():
+                continue
+            item = parse_line(text, name, number)
+            if isinstance(item, Conversation):
+                if item.id in seen:
+                    item = InvalidLine(name, number, "id", f"duplicate conversation id {item.id!r}")
+                else:
+                    seen.add(item.id)
+            yield item
+
+
+def read_jsonl(
+    path: str | Path,
+    *,
+    skip_invalid: bool = False,
+    on_skip: Callable[[InvalidLine], None] | None = None,
+) -> list[Conversation]:
+    """Read a whole file of conversations.
+
+    By default the first invalid line raises FormatError. With `skip_invalid`, invalid lines are passed to
+    `on_skip` (when given) and the rest is loaded.
+    """
+    conversations = []
+    for item in iter_jsonl(path):
+        if isinstance(item, InvalidLine):
+            if not skip_invalid:
+                raise FormatError(str(item))
+            if on_skip is not None:
+                on_skip(item)
+        else:
+            conversations.append(item)
+    return conversations
+
+
+def to_json(conversation: Conversation) -> str:
+    """One conversation as compact JSON, fields at their default left out."""
+    for i, turn in enumerate(conversation.turns):  # NaN would silently become null: refuse it here
+        for candidate in turn.candidates:
+            if any(not math.isfinite(v) for v in candidate.features.values()):
+                raise FormatError(f"{conversation.id}: turns[{i}]: candidate features must be finite")
+    return _ADAPTER.dump_json(conversation, exclude_defaults=True).decode()
+
+
+def write_jsonl(path: str | Path, conversations: Iterable[Conversation]) -> int:
+    """Write conversations atomically (temp file, then rename); return how many were written."""
+    count = 0
+    with atomic_write(path) as stream:
+        for conversation in conversations:
+            stream.write(to_json(conversation))
+            stream.write("\n")
+            count += 1
+    return count
+
+
+_FLOWS: TypeAdapter[dict[str, CallFlow]] = TypeAdapter(dict[str, CallFlow])
+
+
+def write_call_flows(path: str | Path, flows: dict[str, CallFlow]) -> None:
+    """Write named call-flows as one JSON object, atomically."""
+    with atomic_write(path) as stream:
+        stream.write(_FLOWS.dump_json(flows, indent=1).decode() + "\n")
+
+
+def read_call_flows(path: str | Path) -> dict[str, CallFlow]:
+    """Read a file written by `write_call_flows`; a bad one raises FormatError naming the field."""
+    try:
+        return _FLOWS.validate_json(Path(path).read_bytes(), strict=True)
+    except ValidationError as error:
+        first = error.errors()[0]
+        raise FormatError(f"{path}: {_field_path(first['loc'])}: {_reason(first)}") from None
+
+
+def dumps_schema() -> str:
+    return json.dumps(conversation_json_schema(), indent=2, sort_keys=True) + "\n"

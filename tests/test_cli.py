@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from convoplan.cli import app
+
+runner = CliRunner()
+
+
+def line(conversation_id: str, speaker: str = "agent") -> str:
+    return json.dumps(
+        {
+            "id": conversation_id,
+            "domain": "d",
+            "turns": [{"speaker": speaker, "text": "hi", "action": "greet"}],
+        }
+    )
+
+
+def test_help_lists_every_verb() -> None:
+    result = runner.invoke(app, ["data", "--help"])
+    assert result.exit_code == 0
+    for verb in ("convert", "validate", "stats", "schema"):
+        assert verb in result.output
+
+
+def test_validate_bad_line_prints_one_line_error_and_exits_2(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text("\n".join([line("a"), line("b", speaker="bot"), line("c")]) + "\n")
+    result = runner.invoke(app, ["data", "validate", str(path)])
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {path}:2: turns[0].speaker: expected 'agent' or 'user', got 'bot'"
+
+    result = runner.invoke(app, ["data", "validate", "--skip-invalid", str(path)])
+    assert result.exit_code == 0
+    assert f"skipped {path}:2: turns[0].speaker" in result.stderr
+    assert "2 valid conversations" in result.stdout
+
+
+def test_validate_missing_file_exits_2(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["data", "validate", str(tmp_path / "nope.jsonl")])
+    assert result.exit_code == 2 and "nope.jsonl" in result.stderr
+
+
+def test_stats_json(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    path.write_text(line("a") + "\n" + line("b", speaker="user") + "\n")
+    result = runner.invoke(app, ["data", "stats", "--json", str(path)])
+    assert result.exit_code == 0
+    stats = json.loads(result.stdout)
+    assert stats["conversations"] == 2 and stats["agent_messages"] == 1 and stats["actions"] == {"greet": 1}
+    assert stats["labelled_share"] == 1.0 and stats["conversion_rate"] is None
+
+
+def test_convert_then_stats_on_real_corpora(tmp_path: Path, persuasion_dir: Path, star_dir: Path) -> None:
+    out = tmp_path / "p4g.jsonl"
+    result = runner.invoke(
+        app, ["data", "convert", "--corpus", "persuasion", "--src", str(persuasion_dir), "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    stats = json.loads(runner.invoke(app, ["data", "stats", "--json", str(out)]).stdout)
+    assert (stats["conversations"], stats["labelled_agent_messages"], stats["converted"]) == (1017, 6017, 545)
+
+    out = tmp_path / "star.jsonl"
+    flows = tmp_path / "flows.json"
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "convert",
+            "--corpus",
+            "star",
+            "--src",
+            str(star_dir),
+            "--out",
+            str(out),
+            "--flows",
+            str(flows),
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    stats = json.loads(runner.invoke(app, ["data", "stats", "--json", str(out)]).stdout)
+    assert (stats["conversations"], stats["labelled_agent_messages"], stats["distinct_actions"]) == (
+        6652,
+        46640,
+        163,
+    )
+    assert len(json.loads(flows.read_text())) == 24
+
+
+def test_convert_bad_source_exits_2(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        ["data", "convert", "--corpus", "star", "--src", str(tmp_path), "--out", str(tmp_path / "x.jsonl")],
+    )
+    assert result.exit_code == 2 and "no dialogue files" in result.stderr
+    assert not (tmp_path / "x.jsonl").exists()
