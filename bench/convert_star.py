@@ -41,15 +41,27 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "star.jsonl"
-        command = [sys.executable, "-m", "convoplan.cli", "data", "convert", "--corpus", "star",
-                   "--src", str(args.src), "--out", str(out)]  # fmt: skip
+        command = [
+            sys.executable,
+            "-m",
+            "convoplan.cli",
+            "data",
+            "convert",
+            "--corpus",
+            "star",
+            "--src",
+            str(args.src),
+            "--out",
+            str(out),
+        ]
 
         def convert() -> None:
             subprocess.run(command, check=True, capture_output=True)
 
         def read_back() -> None:
-            subprocess.run([sys.executable, "-m", "convoplan.cli", "data", "validate", str(out)], check=True,
-                           capture_output=True)  # fmt: skip
+            subprocess.run(
+                [sys.executable, "-m", "convoplan.cli", "data", "validate", str(out)], check=True, capture_output=True
+            )
 
         floor = best_of(args.repeats, parse_only)
         converted = best_of(args.repeats, convert)

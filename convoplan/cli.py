@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import json
+import random
 import sys
+import time
+from collections import Counter
+from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn, cast
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from convoplan.compose.loop import STOP, DialogueManager
+from convoplan.imports import import_object
 from convoplan.schema import (
+    Candidate,
     Conversation,
     FormatError,
     InvalidLine,
@@ -22,6 +29,9 @@ from convoplan.schema import (
     write_call_flows,
     write_jsonl,
 )
+
+if TYPE_CHECKING:
+    from convoplan.sim.run import SimulationConfig, World
 
 app = typer.Typer(
     help="convoplan: learn from logged conversations which action to take next and how to say it.",
@@ -32,6 +42,8 @@ data_app = typer.Typer(
     help="Convert, validate and describe canonical conversation files (JSON Lines).", no_args_is_help=True
 )
 app.add_typer(data_app, name="data")
+world_app = typer.Typer(help="The built-in animals world: simulate rated conversations.", no_args_is_help=True)
+app.add_typer(world_app, name="world")
 
 console = Console()
 errors = Console(stderr=True)
@@ -176,6 +188,204 @@ def data_stats(
 def data_schema() -> None:
     """Print the JSON Schema of one canonical line (the source of docs/conversation.schema.json)."""
     sys.stdout.write(dumps_schema())
+
+
+# --- the animals world ----------------------------------------------------------------------------------------
+
+DmOption = Annotated[
+    str,
+    typer.Option("--dm", help="Dialogue manager: random, heuristic, greedy, or an import path 'pkg.module:Factory'."),
+]
+
+
+def resolve_dm(spec: str, rng: random.Random) -> DialogueManager:
+    """A DM from its name or import path (a class or function called with no arguments)."""
+    from convoplan.worlds.animals.planning import BUILTIN_DMS, builtin_dm
+
+    if spec in BUILTIN_DMS:
+        return builtin_dm(spec, rng)
+    if ":" not in spec:
+        fail(f"--dm {spec!r}: expected one of {', '.join(BUILTIN_DMS)} or an import path 'pkg.module:Factory'")
+    try:
+        factory = import_object(spec)
+    except ValueError as error:
+        fail(f"--dm {error}")
+    if not callable(factory):
+        fail(f"--dm {spec!r} is not callable")
+    dm = factory()
+    if not callable(getattr(dm, "score", None)):
+        fail(f"--dm {spec!r} made {type(dm).__name__}, which has no score(state, candidates) method")
+    return cast(DialogueManager, dm)
+
+
+def build_world(simulator: str | None, rater: str | None) -> World:
+    """The animals world, with a user simulator and rater plugged in by import path where given."""
+    from convoplan.worlds.animals import animals_world
+
+    plugged = {}
+    for option, spec in (("--simulator", simulator), ("--rater", rater)):
+        if spec is not None:
+            try:
+                plugged[option] = import_object(spec)
+            except ValueError as error:
+                fail(f"{option} {error}")
+            if not callable(plugged[option]):
+                fail(f"{option} {spec!r} is not callable")
+    return animals_world(new_user=plugged.get("--simulator"), new_rater=plugged.get("--rater"))  # type: ignore[arg-type]
+
+
+def simulate_with_progress(
+    world: World, dm: DialogueManager, config: SimulationConfig, name: str
+) -> tuple[list[Conversation], float]:
+    """Simulate under a progress bar; return the conversations and the seconds it took."""
+    from convoplan.sim.run import simulate
+
+    start = time.perf_counter()
+    with progress_bar() as bar:
+        task = bar.add_task(f"simulating ({name} DM)", total=config.conversations)
+        logs = list(simulate(world, dm, config, name, progress=lambda done: bar.update(task, completed=done)))
+    return logs, time.perf_counter() - start
+
+
+def print_summary(conversations: Sequence[Conversation], title: str, seconds: float | None = None) -> None:
+    from convoplan.sim.metrics import METRICS, metric_values
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("mean per conversation", justify="right")
+    for metric in METRICS:
+        values = metric_values(conversations, metric)
+        table.add_row(metric.replace("_", " "), f"{values.mean():.2f}" if len(values) else "n/a")
+    ended = Counter(str(c.meta.get("ended_by")) for c in conversations)
+    table.add_row("ended by", ", ".join(f"{k} {v}" for k, v in sorted(ended.items())))
+    if seconds is not None:
+        table.add_row("simulation speed", f"{len(conversations) / seconds:.0f} conversations/s")
+    console.print(table)
+
+
+def print_conversation(conversation: Conversation) -> None:
+    """The conversation as the user saw it: user messages and fused bot responses."""
+    console.print(f"[bold]{conversation.id}[/bold] ({conversation.meta.get('dm')})")
+    for turn in conversation.turns:
+        if turn.speaker == "user":
+            say(f"  user: {turn.text}")
+        elif turn.action == STOP:
+            say(f"  bot:  {turn.text}")
+
+
+@world_app.command("simulate")
+def world_simulate(
+    out: Annotated[Path, typer.Option(help="Where to write the rated logs (canonical JSONL).")],
+    dm: DmOption = "heuristic",
+    conversations: Annotated[int, typer.Option(min=1, help="How many conversations to simulate.")] = 100,
+    raters: Annotated[int, typer.Option(min=0, help="Raters per conversation; each rates every candidate.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the run; the same seed gives the same file byte for byte.")] = 0,
+    max_turns: Annotated[int, typer.Option(min=1, help="Bot responses after which a conversation is cut off.")] = 30,
+    epsilon: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Exploration: chance that a step picks uniformly at random.")
+    ] = 0.0,
+    simulator: Annotated[
+        str | None, typer.Option(help="A user simulator class by import path 'pkg.module:Class', called as Class(rng).")
+    ] = None,
+    rater: Annotated[str | None, typer.Option(help="A rater class by import path, called as Class(name, rng).")] = None,
+) -> None:
+    """Simulate users talking with the bot, every candidate rated; write canonical logs and print a summary."""
+    from convoplan.compose.loop import ComposerConfig
+    from convoplan.sim.run import SimulationConfig
+
+    world = build_world(simulator, rater)
+    composer = ComposerConfig(epsilon=epsilon)
+    config = SimulationConfig(
+        conversations=conversations, raters=raters, seed=seed, max_turns=max_turns, composer=composer
+    )
+    logs, seconds = simulate_with_progress(world, resolve_dm(dm, random.Random(f"{seed}:dm")), config, dm)
+    write_jsonl(out, logs)
+    say(f"wrote {len(logs)} conversations to {out}")
+    print_summary(logs, f"{dm}: {len(logs)} simulated conversations", seconds)
+
+
+@app.command("chat")
+def chat(
+    dm: DmOption = "heuristic",
+    explain: Annotated[bool, typer.Option(help="Show the focus, every candidate and its score at each step.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the bot's random choices.")] = 0,
+) -> None:
+    """Talk with the animals bot in the terminal (type 'quit' or press Ctrl-D to leave)."""
+    from convoplan.compose.loop import Bot, DialogueState
+
+    world = build_world(None, None)
+    rng = random.Random(seed)
+
+    def show_step(state: DialogueState, candidates: list[Candidate]) -> None:
+        table = Table(title=f"step {len(state.chosen)}  focus: {state.focus or '-'}", title_justify="left")
+        for column in ("score", "act", "provider", "candidate"):
+            table.add_column(column, justify="right" if column == "score" else "left")
+        for candidate in sorted(candidates, key=lambda c: -(c.score or 0.0)):
+            table.add_row(f"{candidate.score:.2f}", candidate.action or "", candidate.provider or "", candidate.text)
+        console.print(table)
+
+    bot = Bot(
+        world.providers(rng),
+        resolve_dm(dm, rng),
+        world.fuser,
+        world.lexicon,
+        world.entity,
+        rng=rng,
+        on_step=show_step if explain else None,
+    )
+    say("Ask me about animals: lions, penguins, sharks... ('quit' to leave)")
+    while True:
+        try:
+            text = input("you> ").strip()
+        except EOFError:
+            break
+        if text.lower() in ("quit", "exit"):
+            break
+        if not text:
+            continue
+        heard = bot.hear(text)
+        if explain:
+            say(f"(nlu: focus={heard.focus} answer={heard.answer} feedback={heard.feedback} request={heard.request})")
+        response = bot.respond()
+        say(f"bot> {response.text}")
+        if response.ends_conversation:
+            break
+
+
+@app.command("demo")
+def demo(
+    conversations: Annotated[int, typer.Option(min=2, help="Conversations to simulate per DM.")] = 300,
+    out: Annotated[Path, typer.Option(help="Folder for the logs.")] = Path("runs/demo"),
+    seed: Annotated[int, typer.Option(help="Seed of the run.")] = 0,
+) -> None:
+    """The main job on the built-in world: simulate rated conversations with the heuristic and the greedy DM, and
+    compare them (the greedy one wins on the raters' immediate score, the planner on engagement)."""
+    from convoplan.sim.metrics import METRICS, compare
+    from convoplan.sim.run import SimulationConfig
+
+    world = build_world(None, None)
+    logs: dict[str, list[Conversation]] = {}
+    for name in ("heuristic", "greedy"):
+        config = SimulationConfig(conversations=conversations, seed=seed)
+        logs[name], seconds = simulate_with_progress(world, resolve_dm(name, random.Random(seed)), config, name)
+        write_jsonl(out / f"{name}.jsonl", logs[name])
+        print_summary(logs[name], f"{name} DM", seconds)
+    table = Table(title="greedy against the heuristic (control): relative change, bootstrap 95% CI")
+    for column in ("metric", "heuristic", "greedy", "change", "95% CI"):
+        table.add_column(column, justify="left" if column == "metric" else "right")
+    for metric in METRICS:
+        c = compare(logs["heuristic"], logs["greedy"], metric, resamples=1000, seed=seed)
+        table.add_row(
+            metric.replace("_", " "),
+            f"{c.control_mean:.2f}",
+            f"{c.arm_mean:.2f}",
+            f"{c.relative_change:+.1%}",
+            f"[{c.low:+.1%}, {c.high:+.1%}]",
+        )
+    console.print(table)
+    longest = max(logs["heuristic"][:50], key=lambda c: len(c.turns))
+    print_conversation(longest)
+    say(f"logs in {out}/ (inspect with: convoplan data stats {out}/heuristic.jsonl)")
 
 
 if __name__ == "__main__":

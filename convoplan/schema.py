@@ -86,6 +86,8 @@ class Candidate:
     propensity: Probability | None = None
     """Probability that the logging policy selected this candidate, where it is known."""
     selected: bool = False
+    meta: dict[str, JsonValue] = field(default_factory=dict)
+    """Structured details (a question's kind, a quiz's options and answer, the content key, ...)."""
 
 
 @dataclass

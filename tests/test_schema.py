@@ -82,6 +82,7 @@ candidates = st.builds(
     score=st.none() | finite,
     propensity=st.none() | st.floats(0, 1),
     selected=st.just(False),
+    meta=metas,
 )
 user_turns = st.builds(Turn, speaker=st.just("user"), text=texts, meta=metas)
 agent_turns = st.builds(

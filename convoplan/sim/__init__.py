@@ -1,0 +1,1 @@
+"""Simulation: user and rater protocols, the conversation runner, the A/B experiment and its metrics."""

@@ -1,0 +1,1 @@
+"""Built-in worlds: complete domains (knowledge, providers, simulated people) to run and learn on."""

@@ -1,0 +1,234 @@
+"""Simulated users of the animals world: hidden preferences and an engagement level moved by what the bot says.
+
+Each user likes a few animals and a couple of kinds of content (sounds, facts, attributes, quizzes). Engagement
+rises with liked content about animals of interest, with variety, and with being asked what they like; it falls with
+repetition of the same kind, long responses, ignored requests, and dwelling on an animal they do not care about
+(interest in an animal fades as it is talked about, slowly for favourites: they welcome depth). Users answer
+questions cooperatively or not, ask for things, praise or complain explicitly, and leave when disengaged.
+Every parameter is in `UserConfig`.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from convoplan.compose.loop import Response
+from convoplan.schema import Candidate
+from convoplan.sim.protocols import UserReply
+from convoplan.worlds.animals.knowledge import Animal, KnowledgeBase, load_knowledge_base
+
+__all__ = ["KINDS", "AnimalUser", "UserConfig"]
+
+KINDS = ("sound", "fact", "attribute", "quiz")
+
+
+@dataclass
+class UserConfig:
+    favourites: int = 3
+    """How many favourite animals a user has."""
+    liked_kinds: int = 2
+    """How many of the content kinds (sound, fact, attribute, quiz) a user enjoys."""
+    start_engagement: tuple[float, float] = (0.45, 0.75)
+    """Initial engagement, drawn uniformly from this range (engagement lives in [0, 1])."""
+    leave_below: float = 0.15
+    """The user leaves once engagement falls below this."""
+    hazard: float = 0.04
+    """Chance per turn of leaving anyway, scaled by (1 - engagement)."""
+    hazard_floor: float = 0.02
+    """Chance per turn of leaving however engaged the user is (everyone leaves eventually)."""
+    interest_favourite: float = 1.0
+    """Initial interest in a favourite animal."""
+    interest_other: float = 0.45
+    """Initial interest in any other animal."""
+    liked_gain: float = 0.11
+    """Engagement from one utterance of a liked kind, times the interest in its animal."""
+    other_gain: float = 0.015
+    """Engagement from one utterance of a kind the user does not care for, times the interest."""
+    fatigue: float = 0.3
+    """Each utterance about a non-favourite animal multiplies the interest in it by (1 - fatigue)."""
+    favourite_fatigue: float = 0.06
+    """The same for favourite animals: depth is welcome there."""
+    repetition_penalty: float = 0.1
+    """Engagement lost when a response's main kind is the main kind of both previous responses."""
+    comfortable_length: int = 2
+    """Content utterances per response a user reads happily."""
+    verbosity_penalty: float = 0.05
+    """Engagement lost per content utterance beyond `comfortable_length`."""
+    ignored_request_penalty: float = 0.12
+    """Engagement lost when the bot ignores what the user just asked for."""
+    hop_penalty: float = 0.06
+    """Engagement lost when the bot moves to an animal the user did not ask for before saying two things about the
+    current one (hopping around feels random)."""
+    asked_gain: float = 0.06
+    """Engagement from being asked which animal they like, or offered a favourite."""
+    baseline: float = 0.05
+    """Engagement lost per response regardless (time has a cost)."""
+    feedback_scale: float = 2.0
+    """P(explicit praise) = feedback_scale * gain for a gain > 0; P(complaint) likewise for a loss."""
+    cooperation: float = 0.85
+    """Probability of answering a question cooperatively at full engagement (about a favourite: always)."""
+    quiz_skill: float = 0.6
+    """Probability of guessing a quiz right."""
+    request_rate: float = 0.25
+    """Probability of asking for something when there is no question to answer."""
+    off_domain_rate: float = 0.04
+    """Probability of saying something off-domain instead."""
+
+
+class AnimalUser:
+    """One simulated person; `AnimalUser(rng)` follows the SimulatedUser protocol."""
+
+    def __init__(self, rng: random.Random, config: UserConfig | None = None, kb: KnowledgeBase | None = None) -> None:
+        self.rng = rng
+        self.config = config = config or UserConfig()
+        self.kb = kb or load_knowledge_base()
+        names = [animal.name for animal in self.kb.animals]
+        self.favourites = rng.sample(names, config.favourites)
+        self.liked = set(rng.sample(KINDS, config.liked_kinds))
+        self.engagement = rng.uniform(*config.start_engagement)
+        self.interest = {n: config.interest_favourite if n in self.favourites else config.interest_other for n in names}
+        self.kinds_seen: list[str | None] = []
+        self.topic: tuple[str | None, int] = (None, 0)
+        """The animal the bot's content is about, and how many content utterances it has had in a row."""
+        self.request: str | None = None
+        """What the user's last message asked for: a content kind, or "animal:<name>"."""
+
+    # --- what the user says --------------------------------------------------------------------------------------
+
+    def _animal(self, name: str) -> Animal:
+        return self.kb[name]
+
+    def _favourite(self) -> Animal:
+        """The favourite the user is most interested in now."""
+        return self._animal(max(self.favourites, key=lambda n: (self.interest[n], self.rng.random())))
+
+    def opening(self) -> str:
+        roll, favourite = self.rng.random(), self._favourite()
+        if roll < 0.4:
+            return self.rng.choice(("hi", "hello!", "hey there"))
+        if roll < 0.7:
+            self.request = f"animal:{favourite.name}"
+            return f"tell me about {favourite.plural}"
+        if roll < 0.85:
+            self.request = "sound"
+            return f"can I hear what {favourite.with_article} sounds like?"
+        return f"I really like {favourite.plural}"
+
+    def _request(self, focus: str | None) -> str:
+        kind = self.rng.choice(sorted(self.liked))
+        bored = focus is not None and self.interest.get(focus, 1.0) < 0.3
+        if bored or focus is None:
+            favourite = self._favourite()
+            self.request = f"animal:{favourite.name}"
+            return self.rng.choice((f"can we talk about {favourite.plural}?", f"what about {favourite.plural}?"))
+        self.request = kind
+        return {
+            "sound": "what sound does it make?",
+            "fact": "tell me more facts about them",
+            "attribute": "how big are they?",
+            "quiz": "can you give me a quiz?",
+        }[kind]
+
+    def _answer(self, question: Candidate) -> tuple[str, str]:
+        """(text, "cooperative" or "non_cooperative") for the bot's question."""
+        kind, focus = question.meta.get("question"), question.focus
+        willing = self.rng.random() < self.config.cooperation * (0.4 + 0.6 * self.engagement)
+        if kind == "yes_no":
+            if focus in self.favourites or (willing and self.interest.get(focus or "", 0) >= 0.4):
+                self.request = f"animal:{focus}"  # agreeing to a new animal is asking for it
+                return self.rng.choice(("yes please", "sure!", "yeah, why not", "ok")), "cooperative"
+            return self.rng.choice(("no thanks", "nah", "not really")), "non_cooperative"
+        if kind == "open":
+            if willing or self.rng.random() < 0.5:
+                favourite = self._favourite()
+                self.request = f"animal:{favourite.name}"
+                return self.rng.choice((f"{favourite.plural}!", f"tell me about {favourite.plural}")), "cooperative"
+            return self.rng.choice(("I don't know", "you choose")), "non_cooperative"
+        if kind == "quiz":
+            if willing:
+                options = [str(o) for o in question.meta.get("options", [])]  # type: ignore[union-attr]
+                answer = str(question.meta.get("answer"))
+                guess = answer if self.rng.random() < self.config.quiz_skill else self.rng.choice(options)
+                return f"is it the {guess}?", "cooperative"
+            return self.rng.choice(("no idea", "just tell me")), "non_cooperative"
+        return "ok", "cooperative"
+
+    # --- how the response lands ----------------------------------------------------------------------------------
+
+    def _gain(self, chosen: list[Candidate]) -> float:
+        config = self.config
+        gain = -config.baseline
+        content = 0
+        for candidate in chosen:
+            kind, focus = candidate.action, candidate.focus
+            if kind in KINDS and focus is not None:
+                interest = self.interest[focus]
+                gain += (config.liked_gain if kind in self.liked else config.other_gain) * interest
+                if kind != "quiz":
+                    content += 1
+                    fade = config.favourite_fatigue if focus in self.favourites else config.fatigue
+                    self.interest[focus] = interest * (1 - fade)
+            elif kind == "open_question" or (kind == "yes_no_question" and focus in self.favourites):
+                gain += config.asked_gain
+        gain -= config.verbosity_penalty * max(0, content - config.comfortable_length)
+
+        for candidate in chosen:
+            if candidate.action not in KINDS or candidate.focus is None:
+                continue
+            current, run = self.topic
+            if candidate.focus == current:
+                self.topic = (current, run + 1)
+                continue
+            if current is not None and run < 2 and self.request != f"animal:{candidate.focus}":
+                gain -= config.hop_penalty
+            self.topic = (candidate.focus, 1)
+
+        main = next((c.action for c in chosen if c.action in KINDS), None)
+        if main is not None and self.kinds_seen[-2:] == [main, main]:
+            gain -= config.repetition_penalty
+        self.kinds_seen.append(main)
+
+        if self.request is not None:
+            wanted = self.request.removeprefix("animal:")
+            met = any(c.action == self.request or (c.focus == wanted and c.action in KINDS) for c in chosen)
+            if not met:
+                gain -= config.ignored_request_penalty
+        return gain
+
+    def reply(self, response: Response) -> UserReply:
+        config, rng = self.config, self.rng
+        gain = self._gain(response.chosen)
+        self.engagement = min(1.0, max(0.0, self.engagement + gain))
+        self.request = None
+        meta: dict[str, object] = {"engagement": round(self.engagement, 4), "gain": round(gain, 4)}
+
+        if self.engagement < config.leave_below or rng.random() < config.hazard_floor + config.hazard * (
+            1 - self.engagement
+        ):
+            bored = self.engagement < config.leave_below
+            text = rng.choice(("this is boring, bye", "stop.")) if bored else "I have to go now, bye!"
+            return UserReply(text=text, left=True, meta={**meta, "intent": "leave"})  # type: ignore[dict-item]
+
+        feedback = ""
+        if gain > 0 and rng.random() < config.feedback_scale * gain:
+            feedback = rng.choice(("Wow, thank you! ", "That's wonderful! ", "Awesome fact! "))
+            meta["feedback"] = "positive"
+        elif gain < 0 and rng.random() < config.feedback_scale * -gain:
+            feedback = rng.choice(("This is boring. ", "Ugh, I don't care. "))
+            meta["feedback"] = "negative"
+
+        question = next((c for c in response.chosen if "question" in c.meta), None)
+        if question is not None:
+            text, reaction = self._answer(question)
+            meta["reaction"] = reaction
+        elif rng.random() < config.off_domain_rate:
+            text = rng.choice(("what's the weather like today?", "do you like pizza?"))
+            meta["intent"] = "off_domain"
+        elif rng.random() < config.request_rate:
+            focus = next((c.focus for c in reversed(response.chosen) if c.focus), None)
+            text = self._request(focus)
+            meta["intent"] = "request"
+        else:
+            text = rng.choice(("cool", "ok", "I see", "interesting", "hmm"))
+        return UserReply(text=feedback + text, meta=meta)  # type: ignore[arg-type]
