@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SHARED ?= ../shared/data
 
-.PHONY: install test lint format data bench clean
+.PHONY: install demo test lint format data bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -16,6 +16,10 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## The main job, on the built-in animals world (nothing to download).
+demo: $(STAMP)
+	$(BIN)/convoplan demo
 
 ## The test suite (pytest exits non-zero, 5, when it collects no test, and make fails with it).
 test: $(STAMP)
@@ -39,6 +43,8 @@ data: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/convert_star.py --src $(SHARED)/star
+	$(BIN)/python bench/world_property.py --conversations 1000
+	$(BIN)/python bench/fusion.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
