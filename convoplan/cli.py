@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, cast
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -194,28 +194,21 @@ def data_schema() -> None:
 
 DmOption = Annotated[
     str,
-    typer.Option("--dm", help="Dialogue manager: random, heuristic, greedy, or an import path 'pkg.module:Factory'."),
+    typer.Option(
+        "--dm",
+        help="Dialogue manager: random, heuristic, greedy, a trained DM folder, or 'pkg.module:Factory'.",
+    ),
 ]
 
 
 def resolve_dm(spec: str, rng: random.Random) -> DialogueManager:
-    """A DM from its name or import path (a class or function called with no arguments)."""
-    from convoplan.worlds.animals.planning import BUILTIN_DMS, builtin_dm
+    """A DM from the --dm option (see convoplan.sim.arms); a bad one exits 2."""
+    from convoplan.sim.arms import load_arm
 
-    if spec in BUILTIN_DMS:
-        return builtin_dm(spec, rng)
-    if ":" not in spec:
-        fail(f"--dm {spec!r}: expected one of {', '.join(BUILTIN_DMS)} or an import path 'pkg.module:Factory'")
     try:
-        factory = import_object(spec)
+        return load_arm(spec, rng)
     except ValueError as error:
         fail(f"--dm {error}")
-    if not callable(factory):
-        fail(f"--dm {spec!r} is not callable")
-    dm = factory()
-    if not callable(getattr(dm, "score", None)):
-        fail(f"--dm {spec!r} made {type(dm).__name__}, which has no score(state, candidates) method")
-    return cast(DialogueManager, dm)
 
 
 def build_world(simulator: str | None, rater: str | None) -> World:

@@ -608,7 +608,11 @@ def _features(ctx: _Context) -> tuple[list[list[str]], list[str]]:
         else:
             role = "last" if p == len(utterance.tokens) - 1 else "inside"
         after_subject = utterance.body + len(utterance.subject)
-        verb = utterance.tokens[after_subject].lower() if utterance.subject and after_subject < len(utterance.tokens) else ""
+        verb = (
+            utterance.tokens[after_subject].lower()
+            if utterance.subject and after_subject < len(utterance.tokens)
+            else ""
+        )
         near = {k: tokens[index + k].lower() if 0 <= index + k < len(tokens) else "<none>" for k in (-2, -1, 1, 2)}
         situation = f"{previous_kind}>{utterance.kind}|rep={ctx.repeats[u]}|chain={min(ctx.chain[u], 2)}"
         ahead = f"{utterance.kind}>{next_kind}"
