@@ -1,4 +1,5 @@
-"""Engagement metrics of conversations and their comparison between arms (the RL paper, sec. 6.2 and Table 3).
+"""Engagement metrics of conversations and their comparison between arms (the RL paper, sec. 6.2 and Table 3), and
+the behaviour statistics of a DM (sec. 6.4): questions, content diversity, facts against sounds, focus changes.
 
 Everything is computed from canonical logs alone (the NLU's reading of each user message in the user turn's meta,
 the bot's composed responses, the raters' ratings where present), so the same code serves simulated runs and the
@@ -13,12 +14,16 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from convoplan.schema import Conversation
+from convoplan.schema import Candidate, Conversation, Turn
 
 __all__ = [
+    "BEHAVIOURS",
     "COOPERATIVE",
     "METRICS",
     "Comparison",
+    "behaviour_metrics",
+    "behaviour_summary",
+    "bot_responses",
     "compare",
     "conversation_metrics",
     "metric_values",
@@ -138,3 +143,131 @@ def compare(
         difference_low=difference_low,
         difference_high=difference_high,
     )
+
+
+# --- behaviour statistics (sec. 6.4) ---------------------------------------------------------------------------
+
+QUESTIONS = frozenset({"quiz", "yes_no_question", "open_question"})
+"""Dialogue acts that ask the user something (the composition loop's QUESTION_ACTIONS)."""
+_STOP = "stop"
+_ACK = "ack"
+
+BEHAVIOURS = (
+    "responses",
+    "question_responses",
+    "question_share",
+    "unique_providers",
+    "fact_utterances",
+    "sound_utterances",
+    "fact_share",
+    "focus_changes",
+    "cooperation_rate",
+)
+"""The keys of `behaviour_metrics`; a share is NaN where its denominator is zero."""
+
+
+def _utterance(turn: Turn) -> Candidate:
+    """What the bot chose at a composition step: the selected candidate, or the turn itself where none is logged."""
+    selected = next((c for c in turn.candidates if c.selected), None)
+    return selected if selected is not None else Candidate(text=turn.text, action=turn.action)
+
+
+def bot_responses(conversation: Conversation) -> list[list[Candidate]]:
+    """The utterances of each bot response that says something, in order.
+
+    A response is the agent's step messages up to its closing "stop" message; a goodbye (a stop with no step
+    before it) says nothing and is left out. Agent messages that no stop closes (logs of a bot that does not
+    compose) count as a response each run of them up to the next user message.
+    """
+    responses: list[list[Candidate]] = []
+    steps: list[Candidate] = []
+    for turn in conversation.turns:
+        if turn.speaker == "agent" and turn.action != _STOP:
+            steps.append(_utterance(turn))
+            continue
+        if steps:
+            responses.append(steps)
+        steps = []
+    if steps:
+        responses.append(steps)
+    return responses
+
+
+def _content_focus(response: list[Candidate]) -> str | None:
+    """The entity a response talks about: the focus of its last content utterance that stays on its entity
+    (acknowledgements and focus-changing offers such as "Do you want to hear about walruses?" do not count)."""
+    return next(
+        (c.focus for c in reversed(response) if c.focus is not None and not c.changes_focus and c.action != _ACK),
+        None,
+    )
+
+
+def _focus_changes(responses: list[list[Candidate]]) -> int:
+    """Responses whose content focus differs from that of the last earlier response that had one."""
+    changes, previous = 0, None
+    for response in responses:
+        focus = _content_focus(response)
+        if focus is None:
+            continue
+        if previous is not None and focus != previous:
+            changes += 1
+        previous = focus
+    return changes
+
+
+def _share(numerator: float, denominator: float) -> float:
+    return numerator / denominator if denominator else math.nan
+
+
+def behaviour_metrics(conversation: Conversation) -> dict[str, float]:
+    """How the bot behaved in one conversation (the paper's sec. 6.4), from its canonical log alone.
+
+    - responses: bot responses that say something (goodbyes left out);
+    - question_responses: those whose last utterance is a question (quiz, yes/no question, open question), and
+      question_share, their share of the responses;
+    - unique_providers: distinct content providers among the chosen utterances (content diversity);
+    - fact_utterances, sound_utterances: chosen utterances of each kind (the rich fact sub-dialogue against the
+      poorer sound one), and fact_share, facts among facts and sounds;
+    - focus_changes: responses whose content focus (see `_content_focus`) differs from the previous one's
+      (conversation breadth);
+    - cooperation_rate: cooperative answers among the user's answers to bot questions.
+    """
+    responses = bot_responses(conversation)
+    utterances = [c for response in responses for c in response]
+    facts = sum(c.action == "fact" for c in utterances)
+    sounds = sum(c.action == "sound" for c in utterances)
+    questions = sum(response[-1].action in QUESTIONS for response in responses)
+    engagement = conversation_metrics(conversation)
+    cooperative = engagement["cooperative_answers"]
+    return {
+        "responses": float(len(responses)),
+        "question_responses": float(questions),
+        "question_share": _share(questions, len(responses)),
+        "unique_providers": float(len({c.provider for c in utterances if c.provider is not None})),
+        "fact_utterances": float(facts),
+        "sound_utterances": float(sounds),
+        "fact_share": _share(facts, facts + sounds),
+        "focus_changes": float(_focus_changes(responses)),
+        "cooperation_rate": _share(cooperative, cooperative + engagement["non_cooperative_answers"]),
+    }
+
+
+def behaviour_summary(conversations: Sequence[Conversation]) -> dict[str, float]:
+    """An arm's behaviour, keyed as `behaviour_metrics`: counts are means per conversation; shares are pooled over
+    the arm (the share of all its responses that end in a question, of all its facts and sounds that are facts, of
+    all the answers to its questions that cooperate), so that each response counts once, whatever the length of
+    its conversation. NaN for an empty arm or an empty denominator."""
+    rows = [behaviour_metrics(c) for c in conversations]
+    engagement = [conversation_metrics(c) for c in conversations]
+
+    def total(table: list[dict[str, float]], key: str) -> float:
+        return sum(row[key] for row in table)
+
+    facts, sounds = total(rows, "fact_utterances"), total(rows, "sound_utterances")
+    cooperative = total(engagement, "cooperative_answers")
+    pooled = {
+        "question_share": _share(total(rows, "question_responses"), total(rows, "responses")),
+        "fact_share": _share(facts, facts + sounds),
+        "cooperation_rate": _share(cooperative, cooperative + total(engagement, "non_cooperative_answers")),
+    }
+    return {key: pooled[key] if key in pooled else _share(total(rows, key), len(rows)) for key in BEHAVIOURS}

@@ -1,0 +1,100 @@
+"""Trained dialogue managers on disk, and the policy that scores live candidates with one.
+
+A checkpoint is a folder: `config.json` (the kind of DM, its network and feature space, how it was trained) and
+`model.safetensors` (the weights), both written atomically. Loading never unpickles anything and never imports
+training code, so a server can load DMs without the training stack.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from convoplan.atomic import atomic_write, atomic_write_bytes
+from convoplan.compose.loop import DialogueState
+from convoplan.dm.data import FeatureSpace, build_steps
+from convoplan.dm.networks import QNetwork, RNNConfig
+from convoplan.embed import SentenceEmbedder
+from convoplan.schema import Candidate, Conversation, Turn
+
+__all__ = ["RNNPolicy", "load_policy", "save_policy"]
+
+FORMAT = "convoplan-dm/1"
+
+
+class RNNPolicy:
+    """Scores the candidates of a composition step with a trained QNetwork (ratings or Q-values); the composition
+    loop then takes the argmax over the candidates really offered."""
+
+    def __init__(self, network: QNetwork, space: FeatureSpace, embedder: SentenceEmbedder | None = None) -> None:
+        self.network = network.eval()
+        self.space = space
+        self.embedder = embedder or SentenceEmbedder()
+
+    def score(self, state: DialogueState, candidates: Sequence[Candidate]) -> list[float]:
+        if not candidates:
+            return []
+        pending = Turn(speaker="agent", text="(pending)", candidates=list(candidates))
+        live = Conversation(id="live", domain="", turns=[*state.turns, pending])
+        table = build_steps([live], self.space, live=True)
+        embeddings = torch.from_numpy(self.embedder.embed(table.texts))
+        batch = table.batch([0], embeddings)
+        with torch.no_grad():
+            q = self.network(batch)[-1]  # the pending step is the last one
+        return [float(v) for v in q[: len(candidates)]]
+
+
+def save_policy(
+    folder: str | Path,
+    kind: str,
+    network: QNetwork,
+    network_config: RNNConfig,
+    space: FeatureSpace,
+    training: dict[str, Any],
+) -> Path:
+    """Write a trained DM to `folder` (created if needed)."""
+    from safetensors.torch import save
+
+    folder = Path(folder)
+    config = {
+        "format": FORMAT,
+        "kind": kind,
+        "network": asdict(network_config),
+        "space": space.to_dict(),
+        "training": training,
+    }
+    atomic_write_bytes(folder / "model.safetensors", save({k: v.contiguous() for k, v in network.state_dict().items()}))
+    with atomic_write(folder / "config.json") as stream:
+        json.dump(config, stream, indent=2)
+    return folder
+
+
+def load_network(folder: str | Path) -> tuple[QNetwork, FeatureSpace, dict[str, Any]]:
+    """The network, feature space and config of a checkpoint; ValueError naming the file if it is not one."""
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    try:
+        config = json.loads((folder / "config.json").read_text())
+        if config.get("format") != FORMAT:
+            raise ValueError(f"format {config.get('format')!r}, expected {FORMAT!r}")
+        space = FeatureSpace(**config["space"])
+        network_config = RNNConfig(**{**config["network"], "head": tuple(config["network"]["head"])})
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{folder / 'config.json'}: not a convoplan DM checkpoint ({error})") from None
+    network = QNetwork(space.utterance_dim, space.candidate_dim, network_config)
+    try:
+        network.load_state_dict(load_file(folder / "model.safetensors"))
+    except Exception as error:  # safetensors raises several types for truncated or foreign files
+        raise ValueError(f"{folder / 'model.safetensors'}: cannot load the weights ({error})") from None
+    return network.eval(), space, config
+
+
+def load_policy(folder: str | Path, embedder: SentenceEmbedder | None = None) -> RNNPolicy:
+    network, space, _ = load_network(folder)
+    return RNNPolicy(network, space, embedder)

@@ -1,0 +1,78 @@
+"""The two-step Q-model of the RL paper (sec. 4.2-4.3): a state encoder, then an MLP over [state; action].
+
+State (hierarchical RNN): a GRU over the per-utterance [sentence embedding; metadata] of the history, read after
+the utterances visible at the step, concatenated with the embedding of the last user message and the context
+features (turn index, composition step). Action: the candidate's [sentence embedding; metadata].
+The same network regresses ratings (the supervised RNN DM) or cumulative return (SAQL, CAQL).
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+
+from convoplan.dm.data import Batch
+from convoplan.embed import EMBEDDING_DIM
+
+__all__ = ["HistoryEncoder", "QNetwork", "RNNConfig"]
+
+
+@dataclass
+class RNNConfig:
+    hidden: int = 200
+    """GRU units (paper: 200)."""
+    head: tuple[int, ...] = (256, 256)
+    """Hidden layers of the Q/rating MLP (the paper's sizes are not given in the text we have)."""
+    dropout: float = 0.2
+    """Dropout on the MLP's hidden layers (paper: 0.2)."""
+
+
+class HistoryEncoder(nn.Module):
+    def __init__(self, utterance_dim: int, hidden: int) -> None:
+        super().__init__()
+        self.gru = nn.GRU(utterance_dim, hidden, batch_first=True)
+        self.output_dim = hidden + EMBEDDING_DIM + 2
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        """[S, hidden + 384 + 2]: the state of every step in the batch."""
+        lengths = batch.history_lengths.clamp(min=1)  # pack_padded_sequence needs >= 1; prefix 0 is zeroed below
+        packed = pack_padded_sequence(batch.history, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        outputs, _ = self.gru(packed)
+        outputs, _ = pad_packed_sequence(outputs, batch_first=True)  # [B, L, hidden]
+        read = (batch.step_prefix - 1).clamp(min=0)
+        hidden = outputs[batch.step_episode, read] * (batch.step_prefix > 0).unsqueeze(-1).to(outputs.dtype)
+        return torch.cat([hidden, batch.last_user, batch.context], dim=-1)
+
+
+def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers += [nn.ReLU(), nn.Dropout(dropout)]
+    return nn.Sequential(*layers)
+
+
+class QNetwork(nn.Module):
+    """Q(s, a) for every candidate of every step: [S, C] (padded candidates hold arbitrary values)."""
+
+    def __init__(self, utterance_dim: int, candidate_dim: int, config: RNNConfig) -> None:
+        super().__init__()
+        self.encoder = HistoryEncoder(EMBEDDING_DIM + utterance_dim, config.hidden)
+        self.action_dim = EMBEDDING_DIM + candidate_dim
+        self.head = _mlp([self.encoder.output_dim + self.action_dim, *config.head, 1], config.dropout)
+
+    def state(self, batch: Batch) -> torch.Tensor:
+        return self.encoder(batch)  # type: ignore[no-any-return]
+
+    def q(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """state [S, D_s], actions [S, C, D_a] -> [S, C]."""
+        tiled = state.unsqueeze(1).expand(-1, actions.shape[1], -1)
+        return self.head(torch.cat([tiled, actions], dim=-1)).squeeze(-1)  # type: ignore[no-any-return]
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.q(self.state(batch), batch.candidates)

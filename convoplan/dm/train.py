@@ -1,0 +1,265 @@
+"""Training the two-step dialogue managers: the supervised RNN DM, SAQL, CAQL and their CQL-regularised variants.
+
+Batches are whole conversations (every step of each is trained), drawn at random with a seeded generator. The same
+code runs in one process or under `torchrun --nproc_per_node N` (gloo, DistributedDataParallel): every rank draws
+the same global batch, trains on its share of the conversations, and weights its loss by its share of the batch's
+terms, so that the averaged gradient is the gradient of the whole batch's loss, as in one process.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from convoplan.dm.data import Batch, FeatureSpace, StepTable, build_steps
+from convoplan.dm.losses import (
+    cql_regulariser,
+    gradient_ascent,
+    masked_max,
+    project_to_sphere,
+    q_learning_loss,
+    rating_loss,
+    td_target,
+)
+from convoplan.dm.networks import QNetwork, RNNConfig
+from convoplan.embed import EMBEDDING_DIM, SentenceEmbedder
+from convoplan.schema import Conversation
+
+__all__ = ["Dataset", "QConfig", "SupervisedConfig", "TrainResult", "prepare", "train_q", "train_supervised"]
+
+Progress = Callable[[int, float], None]
+
+
+@dataclass
+class SupervisedConfig:
+    """The supervised RNN DM: regress the mean rating of every rated candidate, selected or not."""
+
+    network: RNNConfig = field(default_factory=RNNConfig)
+    lr: float = 1e-3
+    """Adam learning rate (the paper uses 1e-4 over many more steps than a CPU run affords)."""
+    batch_size: int = 16
+    """Conversations per batch (paper: 16)."""
+    steps: int = 600
+    """Optimiser steps."""
+    seed: int = 0
+
+
+@dataclass
+class QConfig:
+    """SAQL or CAQL, optionally with the CQL regulariser (RL paper sec. 4.3)."""
+
+    algorithm: Literal["saql", "caql"] = "saql"
+    network: RNNConfig = field(default_factory=RNNConfig)
+    gamma: float = 0.9
+    """Discount factor."""
+    lr: float = 5e-4
+    """Adam learning rate."""
+    batch_size: int = 16
+    """Conversations per batch."""
+    steps: int = 1500
+    """Optimiser steps."""
+    target_every: int = 100
+    """Steps between copies of the online network into the target network Qbar."""
+    cql_alpha: float = 0.0
+    """Weight of the CQL regulariser; 0 turns it off."""
+    behaviour: Literal["logged", "supervised"] = "supervised"
+    """pi_beta of CQL: softmax over the supervised DM's scores, or the logged choice (one-hot)."""
+    behaviour_temperature: float = 1.0
+    """Temperature of the softmax over the supervised DM's scores."""
+    caql_steps: int = 5
+    """CAQL: gradient-ascent steps of the inner max over the action embedding."""
+    caql_step_size: float = 0.1
+    """CAQL: gradient-ascent step size eta."""
+    seed: int = 0
+
+
+@dataclass
+class Dataset:
+    """Steps of a set of logs with the embedding of every text they contain."""
+
+    table: StepTable
+    embeddings: torch.Tensor  # [len(table.texts), 384]
+
+
+@dataclass
+class TrainResult:
+    network: QNetwork
+    losses: list[float]
+    seconds: float
+    transitions: int
+    """Steps (transitions) trained on, summed over optimiser steps and ranks."""
+
+    @property
+    def transitions_per_second(self) -> float:
+        return self.transitions / self.seconds if self.seconds else math.nan
+
+
+def prepare(
+    conversations: Sequence[Conversation], embedder: SentenceEmbedder, space: FeatureSpace | None = None
+) -> Dataset:
+    """Build the step table (with a feature space fitted on these logs unless given) and embed its texts."""
+    table = build_steps(conversations, space or FeatureSpace.fit(conversations))
+    if table.steps == 0:
+        raise ValueError("no composition steps in these logs: agent turns need candidates with one selected")
+    return Dataset(table, torch.from_numpy(embedder.embed(table.texts)))
+
+
+# --- distribution ----------------------------------------------------------------------------------------------
+
+
+def _rank_and_world() -> tuple[int, int]:
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("gloo")
+    if dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size()
+    return 0, 1
+
+
+def _global_count(count: int, world: int) -> int:
+    if world == 1:
+        return count
+    total = torch.tensor([count], dtype=torch.long)
+    dist.all_reduce(total)
+    return int(total.item())
+
+
+def _share(global_batch: np.ndarray, rank: int, world: int) -> list[int]:
+    return [int(e) for e in global_batch[rank::world]]
+
+
+def _wrap(network: QNetwork, world: int) -> nn.Module:
+    return nn.parallel.DistributedDataParallel(network) if world > 1 else network
+
+
+# --- the loops -------------------------------------------------------------------------------------------------
+
+
+def _new_network(table: StepTable, config: RNNConfig, seed: int) -> QNetwork:
+    torch.manual_seed(seed)
+    return QNetwork(table.space.utterance_dim, table.space.candidate_dim, config)
+
+
+def _loop(
+    data: Dataset,
+    network: QNetwork,
+    steps: int,
+    lr: float,
+    batch_size: int,
+    seed: int,
+    batch_loss: Callable[[nn.Module, Batch, int, int], tuple[torch.Tensor, int]],
+    progress: Progress | None,
+    after_step: Callable[[int], None] | None = None,
+) -> TrainResult:
+    """The shared optimisation loop; `batch_loss(model, batch, step, world)` -> (this rank's loss, its terms)."""
+    rank, world = _rank_and_world()
+    model = _wrap(network, world)
+    optimiser = torch.optim.Adam(model.parameters(), lr=lr)
+    draw = np.random.default_rng(seed)
+    losses, transitions = [], 0
+    start = time.perf_counter()
+    model.train()
+    for step in range(steps):
+        global_batch = draw.integers(0, data.table.episodes, size=batch_size)
+        batch = data.table.batch(_share(global_batch, rank, world), data.embeddings)
+        loss, terms = batch_loss(model, batch, step, world)
+        # Weight this rank's mean loss by its share of the batch's terms: DDP averages gradients over ranks, so the
+        # result is the gradient of the mean over the whole global batch.
+        scale = terms * world / max(1, _global_count(terms, world))
+        optimiser.zero_grad()
+        (loss * scale).backward()  # type: ignore[no-untyped-call]
+        nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+        optimiser.step()
+        transitions += _global_count(len(batch.chosen), world)
+        losses.append(float(loss.detach()))
+        if after_step is not None:
+            after_step(step)
+        if progress is not None and rank == 0:
+            progress(step + 1, losses[-1])
+    network.eval()
+    return TrainResult(network, losses, time.perf_counter() - start, transitions)
+
+
+def train_supervised(data: Dataset, config: SupervisedConfig, progress: Progress | None = None) -> TrainResult:
+    """The supervised RNN DM (Szpektor et al. 2020): predict every candidate's rating from (history, candidate)."""
+    network = _new_network(data.table, config.network, config.seed)
+
+    def batch_loss(model: nn.Module, batch: Batch, step: int, world: int) -> tuple[torch.Tensor, int]:
+        predicted = model(batch)  # [S, C]
+        return rating_loss(predicted, batch.ratings), int((~torch.isnan(batch.ratings)).sum())
+
+    return _loop(data, network, config.steps, config.lr, config.batch_size, config.seed, batch_loss, progress)
+
+
+def behaviour_probabilities(batch: Batch, config: QConfig, supervised: QNetwork | None) -> torch.Tensor:
+    """pi_beta(a|s) over each step's offered candidates, [S, C]."""
+    if config.behaviour == "logged" or supervised is None:
+        return nn.functional.one_hot(batch.chosen, batch.mask.shape[1]).to(torch.float32)
+    with torch.no_grad():
+        scores = supervised(batch) / config.behaviour_temperature
+    return torch.softmax(scores.masked_fill(~batch.mask, float("-inf")), dim=-1)
+
+
+def train_q(
+    data: Dataset,
+    config: QConfig,
+    supervised: QNetwork | None = None,
+    init: QNetwork | None = None,
+    progress: Progress | None = None,
+) -> TrainResult:
+    """SAQL or CAQL (+ CQL when cql_alpha > 0). `init` warm-starts the network (e.g. from SAQL for its CQL variant);
+    `supervised` is the behaviour policy of CQL."""
+    if torch.isnan(torch.from_numpy(data.table.step_rewards())).any():
+        raise ValueError("Q-learning needs a reward on every step: some selected candidates have no ratings")
+    network = copy.deepcopy(init) if init is not None else _new_network(data.table, config.network, config.seed)
+    target = copy.deepcopy(network).eval().requires_grad_(False)
+    if supervised is not None:
+        supervised.eval()
+
+    def next_values(batch: Batch) -> torch.Tensor:
+        """max_{a'} Qbar(s', a') for every step, [S]; the realized set for SAQL, gradient ascent for CAQL."""
+        has_next = ~batch.done
+        following = batch.next_step.clamp(min=0)
+        with torch.no_grad():
+            state = target.state(batch)[following]  # [S, D_s]: s' of every step
+            q_next = target.q(state, batch.candidates[following])  # [S, C]
+        mask = batch.mask[following]
+        best = masked_max(q_next, mask)
+        if config.algorithm == "caql":
+            start = batch.candidates[following, q_next.masked_fill(~mask, float("-inf")).argmax(-1)]  # [S, D_a]
+            meta = start[:, EMBEDDING_DIM:]
+
+            def q_of(embedding: torch.Tensor) -> torch.Tensor:
+                action = torch.cat([project_to_sphere(embedding), meta], dim=-1).unsqueeze(1)
+                return target.q(state, action).squeeze(1)
+
+            best = gradient_ascent(q_of, start[:, :EMBEDDING_DIM], config.caql_steps, config.caql_step_size)
+        return torch.where(has_next, best, torch.zeros_like(best))
+
+    def batch_loss(model: nn.Module, batch: Batch, step: int, world: int) -> tuple[torch.Tensor, int]:
+        q = model(batch)  # [S, C]
+        q_taken = q.gather(1, batch.chosen.unsqueeze(1)).squeeze(1)
+        target_value = td_target(batch.reward, next_values(batch), batch.done, config.gamma)
+        loss = q_learning_loss(q_taken, target_value)
+        if config.cql_alpha > 0:
+            loss = loss + config.cql_alpha * cql_regulariser(
+                q, batch.mask, behaviour_probabilities(batch, config, supervised)
+            )
+        return loss, len(q_taken)
+
+    def refresh_target(step: int) -> None:
+        if (step + 1) % config.target_every == 0:
+            target.load_state_dict(network.state_dict())
+
+    return _loop(
+        data, network, config.steps, config.lr, config.batch_size, config.seed, batch_loss, progress, refresh_target
+    )

