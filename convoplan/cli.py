@@ -2,20 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from convoplan.compose.loop import STOP, DialogueManager
@@ -34,6 +35,8 @@ from convoplan.schema import (
 if TYPE_CHECKING:
     from convoplan.sim.experiment import ABReport
     from convoplan.sim.run import SimulationConfig, World
+
+ConfigT = TypeVar("ConfigT")
 
 app = typer.Typer(
     help="convoplan: learn from logged conversations which action to take next and how to say it.",
@@ -203,6 +206,12 @@ DmOption = Annotated[
 ]
 
 
+SimulatorOption = Annotated[
+    str | None, typer.Option(help="A user simulator class by import path 'pkg.module:Class', called as Class(rng).")
+]
+RaterOption = Annotated[str | None, typer.Option(help="A rater class by import path, called as Class(name, rng).")]
+
+
 def resolve_dm(spec: str, rng: random.Random) -> DialogueManager:
     """A DM from the --dm option (see convoplan.sim.arms); a bad one exits 2."""
     from convoplan.sim.arms import load_arm
@@ -279,10 +288,8 @@ def world_simulate(
     epsilon: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="Exploration: chance that a step picks uniformly at random.")
     ] = 0.0,
-    simulator: Annotated[
-        str | None, typer.Option(help="A user simulator class by import path 'pkg.module:Class', called as Class(rng).")
-    ] = None,
-    rater: Annotated[str | None, typer.Option(help="A rater class by import path, called as Class(name, rng).")] = None,
+    simulator: SimulatorOption = None,
+    rater: RaterOption = None,
 ) -> None:
     """Simulate users talking with the bot, every candidate rated; write canonical logs and print a summary."""
     from convoplan.compose.loop import ComposerConfig
@@ -432,6 +439,8 @@ def experiment_ab(
     seed: Annotated[int, typer.Option(help="Seed of the users, raters and bootstrap.")] = 0,
     raters: Annotated[int, typer.Option(min=0, help="Raters per conversation, for the mean rating.")] = 3,
     resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples per interval.")] = 2000,
+    simulator: SimulatorOption = None,
+    rater: RaterOption = None,
 ) -> None:
     """Simulate the same users with the control and every arm; print and write the A/B report and the logs."""
     from convoplan.sim.arms import load_arm
@@ -451,7 +460,7 @@ def experiment_ab(
             dms[name] = load_arm(spec, random.Random(f"{seed}:dm"))
         except (ValueError, ImportError) as error:
             fail(f"{option} {error}")
-    world = build_world(None, None)
+    world = build_world(simulator, rater)
     with progress_bar() as bar:
         tasks = {name: bar.add_task(f"simulating {name}", total=users) for name in names}
         logs = run_ab(
@@ -494,6 +503,134 @@ def experiment_report(
     except ValueError as error:
         fail(str(error))
     show_report(report, out)
+
+
+# --- dialogue managers ------------------------------------------------------------------------------------------
+
+dm_app = typer.Typer(help="Train dialogue managers on rated logs: supervised, SAQL, CAQL, CQL.", no_args_is_help=True)
+app.add_typer(dm_app, name="dm")
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config field, e.g. --set q.gamma=0.95 (see --show-config)."),
+]
+ShowConfig = Annotated[bool, typer.Option(help="Print every config field, its value and meaning, and exit.")]
+
+
+def configured(config: ConfigT, overrides: list[str] | None, show: bool) -> ConfigT:
+    """Apply --set overrides (exit 2 on a bad one); with --show-config print the fields and exit."""
+    from convoplan.configs import apply_overrides, describe
+
+    try:
+        config = apply_overrides(config, overrides or [])
+    except ValueError as error:
+        fail(str(error))
+    if show:
+        table = Table(title=type(config).__name__)
+        for column in ("field", "value", "meaning"):
+            table.add_column(column)
+        for row in describe(config):
+            table.add_row(*row)
+        console.print(table)
+        raise typer.Exit(0)
+    return config
+
+
+def training_bar(bar: Progress) -> Callable[[str, int, int, float], None]:
+    """A progress callback (name, step, total, loss) that keeps one bar per DM being trained."""
+    tasks: dict[str, TaskID] = {}
+
+    def update(name: str, step: int, total: int, loss: float) -> None:
+        if name not in tasks:
+            tasks[name] = bar.add_task(f"training {name}", total=total)
+        bar.update(tasks[name], completed=step, description=f"training {name} (loss {loss:.3f})")
+
+    return update
+
+
+@dm_app.command("pipeline")
+def dm_pipeline(
+    out: Annotated[Path, typer.Option(help="Folder for the logs and the trained DMs.")] = Path("runs/dm"),
+    conversations: Annotated[int, typer.Option(min=2, help="Simulated conversations per collection round.")] = 400,
+    seed: Annotated[int, typer.Option(help="Seed of the whole pipeline.")] = 0,
+    overrides: SetOption = None,
+    show_config: ShowConfig = False,
+    simulator: SimulatorOption = None,
+    rater: RaterOption = None,
+) -> None:
+    """Collect logs with a first DM, train the supervised RNN DM, collect its logs, train the RL DMs on them."""
+    from convoplan.dm.pipeline import PipelineConfig, run_pipeline
+
+    config = configured(PipelineConfig(conversations=conversations, seed=seed), overrides, show_config)
+    world = build_world(simulator, rater)
+    with progress_bar() as bar:
+        try:
+            checkpoints = run_pipeline(
+                world, out, config, report=lambda m: say(m, to=errors), progress=training_bar(bar)
+            )
+        except ValueError as error:
+            fail(str(error))
+    for name, folder in checkpoints.items():
+        say(f"{name}: {folder}")
+
+
+class Algorithm(StrEnum):
+    supervised = "supervised"
+    saql = "saql"
+    caql = "caql"
+
+
+@dm_app.command("train")
+def dm_train(
+    logs: Annotated[Path, typer.Option(help="Rated logs (canonical JSONL with candidates and ratings).")],
+    out: Annotated[Path, typer.Option(help="Folder for the trained DM.")],
+    algorithm: Annotated[Algorithm, typer.Option(help="What to train.")] = Algorithm.saql,
+    init: Annotated[Path | None, typer.Option(help="Warm-start from this trained DM (same feature space).")] = None,
+    behaviour: Annotated[
+        Path | None, typer.Option(help="The supervised DM used as CQL behaviour policy (with --set cql_alpha=...).")
+    ] = None,
+    overrides: SetOption = None,
+    show_config: ShowConfig = False,
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """Train one DM on rated logs and write it as a checkpoint folder (config.json + model.safetensors)."""
+    from convoplan.dm.checkpoint import load_network, save_policy
+    from convoplan.dm.train import QConfig, SupervisedConfig, prepare, train_q, train_supervised
+    from convoplan.embed import SentenceEmbedder
+
+    config: SupervisedConfig | QConfig = (
+        SupervisedConfig() if algorithm is Algorithm.supervised else QConfig(algorithm=algorithm.value)  # type: ignore[arg-type]
+    )
+    config = configured(config, overrides, show_config)
+    conversations = load(logs, skip_invalid)
+    try:
+        warm = load_network(init) if init is not None else None
+        guide = load_network(behaviour)[0] if behaviour is not None else None
+        embedder = SentenceEmbedder(cache_dir=out.parent / "embeddings")
+        with errors.status("embedding the logs"):
+            data = prepare(conversations, embedder, warm[1] if warm is not None else None)
+        with progress_bar() as bar:
+            update = training_bar(bar)
+            track = lambda step, loss: update(algorithm.value, step, config.steps, loss)  # noqa: E731
+            if isinstance(config, SupervisedConfig):
+                result = train_supervised(data, config, track)
+            else:
+                result = train_q(data, config, supervised=guide, init=warm[0] if warm else None, progress=track)
+    except ValueError as error:
+        fail(str(error))
+    training = {
+        "config": dataclasses.asdict(config),
+        "logs": str(logs),
+        "first_loss": result.losses[0],
+        "final_loss": result.losses[-1],
+        "transitions_per_second": result.transitions_per_second,
+    }
+    save_policy(out, algorithm.value, result.network, config.network, data.table.space, training)
+    say(
+        f"trained {algorithm.value} on {data.table.steps} steps of {len(conversations)} conversations: "
+        f"loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}, {result.transitions_per_second:.0f} transitions/s; "
+        f"wrote {out}"
+    )
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import hashlib
 import os
 import uuid
 from collections.abc import Sequence
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ import numpy as np
 
 from convoplan.atomic import atomic_write_bytes
 
-__all__ = ["EMBEDDING_DIM", "SentenceEmbedder", "default_model_path"]
+__all__ = ["EMBEDDING_DIM", "SentenceEmbedder", "default_model_path", "shared_embedder"]
 
 EMBEDDING_DIM = 384
 
@@ -73,8 +74,11 @@ class SentenceEmbedder:
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
+            from transformers.utils import logging as transformers_logging
+
             path = self.model_path or default_model_path()
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never ask a hub
+            transformers_logging.disable_progress_bar()  # our commands draw their own progress
             self._model = SentenceTransformer(str(path), device=self.device)
         return self._model
 
@@ -111,3 +115,9 @@ class SentenceEmbedder:
         key_array = np.frombuffer(b"".join(keys), dtype=np.uint8).reshape(len(keys), 20)
         data = save({"keys": key_array, "vectors": np.ascontiguousarray(vectors)})
         atomic_write_bytes(self.cache_dir / f"{uuid.uuid4().hex}.safetensors", data)
+
+
+@cache
+def shared_embedder() -> SentenceEmbedder:
+    """One in-memory embedder per process, shared by every loaded DM (so the model loads once)."""
+    return SentenceEmbedder()

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from convoplan.embed import SentenceEmbedder
 from convoplan.schema import Conversation
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -42,3 +43,21 @@ def star(star_dir: Path) -> list[Conversation]:
     from convoplan.corpora import read_star
 
     return read_star(star_dir)
+
+
+@pytest.fixture(scope="session")
+def embedder(tmp_path_factory: pytest.TempPathFactory) -> SentenceEmbedder:
+    """The real all-MiniLM-L6-v2 encoder, loaded once per test session, with a session-wide disk cache."""
+    return SentenceEmbedder(cache_dir=tmp_path_factory.mktemp("embeddings"))
+
+
+@pytest.fixture(scope="session")
+def animal_logs() -> list[Conversation]:
+    """A few rated conversations of the animals world (heuristic DM with exploration), simulated once."""
+    from convoplan.compose.loop import ComposerConfig
+    from convoplan.sim.run import SimulationConfig, simulate
+    from convoplan.worlds.animals import animals_world
+    from convoplan.worlds.animals.planning import HeuristicDM
+
+    config = SimulationConfig(conversations=12, raters=2, seed=3, max_turns=8, composer=ComposerConfig(epsilon=0.3))
+    return list(simulate(animals_world(), HeuristicDM(), config, "heuristic"))

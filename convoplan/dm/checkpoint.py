@@ -19,7 +19,7 @@ from convoplan.atomic import atomic_write, atomic_write_bytes
 from convoplan.compose.loop import DialogueState
 from convoplan.dm.data import FeatureSpace, build_steps
 from convoplan.dm.networks import QNetwork, RNNConfig
-from convoplan.embed import SentenceEmbedder
+from convoplan.embed import SentenceEmbedder, shared_embedder
 from convoplan.schema import Candidate, Conversation, Turn
 
 __all__ = ["RNNPolicy", "load_policy", "save_policy"]
@@ -34,7 +34,7 @@ class RNNPolicy:
     def __init__(self, network: QNetwork, space: FeatureSpace, embedder: SentenceEmbedder | None = None) -> None:
         self.network = network.eval()
         self.space = space
-        self.embedder = embedder or SentenceEmbedder()
+        self.embedder = embedder or shared_embedder()
 
     def score(self, state: DialogueState, candidates: Sequence[Candidate]) -> list[float]:
         if not candidates:

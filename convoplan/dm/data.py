@@ -208,8 +208,8 @@ def _mean_rating(candidate: Candidate) -> float:
 def build_steps(conversations: Sequence[Conversation], space: FeatureSpace, live: bool = False) -> StepTable:
     """Flatten the steps of `conversations`; steps without a selected candidate are skipped.
 
-    With `live`, the last turn of each conversation counts as a step whatever is selected: it holds the candidates
-    a policy is asked to score right now.
+    With `live`, only the last turn of each conversation is a step, whatever is selected: it holds the candidates a
+    policy is asked to score now; the earlier turns are read as history only.
     """
     text_ids: dict[str, int] = {}
 
@@ -224,9 +224,10 @@ def build_steps(conversations: Sequence[Conversation], space: FeatureSpace, live
     for conversation in conversations:
         prefix, last_user, responses, step_in_response = 0, -1, 0, 0
         for number, turn in enumerate(conversation.turns):
-            chosen = [i for i, c in enumerate(turn.candidates) if c.selected]
-            if live and number == len(conversation.turns) - 1:
-                chosen = [0]
+            if live:
+                chosen = [0] if number == len(conversation.turns) - 1 else []
+            else:
+                chosen = [i for i, c in enumerate(turn.candidates) if c.selected]
             if turn.speaker == "agent" and turn.candidates and len(chosen) == 1:
                 s_prefix.append(prefix)
                 s_last_user.append(last_user)

@@ -58,21 +58,29 @@ def _mlp(sizes: list[int], dropout: float) -> nn.Sequential:
 
 
 class QNetwork(nn.Module):
-    """Q(s, a) for every candidate of every step: [S, C] (padded candidates hold arbitrary values)."""
+    """Q(s, a) = MLP([state; action]) for every candidate of every step: [S, C] (padded candidates: arbitrary).
+
+    The MLP's first layer is applied as W_s state + W_a action + b, which is the same function as W [state; action]
+    + b but computes the state's part once per step instead of once per candidate.
+    """
 
     def __init__(self, utterance_dim: int, candidate_dim: int, config: RNNConfig) -> None:
         super().__init__()
         self.encoder = HistoryEncoder(EMBEDDING_DIM + utterance_dim, config.hidden)
         self.action_dim = EMBEDDING_DIM + candidate_dim
-        self.head = _mlp([self.encoder.output_dim + self.action_dim, *config.head, 1], config.dropout)
+        first = config.head[0] if config.head else 1
+        self.state_in = nn.Linear(self.encoder.output_dim, first)
+        self.action_in = nn.Linear(self.action_dim, first, bias=False)
+        rest: list[nn.Module] = [nn.ReLU(), nn.Dropout(config.dropout)] if config.head else []
+        self.head = nn.Sequential(*rest, *_mlp([*config.head, 1], config.dropout)) if config.head else nn.Identity()
 
     def state(self, batch: Batch) -> torch.Tensor:
         return self.encoder(batch)  # type: ignore[no-any-return]
 
     def q(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """state [S, D_s], actions [S, C, D_a] -> [S, C]."""
-        tiled = state.unsqueeze(1).expand(-1, actions.shape[1], -1)
-        return self.head(torch.cat([tiled, actions], dim=-1)).squeeze(-1)  # type: ignore[no-any-return]
+        hidden = self.state_in(state).unsqueeze(1) + self.action_in(actions)  # [S, C, first]
+        return self.head(hidden).squeeze(-1)  # type: ignore[no-any-return]
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.q(self.state(batch), batch.candidates)

@@ -45,6 +45,7 @@ class SupervisedConfig:
     """The supervised RNN DM: regress the mean rating of every rated candidate, selected or not."""
 
     network: RNNConfig = field(default_factory=RNNConfig)
+    """State encoder and Q-head sizes."""
     lr: float = 1e-3
     """Adam learning rate (the paper uses 1e-4 over many more steps than a CPU run affords)."""
     batch_size: int = 16
@@ -52,6 +53,7 @@ class SupervisedConfig:
     steps: int = 600
     """Optimiser steps."""
     seed: int = 0
+    """Seed of initialisation and batch sampling."""
 
 
 @dataclass
@@ -59,7 +61,9 @@ class QConfig:
     """SAQL or CAQL, optionally with the CQL regulariser (RL paper sec. 4.3)."""
 
     algorithm: Literal["saql", "caql"] = "saql"
+    """SAQL: max over the realized next candidate set; CAQL: gradient ascent over the action embedding."""
     network: RNNConfig = field(default_factory=RNNConfig)
+    """State encoder and Q-head sizes."""
     gamma: float = 0.9
     """Discount factor."""
     lr: float = 5e-4
@@ -81,6 +85,7 @@ class QConfig:
     caql_step_size: float = 0.1
     """CAQL: gradient-ascent step size eta."""
     seed: int = 0
+    """Seed of initialisation and batch sampling."""
 
 
 @dataclass

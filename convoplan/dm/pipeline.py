@@ -1,0 +1,140 @@
+"""Data collection and training as in the RL paper (sec. 4.5): logs from a first DM, a supervised DM trained on
+them, logs from that supervised DM, and the RL DMs trained on those.
+
+    first DM (heuristic, epsilon-greedy) --logs--> supervised RNN DM --logs (epsilon-greedy)--> SAQL, CAQL,
+                                                                                                 SAQL+CQL, CAQL+CQL
+
+The CQL variants are warm-started from their unregularised counterparts and use the supervised DM as behaviour
+policy. Every artifact lands in one folder: logs/*.jsonl and one checkpoint folder per DM.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from convoplan.compose.loop import ComposerConfig
+from convoplan.dm.checkpoint import RNNPolicy, save_policy
+from convoplan.dm.train import Dataset, QConfig, SupervisedConfig, TrainResult, prepare, train_q, train_supervised
+from convoplan.embed import SentenceEmbedder
+from convoplan.schema import Conversation, write_jsonl
+from convoplan.sim.arms import load_arm
+from convoplan.sim.run import SimulationConfig, World, simulate
+
+__all__ = ["RL_ARMS", "PipelineConfig", "run_pipeline"]
+
+RL_ARMS = ("saql", "caql", "saql_cql", "caql_cql")
+
+
+@dataclass
+class PipelineConfig:
+    first_dm: str = "heuristic"
+    """The DM that collects the first logs (a built-in name or an import path)."""
+    conversations: int = 400
+    """Simulated conversations per collection round."""
+    epsilon: float = 0.2
+    """Exploration of both collection rounds (propensities are logged)."""
+    raters: int = 3
+    """Raters per conversation."""
+    max_turns: int = 30
+    """Bot responses after which a simulated conversation is cut off."""
+    seed: int = 0
+    """Seed of initialisation and batch sampling."""
+    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
+    q: QConfig = field(default_factory=QConfig)
+    """Settings shared by the RL DMs (the algorithm and CQL weight are set per arm)."""
+    cql_alpha: float = 1.0
+    """CQL weight of the regularised variants."""
+    cql_steps: int = 500
+    """Optimiser steps of the warm-started CQL variants."""
+    arms: tuple[str, ...] = RL_ARMS
+    """Which RL DMs to train."""
+
+
+Report = Callable[[str], None]
+TrainingProgress = Callable[[str, int, int, float], None]
+"""(DM name, optimiser step, total steps, loss)."""
+
+
+def _simulate(world: World, dm_spec: Any, name: str, config: PipelineConfig, seed: int) -> list[Conversation]:
+    sim = SimulationConfig(
+        conversations=config.conversations,
+        raters=config.raters,
+        seed=seed,
+        max_turns=config.max_turns,
+        composer=ComposerConfig(epsilon=config.epsilon),
+    )
+    return list(simulate(world, dm_spec, sim, name))
+
+
+def _save(out: Path, name: str, result: TrainResult, data: Dataset, config: Any, extra: dict[str, Any]) -> Path:
+    training = {
+        "config": asdict(config),
+        "final_loss": result.losses[-1],
+        "first_loss": result.losses[0],
+        "seconds": result.seconds,
+        "transitions_per_second": result.transitions_per_second,
+        **extra,
+    }
+    return save_policy(out / name, name, result.network, config.network, data.table.space, training)
+
+
+def run_pipeline(
+    world: World,
+    out: str | Path,
+    config: PipelineConfig,
+    embedder: SentenceEmbedder | None = None,
+    report: Report | None = None,
+    progress: TrainingProgress | None = None,
+) -> dict[str, Path]:
+    """Run the whole pipeline; return the checkpoint folder of every trained DM by name."""
+    out = Path(out)
+    embedder = embedder or SentenceEmbedder(cache_dir=out / "embeddings")
+    say = report or (lambda message: None)
+    checkpoints: dict[str, Path] = {}
+
+    def tracking(name: str, total: int) -> Callable[[int, float], None] | None:
+        return None if progress is None else (lambda step, loss: progress(name, step, total, loss))
+
+    say(f"collecting {config.conversations} conversations with the {config.first_dm} DM")
+    first = _simulate(
+        world, load_arm(config.first_dm, random.Random(config.seed)), config.first_dm, config, config.seed
+    )
+    write_jsonl(out / "logs" / f"{config.first_dm}.jsonl", first)
+    first_data = prepare(first, embedder)
+
+    say("training the supervised RNN DM")
+    supervised = train_supervised(first_data, config.supervised, tracking("supervised_rnn", config.supervised.steps))
+    checkpoints["supervised_rnn"] = _save(
+        out, "supervised_rnn", supervised, first_data, config.supervised, {"logs": f"logs/{config.first_dm}.jsonl"}
+    )
+
+    say(f"collecting {config.conversations} conversations with the supervised DM")
+    policy = RNNPolicy(supervised.network, first_data.table.space, embedder)
+    second = _simulate(world, policy, "supervised_rnn", config, config.seed + 1)
+    write_jsonl(out / "logs" / "supervised_rnn.jsonl", second)
+    data = prepare(second, embedder, first_data.table.space)
+
+    trained: dict[str, TrainResult] = {}
+    for arm in config.arms:
+        algorithm, regularised = arm.removesuffix("_cql"), arm.endswith("_cql")
+        if algorithm not in ("saql", "caql"):
+            raise ValueError(f"unknown RL DM {arm!r}: expected one of {', '.join(RL_ARMS)}")
+        say(f"training {arm}")
+        q_config = replace(config.q, algorithm=algorithm, cql_alpha=config.cql_alpha if regularised else 0.0)  # type: ignore[arg-type]
+        init = None
+        if regularised:
+            q_config = replace(q_config, steps=config.cql_steps)
+            if algorithm not in trained:
+                plain = replace(q_config, cql_alpha=0.0, steps=config.q.steps)
+                trained[algorithm] = train_q(data, plain, progress=tracking(algorithm, plain.steps))
+            init = trained[algorithm].network
+        result = train_q(
+            data, q_config, supervised=supervised.network, init=init, progress=tracking(arm, q_config.steps)
+        )
+        trained[arm] = result
+        checkpoints[arm] = _save(out, arm, result, data, q_config, {"logs": "logs/supervised_rnn.jsonl"})
+    return checkpoints

@@ -1,0 +1,134 @@
+"""Training the dialogue managers: losses fall, parameters move, checkpoints round-trip, policies plug in."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from convoplan.dm.checkpoint import RNNPolicy, load_policy, save_policy
+from convoplan.dm.data import FeatureSpace, build_steps
+from convoplan.dm.networks import QNetwork, RNNConfig
+from convoplan.dm.train import Dataset, QConfig, SupervisedConfig, prepare, train_q, train_supervised
+from convoplan.embed import SentenceEmbedder
+from convoplan.schema import Conversation
+from convoplan.sim.run import SimulationConfig, simulate
+from convoplan.worlds.animals import animals_world
+
+TINY = RNNConfig(hidden=16, head=(32,), dropout=0.0)
+
+
+@pytest.fixture(scope="module")
+def data(animal_logs: list[Conversation], embedder: SentenceEmbedder) -> Dataset:
+    return prepare(animal_logs, embedder)
+
+
+def parameters(network: QNetwork) -> torch.Tensor:
+    return torch.cat([p.detach().flatten() for p in network.parameters()])
+
+
+def early_late(losses: list[float]) -> tuple[float, float]:
+    k = max(1, len(losses) // 5)
+    return sum(losses[:k]) / k, sum(losses[-k:]) / k
+
+
+def test_steps_follow_the_logs(animal_logs: list[Conversation], data: Dataset) -> None:
+    table = data.table
+    steps = sum(1 for c in animal_logs for t in c.turns if t.candidates)
+    assert table.steps == steps and table.episodes == len(animal_logs)
+    batch = table.batch([0, 1], data.embeddings)
+    first = animal_logs[0]
+    assert batch.done.sum() == 2  # one terminal step per conversation
+    n0 = sum(1 for t in first.turns if t.candidates)
+    assert batch.next_step[: n0 - 1].tolist() == list(range(1, n0)) and int(batch.next_step[n0 - 1]) == -1
+    chosen = [next(c for c in t.candidates if c.selected) for t in first.turns if t.candidates]
+    expected = [sum(c.ratings.values()) / len(c.ratings) for c in chosen]
+    assert batch.reward[:n0].tolist() == pytest.approx(expected)
+    assert (batch.mask.sum(1)[:n0].tolist()) == [len(t.candidates) for t in first.turns if t.candidates]
+
+
+def test_supervised_dm_learns_the_ratings(data: Dataset) -> None:
+    result = train_supervised(data, SupervisedConfig(network=TINY, steps=60, batch_size=4, lr=3e-3))
+    start, end = early_late(result.losses)
+    assert end < 0.5 * start, result.losses
+    assert result.transitions > 0
+
+
+@pytest.mark.parametrize("algorithm", ["saql", "caql"])
+def test_q_learning_loss_falls_and_parameters_move(data: Dataset, algorithm: str) -> None:
+    config = QConfig(
+        algorithm=algorithm,
+        network=TINY,
+        steps=60,
+        batch_size=4,
+        lr=3e-3,
+        target_every=20,  # type: ignore[arg-type]
+        caql_steps=2,
+    )
+    torch.manual_seed(0)
+    before = parameters(QNetwork(data.table.space.utterance_dim, data.table.space.candidate_dim, TINY))
+    result = train_q(data, config)
+    start, end = early_late(result.losses)
+    assert end < start, result.losses
+    assert not torch.allclose(before, parameters(result.network))
+
+
+def test_cql_pulls_values_toward_the_behaviour_policy(data: Dataset) -> None:
+    """From the same SAQL start and for the same steps, training with the CQL term (behaviour = the logged choice)
+    leaves unlogged candidates less ahead of the logged one than training without it."""
+    base = QConfig(network=TINY, steps=40, batch_size=4, lr=3e-3, seed=1, behaviour="logged")
+    start = train_q(data, base).network
+    plain = train_q(data, base, init=start).network
+    regularised = train_q(data, replace(base, cql_alpha=10.0), init=start).network
+    batch = data.table.batch(list(range(data.table.episodes)), data.embeddings)
+
+    def lead(network: QNetwork) -> float:
+        with torch.no_grad():
+            q = network(batch)
+        best = q.masked_fill(~batch.mask, -1e9).max(1).values
+        return float((best - q.gather(1, batch.chosen[:, None])[:, 0]).mean())
+
+    assert lead(regularised) < lead(plain)
+
+
+def test_checkpoint_round_trip_and_policy_plugs_into_the_loop(
+    data: Dataset, embedder: SentenceEmbedder, tmp_path: Path
+) -> None:
+    network = train_supervised(data, SupervisedConfig(network=TINY, steps=5, batch_size=2)).network
+    save_policy(tmp_path / "dm", "supervised_rnn", network, TINY, data.table.space, {"steps": 5})
+    policy = load_policy(tmp_path / "dm", embedder)
+    batch = data.table.batch([0], data.embeddings)
+    with torch.no_grad():
+        assert torch.allclose(network(batch), policy.network(batch))
+    (conversation,) = simulate(animals_world(), policy, SimulationConfig(conversations=1, max_turns=3))
+    steps = [t for t in conversation.turns if t.candidates]
+    assert steps and all(c.score is not None for t in steps for c in t.candidates)
+
+
+def test_live_scoring_matches_the_training_view(
+    animal_logs: list[Conversation], data: Dataset, embedder: SentenceEmbedder
+) -> None:
+    network = train_supervised(data, SupervisedConfig(network=TINY, steps=5, batch_size=2)).network
+    policy = RNNPolicy(network, data.table.space, embedder)
+    conversation = animal_logs[0]
+    index = next(i for i, t in enumerate(conversation.turns) if t.candidates and i > 3)
+    from convoplan.compose.loop import DialogueState
+
+    live = policy.score(DialogueState(turns=conversation.turns[:index]), conversation.turns[index].candidates)
+    table = build_steps([replace(conversation, turns=conversation.turns[: index + 1])], data.table.space)
+    batch = table.batch([0], torch.from_numpy(embedder.embed(table.texts)))
+    with torch.no_grad():
+        offline = network(batch)[-1, : len(live)]
+    assert live == pytest.approx(offline.tolist(), abs=1e-5)
+
+
+def test_corrupt_checkpoint_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"config\.json: not a convoplan DM checkpoint"):
+        load_policy(tmp_path)
+    space = FeatureSpace(["fact"], ["facts"], ["step"])
+    save_policy(tmp_path, "x", QNetwork(space.utterance_dim, space.candidate_dim, TINY), TINY, space, {})
+    (tmp_path / "model.safetensors").write_bytes(b"\x00" * 10)
+    with pytest.raises(ValueError, match=r"model\.safetensors: cannot load the weights"):
+        load_policy(tmp_path)
