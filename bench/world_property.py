@@ -48,10 +48,9 @@ def main() -> None:
     for metric in METRICS:
         g = compare(logs["heuristic"], logs["greedy"], metric, resamples=args.resamples, seed=args.seed)
         r = compare(logs["heuristic"], logs["random"], metric, resamples=args.resamples, seed=args.seed)
-        print(
-            f"| {metric.replace('_', ' ')} | {g.control_mean:.2f} | {g.arm_mean:.2f} | {g.relative_change:+.1%} | "
-            f"[{g.low:+.1%}, {g.high:+.1%}] | {r.arm_mean:.2f} | {r.relative_change:+.1%} | [{r.low:+.1%}, {r.high:+.1%}] |"
-        )
+        greedy = f"{g.arm_mean:.2f} | {g.relative_change:+.1%} | [{g.low:+.1%}, {g.high:+.1%}]"
+        random_ = f"{r.arm_mean:.2f} | {r.relative_change:+.1%} | [{r.low:+.1%}, {r.high:+.1%}]"
+        print(f"| {metric.replace('_', ' ')} | {g.control_mean:.2f} | {greedy} | {random_} |")
     print()
     print("| DM | conversations/s | seconds for 1,000 conversations |")
     print("|---|---|---|")

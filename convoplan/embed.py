@@ -73,12 +73,11 @@ class SentenceEmbedder:
     def model(self) -> Any:
         if self._model is None:
             from sentence_transformers import SentenceTransformer
-
             from transformers.utils import logging as transformers_logging
 
             path = self.model_path or default_model_path()
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never ask a hub
-            transformers_logging.disable_progress_bar()  # our commands draw their own progress
+            transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # we draw our own progress
             self._model = SentenceTransformer(str(path), device=self.device)
         return self._model
 
