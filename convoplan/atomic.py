@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
 
-__all__ = ["atomic_write", "atomic_write_bytes"]
+__all__ = ["atomic_folder", "atomic_write", "atomic_write_bytes"]
 
 # mkstemp creates files readable by the owner only; give the result the mode a plain open() would.
 _UMASK = os.umask(0)
@@ -49,3 +50,26 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         stream.write(data)
         stream.flush()
         os.fsync(stream.fileno())
+
+
+@contextmanager
+def atomic_folder(path: str | Path) -> Iterator[Path]:
+    """Yield a temp folder beside `path` to fill; on a clean exit it replaces `path` (a checkpoint appears whole).
+
+    An existing `path` is moved aside first and deleted only once the new folder is in place.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    try:
+        yield temp
+        old = target.with_name(f".{target.name}.old") if target.exists() else None
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+        os.replace(temp, target)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(temp, ignore_errors=True)
+        raise

@@ -15,8 +15,8 @@ from typing import Any
 
 import torch
 
-from convoplan.atomic import atomic_write, atomic_write_bytes
-from convoplan.compose.loop import DialogueState
+from convoplan.atomic import atomic_folder
+from convoplan.compose.loop import DialogueManager, DialogueState
 from convoplan.dm.data import FeatureSpace, build_steps
 from convoplan.dm.networks import QNetwork, RNNConfig
 from convoplan.embed import SentenceEmbedder, shared_embedder
@@ -57,35 +57,49 @@ def save_policy(
     space: FeatureSpace,
     training: dict[str, Any],
 ) -> Path:
-    """Write a trained DM to `folder` (created if needed)."""
-    from safetensors.torch import save
+    """Write a trained RNN DM to `folder` as a whole (a half-written checkpoint never appears)."""
+    from safetensors.torch import save_file
 
-    folder = Path(folder)
     config = {
         "format": FORMAT,
         "kind": kind,
+        "architecture": "rnn",
         "network": asdict(network_config),
         "space": space.to_dict(),
         "training": training,
     }
-    atomic_write_bytes(folder / "model.safetensors", save({k: v.contiguous() for k, v in network.state_dict().items()}))
-    with atomic_write(folder / "config.json") as stream:
-        json.dump(config, stream, indent=2)
-    return folder
+    with atomic_folder(folder) as temp:
+        save_file({k: v.contiguous() for k, v in network.state_dict().items()}, temp / "model.safetensors")
+        (temp / "config.json").write_text(json.dumps(config, indent=2))
+    return Path(folder)
+
+
+def read_config(folder: str | Path) -> dict[str, Any]:
+    """A checkpoint's config.json; ValueError naming the file if the folder is not a convoplan DM."""
+    path = Path(folder) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+        if not isinstance(config, dict) or config.get("format") != FORMAT:
+            raise ValueError(
+                f"format {config.get('format') if isinstance(config, dict) else None!r}, expected {FORMAT!r}"
+            )
+    except (OSError, json.JSONDecodeError, ValueError) as error:
+        raise ValueError(f"{path}: not a convoplan DM checkpoint ({error})") from None
+    return config
 
 
 def load_network(folder: str | Path) -> tuple[QNetwork, FeatureSpace, dict[str, Any]]:
-    """The network, feature space and config of a checkpoint; ValueError naming the file if it is not one."""
+    """The network, feature space and config of an RNN checkpoint; ValueError naming the file if it is not one."""
     from safetensors.torch import load_file
 
     folder = Path(folder)
+    config = read_config(folder)
+    if config.get("architecture", "rnn") != "rnn":
+        raise ValueError(f"{folder}: a {config['architecture']} DM, not an RNN one")
     try:
-        config = json.loads((folder / "config.json").read_text())
-        if config.get("format") != FORMAT:
-            raise ValueError(f"format {config.get('format')!r}, expected {FORMAT!r}")
         space = FeatureSpace(**config["space"])
         network_config = RNNConfig(**{**config["network"], "head": tuple(config["network"]["head"])})
-    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError) as error:
         raise ValueError(f"{folder / 'config.json'}: not a convoplan DM checkpoint ({error})") from None
     network = QNetwork(space.utterance_dim, space.candidate_dim, network_config)
     try:
@@ -95,6 +109,12 @@ def load_network(folder: str | Path) -> tuple[QNetwork, FeatureSpace, dict[str, 
     return network.eval(), space, config
 
 
-def load_policy(folder: str | Path, embedder: SentenceEmbedder | None = None) -> RNNPolicy:
+def load_policy(folder: str | Path, embedder: SentenceEmbedder | None = None) -> DialogueManager:
+    """A trained DM of any architecture, ready for the composition loop."""
+    config = read_config(folder)
+    if config.get("architecture") == "transformer":
+        from convoplan.dm.crossencoder import load_cross_encoder
+
+        return load_cross_encoder(folder, config)
     network, space, _ = load_network(folder)
     return RNNPolicy(network, space, embedder)

@@ -18,7 +18,15 @@ from typing import Any
 
 from convoplan.compose.loop import ComposerConfig
 from convoplan.dm.checkpoint import RNNPolicy, save_policy
+from convoplan.dm.crossencoder import TransformerConfig, save_cross_encoder
 from convoplan.dm.train import Dataset, QConfig, SupervisedConfig, TrainResult, prepare, train_q, train_supervised
+from convoplan.dm.train_crossencoder import (
+    CrossEncoderResult,
+    E2EConfig,
+    SupervisedTransformerConfig,
+    train_e2e,
+    train_supervised_transformer,
+)
 from convoplan.embed import SentenceEmbedder
 from convoplan.schema import Conversation, write_jsonl
 from convoplan.sim.arms import load_arm
@@ -52,6 +60,10 @@ class PipelineConfig:
     """Optimiser steps of the warm-started CQL variants."""
     arms: tuple[str, ...] = RL_ARMS
     """Which RL DMs to train."""
+    transformers: bool = False
+    """Also train the cross-encoder DMs: the supervised transformer (on the first logs) and E2E (on the second)."""
+    supervised_transformer: SupervisedTransformerConfig = field(default_factory=SupervisedTransformerConfig)
+    e2e: E2EConfig = field(default_factory=E2EConfig)
 
 
 Report = Callable[[str], None]
@@ -106,6 +118,21 @@ def run_pipeline(
     write_jsonl(out / "logs" / f"{config.first_dm}.jsonl", first)
     first_data = prepare(first, embedder)
 
+    supervised_transformer: CrossEncoderResult | None = None
+    if config.transformers:
+        say("training the supervised transformer DM")
+        track = tracking("supervised_transformer", config.supervised_transformer.steps)
+        supervised_transformer = train_supervised_transformer(first_data, config.supervised_transformer, track)
+        checkpoints["supervised_transformer"] = _save_cross_encoder(
+            out,
+            "supervised_transformer",
+            supervised_transformer,
+            first_data,
+            config.supervised_transformer,
+            config.supervised_transformer.model,
+            {"logs": f"logs/{config.first_dm}.jsonl"},
+        )
+
     say("training the supervised RNN DM")
     supervised = train_supervised(first_data, config.supervised, tracking("supervised_rnn", config.supervised.steps))
     checkpoints["supervised_rnn"] = _save(
@@ -137,4 +164,35 @@ def run_pipeline(
         )
         trained[arm] = result
         checkpoints[arm] = _save(out, arm, result, data, q_config, {"logs": "logs/supervised_rnn.jsonl"})
+
+    if supervised_transformer is not None:
+        say("training e2e")
+        e2e = train_e2e(data, config.e2e, init=supervised_transformer.model, progress=tracking("e2e", config.e2e.steps))
+        # warm-started, so it has the supervised transformer's architecture
+        model_config = config.supervised_transformer.model
+        extra = {"logs": "logs/supervised_rnn.jsonl"}
+        checkpoints["e2e"] = _save_cross_encoder(out, "e2e", e2e, data, config.e2e, model_config, extra)
     return checkpoints
+
+
+def _save_cross_encoder(
+    out: Path,
+    name: str,
+    result: CrossEncoderResult,
+    data: Dataset,
+    config: Any,
+    model_config: TransformerConfig,
+    extra: dict[str, Any],
+) -> Path:
+    training = {
+        "config": asdict(config),
+        "first_loss": result.losses[0],
+        "final_loss": result.losses[-1],
+        "seconds": result.seconds,
+        "examples_per_second": result.examples_per_second,
+        **extra,
+    }
+    model_config = config.model
+    return save_cross_encoder(
+        out / name, name, result.model, result.tokenizer, model_config, data.table.space, training
+    )

@@ -1,0 +1,183 @@
+"""Training the transformer cross-encoder DMs: the supervised transformer DM and E2E (RL paper sec. 4.2, 4.4).
+
+Supervised: regress the mean rating of (history, candidate) pairs drawn from every rated candidate, with BERT's
+fine-tuning schedule (AdamW, linear warm-up then linear decay to zero). E2E: Q(s, a) = MLP(Transformer([history ;
+candidate])) fine-tuned under the SAQL loss over the realized next candidate set, plus the CQL term with the logged
+choice as behaviour, warm-started from the supervised transformer.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from convoplan.dm.crossencoder import CrossEncoder, TransformerConfig, pair_batch
+from convoplan.dm.losses import cql_regulariser, masked_max, q_learning_loss, rating_loss, td_target
+from convoplan.dm.train import Dataset
+
+__all__ = [
+    "CrossEncoderResult",
+    "E2EConfig",
+    "SupervisedTransformerConfig",
+    "train_e2e",
+    "train_supervised_transformer",
+]
+
+Progress = Callable[[int, float], None]
+
+
+@dataclass
+class SupervisedTransformerConfig:
+    model: TransformerConfig = field(default_factory=TransformerConfig)
+    """The cross-encoder's architecture."""
+    lr: float = 5e-5
+    """Peak AdamW learning rate (BERT fine-tuning range)."""
+    warmup: float = 0.1
+    """Share of the steps with a linear warm-up; then linear decay to zero (BERT's schedule)."""
+    batch_size: int = 32
+    """(history, candidate) pairs per batch."""
+    steps: int = 400
+    """Optimiser steps."""
+    seed: int = 0
+    """Seed of initialisation and sampling."""
+
+
+@dataclass
+class E2EConfig:
+    model: TransformerConfig = field(default_factory=TransformerConfig)
+    """The cross-encoder's architecture (when not warm-started)."""
+    gamma: float = 0.8
+    """Discount factor (the paper trains E2E with a lower one than SAQL, for stability)."""
+    cql_alpha: float = 0.5
+    """Weight of the CQL term (behaviour: the logged choice); 0 turns it off."""
+    lr: float = 2e-5
+    """Peak AdamW learning rate."""
+    warmup: float = 0.1
+    """Share of the steps with a linear warm-up; then linear decay to zero."""
+    batch_size: int = 4
+    """Composition steps per batch (every candidate of each is scored)."""
+    steps: int = 300
+    """Optimiser steps."""
+    target_every: int = 50
+    """Steps between copies of the online model into the target model."""
+    seed: int = 0
+    """Seed of sampling."""
+
+
+@dataclass
+class CrossEncoderResult:
+    model: CrossEncoder
+    tokenizer: Any
+    losses: list[float]
+    seconds: float
+    examples: int
+    """Pairs (supervised) or transitions (E2E) trained on."""
+
+    @property
+    def examples_per_second(self) -> float:
+        return self.examples / self.seconds if self.seconds else math.nan
+
+
+def _tokenizer() -> Any:
+    from transformers import AutoTokenizer
+
+    from convoplan.embed import default_model_path
+
+    return AutoTokenizer.from_pretrained(str(default_model_path()))
+
+
+def _optimiser(model: nn.Module, lr: float, warmup: float, steps: int) -> tuple[Any, Any]:
+    from transformers import get_linear_schedule_with_warmup
+
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr)
+    return optimiser, get_linear_schedule_with_warmup(optimiser, int(warmup * steps), steps)  # type: ignore[no-untyped-call]
+
+
+def train_supervised_transformer(
+    data: Dataset, config: SupervisedTransformerConfig, progress: Progress | None = None
+) -> CrossEncoderResult:
+    """The supervised transformer DM: predict every rated candidate's mean rating from (history ; candidate)."""
+    table = data.table
+    torch.manual_seed(config.seed)
+    model, tokenizer = CrossEncoder(table.space.candidate_dim, config.model), _tokenizer()
+    rated = np.flatnonzero(~np.isnan(table.candidate_rating))  # flat candidate indices with a rating
+    if len(rated) == 0:
+        raise ValueError("the supervised transformer DM needs rated candidates")
+    step_of = np.searchsorted(table.candidate_offsets, rated, side="right") - 1
+    optimiser, schedule = _optimiser(model, config.lr, config.warmup, config.steps)
+    draw = np.random.default_rng(config.seed)
+    losses, start = [], time.perf_counter()
+    model.train()
+    for step in range(config.steps):
+        pick = draw.choice(len(rated), size=min(config.batch_size, len(rated)), replace=False)
+        steps = step_of[pick].tolist()
+        columns = (rated[pick] - table.candidate_offsets[step_of[pick]]).tolist()
+        batch = pair_batch(table, steps, tokenizer, config.model, only=[[c] for c in columns])
+        loss = rating_loss(model(batch.tokens, batch.meta), torch.from_numpy(table.candidate_rating[rated[pick]]))
+        optimiser.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress(step + 1, losses[-1])
+    model.eval()
+    return CrossEncoderResult(model, tokenizer, losses, time.perf_counter() - start, config.steps * config.batch_size)
+
+
+def train_e2e(
+    data: Dataset, config: E2EConfig, init: CrossEncoder | None = None, progress: Progress | None = None
+) -> CrossEncoderResult:
+    """E2E: the cross-encoder as Q-function, trained with the SAQL target and the CQL term."""
+    table = data.table
+    rewards = table.step_rewards()
+    if np.isnan(rewards).any():
+        raise ValueError("Q-learning needs a reward on every step: some selected candidates have no ratings")
+    torch.manual_seed(config.seed)
+    model = copy.deepcopy(init) if init is not None else CrossEncoder(table.space.candidate_dim, config.model)
+    tokenizer, target = _tokenizer(), copy.deepcopy(model).eval().requires_grad_(False)
+    episode_end = table.episode_steps[1:][np.searchsorted(table.episode_steps, np.arange(table.steps), "right") - 1]
+    optimiser, schedule = _optimiser(model, config.lr, config.warmup, config.steps)
+    draw = np.random.default_rng(config.seed)
+    losses, start = [], time.perf_counter()
+    model.train()
+    for step in range(config.steps):
+        steps = draw.choice(table.steps, size=min(config.batch_size, table.steps), replace=False)
+        now = pair_batch(table, steps.tolist(), tokenizer, config.model)
+        q = now.spread(model(now.tokens, now.meta))  # [B, C], -inf where no candidate
+        mask = torch.isfinite(q)
+        chosen = torch.from_numpy(table.step_chosen[steps])
+        following = steps + 1
+        done = torch.from_numpy(following >= episode_end[steps])
+        with torch.no_grad():
+            after = pair_batch(table, np.where(done.numpy(), steps, following).tolist(), tokenizer, config.model)
+            q_next = after.spread(target(after.tokens, after.meta))
+        target_value = td_target(
+            torch.from_numpy(rewards[steps]), masked_max(q_next, torch.isfinite(q_next)), done, config.gamma
+        )
+        q_safe = q.masked_fill(~mask, 0.0)
+        loss = q_learning_loss(q_safe.gather(1, chosen[:, None])[:, 0], target_value)
+        if config.cql_alpha > 0:
+            logged = nn.functional.one_hot(chosen, q.shape[1]).to(q.dtype)
+            loss = loss + config.cql_alpha * cql_regulariser(q_safe, mask, logged)
+        optimiser.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimiser.step()
+        schedule.step()
+        if (step + 1) % config.target_every == 0:
+            target.load_state_dict(model.state_dict())
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress(step + 1, losses[-1])
+    model.eval()
+    return CrossEncoderResult(model, tokenizer, losses, time.perf_counter() - start, config.steps * len(steps))
