@@ -582,7 +582,7 @@ class Algorithm(StrEnum):
 
 @dm_app.command("train")
 def dm_train(
-    logs: Annotated[Path, typer.Option(help="Rated logs (canonical JSONL with candidates and ratings).")],
+    logs: Annotated[Path, typer.Argument(help="Rated logs (canonical JSONL with candidates and ratings).")],
     out: Annotated[Path, typer.Option(help="Folder for the trained DM.")],
     algorithm: Annotated[Algorithm, typer.Option(help="What to train.")] = Algorithm.saql,
     init: Annotated[Path | None, typer.Option(help="Warm-start from this trained DM (same feature space).")] = None,
@@ -593,7 +593,11 @@ def dm_train(
     show_config: ShowConfig = False,
     skip_invalid: SkipInvalid = False,
 ) -> None:
-    """Train one DM on rated logs and write it as a checkpoint folder (config.json + model.safetensors)."""
+    """Train one DM on rated logs and write it as a checkpoint folder (config.json + model.safetensors).
+
+    Runs unchanged under `torchrun --nproc_per_node N -m convoplan.cli dm train ...` (gloo, DDP): each process
+    trains on its share of every batch, and the averaged gradient equals the single-process one.
+    """
     from convoplan.dm.checkpoint import load_network, save_policy
     from convoplan.dm.train import QConfig, SupervisedConfig, prepare, train_q, train_supervised
     from convoplan.embed import SentenceEmbedder

@@ -84,9 +84,12 @@ class SentenceEmbedder:
     def encode_uncached(self, texts: Sequence[str]) -> np.ndarray:
         """Run the model on `texts` (no cache), [n, 384] float32, unit norm."""
         vectors = self.model.encode(
-            list(texts), batch_size=self.batch_size, normalize_embeddings=True, convert_to_numpy=True,
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
             show_progress_bar=False,
-        )  # fmt: skip
+        )
         return np.asarray(vectors, dtype=np.float32)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:

@@ -35,7 +35,16 @@ from convoplan.dm.networks import QNetwork, RNNConfig
 from convoplan.embed import EMBEDDING_DIM, SentenceEmbedder
 from convoplan.schema import Conversation
 
-__all__ = ["Dataset", "QConfig", "SupervisedConfig", "TrainResult", "prepare", "train_q", "train_supervised"]
+__all__ = [
+    "Dataset",
+    "QConfig",
+    "SupervisedConfig",
+    "TrainResult",
+    "prepare",
+    "rank_and_world",
+    "train_q",
+    "train_supervised",
+]
 
 Progress = Callable[[int, float], None]
 
@@ -122,7 +131,8 @@ def prepare(
 # --- distribution ----------------------------------------------------------------------------------------------
 
 
-def _rank_and_world() -> tuple[int, int]:
+def rank_and_world() -> tuple[int, int]:
+    """(this process's rank, number of processes); under torchrun, joins the gloo process group first."""
     if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
         dist.init_process_group("gloo")
     if dist.is_initialized():
@@ -166,7 +176,7 @@ def _loop(
     after_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """The shared optimisation loop; `batch_loss(model, batch, step, world)` -> (this rank's loss, its terms)."""
-    rank, world = _rank_and_world()
+    rank, world = rank_and_world()
     model = _wrap(network, world)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     draw = np.random.default_rng(seed)

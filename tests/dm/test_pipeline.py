@@ -102,34 +102,15 @@ def test_train_command_warm_starts_and_rejects_bad_overrides(tmp_path: Path, ani
         arg for item in ["network.hidden=8", "network.head=16", "steps=4", "batch_size=2"] for arg in ("--set", item)
     ]
     result = runner.invoke(
-        app, ["dm", "train", "--algorithm", "supervised", "--logs", str(logs), "--out", str(tmp_path / "sup"), *tiny]
+        app, ["dm", "train", str(logs), "--algorithm", "supervised", "--out", str(tmp_path / "sup"), *tiny]
     )
     assert result.exit_code == 0, result.output
-    result = runner.invoke(
-        app,
-        [
-            "dm",
-            "train",
-            "--algorithm",
-            "saql",
-            "--logs",
-            str(logs),
-            "--out",
-            str(tmp_path / "q"),
-            "--init",
-            str(tmp_path / "sup"),
-            "--behaviour",
-            str(tmp_path / "sup"),
-            *tiny,
-            "--set",
-            "cql_alpha=0.5",
-        ],
-    )
+    warm = ["--init", str(tmp_path / "sup"), "--behaviour", str(tmp_path / "sup")]
+    saql = ["dm", "train", str(logs), "--algorithm", "saql", "--out", str(tmp_path / "q"), *warm]
+    result = runner.invoke(app, [*saql, *tiny, "--set", "cql_alpha=0.5"])
     assert result.exit_code == 0, result.output
     assert json.loads((tmp_path / "q" / "config.json").read_text())["training"]["config"]["cql_alpha"] == 0.5
-    result = runner.invoke(app, ["dm", "train", "--logs", str(logs), "--out", str(tmp_path / "x"), "--set", "gama=1"])
+    result = runner.invoke(app, ["dm", "train", str(logs), "--out", str(tmp_path / "x"), "--set", "gama=1"])
     assert result.exit_code == 2 and "no field 'gama'" in result.stderr
-    result = runner.invoke(
-        app, ["dm", "train", "--logs", str(logs), "--out", str(tmp_path / "x"), "--set", "algorithm=dqn"]
-    )
+    result = runner.invoke(app, ["dm", "train", str(logs), "--out", str(tmp_path / "x"), "--set", "algorithm=dqn"])
     assert result.exit_code == 2 and "expected one of saql, caql" in result.stderr

@@ -1,0 +1,196 @@
+"""DualDICE (Nachum, Chow, Dai & Li, "DualDICE: Behavior-Agnostic Estimation of Discounted Stationary Distribution
+Corrections", NeurIPS 2019), as the RL paper (Cohen et al. 2022, sec. 5, "DM Off-policy Evaluation") uses it to
+estimate the value of a DM from the supervised DM's logs without knowing the logging policy.
+
+The estimator learns nu(s, a) and zeta(s, a) by the saddle point of (eq. 9 of DualDICE with f(x) = x^2 / 2)
+
+    J(nu, zeta) = E_D[(nu(s, a) - gamma * nu(s', a')) * zeta(s, a) - zeta(s, a)^2 / 2]
+                  - (1 - gamma) * E_{s0, a0 ~ pi}[nu(s0, a0)],        min over nu, max over zeta,
+
+a' ~ pi(. | s') over the realized next candidate set A(s'). The inner maximum is reached at zeta = the Bellman
+residual nu - gamma * P^pi nu, and the outer minimum where that residual equals the correction ratio
+d^pi(s, a) / d^D(s, a), d^pi the discounted state-action occupancy of the target policy and d^D the distribution of
+the logged steps. The expectation over a' is taken exactly, as sum_{a'} pi(a' | s') nu(s', a') over the realized
+set, rather than by sampling a'. nu and zeta are small MLPs over [state; action], the state coming from a fixed
+(frozen) encoder and the action being the candidate's vector (`convoplan.ope.steps`); the logging propensities are
+never used.
+
+Terminal steps (the end of a conversation): the episode restarts at an initial state, as in the DICE papers'
+treatment of finite episodes, i.e. s' ~ the distribution of initial states and a' ~ pi there. In the loss the
+next value of a terminal step is therefore E_{s0, a0 ~ pi}[nu(s0, a0)], estimated by the same minibatch of logged
+initial steps as the (1 - gamma) term.
+
+Value. The normalised estimate (the RL paper's E_D[zeta * r], self-normalised)
+
+    value = sum_i zeta_i r_i / sum_i zeta_i
+
+is the per-step value (1 - gamma) * E[sum_k gamma^k r_k] of the *restarting* process (episode after episode).
+It exceeds the value of a single conversation by the factor 1 / (1 - E_pi[gamma^T]), T the conversation's length
+in steps (about 1% at gamma = 0.9 and forty steps). With restarts, episode j starts at time tau_j and
+sum_{s0} d^pi = (1 - gamma) * E[sum_j gamma^tau_j], so the value of one conversation on the same scale is
+
+    episode_value = (1 - gamma) * sum_i zeta_i r_i / sum_{i initial} zeta_i,
+
+the scale of FQE, importance sampling and the on-policy truth (`convoplan.ope.steps`). Both are reported.
+
+Training alternates simultaneous Adam steps (descent for nu, ascent for zeta) on minibatches of logged steps, and
+averages zeta over the last part of training, which damps the oscillation of the saddle-point dynamics.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+
+from convoplan.ope.networks import PairMLP
+from convoplan.ope.steps import LoggedSteps
+
+__all__ = ["DualDiceConfig", "DualDiceResult", "dualdice", "dualdice_objective", "expected_under"]
+
+
+@dataclass
+class DualDiceConfig:
+    """DualDICE's saddle point, its networks and its optimisation."""
+
+    gamma: float = 0.9
+    """Discount factor of the value being estimated."""
+    hidden: tuple[int, ...] = (64, 64)
+    """Hidden layers of the nu and zeta MLPs."""
+    nu_lr: float = 1e-4
+    """Adam learning rate of nu (minimising player)."""
+    zeta_lr: float = 1e-3
+    """Adam learning rate of zeta (maximising player)."""
+    weight_decay: float = 1e-4
+    """Adam weight decay of both networks."""
+    batch_size: int = 512
+    """Logged steps per minibatch."""
+    initial_batch_size: int = 128
+    """Logged initial steps per minibatch (for the (1 - gamma) term and the restart of terminal steps)."""
+    steps: int = 4000
+    """Optimiser steps of each player."""
+    average_last: float = 0.25
+    """Share of the last steps over which zeta is averaged (evaluated every `eval_every` steps)."""
+    eval_every: int = 25
+    """Steps between evaluations of zeta on every logged step during the averaging window."""
+    seed: int = 0
+    """Seed of initialisation and minibatch sampling."""
+
+
+@dataclass
+class DualDiceResult:
+    value: float
+    """sum(zeta r) / sum(zeta): the per-step value of the restarting process."""
+    episode_value: float
+    """(1 - gamma) * sum(zeta r) / sum(zeta on initial steps): the value of one conversation (the truth's scale)."""
+    zeta: torch.Tensor
+    """[S] the averaged correction ratio d^pi / d^D at every logged step."""
+    mean_zeta: float
+    """mean(zeta) over the logged steps: 1 when the ratio is exactly normalised."""
+    objective: list[float] = field(default_factory=list)
+    """J(nu, zeta) on each minibatch."""
+    seconds: float = 0.0
+
+
+def expected_under(values: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+    """E_{a ~ pi(. | s)}[f(s, a)] = sum_a pi(a | s) f(s, a): [S, C], [S, C] -> [S] (padding has probability 0)."""
+    return (probabilities * values.masked_fill(probabilities == 0, 0.0)).sum(dim=-1)
+
+
+def dualdice_objective(
+    nu: torch.Tensor,
+    nu_next: torch.Tensor,
+    done: torch.Tensor,
+    nu_initial: torch.Tensor,
+    zeta: torch.Tensor,
+    gamma: float,
+) -> torch.Tensor:
+    """J(nu, zeta) of DualDICE (eq. 9, f(x) = x^2 / 2) on a minibatch, with restarts at terminal steps.
+
+    nu [B] = nu(s, a) of the logged steps; nu_next [B] = E_{a' ~ pi} nu(s', a') (ignored where `done`);
+    done [B] bool; nu_initial [B0] = E_{a0 ~ pi} nu(s0, a0) of logged initial steps; zeta [B] = zeta(s, a).
+    Where `done`, the next value is the restart value mean(nu_initial).
+    """
+    restart = nu_initial.mean()
+    following = torch.where(done, restart.expand_as(nu_next), nu_next)
+    residual = nu - gamma * following
+    return (residual * zeta - zeta.square() / 2).mean() - (1 - gamma) * restart
+
+
+def _estimates(steps: LoggedSteps, zeta: torch.Tensor, gamma: float) -> tuple[float, float]:
+    reward = steps.reward.to(torch.float64)
+    zeta64 = zeta.to(torch.float64)
+    weighted = float((zeta64 * reward).sum())
+    total, initial = float(zeta64.sum()), float(zeta64[steps.initial].sum())
+    value = weighted / total if total != 0 else float("nan")
+    episode_value = (1 - gamma) * weighted / initial if initial != 0 else float("nan")
+    return value, episode_value
+
+
+def dualdice(
+    steps: LoggedSteps,
+    target: torch.Tensor,
+    config: DualDiceConfig,
+    progress: Callable[[int, float], None] | None = None,
+) -> DualDiceResult:
+    """Estimate the value of the target policy whose probabilities over every logged step's candidates are
+    `target` [S, C] (`convoplan.ope.steps.policy_probabilities`) from `steps`; `progress(step, J)` after each step."""
+    if steps.steps == 0 or not bool(steps.initial.any()):
+        raise ValueError("DualDICE needs logged steps, with at least one initial step")
+    start = time.perf_counter()
+    torch.manual_seed(config.seed)
+    nu, zeta = PairMLP(steps, config.hidden), PairMLP(steps, config.hidden)
+    nu_optimiser = torch.optim.Adam(nu.parameters(), lr=config.nu_lr, weight_decay=config.weight_decay)
+    zeta_optimiser = torch.optim.Adam(zeta.parameters(), lr=config.zeta_lr, weight_decay=config.weight_decay)
+    draw = torch.Generator().manual_seed(config.seed)
+    initial_steps = torch.nonzero(steps.initial).squeeze(1)
+    chosen = steps.chosen_actions
+    done = steps.done
+    following = steps.next_step.clamp(min=0)
+
+    def evaluate() -> torch.Tensor:
+        with torch.no_grad():
+            parts = torch.split(torch.arange(steps.steps), 4096)
+            return torch.cat([zeta.taken(steps.states[i], chosen[i]) for i in parts])
+
+    averaged, evaluations, objective = torch.zeros(steps.steps), 0, []
+    window = max(1, int(config.steps * config.average_last))
+    for step in range(config.steps):
+        batch = torch.randint(steps.steps, (config.batch_size,), generator=draw)
+        initial = initial_steps[torch.randint(len(initial_steps), (config.initial_batch_size,), generator=draw)]
+        after = following[batch]
+        value = dualdice_objective(
+            nu=nu.taken(steps.states[batch], chosen[batch]),
+            nu_next=expected_under(nu(steps.states[after], steps.actions[after]), target[after]),
+            done=done[batch],
+            nu_initial=expected_under(nu(steps.states[initial], steps.actions[initial]), target[initial]),
+            zeta=zeta.taken(steps.states[batch], chosen[batch]),
+            gamma=config.gamma,
+        )
+        nu_optimiser.zero_grad()
+        zeta_optimiser.zero_grad()
+        value.backward()  # type: ignore[no-untyped-call]
+        for parameter in zeta.parameters():  # zeta maximises J: ascend
+            if parameter.grad is not None:
+                parameter.grad.neg_()
+        nu_optimiser.step()
+        zeta_optimiser.step()
+        objective.append(float(value.detach()))
+        if progress is not None:
+            progress(step + 1, objective[-1])
+        remaining = config.steps - 1 - step
+        if remaining < window and (remaining % config.eval_every == 0):
+            averaged += evaluate()
+            evaluations += 1
+    ratio = averaged / max(1, evaluations)
+    value_, episode_value = _estimates(steps, ratio, config.gamma)
+    return DualDiceResult(
+        value=value_,
+        episode_value=episode_value,
+        zeta=ratio,
+        mean_zeta=float(ratio.mean()),
+        objective=objective,
+        seconds=time.perf_counter() - start,
+    )
