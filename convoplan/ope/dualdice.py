@@ -141,7 +141,10 @@ def dualdice(
         raise ValueError("DualDICE needs logged steps, with at least one initial step")
     start = time.perf_counter()
     torch.manual_seed(config.seed)
-    nu, zeta = PairMLP(steps, config.hidden), PairMLP(steps, config.hidden)
+    # Both start where the logged distribution is the target's: zeta = 1 and nu = 1 / (1 - gamma), whose residual
+    # nu - gamma * P^pi nu is 1 everywhere (restarts included); nu moves on its own scale, 1 / (1 - gamma).
+    nu = PairMLP(steps, config.hidden, scale=1 / (1 - config.gamma), offset=1.0)
+    zeta = PairMLP(steps, config.hidden, scale=1.0, offset=1.0)
     nu_optimiser = torch.optim.Adam(nu.parameters(), lr=config.nu_lr, weight_decay=config.weight_decay)
     zeta_optimiser = torch.optim.Adam(zeta.parameters(), lr=config.zeta_lr, weight_decay=config.weight_decay)
     draw = torch.Generator().manual_seed(config.seed)

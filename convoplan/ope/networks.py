@@ -8,6 +8,8 @@ construction.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import nn
 
@@ -24,14 +26,19 @@ def _moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 class PairMLP(nn.Module):
-    """f(s, a): states [N, D_s] and actions [N, C, D_a] -> [N, C]; `hidden` () makes it linear."""
+    """f(s, a): states [N, D_s] and actions [N, C, D_a] -> [N, C]; `hidden` () makes it linear.
+
+    The output is `scale * (MLP(...) + offset)` with the last layer initialised at zero, so that f starts at the
+    constant `scale * offset` (e.g. DualDICE's zeta = 1, the ratio of the behaviour policy itself) and an optimiser
+    step moves it on the scale of its targets.
+    """
 
     state_mean: torch.Tensor
     state_std: torch.Tensor
     action_mean: torch.Tensor
     action_std: torch.Tensor
 
-    def __init__(self, steps: LoggedSteps, hidden: tuple[int, ...]) -> None:
+    def __init__(self, steps: LoggedSteps, hidden: tuple[int, ...], scale: float = 1.0, offset: float = 0.0) -> None:
         super().__init__()
         state_mean, state_std = _moments(steps.states)
         action_mean, action_std = _moments(steps.actions[steps.mask])
@@ -43,15 +50,25 @@ class PairMLP(nn.Module):
         self.state_in = nn.Linear(steps.states.shape[-1], first)
         self.action_in = nn.Linear(steps.actions.shape[-1], first, bias=False)
         layers: list[nn.Module] = []
-        for a, b in zip(hidden, [*hidden[1:], 1], strict=True) if hidden else ():
+        for a, b in itertools.pairwise(hidden):
             layers += [nn.ReLU(), nn.Linear(a, b)]
+        if hidden:
+            out = nn.Linear(hidden[-1], 1)
+            layers += [nn.ReLU(), out]
+            zeroed = [out.weight, out.bias]
+        else:  # linear: the input layer is the output layer
+            zeroed = [self.state_in.weight, self.state_in.bias, self.action_in.weight]
+        for parameter in zeroed:
+            nn.init.zeros_(parameter)
         self.head = nn.Sequential(*layers)  # empty: the identity
+        self.scale = scale
+        self.offset = offset
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         s = (states - self.state_mean) / self.state_std
         a = (actions - self.action_mean) / self.action_std
         hidden = self.state_in(s).unsqueeze(1) + self.action_in(a)  # [N, C, first]
-        return self.head(hidden).squeeze(-1)  # type: ignore[no-any-return]
+        return self.scale * (self.head(hidden).squeeze(-1) + self.offset)  # type: ignore[no-any-return]
 
     def taken(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """f(s, a) for one action per state: states [N, D_s], actions [N, D_a] -> [N]."""

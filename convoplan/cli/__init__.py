@@ -1,0 +1,22 @@
+"""The `convoplan` command line: one verb group per capability (`convoplan --help`)."""
+
+import typer
+
+from convoplan.cli.data import data_app
+from convoplan.cli.dm import dm_app
+from convoplan.cli.experiment import experiment_app
+from convoplan.cli.world import chat, demo, world_app
+
+__all__ = ["app"]
+
+app = typer.Typer(
+    help="convoplan: learn from logged conversations which action to take next and how to say it.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+app.add_typer(data_app, name="data")
+app.add_typer(world_app, name="world")
+app.add_typer(dm_app, name="dm")
+app.add_typer(experiment_app, name="experiment")
+app.command("chat")(chat)
+app.command("demo")(demo)

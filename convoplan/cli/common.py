@@ -1,0 +1,209 @@
+"""What every convoplan command shares: output, errors, progress, loading files, options, worlds and DMs."""
+
+from __future__ import annotations
+
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from convoplan.compose.loop import STOP, DialogueManager
+from convoplan.imports import import_object
+from convoplan.schema import (
+    Conversation,
+    FormatError,
+    InvalidLine,
+    read_jsonl,
+)
+
+if TYPE_CHECKING:
+    from convoplan.sim.experiment import ABReport
+    from convoplan.sim.run import SimulationConfig, World
+
+ConfigT = TypeVar("ConfigT")
+
+
+console = Console()
+errors = Console(stderr=True)
+
+
+def say(message: str, *, to: Console = console) -> None:
+    """Print a plain line, never wrapped, so that paths and errors stay on one line for scripts."""
+    to.print(message, markup=False, highlight=False, soft_wrap=True)
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print a one-line error to stderr and exit non-zero."""
+    say(f"error: {message}", to=errors)
+    raise typer.Exit(code)
+
+
+def progress_bar() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=errors,
+        transient=True,
+    )
+
+
+def load(path: Path, skip_invalid: bool) -> list[Conversation]:
+    """Read a canonical file for a command: a bad line exits 2, or with `skip_invalid` is listed on stderr."""
+    skipped: list[InvalidLine] = []
+    try:
+        conversations = read_jsonl(path, skip_invalid=skip_invalid, on_skip=skipped.append)
+    except (FormatError, OSError, UnicodeDecodeError) as error:
+        fail(str(error))
+    for line in skipped:
+        say(f"skipped {line}", to=errors)
+    if skipped:
+        say(f"{len(skipped)} invalid line(s) skipped, {len(conversations)} conversations loaded", to=errors)
+    return conversations
+
+
+FileArg = Annotated[Path, typer.Argument(help="A canonical conversations file (.jsonl).", show_default=False)]
+SkipInvalid = Annotated[
+    bool,
+    typer.Option("--skip-invalid", help="Skip invalid lines (each is listed on stderr) instead of stopping."),
+]
+
+
+DmOption = Annotated[
+    str,
+    typer.Option(
+        "--dm",
+        help="Dialogue manager: random, heuristic, greedy, a trained DM folder, or 'pkg.module:Factory'.",
+    ),
+]
+
+
+SimulatorOption = Annotated[
+    str | None, typer.Option(help="A user simulator class by import path 'pkg.module:Class', called as Class(rng).")
+]
+RaterOption = Annotated[str | None, typer.Option(help="A rater class by import path, called as Class(name, rng).")]
+
+
+def resolve_dm(spec: str, rng: random.Random) -> DialogueManager:
+    """A DM from the --dm option (see convoplan.sim.arms); a bad one exits 2."""
+    from convoplan.sim.arms import load_arm
+
+    try:
+        return load_arm(spec, rng)
+    except ValueError as error:
+        fail(f"--dm {error}")
+
+
+def build_world(simulator: str | None, rater: str | None) -> World:
+    """The animals world, with a user simulator and rater plugged in by import path where given."""
+    from convoplan.worlds.animals import animals_world
+
+    plugged = {}
+    for option, spec in (("--simulator", simulator), ("--rater", rater)):
+        if spec is not None:
+            try:
+                plugged[option] = import_object(spec)
+            except ValueError as error:
+                fail(f"{option} {error}")
+            if not callable(plugged[option]):
+                fail(f"{option} {spec!r} is not callable")
+    return animals_world(new_user=plugged.get("--simulator"), new_rater=plugged.get("--rater"))  # type: ignore[arg-type]
+
+
+def simulate_with_progress(
+    world: World, dm: DialogueManager, config: SimulationConfig, name: str
+) -> tuple[list[Conversation], float]:
+    """Simulate under a progress bar; return the conversations and the seconds it took."""
+    from convoplan.sim.run import simulate
+
+    start = time.perf_counter()
+    with progress_bar() as bar:
+        task = bar.add_task(f"simulating ({name} DM)", total=config.conversations)
+        logs = list(simulate(world, dm, config, name, progress=lambda done: bar.update(task, completed=done)))
+    return logs, time.perf_counter() - start
+
+
+def print_summary(conversations: Sequence[Conversation], title: str, seconds: float | None = None) -> None:
+    from convoplan.sim.metrics import METRICS, metric_values
+
+    table = Table(title=title)
+    table.add_column("metric")
+    table.add_column("mean per conversation", justify="right")
+    for metric in METRICS:
+        values = metric_values(conversations, metric)
+        table.add_row(metric.replace("_", " "), f"{values.mean():.2f}" if len(values) else "n/a")
+    ended = Counter(str(c.meta.get("ended_by")) for c in conversations)
+    table.add_row("ended by", ", ".join(f"{k} {v}" for k, v in sorted(ended.items())))
+    if seconds is not None:
+        table.add_row("simulation speed", f"{len(conversations) / seconds:.0f} conversations/s")
+    console.print(table)
+
+
+def print_conversation(conversation: Conversation) -> None:
+    """The conversation as the user saw it: user messages and fused bot responses."""
+    console.print(f"[bold]{conversation.id}[/bold] ({conversation.meta.get('dm')})")
+    for turn in conversation.turns:
+        if turn.speaker == "user":
+            say(f"  user: {turn.text}")
+        elif turn.action == STOP:
+            say(f"  bot:  {turn.text}")
+
+
+def show_report(report: ABReport, out: Path) -> None:
+    """Print the report's tables (rendered in a terminal, as markdown otherwise) and write report.md/json/png."""
+    from rich.markdown import Markdown
+
+    text = report.markdown()
+    if console.is_terminal:
+        console.print(Markdown(text))
+    else:
+        sys.stdout.write(text)
+    paths = report.write(out)
+    say(f"wrote {', '.join(str(path) for path in paths.values())}", to=errors)
+
+
+SetOption = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Override a config field, e.g. --set q.gamma=0.95 (see --show-config)."),
+]
+ShowConfig = Annotated[bool, typer.Option(help="Print every config field, its value and meaning, and exit.")]
+
+
+def configured(config: ConfigT, overrides: list[str] | None, show: bool) -> ConfigT:
+    """Apply --set overrides (exit 2 on a bad one); with --show-config print the fields and exit."""
+    from convoplan.configs import apply_overrides, describe
+
+    try:
+        config = apply_overrides(config, overrides or [])
+    except ValueError as error:
+        fail(str(error))
+    if show:
+        table = Table(title=type(config).__name__)
+        for column in ("field", "value", "meaning"):
+            table.add_column(column)
+        for row in describe(config):
+            table.add_row(*row)
+        console.print(table)
+        raise typer.Exit(0)
+    return config
+
+
+def training_bar(bar: Progress) -> Callable[[str, int, int, float], None]:
+    """A progress callback (name, step, total, loss) that keeps one bar per DM being trained."""
+    tasks: dict[str, TaskID] = {}
+
+    def update(name: str, step: int, total: int, loss: float) -> None:
+        if name not in tasks:
+            tasks[name] = bar.add_task(f"training {name}", total=total)
+        bar.update(tasks[name], completed=step, description=f"training {name} (loss {loss:.3f})")
+
+    return update

@@ -1,0 +1,131 @@
+"""`convoplan data`: convert, validate and describe canonical conversation files."""
+
+from __future__ import annotations
+
+import json
+import sys
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from convoplan.cli.common import (
+    FileArg,
+    SkipInvalid,
+    console,
+    errors,
+    fail,
+    load,
+    progress_bar,
+    say,
+)
+from convoplan.schema import (
+    FormatError,
+    dumps_schema,
+    write_call_flows,
+    write_jsonl,
+)
+
+data_app = typer.Typer(
+    help="Convert, validate and describe canonical conversation files (JSON Lines).", no_args_is_help=True
+)
+
+
+class CorpusName(StrEnum):
+    persuasion = "persuasion"
+    star = "star"
+
+
+@data_app.command("convert")
+def data_convert(
+    corpus: Annotated[CorpusName, typer.Option(help="Which corpus reader to use.")],
+    src: Annotated[Path, typer.Option(help="The corpus release folder, e.g. ../shared/data/star.")],
+    out: Annotated[Path, typer.Option(help="Where to write the canonical JSON Lines file.")],
+    seed: Annotated[int, typer.Option(help="Seed of the train/validation/test split (by conversation id).")] = 0,
+    flows: Annotated[
+        Path | None, typer.Option(help="STAR only: also write the task call-flow graphs to this JSON file.")
+    ] = None,
+) -> None:
+    """Read a real corpus and write it in the canonical format, with seeded splits in meta.split."""
+    from convoplan.corpora import read_persuasion, read_star, read_star_flows
+
+    if not src.is_dir():
+        fail(f"{src}: no such folder")
+    try:
+        if corpus is CorpusName.persuasion:
+            if flows is not None:
+                fail("--flows applies to --corpus star only")
+            with errors.status("reading PersuasionForGood"):
+                conversations = read_persuasion(src, seed=seed)
+        else:
+            with progress_bar() as bar:
+                task = bar.add_task("reading STAR dialogues", total=None)
+                conversations = read_star(
+                    src, seed=seed, progress=lambda done, total: bar.update(task, completed=done, total=total)
+                )
+            if flows is not None:
+                graphs = read_star_flows(src)
+                write_call_flows(flows, graphs)
+                say(f"wrote {len(graphs)} call-flow graphs to {flows}", to=errors)
+    except FormatError as error:
+        fail(str(error))
+    count = write_jsonl(out, conversations)
+    say(f"wrote {count} conversations to {out}")
+
+
+@data_app.command("validate")
+def data_validate(path: FileArg, skip_invalid: SkipInvalid = False) -> None:
+    """Check every line against the canonical schema. Exit 2 with a one-line error at the first bad line."""
+    conversations = load(path, skip_invalid)
+    say(f"{path}: {len(conversations)} valid conversations")
+
+
+@data_app.command("stats")
+def data_stats(
+    path: FileArg,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as one JSON object.")] = False,
+    top: Annotated[int, typer.Option(help="How many actions the histogram shows.")] = 20,
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """Conversations, turns, agent messages, labelled share, action histogram and outcome rate of a file."""
+    from convoplan.corpora.stats import corpus_stats
+
+    stats = corpus_stats(load(path, skip_invalid))
+    if as_json:
+        sys.stdout.write(json.dumps(stats.as_dict(), indent=2) + "\n")
+        return
+    table = Table(title=str(path), show_header=False)
+    rate = stats.conversion_rate
+    for name, value in [
+        ("conversations", f"{stats.conversations:,}"),
+        ("turns", f"{stats.turns:,}"),
+        ("agent messages", f"{stats.agent_messages:,}"),
+        ("user messages", f"{stats.user_messages:,}"),
+        ("labelled agent messages", f"{stats.labelled_agent_messages:,} ({stats.labelled_share:.1%})"),
+        ("distinct actions", f"{len(stats.actions):,}"),
+        ("with outcome", f"{stats.with_outcome:,}"),
+        (
+            "converted",
+            f"{stats.converted:,}" + (f" ({rate:.1%} of those with an outcome)" if rate is not None else ""),
+        ),
+        ("splits", ", ".join(f"{name} {count:,}" for name, count in stats.splits.items())),
+    ]:
+        table.add_row(name, value)
+    console.print(table)
+    if stats.actions:
+        histogram = Table(title=f"top {min(top, len(stats.actions))} actions")
+        histogram.add_column("action")
+        histogram.add_column("count", justify="right")
+        histogram.add_column("")
+        largest = max(stats.actions.values())
+        for action, count in list(stats.actions.items())[:top]:
+            histogram.add_row(action, f"{count:,}", "█" * max(1, round(30 * count / largest)))
+        console.print(histogram)
+
+
+@data_app.command("schema")
+def data_schema() -> None:
+    """Print the JSON Schema of one canonical line (the source of docs/conversation.schema.json)."""
+    sys.stdout.write(dumps_schema())

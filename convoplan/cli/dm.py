@@ -1,0 +1,117 @@
+"""`convoplan dm`: train dialogue managers on rated logs (the paper's pipeline, or one DM at a time)."""
+
+from __future__ import annotations
+
+import dataclasses
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from convoplan.cli.common import (
+    RaterOption,
+    SetOption,
+    ShowConfig,
+    SimulatorOption,
+    SkipInvalid,
+    build_world,
+    configured,
+    errors,
+    fail,
+    load,
+    progress_bar,
+    say,
+    training_bar,
+)
+
+dm_app = typer.Typer(help="Train dialogue managers on rated logs: supervised, SAQL, CAQL, CQL.", no_args_is_help=True)
+
+
+@dm_app.command("pipeline")
+def dm_pipeline(
+    out: Annotated[Path, typer.Option(help="Folder for the logs and the trained DMs.")] = Path("runs/dm"),
+    conversations: Annotated[int, typer.Option(min=2, help="Simulated conversations per collection round.")] = 400,
+    seed: Annotated[int, typer.Option(help="Seed of the whole pipeline.")] = 0,
+    overrides: SetOption = None,
+    show_config: ShowConfig = False,
+    simulator: SimulatorOption = None,
+    rater: RaterOption = None,
+) -> None:
+    """Collect logs with a first DM, train the supervised RNN DM, collect its logs, train the RL DMs on them."""
+    from convoplan.dm.pipeline import PipelineConfig, run_pipeline
+
+    config = configured(PipelineConfig(conversations=conversations, seed=seed), overrides, show_config)
+    world = build_world(simulator, rater)
+    with progress_bar() as bar:
+        try:
+            checkpoints = run_pipeline(
+                world, out, config, report=lambda m: say(m, to=errors), progress=training_bar(bar)
+            )
+        except ValueError as error:
+            fail(str(error))
+    for name, folder in checkpoints.items():
+        say(f"{name}: {folder}")
+
+
+class Algorithm(StrEnum):
+    supervised = "supervised"
+    saql = "saql"
+    caql = "caql"
+
+
+@dm_app.command("train")
+def dm_train(
+    logs: Annotated[Path, typer.Argument(help="Rated logs (canonical JSONL with candidates and ratings).")],
+    out: Annotated[Path, typer.Option(help="Folder for the trained DM.")],
+    algorithm: Annotated[Algorithm, typer.Option(help="What to train.")] = Algorithm.saql,
+    init: Annotated[Path | None, typer.Option(help="Warm-start from this trained DM (same feature space).")] = None,
+    behaviour: Annotated[
+        Path | None, typer.Option(help="The supervised DM used as CQL behaviour policy (with --set cql_alpha=...).")
+    ] = None,
+    overrides: SetOption = None,
+    show_config: ShowConfig = False,
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """Train one DM on rated logs and write it as a checkpoint folder (config.json + model.safetensors).
+
+    Runs unchanged under `torchrun --nproc_per_node N -m convoplan.cli dm train ...` (gloo, DDP): each process
+    trains on its share of every batch, and the averaged gradient equals the single-process one.
+    """
+    from convoplan.dm.checkpoint import load_network, save_policy
+    from convoplan.dm.train import QConfig, SupervisedConfig, prepare, train_q, train_supervised
+    from convoplan.embed import SentenceEmbedder
+
+    config: SupervisedConfig | QConfig = (
+        SupervisedConfig() if algorithm is Algorithm.supervised else QConfig(algorithm=algorithm.value)  # type: ignore[arg-type]
+    )
+    config = configured(config, overrides, show_config)
+    conversations = load(logs, skip_invalid)
+    try:
+        warm = load_network(init) if init is not None else None
+        guide = load_network(behaviour)[0] if behaviour is not None else None
+        embedder = SentenceEmbedder(cache_dir=out.parent / "embeddings")
+        with errors.status("embedding the logs"):
+            data = prepare(conversations, embedder, warm[1] if warm is not None else None)
+        with progress_bar() as bar:
+            update = training_bar(bar)
+            track = lambda step, loss: update(algorithm.value, step, config.steps, loss)  # noqa: E731
+            if isinstance(config, SupervisedConfig):
+                result = train_supervised(data, config, track)
+            else:
+                result = train_q(data, config, supervised=guide, init=warm[0] if warm else None, progress=track)
+    except ValueError as error:
+        fail(str(error))
+    training = {
+        "config": dataclasses.asdict(config),
+        "logs": str(logs),
+        "first_loss": result.losses[0],
+        "final_loss": result.losses[-1],
+        "transitions_per_second": result.transitions_per_second,
+    }
+    save_policy(out, algorithm.value, result.network, config.network, data.table.space, training)
+    say(
+        f"trained {algorithm.value} on {data.table.steps} steps of {len(conversations)} conversations: "
+        f"loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}, {result.transitions_per_second:.0f} transitions/s; "
+        f"wrote {out}"
+    )

@@ -1,0 +1,125 @@
+"""`convoplan experiment`: A/B tests of dialogue managers on simulated users, or reports from stored logs."""
+
+from __future__ import annotations
+
+import random
+import re
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from convoplan.cli.common import (
+    RaterOption,
+    SimulatorOption,
+    SkipInvalid,
+    build_world,
+    errors,
+    fail,
+    load,
+    progress_bar,
+    say,
+    show_report,
+)
+from convoplan.compose.loop import DialogueManager
+from convoplan.schema import (
+    write_jsonl,
+)
+
+experiment_app = typer.Typer(
+    help="A/B experiments: dialogue managers against a control on the same users (the RL paper's Table 3).",
+    no_args_is_help=True,
+)
+
+_ARM_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def arm_name(spec: str) -> tuple[str, str]:
+    """(name, DM spec) of an --arm/--control value: 'name=SPEC' names it, otherwise the spec is its name."""
+    name, sep, rest = spec.partition("=")
+    if sep and _ARM_NAME.fullmatch(name) and rest:
+        return name, rest
+    return spec, spec
+
+
+def log_file(folder: Path, name: str) -> Path:
+    """Where an arm's logs go: its name, with characters unsafe in a file name (/, :) replaced by '_'."""
+    return folder / f"{re.sub(r'[^A-Za-z0-9_.=-]', '_', name).lstrip('.') or 'arm'}.jsonl"
+
+
+@experiment_app.command("ab")
+def experiment_ab(
+    control: Annotated[
+        str,
+        typer.Option(help="The control DM: random, heuristic, greedy, a DM folder, 'pkg.module:Factory'; name=SPEC."),
+    ],
+    arm: Annotated[list[str], typer.Option(help="A DM to compare with the control (as --control); repeat it.")],
+    out: Annotated[Path, typer.Option(help="Folder for report.md, report.json, report.png and <arm>.jsonl logs.")],
+    users: Annotated[int, typer.Option(min=2, help="Simulated users per arm (the same users meet every arm).")] = 300,
+    seed: Annotated[int, typer.Option(help="Seed of the users, raters and bootstrap.")] = 0,
+    raters: Annotated[int, typer.Option(min=0, help="Raters per conversation, for the mean rating.")] = 3,
+    resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples per interval.")] = 2000,
+    simulator: SimulatorOption = None,
+    rater: RaterOption = None,
+) -> None:
+    """Simulate the same users with the control and every arm; print and write the A/B report and the logs."""
+    from convoplan.sim.arms import load_arm
+    from convoplan.sim.experiment import ab_report, run_ab
+
+    named = [arm_name(spec) for spec in [control, *arm]]
+    names = [name for name, _ in named]
+    for name in names:
+        if names.count(name) > 1:
+            fail(f"arm {name!r} is given twice; name arms apart with name=SPEC")
+    files = [log_file(out, name) for name in names]
+    if len(set(files)) < len(files):
+        fail("two arm names give the same log file name; name arms apart with name=SPEC")
+    dms: dict[str, DialogueManager] = {}
+    for (name, spec), option in zip(named, ["--control", *["--arm"] * len(arm)], strict=True):
+        try:
+            dms[name] = load_arm(spec, random.Random(f"{seed}:dm"))
+        except (ValueError, ImportError) as error:
+            fail(f"{option} {error}")
+    world = build_world(simulator, rater)
+    with progress_bar() as bar:
+        tasks = {name: bar.add_task(f"simulating {name}", total=users) for name in names}
+        logs = run_ab(
+            world,
+            dms,
+            names[0],
+            users,
+            seed,
+            progress=lambda name, done: bar.update(tasks[name], completed=done),
+            raters=raters,
+        )
+    for name, path in zip(names, files, strict=True):
+        write_jsonl(path, logs[name])
+    say(f"wrote the logs of {len(logs)} arms to {out}/", to=errors)
+    show_report(ab_report(logs, names[0], resamples=resamples, seed=seed), out)
+
+
+@experiment_app.command("report")
+def experiment_report(
+    logs: Annotated[list[Path], typer.Option(help="An arm's canonical logs (.jsonl), named by its stem; repeat it.")],
+    control: Annotated[str, typer.Option(help="The control arm: the stem of one of the --logs files.")],
+    out: Annotated[Path, typer.Option(help="Folder for report.md, report.json and report.png.")],
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples per interval.")] = 2000,
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """The A/B report of existing logs (simulated, or stored sessions of a live experiment)."""
+    from convoplan.sim.experiment import ab_report
+
+    stems = [path.stem for path in logs]
+    if len(set(stems)) < len(stems):
+        fail("two --logs files have the same stem; arms are named by it")
+    if control not in stems:
+        fail(f"--control {control!r} is not the stem of a --logs file ({', '.join(stems)})")
+    if len(stems) < 2:
+        fail("give the control's logs and at least one arm's")
+    arms = {path.stem: load(path, skip_invalid) for path in logs}
+    try:
+        report = ab_report(arms, control, resamples=resamples, seed=seed)
+    except ValueError as error:
+        fail(str(error))
+    show_report(report, out)

@@ -1,0 +1,152 @@
+"""`convoplan world simulate`, `convoplan chat` and `convoplan demo`: the built-in animals world."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from convoplan.cli.common import (
+    DmOption,
+    RaterOption,
+    SetOption,
+    SimulatorOption,
+    build_world,
+    configured,
+    console,
+    errors,
+    print_conversation,
+    print_summary,
+    progress_bar,
+    resolve_dm,
+    say,
+    show_report,
+    simulate_with_progress,
+    training_bar,
+)
+from convoplan.schema import (
+    Candidate,
+    write_jsonl,
+)
+
+world_app = typer.Typer(help="The built-in animals world: simulate rated conversations.", no_args_is_help=True)
+
+
+@world_app.command("simulate")
+def world_simulate(
+    out: Annotated[Path, typer.Option(help="Where to write the rated logs (canonical JSONL).")],
+    dm: DmOption = "heuristic",
+    conversations: Annotated[int, typer.Option(min=1, help="How many conversations to simulate.")] = 100,
+    raters: Annotated[int, typer.Option(min=0, help="Raters per conversation; each rates every candidate.")] = 3,
+    seed: Annotated[int, typer.Option(help="Seed of the run; the same seed gives the same file byte for byte.")] = 0,
+    max_turns: Annotated[int, typer.Option(min=1, help="Bot responses after which a conversation is cut off.")] = 30,
+    epsilon: Annotated[
+        float, typer.Option(min=0.0, max=1.0, help="Exploration: chance that a step picks uniformly at random.")
+    ] = 0.0,
+    simulator: SimulatorOption = None,
+    rater: RaterOption = None,
+) -> None:
+    """Simulate users talking with the bot, every candidate rated; write canonical logs and print a summary."""
+    from convoplan.compose.loop import ComposerConfig
+    from convoplan.sim.run import SimulationConfig
+
+    world = build_world(simulator, rater)
+    composer = ComposerConfig(epsilon=epsilon)
+    config = SimulationConfig(
+        conversations=conversations, raters=raters, seed=seed, max_turns=max_turns, composer=composer
+    )
+    logs, seconds = simulate_with_progress(world, resolve_dm(dm, random.Random(f"{seed}:dm")), config, dm)
+    write_jsonl(out, logs)
+    say(f"wrote {len(logs)} conversations to {out}")
+    print_summary(logs, f"{dm}: {len(logs)} simulated conversations", seconds)
+
+
+def chat(
+    dm: DmOption = "heuristic",
+    explain: Annotated[bool, typer.Option(help="Show the focus, every candidate and its score at each step.")] = False,
+    seed: Annotated[int, typer.Option(help="Seed of the bot's random choices.")] = 0,
+) -> None:
+    """Talk with the animals bot in the terminal (type 'quit' or press Ctrl-D to leave)."""
+    from convoplan.compose.loop import Bot, DialogueState
+
+    world = build_world(None, None)
+    rng = random.Random(seed)
+
+    def show_step(state: DialogueState, candidates: list[Candidate]) -> None:
+        table = Table(title=f"step {len(state.chosen)}  focus: {state.focus or '-'}", title_justify="left")
+        for column in ("score", "act", "provider", "candidate"):
+            table.add_column(column, justify="right" if column == "score" else "left")
+        for candidate in sorted(candidates, key=lambda c: -(c.score or 0.0)):
+            table.add_row(f"{candidate.score:.2f}", candidate.action or "", candidate.provider or "", candidate.text)
+        console.print(table)
+
+    bot = Bot(
+        world.providers(rng),
+        resolve_dm(dm, rng),
+        world.fuser,
+        world.lexicon,
+        world.entity,
+        rng=rng,
+        on_step=show_step if explain else None,
+    )
+    say("Ask me about animals: lions, penguins, sharks... ('quit' to leave)")
+    while True:
+        try:
+            text = input("you> ").strip()
+        except EOFError:
+            break
+        if text.lower() in ("quit", "exit"):
+            break
+        if not text:
+            continue
+        heard = bot.hear(text)
+        if explain:
+            say(f"(nlu: focus={heard.focus} answer={heard.answer} feedback={heard.feedback} request={heard.request})")
+        response = bot.respond()
+        say(f"bot> {response.text}")
+        if response.ends_conversation:
+            break
+
+
+def demo(
+    conversations: Annotated[int, typer.Option(min=10, help="Simulated conversations per collection round.")] = 300,
+    users: Annotated[int, typer.Option(min=10, help="Simulated users per arm of the final A/B test.")] = 300,
+    out: Annotated[Path, typer.Option(help="Folder for the logs, the trained DMs and the report.")] = Path("runs/demo"),
+    seed: Annotated[int, typer.Option(help="Seed of the run.")] = 0,
+    overrides: SetOption = None,
+) -> None:
+    """The main job on the built-in animals world, as in the RL paper: collect rated logs with the hand-written DM,
+    train the supervised RNN DM, collect its logs, train SAQL on them, then A/B test SAQL, the hand-written planner
+    and the greedy rater-pleaser against the supervised DM (Table 3 layout, bootstrap 95% intervals)."""
+    from convoplan.dm.pipeline import PipelineConfig, run_pipeline
+    from convoplan.sim.experiment import ab_report, run_ab
+
+    quick = PipelineConfig(conversations=conversations, seed=seed, arms=("saql",))
+    quick.supervised.steps, quick.q.steps = 300, 800  # a CPU-minutes budget; `convoplan dm pipeline` trains longer
+    config = configured(quick, overrides, False)
+    world = build_world(None, None)
+    with progress_bar() as bar:
+        checkpoints = run_pipeline(world, out, config, report=lambda m: say(m, to=errors), progress=training_bar(bar))
+    arms = {
+        "supervised_rnn": str(checkpoints["supervised_rnn"]),
+        "saql": str(checkpoints["saql"]),
+        "heuristic": "heuristic",
+        "greedy": "greedy",
+    }
+    dms = {name: resolve_dm(spec, random.Random(seed)) for name, spec in arms.items()}
+    with progress_bar() as bar:
+        tasks = {name: bar.add_task(f"A/B: simulating {name}", total=users) for name in dms}
+        logs = run_ab(
+            world,
+            dms,
+            "supervised_rnn",
+            users,
+            seed + 7,
+            progress=lambda name, done: bar.update(tasks[name], completed=done),
+        )
+    show_report(ab_report(logs, "supervised_rnn", resamples=2000, seed=seed), out / "ab")
+    print_conversation(max(logs["saql"][:50], key=lambda c: len(c.turns)))
+    say(f"trained DMs in {out}/ (try: convoplan chat --dm {checkpoints['saql']} --explain)")
