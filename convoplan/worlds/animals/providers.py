@@ -90,28 +90,36 @@ class SoundProvider(_KnowledgeProvider):
         return [candidate] if candidate is not None else []
 
 
-class FactProvider(_KnowledgeProvider):
-    """Up to `per_step` facts about the focus animal not said yet, quoted with their source."""
+class _StatementProvider(_KnowledgeProvider):
+    """Up to `per_step` statements about the focus animal that have not been said yet, in a fixed order."""
+
+    action = ""
 
     def __init__(self, kb: KnowledgeBase, rng: random.Random | None = None, per_step: int = 2) -> None:
         super().__init__(kb, rng)
         self.per_step = per_step
+
+    def statements(self, animal: Animal) -> list[tuple[str, dict[str, str]]]:
+        """(text, meta) of every statement the provider knows about `animal`."""
+        raise NotImplementedError
 
     def propose(self, state: DialogueState) -> list[Candidate]:
         animal = self.focus_animal(state)
         if animal is None:
             return []
         fresh = [
-            candidate
-            for fact in animal.facts
-            if (
-                candidate := _content(
-                    animal, state, "fact", f'{_capital(fact.source)} says: "{fact.text}"', topic=fact.topic
-                )
-            )
-            is not None
+            c for text, meta in self.statements(animal) if (c := _content(animal, state, self.action, text, **meta))
         ]
         return fresh[: self.per_step]
+
+
+class FactProvider(_StatementProvider):
+    """Facts about the focus animal, quoted verbatim with their source."""
+
+    action = "fact"
+
+    def statements(self, animal: Animal) -> list[tuple[str, dict[str, str]]]:
+        return [(f'{_capital(fact.source)} says: "{fact.text}"', {"topic": fact.topic}) for fact in animal.facts]
 
 
 def attribute_statements(animal: Animal) -> list[str]:
@@ -141,19 +149,13 @@ def _plural_habitat(habitat: str) -> str:
     return habitat + "s"
 
 
-class AttributeProvider(_KnowledgeProvider):
-    """Up to `per_step` attribute statements (weight, size, lifespan, diet, habitat, speed) not said yet."""
+class AttributeProvider(_StatementProvider):
+    """Attribute statements from templates: weight, size, lifespan, diet, habitat, speed."""
 
-    def __init__(self, kb: KnowledgeBase, rng: random.Random | None = None, per_step: int = 2) -> None:
-        super().__init__(kb, rng)
-        self.per_step = per_step
+    action = "attribute"
 
-    def propose(self, state: DialogueState) -> list[Candidate]:
-        animal = self.focus_animal(state)
-        if animal is None:
-            return []
-        fresh = [c for text in attribute_statements(animal) if (c := _content(animal, state, "attribute", text))]
-        return fresh[: self.per_step]
+    def statements(self, animal: Animal) -> list[tuple[str, dict[str, str]]]:
+        return [(text, {}) for text in attribute_statements(animal)]
 
 
 class QuizProvider(_KnowledgeProvider):
