@@ -1,0 +1,61 @@
+"""Sentence fusion: the utterances chosen for one bot response, merged into one natural response.
+
+The composition loop picks utterances one at a time (acknowledgement, animal sound, quoted fact, attribute
+statement, quiz, yes/no question, open question). Said one after the other they read like a list ("Lions weigh
+... Lions grow ..."); fusion (the RL paper, sec. 3) makes them one response with three edits:
+(a) pronominalise the repeated focus entity ("..., and they grow ..."), (b) remove repetitive context mentions
+(a second "The convoplan animal guide says:" becomes "It also says:"), (c) add a discourse marker between
+sentences ("Plus, ...", "And which animal ...").
+
+Two fusers follow the `Fuser` protocol:
+- `RuleFusion`, the default: hand-written rules for (a), (b) and (c); no training, predictable.
+- `TaggerFusion`: a LaserTagger-style tagger (Malmi et al. 2019). Every source token is KEEP or DELETE, optionally
+  with a phrase from a small vocabulary added before it; gold tags come from aligning each source with its target
+  and a classifier learns them per token. It learns the conventions of the hand-written pairs in
+  `worlds/animals/data/fusion_pairs.jsonl`, on which `evaluate` scores both (exact match and SARI).
+
+Everything works on tokens (`tokenize`: words and single punctuation marks), so a case change is always the
+replacement of a whole token ("Which" -> "which"), and `detokenize` puts the spacing back exactly.
+"""
+
+from convoplan.compose.fusion.rules import RuleFusion, RuleFusionConfig
+from convoplan.compose.fusion.scores import FusionScores, evaluate, sari
+from convoplan.compose.fusion.tagger import Tag, TaggerConfig, TaggerFusion, derive_phrase_vocabulary, realize, tags_for
+from convoplan.compose.fusion.text import (
+    ConcatFusion,
+    Entity,
+    Fuser,
+    FusionPair,
+    UtteranceKind,
+    detokenize,
+    entity_for,
+    load_fusion_pairs,
+    pluralise,
+    tokenize,
+    utterance_kind,
+)
+
+__all__ = [
+    "ConcatFusion",
+    "Entity",
+    "Fuser",
+    "FusionPair",
+    "FusionScores",
+    "RuleFusion",
+    "RuleFusionConfig",
+    "Tag",
+    "TaggerConfig",
+    "TaggerFusion",
+    "UtteranceKind",
+    "derive_phrase_vocabulary",
+    "detokenize",
+    "entity_for",
+    "evaluate",
+    "load_fusion_pairs",
+    "pluralise",
+    "realize",
+    "sari",
+    "tags_for",
+    "tokenize",
+    "utterance_kind",
+]
