@@ -14,10 +14,10 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, cast, get_args
 
 from convoplan.compose.fusion import Entity, Fuser
-from convoplan.compose.nlu import Interpretation, Lexicon, Question, interpret
+from convoplan.compose.nlu import Interpretation, Lexicon, Question, QuestionKind, interpret
 from convoplan.schema import Candidate, Turn
 
 __all__ = [
@@ -215,8 +215,11 @@ class Bot:
             if candidate.action in QUESTION_ACTIONS:
                 options = candidate.meta.get("options", [])
                 answer = candidate.meta.get("answer")
+                kind = candidate.meta["question"]
+                if kind not in get_args(QuestionKind):
+                    raise ValueError(f"{candidate.provider}: unknown question kind {kind!r} in candidate meta")
                 state.question = Question(
-                    kind=str(candidate.meta["question"]),  # type: ignore[arg-type]
+                    kind=cast(QuestionKind, kind),
                     about=candidate.focus,
                     options=tuple(str(o) for o in options) if isinstance(options, list) else (),
                     answer=str(answer) if answer is not None else None,

@@ -26,15 +26,20 @@ Value. The normalised estimate (the RL paper's E_D[zeta * r], self-normalised)
 
 is the per-step value (1 - gamma) * E[sum_k gamma^k r_k] of the *restarting* process (episode after episode).
 It exceeds the value of a single conversation by the factor 1 / (1 - E_pi[gamma^T]), T the conversation's length
-in steps (about 1% at gamma = 0.9 and forty steps). With restarts, episode j starts at time tau_j and
-sum_{s0} d^pi = (1 - gamma) * E[sum_j gamma^tau_j], so the value of one conversation on the same scale is
+in steps (about 1% at gamma = 0.9 and forty steps). If episode j starts at time tau_j, i.i.d. episodes give
+value = (1 - gamma) * E[G] * E[sum_j gamma^tau_j], G the discounted return of one conversation, while the
+occupancy of episode starts is d_start = (1 - gamma) * E[sum_j gamma^tau_j] = (1 - gamma) + gamma * d_end, d_end
+the occupancy of terminal steps, estimated by E_D[zeta * done] (termination depends on (s, a) only through its
+probability, so this holds where the same state can end a conversation or not). Hence the value of one
+conversation, on the scale of FQE, importance sampling and the on-policy truth (`convoplan.ope.steps`):
 
-    episode_value = (1 - gamma) * sum_i zeta_i r_i / sum_{i initial} zeta_i,
+    episode_value = (1 - gamma) * sum_i zeta_i r_i / ((1 - gamma) * sum_i zeta_i + gamma * sum_{i done} zeta_i).
 
-the scale of FQE, importance sampling and the on-policy truth (`convoplan.ope.steps`). Both are reported.
+Both are reported.
 
-Training alternates simultaneous Adam steps (descent for nu, ascent for zeta) on minibatches of logged steps, and
-averages zeta over the last part of training, which damps the oscillation of the saddle-point dynamics.
+Training alternates Adam steps on minibatches of logged steps: ascent for zeta (the faster player, `zeta_steps` per
+round) with nu fixed, then descent for nu against the updated zeta; the learning rates decay at the end, and zeta
+is averaged over the last part of training, which damps the oscillation of the saddle-point dynamics.
 """
 
 from __future__ import annotations
@@ -63,8 +68,16 @@ class DualDiceConfig:
     """Adam learning rate of nu (minimising player)."""
     zeta_lr: float = 1e-3
     """Adam learning rate of zeta (maximising player)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """Adam's moment decay rates of both players."""
     weight_decay: float = 1e-4
     """Adam weight decay of both networks."""
+    zeta_steps: int = 1
+    """zeta's updates per nu update, on the same minibatch (zeta is the faster player, near its best response)."""
+    decay: float = 0.5
+    """Share of the last steps over which the learning rates fall linearly."""
+    final_lr: float = 0.1
+    """Learning rates at the end, as a share of their initial value."""
     batch_size: int = 512
     """Logged steps per minibatch."""
     initial_batch_size: int = 128
@@ -84,7 +97,8 @@ class DualDiceResult:
     value: float
     """sum(zeta r) / sum(zeta): the per-step value of the restarting process."""
     episode_value: float
-    """(1 - gamma) * sum(zeta r) / sum(zeta on initial steps): the value of one conversation (the truth's scale)."""
+    """(1 - gamma) * sum(zeta r) / ((1 - gamma) * sum(zeta) + gamma * sum(zeta on terminal steps)): the value of one
+    conversation (the truth's scale)."""
     zeta: torch.Tensor
     """[S] the averaged correction ratio d^pi / d^D at every logged step."""
     mean_zeta: float
@@ -123,10 +137,22 @@ def _estimates(steps: LoggedSteps, zeta: torch.Tensor, gamma: float) -> tuple[fl
     reward = steps.reward.to(torch.float64)
     zeta64 = zeta.to(torch.float64)
     weighted = float((zeta64 * reward).sum())
-    total, initial = float(zeta64.sum()), float(zeta64[steps.initial].sum())
+    total = float(zeta64.sum())
+    starts = (1 - gamma) * total + gamma * float(zeta64[steps.done].sum())
     value = weighted / total if total != 0 else float("nan")
-    episode_value = (1 - gamma) * weighted / initial if initial != 0 else float("nan")
+    episode_value = (1 - gamma) * weighted / starts if starts != 0 else float("nan")
     return value, episode_value
+
+
+def _decay(optimiser: torch.optim.Optimizer, config: DualDiceConfig) -> torch.optim.lr_scheduler.LRScheduler:
+    """Learning rate constant, then falling linearly to `final_lr` times its value over the last `decay` share."""
+    decay_steps = max(1, int(config.steps * config.decay))
+    flat = config.steps - decay_steps
+
+    def factor(step: int) -> float:
+        return 1.0 - (1.0 - config.final_lr) * min(1.0, max(0, step - flat) / decay_steps)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimiser, factor)
 
 
 def dualdice(
@@ -145,8 +171,14 @@ def dualdice(
     # nu - gamma * P^pi nu is 1 everywhere (restarts included); nu moves on its own scale, 1 / (1 - gamma).
     nu = PairMLP(steps, config.hidden, scale=1 / (1 - config.gamma), offset=1.0)
     zeta = PairMLP(steps, config.hidden, scale=1.0, offset=1.0)
-    nu_optimiser = torch.optim.Adam(nu.parameters(), lr=config.nu_lr, weight_decay=config.weight_decay)
-    zeta_optimiser = torch.optim.Adam(zeta.parameters(), lr=config.zeta_lr, weight_decay=config.weight_decay)
+    nu_optimiser = torch.optim.Adam(
+        nu.parameters(), lr=config.nu_lr, betas=config.betas, weight_decay=config.weight_decay
+    )
+    zeta_optimiser = torch.optim.Adam(
+        zeta.parameters(), lr=config.zeta_lr, betas=config.betas, weight_decay=config.weight_decay
+    )
+    schedulers = [_decay(nu_optimiser, config), _decay(zeta_optimiser, config)]
+    gamma = config.gamma
     draw = torch.Generator().manual_seed(config.seed)
     initial_steps = torch.nonzero(steps.initial).squeeze(1)
     chosen = steps.chosen_actions
@@ -164,22 +196,25 @@ def dualdice(
         batch = torch.randint(steps.steps, (config.batch_size,), generator=draw)
         initial = initial_steps[torch.randint(len(initial_steps), (config.initial_batch_size,), generator=draw)]
         after = following[batch]
-        value = dualdice_objective(
-            nu=nu.taken(steps.states[batch], chosen[batch]),
-            nu_next=expected_under(nu(steps.states[after], steps.actions[after]), target[after]),
-            done=done[batch],
-            nu_initial=expected_under(nu(steps.states[initial], steps.actions[initial]), target[initial]),
-            zeta=zeta.taken(steps.states[batch], chosen[batch]),
-            gamma=config.gamma,
-        )
+        nu_taken = nu.taken(steps.states[batch], chosen[batch])
+        nu_next = expected_under(nu(steps.states[after], steps.actions[after]), target[after])
+        nu_initial = expected_under(nu(steps.states[initial], steps.actions[initial]), target[initial])
+        # zeta's move(s) first, nu held fixed: ascend J towards the best response zeta = nu - gamma * P^pi nu.
+        fixed = (nu_taken.detach(), nu_next.detach(), done[batch], nu_initial.detach())
+        for _ in range(config.zeta_steps):
+            ascent = -dualdice_objective(*fixed, zeta=zeta.taken(steps.states[batch], chosen[batch]), gamma=gamma)
+            zeta_optimiser.zero_grad()
+            ascent.backward()  # type: ignore[no-untyped-call]
+            zeta_optimiser.step()
+        # nu's move against the updated zeta: descend J.
+        with torch.no_grad():
+            zeta_taken = zeta.taken(steps.states[batch], chosen[batch])
+        value = dualdice_objective(nu_taken, nu_next, done[batch], nu_initial, zeta_taken, gamma)
         nu_optimiser.zero_grad()
-        zeta_optimiser.zero_grad()
         value.backward()  # type: ignore[no-untyped-call]
-        for parameter in zeta.parameters():  # zeta maximises J: ascend
-            if parameter.grad is not None:
-                parameter.grad.neg_()
         nu_optimiser.step()
-        zeta_optimiser.step()
+        for scheduler in schedulers:
+            scheduler.step()
         objective.append(float(value.detach()))
         if progress is not None:
             progress(step + 1, objective[-1])

@@ -13,6 +13,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
+from pydantic import JsonValue
+
 from convoplan.compose.loop import Response
 from convoplan.schema import Candidate
 from convoplan.sim.protocols import UserReply
@@ -147,7 +149,8 @@ class AnimalUser:
             return self.rng.choice(("I don't know", "you choose")), "non_cooperative"
         if kind == "quiz":
             if willing:
-                options = [str(o) for o in question.meta.get("options", [])]  # type: ignore[union-attr]
+                offered = question.meta.get("options")
+                options = [str(o) for o in offered] if isinstance(offered, list) else [str(focus)]
                 answer = str(question.meta.get("answer"))
                 guess = answer if self.rng.random() < self.config.quiz_skill else self.rng.choice(options)
                 return f"is it the {guess}?", "cooperative"
@@ -201,14 +204,14 @@ class AnimalUser:
         gain = self._gain(response.chosen)
         self.engagement = min(1.0, max(0.0, self.engagement + gain))
         self.request = None
-        meta: dict[str, object] = {"engagement": round(self.engagement, 4), "gain": round(gain, 4)}
+        meta: dict[str, JsonValue] = {"engagement": round(self.engagement, 4), "gain": round(gain, 4)}
 
         if self.engagement < config.leave_below or rng.random() < config.hazard_floor + config.hazard * (
             1 - self.engagement
         ):
             bored = self.engagement < config.leave_below
             text = rng.choice(("this is boring, bye", "stop.")) if bored else "I have to go now, bye!"
-            return UserReply(text=text, left=True, meta={**meta, "intent": "leave"})  # type: ignore[dict-item]
+            return UserReply(text=text, left=True, meta={**meta, "intent": "leave"})
 
         feedback = ""
         if gain > 0 and rng.random() < config.feedback_scale * gain:
@@ -231,4 +234,4 @@ class AnimalUser:
             meta["intent"] = "request"
         else:
             text = rng.choice(("cool", "ok", "I see", "interesting", "hmm"))
-        return UserReply(text=feedback + text, meta=meta)  # type: ignore[arg-type]
+        return UserReply(text=feedback + text, meta=meta)
