@@ -7,6 +7,13 @@
 4. the simulated A/B test against the supervised transformer control (Table-3 layout, bootstrap 95% CIs).
 
     .venv/bin/python bench/dm.py --out runs/bench-dm --conversations 500 --users 300
+
+A CPU budget for a shared 2-core machine (what BENCHMARKS.md reports):
+
+    .venv/bin/python bench/dm.py --out runs/bench-dm --conversations 400 --users 200 \
+        --set supervised_transformer.model.max_tokens=64 --set supervised_transformer.model.history=2 \
+        --set supervised_transformer.steps=200 --set supervised_transformer.batch_size=16 \
+        --set e2e.steps=150 --set q.steps=1000 --set cql_steps=300
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from convoplan.compose.loop import DialogueManager, DialogueState
+from convoplan.configs import apply_overrides
 from convoplan.dm.pipeline import PipelineConfig, run_pipeline
 from convoplan.schema import Candidate
 from convoplan.sim.arms import load_arm
@@ -56,12 +64,15 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=300, help="simulated users per arm of the A/B test")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-training", action="store_true", help="reuse the DMs already in --out")
+    parser.add_argument("--set", action="append", default=[], help="override a PipelineConfig field (field=value)")
     args = parser.parse_args()
     world = animals_world()
 
     if not args.skip_training:
         start = time.perf_counter()
-        config = PipelineConfig(conversations=args.conversations, seed=args.seed, transformers=True)
+        config = apply_overrides(
+            PipelineConfig(conversations=args.conversations, seed=args.seed, transformers=True), args.set
+        )
         run_pipeline(
             world, args.out, config, report=lambda message: print(f"[{time.perf_counter() - start:6.0f}s] {message}")
         )

@@ -167,11 +167,12 @@ def run_pipeline(
 
     if supervised_transformer is not None:
         say("training e2e")
-        e2e = train_e2e(data, config.e2e, init=supervised_transformer.model, progress=tracking("e2e", config.e2e.steps))
-        # warm-started, so it has the supervised transformer's architecture
+        # warm-started from the supervised transformer, so it reads its inputs the same way
         model_config = config.supervised_transformer.model
+        e2e_config = replace(config.e2e, model=model_config)
+        e2e = train_e2e(data, e2e_config, init=supervised_transformer.model, progress=tracking("e2e", e2e_config.steps))
         extra = {"logs": "logs/supervised_rnn.jsonl"}
-        checkpoints["e2e"] = _save_cross_encoder(out, "e2e", e2e, data, config.e2e, model_config, extra)
+        checkpoints["e2e"] = _save_cross_encoder(out, "e2e", e2e, data, e2e_config, model_config, extra)
     return checkpoints
 
 

@@ -53,7 +53,7 @@ class SupervisedTransformerConfig:
 @dataclass
 class E2EConfig:
     model: TransformerConfig = field(default_factory=TransformerConfig)
-    """The cross-encoder's architecture (when not warm-started)."""
+    """The cross-encoder's architecture and input; must match the model it is warm-started from."""
     gamma: float = 0.8
     """Discount factor (the paper trains E2E with a lower one than SAQL, for stability)."""
     cql_alpha: float = 0.5

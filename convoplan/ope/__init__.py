@@ -19,7 +19,15 @@ from convoplan.ope.policies import (
     TargetPolicy,
     UniformPolicy,
 )
-from convoplan.ope.steps import LoggedSteps, episode_values, logged_steps, policy_probabilities
+from convoplan.ope.steps import (
+    LoggedSteps,
+    Projection,
+    episode_values,
+    logged_steps,
+    policy_probabilities,
+    reduce_dimensions,
+    step_positions,
+)
 
 __all__ = [
     "DualDiceConfig",
@@ -30,6 +38,7 @@ __all__ = [
     "GreedyPolicy",
     "LoggedSteps",
     "PairMLP",
+    "Projection",
     "Scorer",
     "SoftmaxPolicy",
     "TargetPolicy",
@@ -44,5 +53,7 @@ __all__ = [
     "importance_weights",
     "logged_steps",
     "policy_probabilities",
+    "reduce_dimensions",
+    "step_positions",
     "weighted_importance_sampling",
 ]

@@ -72,6 +72,8 @@ class DualDiceConfig:
     """Adam's moment decay rates of both players."""
     weight_decay: float = 1e-4
     """Adam weight decay of both networks."""
+    positive_zeta: bool = False
+    """Constrain zeta >= 0 (softplus output), as the density ratio it estimates; the saddle point is unchanged."""
     zeta_steps: int = 1
     """zeta's updates per nu update, on the same minibatch (zeta is the faster player, near its best response)."""
     decay: float = 0.5
@@ -103,6 +105,9 @@ class DualDiceResult:
     """[S] the averaged correction ratio d^pi / d^D at every logged step."""
     mean_zeta: float
     """mean(zeta) over the logged steps: 1 when the ratio is exactly normalised."""
+    residual_value: float
+    """The normalised value with nu's Bellman residual (one sampled s' per step) as the ratio instead of zeta (the
+    RL paper's description of the estimate): a check on zeta."""
     objective: list[float] = field(default_factory=list)
     """J(nu, zeta) on each minibatch."""
     seconds: float = 0.0
@@ -170,7 +175,7 @@ def dualdice(
     # Both start where the logged distribution is the target's: zeta = 1 and nu = 1 / (1 - gamma), whose residual
     # nu - gamma * P^pi nu is 1 everywhere (restarts included); nu moves on its own scale, 1 / (1 - gamma).
     nu = PairMLP(steps, config.hidden, scale=1 / (1 - config.gamma), offset=1.0)
-    zeta = PairMLP(steps, config.hidden, scale=1.0, offset=1.0)
+    zeta = PairMLP(steps, config.hidden, scale=1.0, offset=1.0, positive=config.positive_zeta)
     nu_optimiser = torch.optim.Adam(
         nu.parameters(), lr=config.nu_lr, betas=config.betas, weight_decay=config.weight_decay
     )
@@ -185,12 +190,20 @@ def dualdice(
     done = steps.done
     following = steps.next_step.clamp(min=0)
 
-    def evaluate() -> torch.Tensor:
+    def evaluate() -> tuple[torch.Tensor, torch.Tensor]:
+        """zeta(s, a) and nu's Bellman residual nu(s, a) - gamma * E_{a' ~ pi} nu(s', a') at every logged step."""
         with torch.no_grad():
-            parts = torch.split(torch.arange(steps.steps), 4096)
-            return torch.cat([zeta.taken(steps.states[i], chosen[i]) for i in parts])
+            parts = torch.split(torch.arange(steps.steps), 2048)
+            ratios = torch.cat([zeta.taken(steps.states[i], chosen[i]) for i in parts])
+            nu_all = torch.cat([nu(steps.states[i], steps.actions[i]) for i in parts])  # [S, C]
+            expected = expected_under(nu_all, target)
+            taken = nu_all[torch.arange(steps.steps), steps.chosen]
+            restart = expected[initial_steps].mean()
+            residuals = taken - config.gamma * torch.where(done, restart, expected[following])
+        return ratios, residuals
 
     averaged, evaluations, objective = torch.zeros(steps.steps), 0, []
+    averaged_residual = torch.zeros(steps.steps)
     window = max(1, int(config.steps * config.average_last))
     for step in range(config.steps):
         batch = torch.randint(steps.steps, (config.batch_size,), generator=draw)
@@ -220,15 +233,19 @@ def dualdice(
             progress(step + 1, objective[-1])
         remaining = config.steps - 1 - step
         if remaining < window and (remaining % config.eval_every == 0):
-            averaged += evaluate()
+            ratios, residuals = evaluate()
+            averaged += ratios
+            averaged_residual += residuals
             evaluations += 1
     ratio = averaged / max(1, evaluations)
     value_, episode_value = _estimates(steps, ratio, config.gamma)
+    residual_value, _ = _estimates(steps, averaged_residual / max(1, evaluations), config.gamma)
     return DualDiceResult(
         value=value_,
         episode_value=episode_value,
         zeta=ratio,
         mean_zeta=float(ratio.mean()),
+        residual_value=residual_value,
         objective=objective,
         seconds=time.perf_counter() - start,
     )

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import torch
 
-from convoplan.ope.steps import LoggedSteps
+from convoplan.ope.steps import LoggedSteps, step_positions
 
 __all__ = ["WISConfig", "WISResult", "importance_weights", "weighted_importance_sampling"]
 
@@ -65,10 +65,7 @@ def weighted_importance_sampling(steps: LoggedSteps, target: torch.Tensor, confi
     rho = importance_weights(steps, target)
     episode = steps.episode.long()
     episodes = int(episode.max()) + 1
-    starts = torch.zeros(episodes, dtype=torch.long).index_reduce_(
-        0, episode, torch.arange(steps.steps), "amin", include_self=False
-    )
-    t = torch.arange(steps.steps) - starts[episode]
+    t = step_positions(episode)
     horizon = int(t.max()) + 1
     # [E, T] matrices; past its end a conversation keeps its weight (rho = 1) and earns 0.
     ratios = torch.ones(episodes, horizon, dtype=torch.float64)

@@ -9,8 +9,10 @@ construction.
 from __future__ import annotations
 
 import itertools
+import math
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from convoplan.ope.steps import LoggedSteps
@@ -30,7 +32,9 @@ class PairMLP(nn.Module):
 
     The output is `scale * (MLP(...) + offset)` with the last layer initialised at zero, so that f starts at the
     constant `scale * offset` (e.g. DualDICE's zeta = 1, the ratio of the behaviour policy itself) and an optimiser
-    step moves it on the scale of its targets.
+    step moves it on the scale of its targets. With `positive`, the output is `scale * softplus(MLP(...) + c)`, c
+    chosen so that it starts at `scale * offset` (offset > 0): a function that cannot go negative, as a ratio of
+    densities.
     """
 
     state_mean: torch.Tensor
@@ -38,7 +42,14 @@ class PairMLP(nn.Module):
     action_mean: torch.Tensor
     action_std: torch.Tensor
 
-    def __init__(self, steps: LoggedSteps, hidden: tuple[int, ...], scale: float = 1.0, offset: float = 0.0) -> None:
+    def __init__(
+        self,
+        steps: LoggedSteps,
+        hidden: tuple[int, ...],
+        scale: float = 1.0,
+        offset: float = 0.0,
+        positive: bool = False,
+    ) -> None:
         super().__init__()
         state_mean, state_std = _moments(steps.states)
         action_mean, action_std = _moments(steps.actions[steps.mask])
@@ -62,13 +73,17 @@ class PairMLP(nn.Module):
             nn.init.zeros_(parameter)
         self.head = nn.Sequential(*layers)  # empty: the identity
         self.scale = scale
-        self.offset = offset
+        self.positive = positive
+        if positive and offset <= 0:
+            raise ValueError("a positive PairMLP needs a positive starting value (offset > 0)")
+        self.offset = math.log(math.expm1(offset)) if positive else offset  # softplus(log(e^o - 1)) = o
 
     def forward(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         s = (states - self.state_mean) / self.state_std
         a = (actions - self.action_mean) / self.action_std
         hidden = self.state_in(s).unsqueeze(1) + self.action_in(a)  # [N, C, first]
-        return self.scale * (self.head(hidden).squeeze(-1) + self.offset)  # type: ignore[no-any-return]
+        raw = self.head(hidden).squeeze(-1) + self.offset
+        return self.scale * (F.softplus(raw) if self.positive else raw)
 
     def taken(self, states: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """f(s, a) for one action per state: states [N, D_s], actions [N, D_a] -> [N]."""
