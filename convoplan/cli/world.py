@@ -125,7 +125,9 @@ def demo(
     from convoplan.sim.experiment import ab_report, run_ab
 
     quick = PipelineConfig(conversations=conversations, seed=seed, arms=("saql",))
-    quick.supervised.steps, quick.q.steps = 300, 800  # a CPU-minutes budget; `convoplan dm pipeline` trains longer
+    # A budget of CPU minutes (batches of 8 conversations); `convoplan dm pipeline` trains longer.
+    quick.supervised.steps, quick.supervised.batch_size = 200, 8
+    quick.q.steps, quick.q.batch_size = 500, 8
     config = configured(quick, overrides, False)
     world = build_world(None, None)
     with progress_bar() as bar:
