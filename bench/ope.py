@@ -23,6 +23,7 @@ and quantity), so that a rerun only computes what is missing.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import platform
@@ -31,6 +32,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -58,13 +60,14 @@ from convoplan.ope import (
     fqe,
     logged_steps,
     policy_probabilities,
+    reduce_dimensions,
     weighted_importance_sampling,
+    with_position,
 )
 from convoplan.schema import Candidate, Conversation, write_jsonl
-from convoplan.sim.run import SimulationConfig, simulate
+from convoplan.sim.run import SimulationConfig, simulate, simulate_one
 from convoplan.worlds.animals import animals_world
 
-ESTIMATORS = ("dualdice", "fqe", "wis")
 RL_ARMS = ("saql", "caql", "saql_cql", "caql_cql")
 
 
@@ -93,6 +96,14 @@ class SampledDM:
         scores = q - (q.max() - q.min() + 1.0)
         scores[pick] = q.max()
         return [float(v) for v in scores]
+
+
+def sampled_softmax(
+    network: QNetwork, space: FeatureSpace, embedder: SentenceEmbedder, temperature: float
+) -> SampledDM:
+    """The DM that draws from softmax(network's scores / temperature), with its own random stream."""
+    rng = random.Random(f"softmax:{temperature}")
+    return SampledDM(RNNPolicy(network, space, embedder), softmax_of(temperature), rng)
 
 
 def softmax_of(temperature: float) -> Callable[[np.ndarray], np.ndarray]:
@@ -124,7 +135,7 @@ def targets(
                 name,
                 f"{name}: argmax of its scores",
                 GreedyPolicy(network),
-                lambda network=network: RNNPolicy(network, space, embedder),  # type: ignore[misc]
+                partial(RNNPolicy, network, space, embedder),
             )
         )
     found.append(Target("uniform", "uniform over the offered candidates", UniformPolicy(), lambda: RandomDM()))
@@ -134,9 +145,7 @@ def targets(
                 f"softmax_T{temperature:g}",
                 f"softmax(supervised scores / {temperature:g})",
                 SoftmaxPolicy(supervised, temperature),
-                lambda t=temperature: SampledDM(  # type: ignore[misc]
-                    RNNPolicy(supervised, space, embedder), softmax_of(t), random.Random(f"softmax:{t}")
-                ),
+                partial(sampled_softmax, supervised, space, embedder, temperature),
             )
         )
     return found
@@ -146,39 +155,56 @@ def cached(path: Path, compute: Callable[[], dict[str, Any]]) -> dict[str, Any]:
     if path.is_file():
         return dict(json.loads(path.read_text()))
     result = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(result, indent=1))
-    tmp.replace(path)
+    write_json(path, result)
     return result
 
 
 def truth(target: Target, space: FeatureSpace, args: argparse.Namespace) -> dict[str, Any]:
-    """Simulate the target DM with no exploration; per-conversation rewards of every composition step."""
-    start = time.perf_counter()
-    config = SimulationConfig(
-        conversations=args.truth_conversations,
-        raters=args.raters,
-        seed=args.truth_seed,
-        max_turns=args.max_turns,
-        composer=ComposerConfig(epsilon=0.0),
-    )
+    """Simulate the target DM with no exploration; the rewards of every composition step of every conversation.
 
-    def progress(done: int) -> None:
-        if done % 25 == 0:
-            say(f"  truth {target.name}: {done}/{config.conversations} conversations")
+    Cached in OUT/truth/<policy>_seed<seed>.json and extended when more conversations are asked for: conversation i
+    always meets the same simulated user and raters (they are seeded by (seed, i)), only the DM's own random stream
+    (softmax, uniform) continues differently, which leaves each conversation a draw from the same distribution.
+    """
+    path = Path(args.out) / "truth" / f"{target.name}_seed{args.truth_seed}.json"
+    record: dict[str, Any] = json.loads(path.read_text()) if path.is_file() else {"rewards": [], "seconds": 0.0}
+    have = len(record["rewards"])
+    if have < args.truth_conversations:
+        start = time.perf_counter()
+        config = SimulationConfig(
+            conversations=args.truth_conversations,
+            raters=args.raters,
+            seed=args.truth_seed,
+            max_turns=args.max_turns,
+            composer=ComposerConfig(epsilon=0.0),
+        )
+        world, dm = animals_world(), target.dm()
+        conversations = []
+        for index in range(have, config.conversations):
+            conversations.append(simulate_one(world, dm, index, config, target.name))
+            if (index + 1) % 50 == 0:
+                say(f"  truth {target.name}: {index + 1}/{config.conversations} conversations")
+        table = build_steps(conversations, space)
+        rewards = table.step_rewards()
+        record["rewards"] += [rewards[a:b].tolist() for a, b in itertools.pairwise(table.episode_steps)]
+        record["seconds"] += time.perf_counter() - start
+        record["config"] = asdict(config)
+        write_json(path, record)
+    return {**record, "rewards": record["rewards"][: args.truth_conversations]}
 
-    conversations = list(simulate(animals_world(), target.dm(), config, target.name, progress))
-    table = build_steps(conversations, space)
-    rewards = table.step_rewards()
-    per_episode = [rewards[a:b].tolist() for a, b in zip(table.episode_steps[:-1], table.episode_steps[1:])]
-    return {"rewards": per_episode, "seconds": time.perf_counter() - start, "config": asdict(config)}
+
+def write_json(path: Path, value: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    tmp.replace(path)
 
 
-def truth_value(record: dict[str, Any], gamma: float) -> tuple[float, float]:
-    """(mean, standard error) of (1 - gamma) sum_t gamma^t r_t over the simulated conversations."""
+def truth_value(record: dict[str, Any], gamma: float) -> tuple[float, float, float]:
+    """(mean, standard error) of (1 - gamma) sum_t gamma^t r_t over the simulated conversations, and E[gamma^T]."""
     values = np.array([(1 - gamma) * sum(gamma**t * r for t, r in enumerate(rs)) for rs in record["rewards"]])
-    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values)))
+    end = float(np.mean([gamma ** len(rs) for rs in record["rewards"]]))
+    return float(values.mean()), float(values.std(ddof=1) / np.sqrt(len(values))), end
 
 
 def logged_conversations(args: argparse.Namespace, space: FeatureSpace, embedder: SentenceEmbedder) -> Path:
@@ -223,6 +249,8 @@ def main() -> None:
     parser.add_argument("--max-turns", type=int, default=30)
     parser.add_argument("--dice-steps", type=int, default=DualDiceConfig.steps)
     parser.add_argument("--fqe-steps", type=int, default=FQEConfig.steps)
+    parser.add_argument("--state-components", type=int, default=16, help="principal components of states (0: all)")
+    parser.add_argument("--action-components", type=int, default=16, help="... of candidates (0: all)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the estimators")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--truth-only", action="store_true", help="only simulate (and cache) the truths")
@@ -246,8 +274,7 @@ def main() -> None:
     if args.truth_only:
         for target in chosen:
             say(f"{target.name}: {target.description}")
-            path = out / "truth" / f"{target.name}_{args.truth_conversations}_{args.truth_seed}.json"
-            true, error = truth_value(cached(path, lambda target=target: truth(target, space, args)), args.gamma)
+            true, error, _ = truth_value(truth(target, space, args), args.gamma)
             say(f"  truth {true:.3f} ± {error:.3f}")
         return
 
@@ -255,31 +282,35 @@ def main() -> None:
     logs_path = logged_conversations(args, space, embedder)
     logs: list[Conversation] = list(read_jsonl(logs_path))
     data = prepare(logs, embedder, space)
-    steps = logged_steps(data.table, data.embeddings, supervised.state)
+    raw = logged_steps(data.table, data.embeddings, supervised.state)
+    # The learned estimators see the frozen encoder's state (+ the step's position) and the candidates' principal
+    # components; importance sampling needs only rewards and propensities.
+    steps = with_position(reduce_dimensions(raw, args.state_components or None, args.action_components or None))
     say(f"{len(logs)} logged conversations, {steps.steps} steps, from {logs_path}")
-    tag = f"{logs_path.stem}_g{args.gamma:g}_s{args.seed}"
-    dice_config = DualDiceConfig(gamma=args.gamma, steps=args.dice_steps, seed=args.seed)
+    tag = f"{logs_path.stem}_g{args.gamma:g}_s{args.seed}_f{args.state_components}x{args.action_components}"
+    dice_configs = {
+        terminal: DualDiceConfig(gamma=args.gamma, terminal=terminal, steps=args.dice_steps, seed=args.seed)
+        for terminal in ("restart", "absorb")
+    }
     fqe_config = FQEConfig(gamma=args.gamma, steps=args.fqe_steps, seed=args.seed)
     wis_config = WISConfig(gamma=args.gamma)
 
     rows = []
     for target in chosen:
         say(f"{target.name}: {target.description}")
-        record = cached(
-            out / "truth" / f"{target.name}_{args.truth_conversations}_{args.truth_seed}.json",
-            lambda target=target: truth(target, space, args),
-        )  # type: ignore[misc]
-        true, error = truth_value(record, args.gamma)
+        record = truth(target, space, args)
+        true, error, end = truth_value(record, args.gamma)
         probabilities = policy_probabilities(data.table, data.embeddings, target.policy)
 
-        def run_dice(p: torch.Tensor = probabilities) -> dict[str, Any]:
-            result = dualdice(steps, p, dice_config)
+        def run_dice(config: DualDiceConfig, p: torch.Tensor = probabilities) -> dict[str, Any]:
+            result = dualdice(steps, p, config)
             return {
-                "value": result.episode_value,
-                "restart_value": result.value,
+                "value": result.value,
+                "episode_value": result.episode_value,
+                "residual_value": result.residual_value,
                 "mean_zeta": result.mean_zeta,
                 "seconds": result.seconds,
-                "config": asdict(dice_config),
+                "config": asdict(config),
             }
 
         def run_fqe(p: torch.Tensor = probabilities) -> dict[str, Any]:
@@ -287,54 +318,108 @@ def main() -> None:
             return {"value": result.value, "seconds": result.seconds, "config": asdict(fqe_config)}
 
         def run_wis(p: torch.Tensor = probabilities) -> dict[str, Any]:
-            result = weighted_importance_sampling(steps, p, wis_config)
+            result = weighted_importance_sampling(raw, p, wis_config)
             return {"value": result.value, "ess": result.ess, "unsupported_steps": result.unsupported_steps}
 
         estimates = {
-            "dualdice": cached(out / "estimates" / f"{target.name}_dualdice_{tag}_{args.dice_steps}.json", run_dice),
+            f"dualdice_{terminal}": cached(
+                out / "estimates" / f"{target.name}_dualdice_{terminal}_{tag}_{args.dice_steps}.json",
+                partial(run_dice, config),
+            )
+            for terminal, config in dice_configs.items()
+        }
+        estimates |= {
             "fqe": cached(out / "estimates" / f"{target.name}_fqe_{tag}_{args.fqe_steps}.json", run_fqe),
             "wis": cached(out / "estimates" / f"{target.name}_wis_{tag}.json", run_wis),
         }
-        behaviour_agreement = float(probabilities[torch.arange(steps.steps), steps.chosen].mean())
-        rows.append((target, true, error, estimates, behaviour_agreement))
+        agreement = float(probabilities[torch.arange(steps.steps), steps.chosen].mean())
+        rows.append(Row(target.name, agreement, true, error, end, estimates))
         say(
-            f"  truth {true:.3f} ± {error:.3f} | DualDICE {estimates['dualdice']['value']:.3f} "
-            f"| FQE {estimates['fqe']['value']:.3f} | WIS {estimates['wis']['value']:.3f}"
+            f"  truth {true:.3f} ± {error:.3f} (restarting {true / (1 - end):.3f}) | DualDICE normalised "
+            f"{estimates['dualdice_restart']['value']:.3f}, "
+            f"absorbing {estimates['dualdice_absorb']['episode_value']:.3f}"
+            f" | FQE {estimates['fqe']['value']:.3f} | WIS {estimates['wis']['value']:.3f}"
         )
+    report(rows, args, logs_path, len(logs), steps.steps)
 
-    # --- report --------------------------------------------------------------------------------------------------
+
+@dataclass
+class Row:
+    policy: str
+    agreement: float
+    """Mean target probability of the logged choice."""
+    truth: float
+    error: float
+    end: float
+    """E[gamma^T] over the simulated conversations."""
+    estimates: dict[str, dict[str, Any]]
+
+    @property
+    def restarting(self) -> float:
+        """The truth on the scale of the restarting process: truth / (1 - E[gamma^T])."""
+        return self.truth / (1 - self.end)
+
+
+def _get(estimator: str, field: str) -> Callable[[Row], float]:
+    return lambda row: float(row.estimates[estimator][field])
+
+
+COLUMNS: list[tuple[str, str, Callable[[Row], float], Callable[[Row], float]]] = [
+    ("DualDICE", "truth", lambda r: r.estimates["dualdice_restart"]["value"], lambda r: r.truth),
+    ("DualDICE", "restarting truth", lambda r: r.estimates["dualdice_restart"]["value"], lambda r: r.restarting),
+    ("DualDICE absorbing", "truth", lambda r: r.estimates["dualdice_absorb"]["episode_value"], lambda r: r.truth),
+    (
+        "DualDICE restart, 1 conv.",
+        "truth",
+        lambda r: r.estimates["dualdice_restart"]["episode_value"],
+        lambda r: r.truth,
+    ),
+    ("FQE", "truth", lambda r: r.estimates["fqe"]["value"], lambda r: r.truth),
+    ("WIS", "truth", lambda r: r.estimates["wis"]["value"], lambda r: r.truth),
+]
+"""(estimate, the truth it is compared with, its value, that truth's value). DualDICE: normalised sum(zeta r) /
+sum(zeta) with restarts (the per-step value of the restarting process); absorbing: E_D[zeta r] with an absorbing
+end (one conversation); restart, 1 conv.: (1 - gamma) sum(zeta r) / sum(zeta on initial steps)."""
+
+
+def report(rows: list[Row], args: argparse.Namespace, logs_path: Path, conversations: int, steps: int) -> None:
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"torch {torch.__version__} ({args.threads} thread(s)); {time.strftime('%Y-%m-%d')}"
     )
     print(
-        f"gamma {args.gamma:g}; logs: {logs_path} ({len(logs)} conversations, {steps.steps} steps); truth: "
+        f"gamma {args.gamma:g}; logs: {logs_path} ({conversations} conversations, {steps} steps); truth: "
         f"{args.truth_conversations} simulated conversations per policy (seed {args.truth_seed}, same users for all)"
     )
     print()
     print(
-        "| policy | pi(logged choice) | truth (± s.e.) | DualDICE | FQE | WIS | rel. err. DualDICE | rel. err. FQE "
-        "| rel. err. WIS | WIS ESS |"
+        "| policy | pi(logged choice) | E[gamma^T] | truth (± s.e.) | restarting truth | DualDICE | DualDICE absorbing "
+        "| FQE | WIS | WIS ESS |"
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for target, true, error, estimates, agreement in rows:
-        values = [estimates[e]["value"] for e in ESTIMATORS]
-        errors = [f"{relative(v, true):+.1%}" for v in values]
+    for r in rows:
+        e = r.estimates
         print(
-            f"| {target.name} | {agreement:.2f} | {true:.3f} ± {error:.3f} | "
-            + " | ".join(f"{v:.3f}" for v in values)
-            + f" | {' | '.join(errors)} | {estimates['wis']['ess']:.1f} |"
+            f"| {r.policy} | {r.agreement:.2f} | {r.end:.3f} | {r.truth:.3f} ± {r.error:.3f} | {r.restarting:.3f} "
+            f"| {e['dualdice_restart']['value']:.3f} | {e['dualdice_absorb']['episode_value']:.3f} "
+            f"| {e['fqe']['value']:.3f} | {e['wis']['value']:.3f} | {e['wis']['ess']:.1f} |"
         )
     print()
-    truths = [row[1] for row in rows]
-    print("| estimator | Spearman rho (p) | mean abs. rel. error |")
-    print("|---|---:|---:|")
-    for estimator in ESTIMATORS:
-        values = [row[3][estimator]["value"] for row in rows]
+    print("Relative error of each estimate against the truth it estimates:")
+    print()
+    print("| policy | " + " | ".join(f"{name} vs {against}" for name, against, _, _ in COLUMNS) + " |")
+    print("|---|" + "---:|" * len(COLUMNS))
+    for r in rows:
+        print(f"| {r.policy} | " + " | ".join(f"{relative(e(r), t(r)):+.1%}" for _, _, e, t in COLUMNS) + " |")
+    print()
+    print("| estimate | against | Spearman rho (p) | mean abs. rel. error |")
+    print("|---|---|---:|---:|")
+    for name, against, estimate, true in COLUMNS:
+        values, truths = [estimate(r) for r in rows], [true(r) for r in rows]
         rho, p = spearmanr(truths, values) if len(rows) > 2 else (float("nan"), float("nan"))
         mare = float(np.mean([abs(relative(v, t)) for v, t in zip(values, truths, strict=True)]))
-        print(f"| {estimator} | {rho:.2f} ({p:.3f}) | {mare:.1%} |")
+        print(f"| {name} | {against} | {rho:.2f} ({p:.3f}) | {mare:.1%} |")
 
 
 if __name__ == "__main__":

@@ -2,9 +2,12 @@
 agnostic), fitted Q evaluation and weighted importance sampling, over target policies defined on logged steps.
 
     table, embeddings = dataset.table, dataset.embeddings            # convoplan.dm.train.prepare(logs, ...)
-    steps = logged_steps(table, embeddings, supervised.state)         # frozen state encoder
+    raw = logged_steps(table, embeddings, supervised.state)           # the frozen state encoder, once
+    steps = with_position(reduce_dimensions(raw, 16, 16))             # compact inputs for nu, zeta and Q
     target = policy_probabilities(table, embeddings, GreedyPolicy(saql))
-    dualdice(steps, target, DualDiceConfig()).episode_value           # ~ (1 - gamma) E[sum_t gamma^t r_t]
+    dualdice(steps, target, DualDiceConfig()).value                   # normalised, per step of the restarting process
+    fqe(steps, target, FQEConfig()).value                             # (1 - gamma) E[sum_t gamma^t r_t]
+    weighted_importance_sampling(raw, target, WISConfig()).value      # same scale, with the logged propensities
 """
 
 from convoplan.ope.dualdice import DualDiceConfig, DualDiceResult, dualdice, dualdice_objective, expected_under
@@ -27,6 +30,7 @@ from convoplan.ope.steps import (
     policy_probabilities,
     reduce_dimensions,
     step_positions,
+    with_position,
 )
 
 __all__ = [
@@ -56,4 +60,5 @@ __all__ = [
     "reduce_dimensions",
     "step_positions",
     "weighted_importance_sampling",
+    "with_position",
 ]

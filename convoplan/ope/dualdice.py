@@ -2,7 +2,7 @@
 Corrections", NeurIPS 2019), as the RL paper (Cohen et al. 2022, sec. 5, "DM Off-policy Evaluation") uses it to
 estimate the value of a DM from the supervised DM's logs without knowing the logging policy.
 
-The estimator learns nu(s, a) and zeta(s, a) by the saddle point of (eq. 9 of DualDICE with f(x) = x^2 / 2)
+The estimator learns nu(s, a) and zeta(s, a) by the saddle point of (DualDICE eq. 9 with f(x) = x^2 / 2)
 
     J(nu, zeta) = E_D[(nu(s, a) - gamma * nu(s', a')) * zeta(s, a) - zeta(s, a)^2 / 2]
                   - (1 - gamma) * E_{s0, a0 ~ pi}[nu(s0, a0)],        min over nu, max over zeta,
@@ -15,27 +15,38 @@ set, rather than by sampling a'. nu and zeta are small MLPs over [state; action]
 (frozen) encoder and the action being the candidate's vector (`convoplan.ope.steps`); the logging propensities are
 never used.
 
-Terminal steps (the end of a conversation): the episode restarts at an initial state, as in the DICE papers'
-treatment of finite episodes, i.e. s' ~ the distribution of initial states and a' ~ pi there. In the loss the
-next value of a terminal step is therefore E_{s0, a0 ~ pi}[nu(s0, a0)], estimated by the same minibatch of logged
-initial steps as the (1 - gamma) term.
+Terminal steps (the end of a conversation), `DualDiceConfig.terminal`:
+
+- "restart" (default; the DICE papers' treatment of finite episodes): the episode restarts at an initial state,
+  i.e. s' ~ the distribution of initial states and a' ~ pi there; in the loss the next value of a terminal step
+  is E_{s0, a0 ~ pi}[nu(s0, a0)], estimated by the same minibatch of logged initial steps as the (1 - gamma) term.
+  d^pi is then the occupancy of the restarting process (episode after episode), a distribution: sum d^pi = 1.
+- "absorb": the episode ends in an absorbing state of reward 0 that the ratio does not need to cover: the next
+  value of a terminal step is 0 (as in FQE). d^pi is then the occupancy of one episode,
+  (1 - gamma) * sum_{t < T} gamma^t P(s_t, a_t), of total mass 1 - E_pi[gamma^T].
 
 Value. The normalised estimate (the RL paper's E_D[zeta * r], self-normalised)
 
     value = sum_i zeta_i r_i / sum_i zeta_i
 
-is the per-step value (1 - gamma) * E[sum_k gamma^k r_k] of the *restarting* process (episode after episode).
-It exceeds the value of a single conversation by the factor 1 / (1 - E_pi[gamma^T]), T the conversation's length
-in steps (about 1% at gamma = 0.9 and forty steps). If episode j starts at time tau_j, i.i.d. episodes give
-value = (1 - gamma) * E[G] * E[sum_j gamma^tau_j], G the discounted return of one conversation, while the
-occupancy of episode starts is d_start = (1 - gamma) * E[sum_j gamma^tau_j] = (1 - gamma) + gamma * d_end, d_end
-the occupancy of terminal steps, estimated by E_D[zeta * done] (termination depends on (s, a) only through its
-probability, so this holds where the same state can end a conversation or not). Hence the value of one
-conversation, on the scale of FQE, importance sampling and the on-policy truth (`convoplan.ope.steps`):
+is, in both cases, the per-step value of the restarting process, (1 - gamma) * E[sum_k gamma^k r_k] over episode
+after episode. The value of *one* conversation, the scale of FQE, importance sampling and the on-policy truth
+(`convoplan.ope.steps`), is smaller by the factor 1 - E_pi[gamma^T], T the conversation's length in steps (10% at
+gamma = 0.9 in the animals world, where some users leave after a few steps), and is reported as `episode_value`:
 
-    episode_value = (1 - gamma) * sum_i zeta_i r_i / ((1 - gamma) * sum_i zeta_i + gamma * sum_{i done} zeta_i).
+- with "absorb", the unnormalised estimate mean_i(zeta_i r_i), since sum d^pi = 1 - E_pi[gamma^T];
+- with "restart", (1 - gamma) * sum_i zeta_i r_i / sum_{i initial} zeta_i: with i.i.d. episodes started at times
+  tau_j, value = (1 - gamma) * E[G] * E[sum_j gamma^tau_j] (G the discounted return of one conversation) while
+  the occupancy of initial states is (1 - gamma) * E[sum_j gamma^tau_j]. This needs initial states that are never
+  revisited, as the first step of a conversation (no history yet); the occupancy of terminal steps gives the same
+  identity but is a far smaller mass (about 1%), too noisy to divide by.
 
-Both are reported.
+In the animals world (bench/ope.py: nine DMs, held-out logs of the epsilon-greedy supervised DM, gamma = 0.9), the
+normalised value tracks the restarting truth within a few percent for the DMs the logs cover (Spearman 0.95 over
+the nine), so it ranks DMs well but sits about 10% above the value of one conversation; "absorb"'s E_D[zeta r] is
+on the conversation's scale, close for the DMs near the logging one and low (-15 to -25%) for those far from it,
+where zeta loses mass; "restart"'s conversion by the initial steps overshoots (zeta learns too flat a decay over a
+conversation, too small at its first step), so prefer the normalised value for ranking and FQE for levels.
 
 Training alternates Adam steps on minibatches of logged steps: ascent for zeta (the faster player, `zeta_steps` per
 round) with nu fixed, then descent for nu against the updated zeta; the learning rates decay at the end, and zeta
@@ -46,7 +57,8 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
 import torch
 
@@ -62,11 +74,13 @@ class DualDiceConfig:
 
     gamma: float = 0.9
     """Discount factor of the value being estimated."""
-    hidden: tuple[int, ...] = (64, 64)
+    terminal: Literal["restart", "absorb"] = "restart"
+    """After the last step of a conversation: restart at an initial state, or absorb (next value 0)."""
+    hidden: tuple[int, ...] = (64,)
     """Hidden layers of the nu and zeta MLPs."""
-    nu_lr: float = 1e-4
+    nu_lr: float = 1e-3
     """Adam learning rate of nu (minimising player)."""
-    zeta_lr: float = 1e-3
+    zeta_lr: float = 1e-2
     """Adam learning rate of zeta (maximising player)."""
     betas: tuple[float, float] = (0.9, 0.999)
     """Adam's moment decay rates of both players."""
@@ -74,7 +88,13 @@ class DualDiceConfig:
     """Adam weight decay of both networks."""
     positive_zeta: bool = False
     """Constrain zeta >= 0 (softplus output), as the density ratio it estimates; the saddle point is unchanged."""
-    zeta_steps: int = 1
+    initial_share: float = 0.0
+    """Share of each minibatch drawn from the initial steps alone: d^D becomes that mixture (the estimates weight
+    steps accordingly), so that zeta is learned as well where conversations start, which "restart" divides by."""
+    policy_feature: bool = True
+    """Append pi(a | s) to each candidate's vector: d^pi / d^D factors as d^pi(s) / d^D(s) * pi(a | s) / mu(a | s),
+    and the target's probabilities are known (the logging policy's stay unknown: still behaviour-agnostic)."""
+    zeta_steps: int = 3
     """zeta's updates per nu update, on the same minibatch (zeta is the faster player, near its best response)."""
     decay: float = 0.5
     """Share of the last steps over which the learning rates fall linearly."""
@@ -85,7 +105,7 @@ class DualDiceConfig:
     initial_batch_size: int = 128
     """Logged initial steps per minibatch (for the (1 - gamma) term and the restart of terminal steps)."""
     steps: int = 4000
-    """Optimiser steps of each player."""
+    """Rounds of updates (each: `zeta_steps` for zeta, one for nu)."""
     average_last: float = 0.25
     """Share of the last steps over which zeta is averaged (evaluated every `eval_every` steps)."""
     eval_every: int = 25
@@ -99,12 +119,12 @@ class DualDiceResult:
     value: float
     """sum(zeta r) / sum(zeta): the per-step value of the restarting process."""
     episode_value: float
-    """(1 - gamma) * sum(zeta r) / ((1 - gamma) * sum(zeta) + gamma * sum(zeta on terminal steps)): the value of one
-    conversation (the truth's scale)."""
+    """The value of one conversation (the truth's scale): mean(zeta r) ("absorb") or (1 - gamma) * sum(zeta r) /
+    sum(zeta on initial steps) ("restart")."""
     zeta: torch.Tensor
     """[S] the averaged correction ratio d^pi / d^D at every logged step."""
     mean_zeta: float
-    """mean(zeta) over the logged steps: 1 when the ratio is exactly normalised."""
+    """E_D[zeta] over the logged steps: 1 ("restart") or 1 - E_pi[gamma^T] ("absorb") for the exact ratio."""
     residual_value: float
     """The normalised value with nu's Bellman residual (one sampled s' per step) as the ratio instead of zeta (the
     RL paper's description of the estimate): a check on zeta."""
@@ -125,28 +145,38 @@ def dualdice_objective(
     nu_initial: torch.Tensor,
     zeta: torch.Tensor,
     gamma: float,
+    restart: bool = True,
 ) -> torch.Tensor:
-    """J(nu, zeta) of DualDICE (eq. 9, f(x) = x^2 / 2) on a minibatch, with restarts at terminal steps.
+    """J(nu, zeta) of DualDICE (eq. 9, f(x) = x^2 / 2) on a minibatch.
 
     nu [B] = nu(s, a) of the logged steps; nu_next [B] = E_{a' ~ pi} nu(s', a') (ignored where `done`);
     done [B] bool; nu_initial [B0] = E_{a0 ~ pi} nu(s0, a0) of logged initial steps; zeta [B] = zeta(s, a).
-    Where `done`, the next value is the restart value mean(nu_initial).
+    Where `done`, the next value is the restart value mean(nu_initial) (`restart`) or 0 (absorbing end).
     """
-    restart = nu_initial.mean()
-    following = torch.where(done, restart.expand_as(nu_next), nu_next)
-    residual = nu - gamma * following
-    return (residual * zeta - zeta.square() / 2).mean() - (1 - gamma) * restart
+    start = nu_initial.mean()
+    end = start.expand_as(nu_next) if restart else torch.zeros_like(nu_next)
+    residual = nu - gamma * torch.where(done, end, nu_next)
+    return (residual * zeta - zeta.square() / 2).mean() - (1 - gamma) * start
 
 
-def _estimates(steps: LoggedSteps, zeta: torch.Tensor, gamma: float) -> tuple[float, float]:
-    reward = steps.reward.to(torch.float64)
-    zeta64 = zeta.to(torch.float64)
-    weighted = float((zeta64 * reward).sum())
-    total = float(zeta64.sum())
-    starts = (1 - gamma) * total + gamma * float(zeta64[steps.done].sum())
+def _weights(steps: LoggedSteps, config: DualDiceConfig) -> torch.Tensor:
+    """d^D of every logged step, [S] (float64): uniform, or mixed with the initial steps (`initial_share`)."""
+    weights = torch.full((steps.steps,), (1 - config.initial_share) / steps.steps, dtype=torch.float64)
+    initial = steps.initial
+    weights[initial] += config.initial_share / int(initial.sum())
+    return weights
+
+
+def _estimates(steps: LoggedSteps, zeta: torch.Tensor, config: DualDiceConfig) -> tuple[float, float]:
+    """(normalised value, value of one conversation) of the ratio `zeta` [S] (sums weighted by d^D)."""
+    weighted_zeta = zeta.to(torch.float64) * _weights(steps, config)
+    weighted = float((weighted_zeta * steps.reward.to(torch.float64)).sum())
+    total = float(weighted_zeta.sum())
     value = weighted / total if total != 0 else float("nan")
-    episode_value = (1 - gamma) * weighted / starts if starts != 0 else float("nan")
-    return value, episode_value
+    if config.terminal == "absorb":
+        return value, weighted
+    initial = float(weighted_zeta[steps.initial].sum())
+    return value, (1 - config.gamma) * weighted / initial if initial != 0 else float("nan")
 
 
 def _decay(optimiser: torch.optim.Optimizer, config: DualDiceConfig) -> torch.optim.lr_scheduler.LRScheduler:
@@ -172,8 +202,10 @@ def dualdice(
         raise ValueError("DualDICE needs logged steps, with at least one initial step")
     start = time.perf_counter()
     torch.manual_seed(config.seed)
+    if config.policy_feature:  # pi(a | s) as one more component of every candidate's vector
+        steps = replace(steps, actions=torch.cat([steps.actions, target.unsqueeze(-1).to(steps.actions.dtype)], -1))
     # Both start where the logged distribution is the target's: zeta = 1 and nu = 1 / (1 - gamma), whose residual
-    # nu - gamma * P^pi nu is 1 everywhere (restarts included); nu moves on its own scale, 1 / (1 - gamma).
+    # nu - gamma * P^pi nu is 1 wherever the episode goes on; nu moves on its own scale, 1 / (1 - gamma).
     nu = PairMLP(steps, config.hidden, scale=1 / (1 - config.gamma), offset=1.0)
     zeta = PairMLP(steps, config.hidden, scale=1.0, offset=1.0, positive=config.positive_zeta)
     nu_optimiser = torch.optim.Adam(
@@ -183,7 +215,7 @@ def dualdice(
         zeta.parameters(), lr=config.zeta_lr, betas=config.betas, weight_decay=config.weight_decay
     )
     schedulers = [_decay(nu_optimiser, config), _decay(zeta_optimiser, config)]
-    gamma = config.gamma
+    gamma, restart = config.gamma, config.terminal == "restart"
     draw = torch.Generator().manual_seed(config.seed)
     initial_steps = torch.nonzero(steps.initial).squeeze(1)
     chosen = steps.chosen_actions
@@ -198,8 +230,8 @@ def dualdice(
             nu_all = torch.cat([nu(steps.states[i], steps.actions[i]) for i in parts])  # [S, C]
             expected = expected_under(nu_all, target)
             taken = nu_all[torch.arange(steps.steps), steps.chosen]
-            restart = expected[initial_steps].mean()
-            residuals = taken - config.gamma * torch.where(done, restart, expected[following])
+            end = expected[initial_steps].mean() if restart else torch.zeros(())
+            residuals = taken - gamma * torch.where(done, end, expected[following])
         return ratios, residuals
 
     averaged, evaluations, objective = torch.zeros(steps.steps), 0, []
@@ -207,6 +239,9 @@ def dualdice(
     window = max(1, int(config.steps * config.average_last))
     for step in range(config.steps):
         batch = torch.randint(steps.steps, (config.batch_size,), generator=draw)
+        from_initial = torch.rand(config.batch_size, generator=draw) < config.initial_share
+        drawn = torch.randint(len(initial_steps), (int(from_initial.sum()),), generator=draw)
+        batch[from_initial] = initial_steps[drawn]
         initial = initial_steps[torch.randint(len(initial_steps), (config.initial_batch_size,), generator=draw)]
         after = following[batch]
         nu_taken = nu.taken(steps.states[batch], chosen[batch])
@@ -215,14 +250,15 @@ def dualdice(
         # zeta's move(s) first, nu held fixed: ascend J towards the best response zeta = nu - gamma * P^pi nu.
         fixed = (nu_taken.detach(), nu_next.detach(), done[batch], nu_initial.detach())
         for _ in range(config.zeta_steps):
-            ascent = -dualdice_objective(*fixed, zeta=zeta.taken(steps.states[batch], chosen[batch]), gamma=gamma)
+            zeta_taken = zeta.taken(steps.states[batch], chosen[batch])
+            ascent = -dualdice_objective(*fixed, zeta=zeta_taken, gamma=gamma, restart=restart)
             zeta_optimiser.zero_grad()
             ascent.backward()  # type: ignore[no-untyped-call]
             zeta_optimiser.step()
         # nu's move against the updated zeta: descend J.
         with torch.no_grad():
             zeta_taken = zeta.taken(steps.states[batch], chosen[batch])
-        value = dualdice_objective(nu_taken, nu_next, done[batch], nu_initial, zeta_taken, gamma)
+        value = dualdice_objective(nu_taken, nu_next, done[batch], nu_initial, zeta_taken, gamma, restart)
         nu_optimiser.zero_grad()
         value.backward()  # type: ignore[no-untyped-call]
         nu_optimiser.step()
@@ -238,13 +274,13 @@ def dualdice(
             averaged_residual += residuals
             evaluations += 1
     ratio = averaged / max(1, evaluations)
-    value_, episode_value = _estimates(steps, ratio, config.gamma)
-    residual_value, _ = _estimates(steps, averaged_residual / max(1, evaluations), config.gamma)
+    value_, episode_value = _estimates(steps, ratio, config)
+    residual_value, _ = _estimates(steps, averaged_residual / max(1, evaluations), config)
     return DualDiceResult(
         value=value_,
         episode_value=episode_value,
         zeta=ratio,
-        mean_zeta=float(ratio.mean()),
+        mean_zeta=float((ratio.to(torch.float64) * _weights(steps, config)).sum()),
         residual_value=residual_value,
         objective=objective,
         seconds=time.perf_counter() - start,

@@ -10,8 +10,8 @@ on-policy truth:
     value = (1 - gamma) * E_{s0}[sum_{a0} pi(a0 | s0) Q(s0, a0)],
 
 s0 ranging over the logged initial steps. Q is a small MLP over [state; action] on top of the same frozen state
-encoder as DualDICE (`convoplan.ope.networks`). Rewards are divided by mean|r| / (1 - gamma) while training, so
-that Q is of order one; the value is scaled back.
+encoder as DualDICE (`convoplan.ope.networks`), whose output is scaled by mean|r| / (1 - gamma) so that its
+weights stay of order one; the squared Bellman error is measured in that unit.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class FQEConfig:
 
     gamma: float = 0.9
     """Discount factor of the value being estimated."""
-    hidden: tuple[int, ...] = (64, 64)
+    hidden: tuple[int, ...] = (64,)
     """Hidden layers of the Q MLP."""
     lr: float = 1e-3
     """Adam learning rate."""
@@ -45,9 +45,9 @@ class FQEConfig:
     """Adam weight decay."""
     batch_size: int = 512
     """Logged steps per minibatch."""
-    steps: int = 4000
+    steps: int = 2000
     """Optimiser steps."""
-    target_every: int = 100
+    target_every: int = 50
     """Optimiser steps between copies of Q into the target network Qbar (one Bellman backup each)."""
     seed: int = 0
     """Seed of initialisation and minibatch sampling."""
@@ -76,11 +76,13 @@ def fqe(
         raise ValueError("FQE needs logged steps, with at least one initial step")
     start = time.perf_counter()
     torch.manual_seed(config.seed)
-    q = PairMLP(steps, config.hidden)
+    scale = max(float(steps.reward.abs().mean()), 1e-8) / (1 - config.gamma)
+    # Q starts at mean(r) / (1 - gamma), the value of an endless episode of average rewards, not at 0: fewer
+    # backups are needed to reach the fixed point (each one shrinks the distance to it by gamma).
+    q = PairMLP(steps, config.hidden, scale=scale, offset=float(steps.reward.mean()) / scale / (1 - config.gamma))
     q_bar = copy.deepcopy(q).requires_grad_(False)
     optimiser = torch.optim.Adam(q.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     draw = torch.Generator().manual_seed(config.seed)
-    scale = max(float(steps.reward.abs().mean()), 1e-8) / (1 - config.gamma)
     reward = steps.reward / scale
     chosen = steps.chosen_actions
     done = steps.done
@@ -90,9 +92,9 @@ def fqe(
         batch = torch.randint(steps.steps, (config.batch_size,), generator=draw)
         after = following[batch]
         with torch.no_grad():
-            next_value = expected_under(q_bar(steps.states[after], steps.actions[after]), target[after])
+            next_value = expected_under(q_bar(steps.states[after], steps.actions[after]), target[after]) / scale
             bootstrap = reward[batch] + config.gamma * torch.where(done[batch], 0.0, next_value)
-        loss = F.mse_loss(q.taken(steps.states[batch], chosen[batch]), bootstrap)
+        loss = F.mse_loss(q.taken(steps.states[batch], chosen[batch]) / scale, bootstrap)
         optimiser.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         optimiser.step()
@@ -103,7 +105,7 @@ def fqe(
             progress(step + 1, losses[-1])
     initial = torch.nonzero(steps.initial).squeeze(1)
     with torch.no_grad():
-        initial_q = expected_under(q(steps.states[initial], steps.actions[initial]), target[initial]) * scale
+        initial_q = expected_under(q(steps.states[initial], steps.actions[initial]), target[initial])
     return FQEResult(
         value=(1 - config.gamma) * float(initial_q.mean()),
         initial_q=initial_q,

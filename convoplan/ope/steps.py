@@ -7,9 +7,15 @@ candidates, the chosen one, its reward, the index of the next step (over the who
 conversation), whether it opens a conversation, and the logged propensity. `policy_probabilities` evaluates a
 target policy on the same steps, in the same order.
 
-Value scale (shared by every estimator and by the on-policy truth): the normalised discounted return
-(1 - gamma) * E[sum_t gamma^t r_t], t counting the composition steps of one conversation and r_t the mean rating
-of the candidate chosen at step t. Multiplying by 1 - gamma puts it on the scale of a per-step reward.
+Value scale (the on-policy truth's, FQE's, importance sampling's and DualDICE's `episode_value`): the normalised
+discounted return (1 - gamma) * E[sum_t gamma^t r_t], t counting the composition steps of one conversation and r_t
+the mean rating of the candidate chosen at step t. Multiplying by 1 - gamma puts it on the scale of a per-step
+reward. (DualDICE's normalised `value` is the same quantity for the process that restarts conversation after
+conversation, larger by 1 / (1 - E[gamma^T]); see `convoplan.ope.dualdice`.)
+
+`reduce_dimensions` (principal components) and `with_position` (the step's index in its conversation) prepare
+compact inputs for the estimators' networks, which generalise better from a few hundred conversations on a few
+dozen features than on the encoder's hundreds.
 """
 
 from __future__ import annotations
@@ -31,6 +37,7 @@ __all__ = [
     "policy_probabilities",
     "reduce_dimensions",
     "step_positions",
+    "with_position",
 ]
 
 Encoder = Callable[[Batch], torch.Tensor]
@@ -167,13 +174,26 @@ class Projection:
         return (values - self.mean) @ self.components
 
 
-def reduce_dimensions(steps: LoggedSteps, state_components: int, action_components: int) -> LoggedSteps:
-    """The same steps with states and candidate vectors projected on their principal components (fitted on these
-    logs): a fixed linear map that makes the estimators' networks several times cheaper. Padding stays zero."""
-    state = Projection.fit(steps.states, state_components)
-    action = Projection.fit(steps.actions[steps.mask], action_components)
-    actions = action(steps.actions) * steps.mask.unsqueeze(-1)
-    return replace(steps, states=state(steps.states), actions=actions)
+def reduce_dimensions(steps: LoggedSteps, state_components: int | None, action_components: int | None) -> LoggedSteps:
+    """The same steps with states and/or candidate vectors projected on their principal components (fitted on these
+    logs; None keeps them as they are): a fixed linear map that makes the estimators' networks cheaper, most of all
+    on the candidates, which are C per step. Padding stays zero."""
+    states, actions = steps.states, steps.actions
+    if state_components is not None:
+        states = Projection.fit(states, state_components)(states)
+    if action_components is not None:
+        projection = Projection.fit(actions[steps.mask], action_components)
+        actions = projection(actions) * steps.mask.unsqueeze(-1)
+    return replace(steps, states=states, actions=actions)
+
+
+def with_position(steps: LoggedSteps) -> LoggedSteps:
+    """The same steps with [is the first step; log(1 + t)] appended to each state, t the step's index in its
+    conversation. Both are functions of the history (so of the state), but the discounted occupancy of a policy
+    falls as gamma^t, and an encoder's summary of a long history need not expose t plainly."""
+    t = step_positions(steps.episode).to(steps.states.dtype)
+    extra = torch.stack([steps.initial.to(steps.states.dtype), torch.log1p(t)], dim=-1)
+    return replace(steps, states=torch.cat([steps.states, extra], dim=-1))
 
 
 def policy_probabilities(

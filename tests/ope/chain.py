@@ -1,10 +1,11 @@
 """A two-state episodic chain whose value under any policy is known exactly, logged as LoggedSteps by hand.
 
 s0 --a0: r=1--> s1      s0 --a1: r=0--> s1
-s1 --a0: r=2--> end     s1 --a1: r=-1--> s0
+s1 --a0: r=2--> end     s1 --a1: r=-1--> s1
 
-States are one-hot vectors; each (state, candidate) pair has its own one-hot action vector, so the estimators'
-small MLPs can represent every function of (s, a).
+s0 is the only initial state and is never revisited (as the first step of a conversation). States are one-hot;
+each (state, candidate) pair has its own one-hot action vector, so the estimators' small networks (linear ones
+included) can represent every function of (s, a).
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ import torch
 
 from convoplan.ope import LoggedSteps
 
+__all__ = ["LoggedSteps", "discount_at_end", "probabilities", "sample", "true_value"]
+
 REWARD = np.array([[1.0, 0.0], [2.0, -1.0]])  # [state, action]
-NEXT = np.array([[1, 1], [-1, 0]])  # -1: the episode ends
+NEXT = np.array([[1, 1], [-1, 1]])  # -1: the episode ends
 
 
 def true_value(pi: np.ndarray, gamma: float) -> float:
