@@ -8,16 +8,19 @@ supervised DM's scores at several temperatures, a negative temperature among the
   (1 - gamma) * the mean over conversations of sum_t gamma^t r_t, r_t the mean rating of the candidate chosen at
   composition step t (all policies meet the same users: same seeds);
 - three estimates from the supervised DM's epsilon-greedy logs (the data the RL DMs were trained on, or fresh logs
-  of the same DM, held out from their training, with --fresh-logs): DualDICE (behaviour-agnostic), fitted Q
+  of the same DM, held out from their training, with --fresh-logs): DualDICE (behaviour-agnostic; run with
+  restarts, reported as its normalised value, and with an absorbing end, reported as E_D[zeta r]), fitted Q
   evaluation and per-decision weighted importance sampling with the logged propensities. DualDICE and FQE learn
-  small MLPs on top of the supervised RNN DM's state encoder, frozen;
+  small MLPs on the supervised RNN DM's state encoder, frozen (principal components, plus the step's position);
 
-then prints a markdown table (truth, estimates, relative errors), each estimator's Spearman rank correlation with
-the truth and its mean absolute relative error. Truths and estimates are cached under --out (one JSON per policy
-and quantity), so that a rerun only computes what is missing.
+then prints a markdown table (truth, estimates, relative errors), each estimate's Spearman rank correlation with
+the truth and its mean absolute relative error. DualDICE's normalised value estimates the value of the process
+that restarts conversation after conversation, truth / (1 - E[gamma^T]) ("restarting truth"), and is compared with
+both. Truths and estimates are cached under --out (one JSON per policy and quantity; truths grow with
+--truth-conversations), so that a rerun only computes what is missing.
 
     .venv/bin/convoplan dm pipeline --out /tmp/ope_pipe --conversations 400
-    .venv/bin/python bench/ope.py --run /tmp/ope_pipe --out /tmp/ope_bench
+    .venv/bin/python bench/ope.py --run /tmp/ope_pipe --out /tmp/ope_bench --fresh-logs 400 --truth-conversations 500
 """
 
 from __future__ import annotations
