@@ -18,7 +18,7 @@ from typing import Any
 
 from convoplan.compose.loop import ComposerConfig
 from convoplan.dm.checkpoint import RNNPolicy, save_policy
-from convoplan.dm.crossencoder import TransformerConfig, save_cross_encoder
+from convoplan.dm.crossencoder import save_cross_encoder
 from convoplan.dm.train import Dataset, QConfig, SupervisedConfig, TrainResult, prepare, train_q, train_supervised
 from convoplan.dm.train_crossencoder import (
     CrossEncoderResult,
@@ -129,7 +129,6 @@ def run_pipeline(
             supervised_transformer,
             first_data,
             config.supervised_transformer,
-            config.supervised_transformer.model,
             {"logs": f"logs/{config.first_dm}.jsonl"},
         )
 
@@ -168,11 +167,10 @@ def run_pipeline(
     if supervised_transformer is not None:
         say("training e2e")
         # warm-started from the supervised transformer, so it reads its inputs the same way
-        model_config = config.supervised_transformer.model
-        e2e_config = replace(config.e2e, model=model_config)
+        e2e_config = replace(config.e2e, model=config.supervised_transformer.model)
         e2e = train_e2e(data, e2e_config, init=supervised_transformer.model, progress=tracking("e2e", e2e_config.steps))
         extra = {"logs": "logs/supervised_rnn.jsonl"}
-        checkpoints["e2e"] = _save_cross_encoder(out, "e2e", e2e, data, e2e_config, model_config, extra)
+        checkpoints["e2e"] = _save_cross_encoder(out, "e2e", e2e, data, e2e_config, extra)
     return checkpoints
 
 
@@ -181,10 +179,10 @@ def _save_cross_encoder(
     name: str,
     result: CrossEncoderResult,
     data: Dataset,
-    config: Any,
-    model_config: TransformerConfig,
+    config: SupervisedTransformerConfig | E2EConfig,
     extra: dict[str, Any],
 ) -> Path:
+    """Save a cross-encoder DM; `config.model` is its architecture (E2E's is set to its warm start's)."""
     training = {
         "config": asdict(config),
         "first_loss": result.losses[0],
@@ -193,7 +191,6 @@ def _save_cross_encoder(
         "examples_per_second": result.examples_per_second,
         **extra,
     }
-    model_config = config.model
     return save_cross_encoder(
-        out / name, name, result.model, result.tokenizer, model_config, data.table.space, training
+        out / name, name, result.model, result.tokenizer, config.model, data.table.space, training
     )
