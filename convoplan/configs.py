@@ -71,8 +71,8 @@ def _parse(raw: str, annotation: Any, path: str) -> Any:
         if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
             raise ValueError(f"{path}: expected true or false, got {raw!r}")
         return raw.lower() in ("true", "1", "yes")
-    if origin is tuple:
-        return tuple(_parse(part, args[0], path) for part in raw.split(",") if part.strip())
+    if origin in (tuple, list):
+        return origin(_parse(part.strip(), args[0], path) for part in raw.split(",") if part.strip())
     try:
         return annotation(raw)
     except (TypeError, ValueError):

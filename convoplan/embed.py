@@ -43,12 +43,14 @@ class SentenceEmbedder:
         model_path: str | Path | None = None,
         batch_size: int = 128,
         device: str = "cpu",
+        model: Any = None,
     ) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.model_path = Path(model_path) if model_path is not None else None
         self.batch_size = batch_size
         self.device = device
-        self._model: Any = None
+        self._model: Any = model
+        """A SentenceTransformer already in memory (e.g. one just fine-tuned); else loaded from `model_path`."""
         self._vectors: dict[bytes, np.ndarray] = {}
         self.computed = 0
         """How many texts this embedder has run through the model (the rest came from the cache)."""

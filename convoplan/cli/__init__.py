@@ -2,9 +2,11 @@
 
 import typer
 
+from convoplan.cli.callflow import callflow_app
 from convoplan.cli.data import data_app
 from convoplan.cli.dm import dm_app
 from convoplan.cli.experiment import experiment_app
+from convoplan.cli.label import label_app
 from convoplan.cli.world import chat, demo, world_app
 
 __all__ = ["app"]
@@ -18,5 +20,7 @@ app.add_typer(data_app, name="data")
 app.add_typer(world_app, name="world")
 app.add_typer(dm_app, name="dm")
 app.add_typer(experiment_app, name="experiment")
+app.add_typer(label_app, name="label")
+app.add_typer(callflow_app, name="callflow")
 app.command("chat")(chat)
 app.command("demo")(demo)
