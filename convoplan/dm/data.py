@@ -2,7 +2,9 @@
 
 A *step* is an agent turn that carries candidates: the state is everything said before it (user messages and the
 agent's step messages; the closing "stop" messages, which repeat the fused response, are left out), the action set
-is the candidates really offered, the action taken is the selected one, and its reward is the mean of its ratings.
+is the candidates really offered, the action taken is the selected one, and its reward is the mean of its ratings
+(or, where `build_steps` is given a `reward` function, whatever that says: e.g. a conversation's outcome, paid on
+its last step).
 The next state is the next step of the same conversation, whose candidate set is the realized A(s') of SAQL; the
 last step is terminal.
 
@@ -14,7 +16,7 @@ into tensors with masks: the history encoder then runs once per conversation and
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -103,7 +105,7 @@ class Batch:
     candidates: torch.Tensor  # [S, C, 384 + candidate_dim]
     mask: torch.Tensor  # [S, C] bool, True where a candidate exists
     chosen: torch.Tensor  # [S] index of the selected candidate
-    reward: torch.Tensor  # [S] mean rating of the selected candidate (nan if unrated)
+    reward: torch.Tensor  # [S] the step's reward: mean rating of the selected candidate (nan if unrated) by default
     ratings: torch.Tensor  # [S, C] mean rating of every candidate (nan if unrated)
     next_step: torch.Tensor  # [S] index of the next step in this batch, -1 if terminal
     propensity: torch.Tensor  # [S] logged probability of the selected candidate (nan if unknown)
@@ -128,6 +130,7 @@ class StepTable:
     step_context: np.ndarray  # [S, 2]
     step_chosen: np.ndarray  # [S]
     step_propensity: np.ndarray  # [S]
+    step_reward: np.ndarray  # [S] mean rating of the selected candidate, or build_steps's `reward`
     candidate_offsets: np.ndarray  # [S + 1]
     candidate_text: np.ndarray  # [N]
     candidate_meta: np.ndarray  # [N, candidate_dim]
@@ -143,8 +146,8 @@ class StepTable:
         return len(self.step_prefix)
 
     def step_rewards(self) -> np.ndarray:
-        """[S] mean rating of each selected candidate."""
-        return np.asarray(self.candidate_rating[self.candidate_offsets[:-1] + self.step_chosen])
+        """[S] the reward of each step (by default the mean rating of its selected candidate)."""
+        return np.asarray(self.step_reward)
 
     def batch(self, episodes: Sequence[int], embeddings: torch.Tensor) -> Batch:
         """Pad whole episodes into a Batch; `embeddings` is [len(texts), 384], row i the vector of texts[i]."""
@@ -187,7 +190,7 @@ class StepTable:
             candidates=candidates,
             mask=torch.from_numpy(mask),
             chosen=chosen,
-            reward=ratings[torch.arange(len(steps)), chosen],
+            reward=torch.from_numpy(self.step_reward[steps]),
             ratings=ratings,
             next_step=torch.from_numpy(np.where(has_next, local + 1, -1)),
             propensity=torch.from_numpy(self.step_propensity[steps]),
@@ -205,11 +208,17 @@ def _mean_rating(candidate: Candidate) -> float:
     return sum(candidate.ratings.values()) / len(candidate.ratings) if candidate.ratings else math.nan
 
 
-def build_steps(conversations: Sequence[Conversation], space: FeatureSpace, live: bool = False) -> StepTable:
+def build_steps(
+    conversations: Sequence[Conversation],
+    space: FeatureSpace,
+    live: bool = False,
+    reward: Callable[[Conversation, int], float] | None = None,
+) -> StepTable:
     """Flatten the steps of `conversations`; steps without a selected candidate are skipped.
 
     With `live`, only the last turn of each conversation is a step, whatever is selected: it holds the candidates a
-    policy is asked to score now; the earlier turns are read as history only.
+    policy is asked to score now; the earlier turns are read as history only. `reward(conversation, turn index)`,
+    where given, is the reward of the step at that turn instead of the mean rating of its selected candidate.
     """
     text_ids: dict[str, int] = {}
 
@@ -219,7 +228,7 @@ def build_steps(conversations: Sequence[Conversation], space: FeatureSpace, live
     u_text: list[int] = []
     u_meta: list[list[float]] = []
     e_utt, e_steps = [0], [0]
-    s_prefix, s_last_user, s_context, s_chosen, s_propensity = [], [], [], [], []
+    s_prefix, s_last_user, s_context, s_chosen, s_propensity, s_reward = [], [], [], [], [], []
     c_offsets, c_text, c_meta, c_rating = [0], [], [], []
     for conversation in conversations:
         prefix, last_user, responses, step_in_response = 0, -1, 0, 0
@@ -233,8 +242,9 @@ def build_steps(conversations: Sequence[Conversation], space: FeatureSpace, live
                 s_last_user.append(last_user)
                 s_context.append([_squash(responses), _squash(step_in_response)])
                 s_chosen.append(chosen[0])
-                propensity = turn.candidates[chosen[0]].propensity
-                s_propensity.append(math.nan if propensity is None else propensity)
+                selected = turn.candidates[chosen[0]]
+                s_propensity.append(math.nan if selected.propensity is None else selected.propensity)
+                s_reward.append(_mean_rating(selected) if reward is None else reward(conversation, number))
                 for candidate in turn.candidates:
                     c_text.append(text_id(candidate.text))
                     c_meta.append(space.candidate_meta(candidate))
@@ -268,6 +278,7 @@ def build_steps(conversations: Sequence[Conversation], space: FeatureSpace, live
         step_context=array(s_context, np.float32, 2),
         step_chosen=array(s_chosen, np.int64),
         step_propensity=array(s_propensity, np.float32),
+        step_reward=array(s_reward, np.float32),
         candidate_offsets=array(c_offsets, np.int64),
         candidate_text=array(c_text, np.int64),
         candidate_meta=array(c_meta, np.float32, space.candidate_dim),

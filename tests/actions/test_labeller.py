@@ -219,7 +219,8 @@ def test_ray_engine_gives_the_local_labels(trained: tuple[ActionClassifier, dict
     for mine, theirs in zip(distributed, local, strict=True):
         assert [t.action for t in mine.turns] == [t.action for t in theirs.turns]
         confidences = [
-            (t.action_confidence or 0.0, u.action_confidence or 0.0) for t, u in zip(mine.turns, theirs.turns)
+            (t.action_confidence or 0.0, u.action_confidence or 0.0)
+            for t, u in zip(mine.turns, theirs.turns, strict=True)
         ]
         assert all(abs(a - b) < 1e-4 for a, b in confidences)
 
