@@ -24,11 +24,25 @@ from typing import Any
 from convoplan.corpora.splits import assign_splits
 from convoplan.schema import Conversation, FormatError, Outcome, Turn
 
-__all__ = ["DOMAIN", "read_persuasion"]
+__all__ = ["DOMAIN", "STRATEGIES", "read_persuasion"]
 
 DOMAIN = "persuasion"
 PERSUADER, PERSUADEE = 0, 1
 MAX_DONATION = 2.0
+STRATEGIES = (
+    "logical-appeal",
+    "emotion-appeal",
+    "credibility-appeal",
+    "foot-in-the-door",
+    "self-modeling",
+    "personal-story",
+    "donation-information",
+    "source-related-inquiry",
+    "task-related-inquiry",
+    "personal-related-inquiry",
+)
+"""The 10 persuasion strategies of Wang et al. (2019); their published classifiers put every other persuader
+label into one non-strategy class."""
 
 
 def _path(src: Path, relative: str) -> Path:
