@@ -40,7 +40,7 @@ from convoplan.actions.labeller import (
     with_targets,
 )
 from convoplan.atomic import atomic_folder
-from convoplan.embed import SentenceEmbedder, default_model_path
+from convoplan.embed import SentenceEmbedder
 from convoplan.schema import Conversation
 
 __all__ = [
@@ -159,12 +159,10 @@ class _Encoder:
     """A trainable sentence encoder for the fine-tuning stage (the message only; contexts stay frozen)."""
 
     def __init__(self) -> None:
-        from sentence_transformers import SentenceTransformer
-
-        self.model = SentenceTransformer(str(default_model_path()), device="cpu")
+        self.model = SentenceEmbedder().model  # a fresh copy of all-MiniLM-L6-v2, loaded offline and quietly
 
     def __call__(self, texts: list[str]) -> torch.Tensor:
-        features = self.model.tokenize(texts)
+        features = self.model.preprocess(texts)
         embeddings: torch.Tensor = self.model(features)["sentence_embedding"]
         return F.normalize(embeddings, dim=1)  # [n, 384], as the frozen embeddings are
 
