@@ -1,0 +1,102 @@
+"""Resumable training checkpoints of the language model.
+
+A checkpoint is a folder written as a whole (a temp folder renamed into place, so a kill mid-write leaves the
+previous checkpoint intact): the model folder of the current weights (`convoplan.lm.model.write_model`), the best
+weights so far (`best.safetensors`), the optimiser and scheduler state (`optimizer.pt`, loaded back with
+`torch.load(weights_only=True)`: tensors and plain values only, no code), and `trainer_state.json`: where the loop
+is (step, epoch, batch within the epoch), early-stopping state, loss history, the run's config and a fingerprint
+of its data.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from convoplan.atomic import atomic_folder
+from convoplan.lm.model import LanguageModel, load_model, write_model
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = ["LoopState", "Snapshot", "load_checkpoint", "save_checkpoint"]
+
+STATE_FILE = "trainer_state.json"
+OPTIMIZER_FILE = "optimizer.pt"
+BEST_FILE = "best.safetensors"
+
+
+@dataclass
+class LoopState:
+    """Where the training loop is; everything else it needs is recomputed from the config and the seed."""
+
+    step: int = 0
+    """Optimiser steps taken."""
+    epoch: int = 0
+    """Current epoch (passes over the training blocks), from 0."""
+    batch: int = 0
+    """Next batch within the current epoch."""
+    best: float | None = None
+    """Best validation loss so far."""
+    bad_epochs: int = 0
+    """Epochs since the validation loss last improved (early stopping at `patience`)."""
+    stopped: bool = False
+    """Early stopping ended the run."""
+    losses: list[float] = field(default_factory=list)
+    """Training loss (mean per target token over the whole global batch) of every step."""
+    validation: list[float] = field(default_factory=list)
+    """Validation loss after every epoch."""
+    tokens: int = 0
+    """Target tokens trained on, over all processes."""
+    seconds: float = 0.0
+    """Time spent in training steps (validation and checkpoints excluded)."""
+
+
+@dataclass
+class Snapshot:
+    """The training state a checkpoint holds besides the model and its tokenizer."""
+
+    state: LoopState
+    optimizer: dict[str, Any]
+    scheduler: dict[str, Any]
+    best: dict[str, torch.Tensor] | None
+    """Weights of the best validation loss so far (None before the first validation)."""
+
+
+def save_checkpoint(
+    folder: Path,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    snapshot: Snapshot,
+    info: dict[str, Any],
+    run: dict[str, Any],
+) -> None:
+    """Write a checkpoint folder as a whole; `info` as for a model folder, `run` what resuming must check (config,
+    data fingerprint, base model), stored beside the loop state."""
+    from safetensors.torch import save_file
+
+    with atomic_folder(folder) as temp:
+        write_model(temp, model, tokenizer, info)
+        if snapshot.best is not None:
+            save_file({name: tensor.contiguous() for name, tensor in snapshot.best.items()}, temp / BEST_FILE)
+        torch.save({"optimizer": snapshot.optimizer, "scheduler": snapshot.scheduler}, temp / OPTIMIZER_FILE)
+        (temp / STATE_FILE).write_text(json.dumps({"state": asdict(snapshot.state), **run}, indent=1) + "\n")
+
+
+def load_checkpoint(folder: Path) -> tuple[LanguageModel, Snapshot, dict[str, Any]]:
+    """(the model at the checkpoint, the training state, the `run` entries); ValueError naming what is wrong."""
+    from safetensors.torch import load_file
+
+    lm = load_model(folder)
+    try:
+        saved = json.loads((folder / STATE_FILE).read_text())
+        state = LoopState(**saved.pop("state"))
+        optimiser = torch.load(folder / OPTIMIZER_FILE, weights_only=True)
+        best = load_file(folder / BEST_FILE) if (folder / BEST_FILE).exists() else None
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, RuntimeError) as error:
+        raise ValueError(f"{folder}: not a complete training checkpoint ({error})") from None
+    return lm, Snapshot(state, optimiser["optimizer"], optimiser["scheduler"], best), saved

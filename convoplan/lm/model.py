@@ -1,0 +1,179 @@
+"""The language model: a transformers causal LM (GPT-2 from a config dataclass, or any base checkpoint) with the
+tokenizer of the text format, saved as one folder.
+
+A model folder is what `save_pretrained` writes for the model (`config.json`, `model.safetensors`) and the
+tokenizer (`tokenizer.json`, ...), plus `convoplan-lm.json`: the format version, whether the model is vanilla, its
+actions, the base checkpoint and how it was trained. Loading uses only transformers' `from_pretrained` and never
+imports training code, so a server can load a model without the training stack.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from convoplan.atomic import atomic_folder
+from convoplan.lm.tokenizer import Codec, add_format_tokens, format_actions
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "INFO_FILE",
+    "LanguageModel",
+    "ModelConfig",
+    "load_base",
+    "load_model",
+    "new_model",
+    "read_info",
+    "save_model",
+    "write_model",
+]
+
+FORMAT = "convoplan-lm/1"
+INFO_FILE = "convoplan-lm.json"
+
+
+@dataclass
+class ModelConfig:
+    """A GPT-2 trained from scratch; the defaults are small enough to train on a CPU (~5M parameters with 8k tokens)."""
+
+    n_layer: int = 4
+    """Transformer blocks."""
+    n_head: int = 4
+    """Attention heads per block (must divide n_embd)."""
+    n_embd: int = 256
+    """Width of the token embeddings and of every block."""
+    n_positions: int = 256
+    """Context length in tokens: the longest training block, and prompt plus generated message at inference."""
+    dropout: float = 0.1
+    """Dropout on the embeddings, the attention weights and the residual branches."""
+
+
+@contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence transformers' loading bars and notices (new-token initialisation, ...) for the duration."""
+    from transformers.utils import logging
+
+    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
+    logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+    logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    try:
+        yield
+    finally:
+        logging.set_verbosity(verbosity)
+        if bars:
+            logging.enable_progress_bar()  # type: ignore[no-untyped-call]
+
+
+def new_model(config: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
+    """A freshly initialised GPT2LMHeadModel sized for `tokenizer` (seed torch first for a reproducible start)."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    if config.n_embd % config.n_head:
+        raise ValueError(f"model.n_embd ({config.n_embd}) must be a multiple of model.n_head ({config.n_head})")
+    gpt2 = GPT2Config(
+        vocab_size=len(tokenizer),
+        n_positions=config.n_positions,
+        n_embd=config.n_embd,
+        n_layer=config.n_layer,
+        n_head=config.n_head,
+        resid_pdrop=config.dropout,
+        embd_pdrop=config.dropout,
+        attn_pdrop=config.dropout,
+        bos_token_id=tokenizer.eos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        # No pad id: training blocks are packed (the tail's padding has no target), and with pad == EOS transformers
+        # would warn on every EOS it sees; generation passes the tokenizer's pad id itself.
+    )
+    return GPT2LMHeadModel(gpt2)
+
+
+def load_base(name_or_path: str, actions: Sequence[str] = ()) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """A pretrained causal LM and its tokenizer (a Hugging Face name such as `gpt2`, or a local folder), with the
+    format's tags added to the tokenizer and the embeddings resized for them; ValueError if it cannot be loaded."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        with _quiet():
+            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
+            model = AutoModelForCausalLM.from_pretrained(name_or_path)
+    except (OSError, ValueError) as error:
+        raise ValueError(
+            f"--base-model {name_or_path!r}: cannot load a causal LM and its tokenizer ({error})"
+        ) from None
+    add_format_tokens(tokenizer, actions)
+    rows = int(model.get_input_embeddings().weight.shape[0])  # type: ignore[index]
+    if len(tokenizer) > rows:  # new rows start at the mean of the old ones (transformers' default)
+        with _quiet():
+            model.resize_token_embeddings(len(tokenizer))
+    return tokenizer, model
+
+
+@dataclass
+class LanguageModel:
+    """A loaded model folder: the causal LM (in eval mode), its tokenizer, the format codec and the folder's info."""
+
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    codec: Codec
+    info: dict[str, Any]
+    """The contents of convoplan-lm.json (format, vanilla, actions, base_model, training)."""
+
+    @property
+    def context(self) -> int:
+        """Longest input in tokens (prompt plus generated tokens)."""
+        return int(getattr(self.model.config, "n_positions", None) or self.model.config.max_position_embeddings)
+
+
+def write_model(folder: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, info: dict[str, Any]) -> None:
+    """Write model, tokenizer and convoplan-lm.json (format, actions, then `info`) into an existing folder."""
+    with _quiet():
+        model.save_pretrained(folder)  # safetensors weights (transformers' default), never a pickle
+        tokenizer.save_pretrained(folder)
+    full = {"format": FORMAT, "actions": format_actions(tokenizer), **info}
+    (folder / INFO_FILE).write_text(json.dumps(full, indent=2) + "\n")
+
+
+def save_model(
+    folder: str | Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, info: dict[str, Any]
+) -> Path:
+    """Write a model folder as a whole (it appears complete or not at all, replacing what was there); `info` goes
+    into convoplan-lm.json and must say `vanilla` (also: base_model, training config and results, ...)."""
+    if "vanilla" not in info:
+        raise ValueError("info must say whether the model is vanilla")
+    with atomic_folder(folder) as temp:
+        write_model(temp, model, tokenizer, info)
+    return Path(folder)
+
+
+def read_info(folder: str | Path) -> dict[str, Any]:
+    """A model folder's convoplan-lm.json; ValueError naming the file if the folder is not a convoplan LM."""
+    path = Path(folder) / INFO_FILE
+    try:
+        info = json.loads(path.read_text())
+        if not isinstance(info, dict) or info.get("format") != FORMAT:
+            found = info.get("format") if isinstance(info, dict) else None
+            raise ValueError(f"format {found!r}, expected {FORMAT!r}")
+    except (OSError, json.JSONDecodeError, ValueError) as error:
+        raise ValueError(f"{path}: not a convoplan language model ({error})") from None
+    return info
+
+
+def load_model(folder: str | Path) -> LanguageModel:
+    """A model folder written by `save_model` (or a training checkpoint), ready to generate."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    info = read_info(folder)
+    try:
+        with _quiet():
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+            model = AutoModelForCausalLM.from_pretrained(str(folder))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{folder}: cannot load the model or its tokenizer ({error})") from None
+    model.eval()  # type: ignore[no-untyped-call]
+    return LanguageModel(model, tokenizer, Codec(tokenizer, vanilla=bool(info["vanilla"])), info)

@@ -1,0 +1,414 @@
+"""Training the language model on rendered conversations: packed blocks, AdamW with linear warm-up and decay,
+gradient clipping, validation every epoch with early stopping, and resumable checkpoints.
+
+The same code runs in one process or under `torchrun --nproc_per_node N` (gloo on CPU, DistributedDataParallel):
+every process holds the whole packed data, draws the same global batch and trains on its share of the blocks
+(rows rank, rank + N, ...). Each process scales its summed loss by N / (target tokens in the global batch), so
+that the gradient DDP averages is the gradient of the whole batch's mean loss, as in one process. Batch order is a
+function of (seed, epoch) and dropout masks of (seed, step, rank), so a run resumed from a checkpoint takes the
+same steps as one that was never interrupted.
+
+The vanilla baseline is the same call with `vanilla=True`: same architecture, data and budget, no action tags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from convoplan.lm.checkpoint import LoopState, Snapshot, load_checkpoint, save_checkpoint
+from convoplan.lm.data import IGNORE, Blocks, pack, split
+from convoplan.lm.model import INFO_FILE, ModelConfig, load_base, new_model, save_model
+from convoplan.lm.tokenizer import Codec, train_tokenizer, wrap_tokenizer
+from convoplan.schema import Conversation
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+__all__ = [
+    "CHECKPOINT",
+    "Progress",
+    "TrainConfig",
+    "TrainResult",
+    "fit",
+    "lm_loss",
+    "process_group",
+    "train",
+]
+
+CHECKPOINT = "checkpoint"
+"""Sub-folder of the output folder that holds the resumable state while a run is in progress."""
+
+
+@dataclass
+class TrainConfig:
+    """Training of the action-directed (or vanilla) language model."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Architecture of a model trained from scratch (a base model brings its own)."""
+    vanilla: bool = False
+    """Train the vanilla baseline: the same conversations rendered without action tags."""
+    vocab_size: int = 8000
+    """Entries of a from-scratch byte-level BPE tokenizer, format tags included (action tags come on top)."""
+    block_size: int = 0
+    """Tokens per training block; 0 = the model's context length."""
+    batch_size: int = 16
+    """Blocks per optimiser step, over all processes."""
+    lr: float = 1e-3
+    """Peak AdamW learning rate (use ~5e-5 to fine-tune a pretrained base model)."""
+    weight_decay: float = 0.1
+    """AdamW weight decay of the weight matrices (not of biases, layer norms)."""
+    warmup: float = 0.05
+    """Share of the steps over which the learning rate rises linearly from 0; it then decays linearly to 0."""
+    epochs: int = 10
+    """Passes over the training blocks (the budget; early stopping may end sooner)."""
+    max_steps: int = 0
+    """Cap on optimiser steps; 0 = no cap."""
+    grad_clip: float = 1.0
+    """Largest global gradient norm; larger gradients are scaled down to it."""
+    patience: int = 2
+    """Epochs without a better validation loss before training stops; the best weights are kept."""
+    min_delta: float = 0.0
+    """Least decrease of the validation loss that counts as better."""
+    validation_fraction: float = 0.1
+    """Share of training conversations held out for validation when the data has no validation split."""
+    eval_batch_size: int = 32
+    """Blocks per forward pass when computing the validation loss."""
+    checkpoint_every: int = 200
+    """Optimiser steps between checkpoints (one is also written after every epoch); 0 = only after epochs."""
+    seed: int = 0
+    """Seed of initialisation, batch order, dropout and the validation hold-out."""
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    """Where to train: auto = CUDA when available, else CPU."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    """What the progress callback receives after every step, and after every epoch's validation."""
+
+    step: int
+    total: int
+    """Steps the budget allows (early stopping may end sooner)."""
+    epoch: int
+    """Epochs completed."""
+    loss: float
+    """Training loss of the last step."""
+    tokens_per_second: float
+    validation: float | None = None
+    """Validation loss, on the report that closes an epoch."""
+
+
+@dataclass
+class TrainResult:
+    model: PreTrainedModel
+    """The trained model with the best validation weights, in eval mode."""
+    tokenizer: PreTrainedTokenizerBase
+    state: LoopState
+    """Steps, losses and timing of the whole run (resumed parts included)."""
+    parameters: int
+    train_tokens: int
+    """Tokens in the packed training data (one epoch)."""
+
+    @property
+    def tokens_per_second(self) -> float:
+        """Target tokens trained per second of training steps, over all processes."""
+        return self.state.tokens / self.state.seconds if self.state.seconds else float("nan")
+
+
+def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, int]:
+    """(summed next-token cross-entropy, number of targets); logits [B, T, V], targets [B, T] with IGNORE where a
+    position has no target. Summed rather than averaged so that shares of a batch add up across processes."""
+    loss = nn.functional.cross_entropy(
+        logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE, reduction="sum"
+    )
+    return loss, int((targets != IGNORE).sum())
+
+
+# --- processes -------------------------------------------------------------------------------------------------
+
+
+def process_group(device: str = "cpu") -> tuple[int, int, torch.device]:
+    """(rank, number of processes, this process's device); under torchrun, joins the process group first (gloo on
+    CPU, nccl on CUDA)."""
+    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if cuda else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if not cuda:
+        return rank, world, torch.device("cpu")
+    gpu = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
+    torch.cuda.set_device(gpu)  # nccl collectives run on the current device
+    return rank, world, gpu
+
+
+def _sum(values: list[float], world: int, device: torch.device) -> list[float]:
+    """Element-wise sum of `values` over all processes."""
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    if world > 1:
+        dist.all_reduce(tensor)
+    return [float(v) for v in tensor.tolist()]
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+# --- the loop --------------------------------------------------------------------------------------------------
+
+
+def _optimiser(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
+    # Decay the weight matrices only: decaying biases and layer-norm gains towards 0 only hurts.
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": config.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    # fused: one kernel updates every parameter (CPU and CUDA), the Trainer's default too
+    return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), fused=True)
+
+
+def _evaluate(
+    model: nn.Module, blocks: Blocks, config: TrainConfig, world: int, rank: int, device: torch.device
+) -> float:
+    """Mean validation loss per target token over all blocks (each process evaluates its share)."""
+    model.eval()
+    total, count = 0.0, 0
+    mine = torch.arange(len(blocks))[rank::world]
+    with torch.no_grad():
+        for start in range(0, len(mine), config.eval_batch_size):
+            rows = mine[start : start + config.eval_batch_size]
+            logits = model(input_ids=blocks.inputs[rows].to(device), use_cache=False).logits  # [b, T, V]
+            loss, n = lm_loss(logits, blocks.targets[rows].to(device))
+            total, count = total + float(loss), count + n
+    model.train()
+    summed, tokens = _sum([total, count], world, device)
+    return summed / tokens
+
+
+def fit(
+    model: PreTrainedModel,
+    train_blocks: Blocks,
+    validation_blocks: Blocks,
+    config: TrainConfig,
+    *,
+    resume: Snapshot | None = None,
+    checkpoint: Callable[[Snapshot], None] | None = None,
+    progress: Callable[[Progress], None] | None = None,
+) -> LoopState:
+    """Train `model` in place on packed blocks; leave it with the best validation weights. `resume` continues from a
+    checkpoint's state; `checkpoint(snapshot)` is called every `checkpoint_every` steps and after every epoch (on
+    every process: the caller writes on rank 0); `progress` is called on rank 0 only."""
+    rank, world, device = process_group(config.device)
+    if len(train_blocks) < world or config.batch_size < world:
+        raise ValueError(
+            f"a batch of {min(config.batch_size, len(train_blocks))} block(s) cannot be shared by {world} processes"
+        )
+    batch_size = min(config.batch_size, len(train_blocks))
+    steps_per_epoch = len(train_blocks) // batch_size  # the last partial batch of an epoch is left out
+    total = config.epochs * steps_per_epoch
+    if config.max_steps > 0:
+        total = min(total, config.max_steps)
+    if total < 1:
+        raise ValueError(f"the budget allows no training step (epochs {config.epochs}, max_steps {config.max_steps})")
+
+    from transformers import get_linear_schedule_with_warmup
+
+    model.to(device)  # type: ignore[arg-type]
+    model.train()
+    optimiser = _optimiser(model, config)
+    scheduler = get_linear_schedule_with_warmup(optimiser, round(config.warmup * total), total)  # type: ignore[no-untyped-call]
+    state, best = LoopState(), None
+    if resume is not None:
+        state, best = dataclasses.replace(resume.state), resume.best
+        optimiser.load_state_dict(resume.optimizer)
+        scheduler.load_state_dict(resume.scheduler)
+    network: nn.Module = nn.parallel.DistributedDataParallel(model) if world > 1 else model
+
+    def snapshot() -> Snapshot:
+        return Snapshot(dataclasses.replace(state), optimiser.state_dict(), scheduler.state_dict(), best)
+
+    while state.step < total and not state.stopped:
+        order = torch.randperm(
+            len(train_blocks), generator=torch.Generator().manual_seed(config.seed * 7919 + state.epoch)
+        )
+        while state.batch < steps_per_epoch and state.step < total:
+            started = time.perf_counter()
+            rows = order[state.batch * batch_size : (state.batch + 1) * batch_size]  # the global batch
+            mine = rows[rank::world]  # this process's share
+            count = train_blocks.tokens(rows)  # targets in the global batch: every process knows it
+            torch.manual_seed(config.seed + 1_000_003 * (state.step + 1) + rank)  # dropout masks
+            logits = network(input_ids=train_blocks.inputs[mine].to(device), use_cache=False).logits  # [b, T, V]
+            loss, _ = lm_loss(logits, train_blocks.targets[mine].to(device))
+            (loss * (world / count)).backward()  # type: ignore[no-untyped-call]  # DDP averages over processes
+            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimiser.step()
+            scheduler.step()
+            optimiser.zero_grad(set_to_none=True)
+            (summed,) = _sum([float(loss.detach())], world, device)
+            state.step, state.batch = state.step + 1, state.batch + 1
+            state.tokens += count
+            state.seconds += time.perf_counter() - started
+            state.losses.append(summed / count)
+            due = config.checkpoint_every > 0 and state.step % config.checkpoint_every == 0
+            if checkpoint is not None and due and state.batch < steps_per_epoch:  # an epoch's end writes its own
+                checkpoint(snapshot())
+            if progress is not None and rank == 0:
+                progress(Progress(state.step, total, state.epoch, state.losses[-1], state.tokens / state.seconds))
+
+        if len(validation_blocks):
+            loss_now = _evaluate(model, validation_blocks, config, world, rank, device)
+            state.validation.append(loss_now)
+            if state.best is None or loss_now < state.best - config.min_delta:
+                state.best, state.bad_epochs = loss_now, 0
+                best = {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
+            else:
+                state.bad_epochs += 1
+                state.stopped = state.bad_epochs >= config.patience
+        state.epoch, state.batch = state.epoch + 1, 0
+        if checkpoint is not None:
+            checkpoint(snapshot())
+        if progress is not None and rank == 0:
+            rate = state.tokens / state.seconds if state.seconds else 0.0
+            last = state.losses[-1] if state.losses else float("nan")
+            progress(
+                Progress(state.step, total, state.epoch, last, rate, state.validation[-1] if state.validation else None)
+            )
+
+    if best is not None:
+        model.load_state_dict(best)
+    model.eval()  # type: ignore[no-untyped-call]
+    return state
+
+
+# --- the whole job ---------------------------------------------------------------------------------------------
+
+
+def _actions(conversations: Sequence[Conversation]) -> list[str]:
+    return sorted({turn.action for c in conversations for turn in c.turns if turn.action is not None})
+
+
+def _fingerprint(*blocks: Blocks) -> str:
+    digest = hashlib.sha256()
+    for packed in blocks:
+        digest.update(packed.inputs.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def _config_from_dict(saved: dict[str, Any]) -> TrainConfig:
+    return TrainConfig(**{**saved, "model": ModelConfig(**saved["model"])})
+
+
+def _start(
+    train_set: Sequence[Conversation],
+    actions: Sequence[str],
+    config: TrainConfig,
+    base_model: str | None,
+    world: int,
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+    """A new tokenizer and model: from a base checkpoint, or trained from scratch (the tokenizer on rank 0, sent to
+    the others, so every process has the very same one)."""
+    if base_model is not None:
+        return load_base(base_model, actions)
+    texts = [" " + turn.text for conversation in train_set for turn in conversation.turns]
+    if world == 1:
+        tokenizer = train_tokenizer(texts, config.vocab_size, actions)
+    else:  # rank 0 trains it and sends it as JSON: every process then has the very same tokenizer
+        message: list[Any] = [None]
+        if dist.get_rank() == 0:
+            message = [train_tokenizer(texts, config.vocab_size, actions).backend_tokenizer.to_str()]
+        dist.broadcast_object_list(message, src=0)
+        tokenizer = wrap_tokenizer(message[0], actions)
+    torch.manual_seed(config.seed)
+    return tokenizer, new_model(config.model, tokenizer)
+
+
+def train(
+    conversations: Sequence[Conversation],
+    out: str | Path,
+    config: TrainConfig | None = None,
+    *,
+    base_model: str | None = None,
+    resume: bool = False,
+    progress: Callable[[Progress], None] | None = None,
+) -> TrainResult:
+    """Train on the train split of `conversations` (validation split for early stopping; test never used) and write
+    the model folder `out`. While training, `out/checkpoint/` holds the resumable state; `resume=True` continues
+    from it with the run's own config (a different `config` is an error) and must see the same data."""
+    out = Path(out)
+    folder = out / CHECKPOINT
+    snapshot: Snapshot | None = None
+    if resume:
+        if not folder.is_dir():
+            raise ValueError(f"{out}: no interrupted run to resume (no {CHECKPOINT}/ folder)")
+        lm, snapshot, interrupted = load_checkpoint(folder)
+        saved = _config_from_dict(interrupted["config"])
+        if config is not None and config != saved:
+            changed = [f.name for f in dataclasses.fields(saved) if getattr(config, f.name) != getattr(saved, f.name)]
+            raise ValueError(f"{out}: a resumed run keeps its own config; this one differs in {', '.join(changed)}")
+        config, base_model, tokenizer, model = saved, interrupted["base_model"], lm.tokenizer, lm.model
+    else:
+        if folder.exists():
+            raise ValueError(f"{out} holds an interrupted run: resume it, or remove the folder to start again")
+        kept = [path for path in out.iterdir() if not path.name.startswith(".")] if out.is_dir() else []
+        if kept and not (out / INFO_FILE).exists():  # (dot files: leftovers of a checkpoint being written)
+            raise ValueError(f"{out} exists and is not a model folder: the model would replace it, choose another")
+        config = config or TrainConfig()
+    rank, world, _ = process_group(config.device)
+    train_set, validation_set = split(conversations, config.validation_fraction, config.seed)
+    if not train_set:
+        raise ValueError("no training conversations (meta.split 'train' or none)")
+    if not resume:
+        actions = [] if config.vanilla else _actions([*train_set, *validation_set])
+        tokenizer, model = _start(train_set, actions, config, base_model, world)
+
+    codec = Codec(tokenizer, vanilla=config.vanilla)
+    context = int(getattr(model.config, "n_positions", 0) or model.config.max_position_embeddings)
+    block_size = config.block_size or context
+    if block_size > context:
+        raise ValueError(f"block_size {block_size} is longer than the model's context ({context} tokens)")
+    train_blocks = pack(codec.encode_conversations(train_set), block_size, codec.eos)
+    validation_blocks = pack(codec.encode_conversations(validation_set), block_size, codec.eos)
+    fingerprint = _fingerprint(train_blocks, validation_blocks)
+    run = {"config": dataclasses.asdict(config), "base_model": base_model, "data": fingerprint}
+    if resume and interrupted["data"] != fingerprint:
+        raise ValueError(f"{out}: these conversations are not the ones the interrupted run was training on")
+    info = {"vanilla": config.vanilla, "base_model": base_model}
+
+    def write_checkpoint(snap: Snapshot) -> None:
+        if rank == 0:
+            save_checkpoint(folder, model, tokenizer, snap, info, run)
+        _barrier(world)
+
+    state = fit(
+        model, train_blocks, validation_blocks, config, resume=snapshot, checkpoint=write_checkpoint, progress=progress
+    )
+    result = TrainResult(model, tokenizer, state, sum(p.numel() for p in model.parameters()), train_blocks.tokens())
+    if rank == 0:
+        training = {
+            "config": dataclasses.asdict(config),
+            "processes": world,
+            "parameters": result.parameters,
+            "train_tokens": result.train_tokens,
+            "validation_tokens": validation_blocks.tokens(),
+            "steps": state.step,
+            "epochs": state.epoch,
+            "stopped_early": state.stopped,
+            "best_validation_loss": state.best,
+            "final_train_loss": state.losses[-1] if state.losses else None,
+            "seconds": state.seconds,
+            "tokens_per_second": result.tokens_per_second,
+        }
+        save_model(out, model, tokenizer, {**info, "training": training})  # replaces out/ and its checkpoint/
+    _barrier(world)
+    return result
