@@ -7,7 +7,8 @@ Each agent message is read with its context, as in the persuasion-strategy class
 
 e is all-MiniLM-L6-v2 (384-d, unit norm; zeros where there is no such message), E a learned embedding of the
 previous agent message's action (a "start" slot before the first one), position three numbers (the message's
-place in the conversation, its ordinal among agent messages, whether it opens the agent's turn). T is a temperature
+turn index and its ordinal among agent messages, both as log(1 + n) / 4, and whether it opens the agent's turn;
+never the conversation's length, which a live conversation does not know yet). T is a temperature
 fitted on held-out data after training (Guo et al., 2017), so that the confidence is calibrated; a message whose
 best confidence is under the labeller's threshold gets no action.
 
@@ -95,7 +96,7 @@ def message_contexts(conversations: Sequence[Conversation]) -> list[MessageConte
                     text=turn.text,
                     user_text=user_text,
                     previous_text=previous_text,
-                    position=(position / max(1, len(turns) - 1), math.log1p(ordinal) / 4.0, float(opens_turn)),
+                    position=(math.log1p(position) / 4.0, math.log1p(ordinal) / 4.0, float(opens_turn)),
                     gold=turn.action if turn.action_source is None else None,
                 )
             )
