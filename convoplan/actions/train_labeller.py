@@ -78,7 +78,7 @@ class LabellerConfig:
     weight_decay: float = 1e-2
     balance: float = 0.5
     """Class weights proportional to count^-balance: 0 = plain cross-entropy, 1 = every class weighs the same."""
-    previous_action_dropout: float = 0.3
+    previous_action_dropout: float = 0.6
     """Probability of hiding the gold previous action during training."""
     labels: list[str] = field(default_factory=list)
     """Train on these labels only and map every other one to `other_label`; empty = every label seen."""
