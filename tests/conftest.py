@@ -5,9 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from convoplan.embed import SentenceEmbedder
 from convoplan.schema import Conversation
+
+# One torch thread for the whole suite: its models are tiny, and a second thread only spins against the other
+# processes of a 2-core CI machine (a tiny model's step measured 50x slower with 2 threads on a busy machine).
+torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

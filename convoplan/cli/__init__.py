@@ -8,6 +8,7 @@ from convoplan.cli.dm import dm_app
 from convoplan.cli.experiment import experiment_app
 from convoplan.cli.label import label_app
 from convoplan.cli.lm import lm_app
+from convoplan.cli.nba import nba_app
 from convoplan.cli.world import chat, demo, world_app
 
 __all__ = ["app"]
@@ -23,6 +24,7 @@ app.add_typer(dm_app, name="dm")
 app.add_typer(experiment_app, name="experiment")
 app.add_typer(label_app, name="label")
 app.add_typer(callflow_app, name="callflow")
+app.add_typer(nba_app, name="nba")
 app.add_typer(lm_app, name="lm")
 app.command("chat")(chat)
 app.command("demo")(demo)

@@ -1,0 +1,140 @@
+"""`convoplan nba`: train and evaluate next-best-action models (supervised, or outcome-driven Q-learning)."""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from convoplan.cli.common import (
+    FileArg,
+    SetOption,
+    ShowConfig,
+    SkipInvalid,
+    configured,
+    errors,
+    fail,
+    load,
+    progress_bar,
+    say,
+    training_bar,
+)
+from convoplan.schema import Conversation
+
+if TYPE_CHECKING:
+    from convoplan.actions.nba import SupervisedNBA
+    from convoplan.actions.outcome import OutcomeNBA
+
+nba_app = typer.Typer(
+    help="Next-best-action: predict the agent's next action (supervised) or pick it for the outcome (Q-learning).",
+    no_args_is_help=True,
+)
+
+
+class Kind(StrEnum):
+    supervised = "supervised"
+    outcome = "outcome"
+
+
+def _split(conversations: list[Conversation], split: str) -> list[Conversation]:
+    return [c for c in conversations if c.meta.get("split") == split]
+
+
+def _labelled(conversations: list[Conversation]) -> list[Conversation]:
+    return [c for c in conversations if any(t.speaker == "agent" and t.action for t in c.turns)]
+
+
+@nba_app.command("train")
+def nba_train(
+    logs: FileArg,
+    out: Annotated[Path, typer.Option(help="Folder for the trained model.")],
+    kind: Annotated[Kind, typer.Option(help="supervised: classify the next action; outcome: Q-learning.")] = (
+        Kind.supervised
+    ),
+    train_split: Annotated[str, typer.Option(help="meta.split of the training conversations.")] = "train",
+    validation_split: Annotated[
+        str, typer.Option(help="meta.split of the early-stopping conversations (supervised).")
+    ] = "validation",
+    overrides: SetOption = None,
+    show_config: ShowConfig = False,
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """Train on the conversations of one split whose agent turns carry actions; write config.json +
+    model.safetensors to OUT. The outcome kind uses only conversations with an outcome."""
+    from convoplan.actions.nba import NBAConfig, train_nba
+    from convoplan.actions.outcome import OutcomeConfig, train_outcome
+    from convoplan.embed import SentenceEmbedder
+
+    config: NBAConfig | OutcomeConfig = NBAConfig() if kind is Kind.supervised else OutcomeConfig()
+    config = configured(config, overrides, show_config)
+    conversations = load(logs, skip_invalid)
+    train = _labelled(_split(conversations, train_split))
+    if not train:
+        fail(f"{logs}: no conversations with meta.split == {train_split!r} whose agent turns carry actions")
+    embedder = SentenceEmbedder(cache_dir=out.parent / "embeddings")
+    model: SupervisedNBA | OutcomeNBA
+    try:
+        with errors.status("embedding the conversations"):
+            embedder.embed(sorted({t.text for c in train for t in c.turns}))
+        with progress_bar() as bar:
+            update = training_bar(bar)
+            if isinstance(config, NBAConfig):
+                validation = _labelled(_split(conversations, validation_split))
+                total = config.epochs * -(-len(train) // config.batch_size)
+                result = train_nba(
+                    train, embedder, config, validation, lambda step, loss: update(kind.value, step, total, loss)
+                )
+                model = result.model
+                summary = (
+                    f"best epoch {result.best_epoch}: validation loss {model.training['best_validation_loss']:.3f}, "
+                    f"top-1 {model.training['best_validation_top1']:.3f} on {len(validation)} conversations"
+                )
+            else:
+                steps = config.q.steps
+                outcome = train_outcome(
+                    train, embedder, config, lambda step, loss: update(kind.value, step, steps, loss)
+                )
+                model = outcome.model
+                summary = f"{outcome.steps} steps of {outcome.conversations} conversations with an outcome"
+    except ValueError as error:
+        fail(str(error))
+    model.save(out)
+    say(f"trained {kind.value} next-best-action on {len(train)} conversations ({summary}); wrote {out}")
+
+
+@nba_app.command("eval")
+def nba_eval(
+    model_folder: Annotated[Path, typer.Argument(help="A trained next-best-action model folder.", show_default=False)],
+    logs: FileArg,
+    split: Annotated[str, typer.Option(help="meta.split of the conversations to evaluate on ('all': every one).")] = (
+        "test"
+    ),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """Top-1 and top-3 accuracy of the model's ranking against the logged action of every labelled agent message
+    of the split, each predicted from the conversation before it."""
+    from convoplan.actions.nba import evaluate_next_actions, load_nba
+    from convoplan.embed import SentenceEmbedder
+
+    try:
+        model = load_nba(model_folder, SentenceEmbedder(cache_dir=model_folder.parent / "embeddings"))
+    except ValueError as error:
+        fail(str(error))
+    conversations = load(logs, skip_invalid)
+    chosen = _labelled(conversations if split == "all" else _split(conversations, split))
+    if not chosen:
+        fail(f"{logs}: no conversations with meta.split == {split!r} whose agent turns carry actions")
+    with errors.status("predicting"):
+        accuracy = evaluate_next_actions(model, chosen)
+    if as_json:
+        say(json.dumps({"model": str(model_folder), "kind": model.kind, "split": split, **accuracy.to_dict()}))
+        return
+    say(
+        f"{model.kind} next-best-action on {accuracy.targets} labelled agent messages of {accuracy.conversations} "
+        f"conversations ({split}): top-1 {accuracy.top1:.3f}, top-3 {accuracy.top3:.3f}"
+        + (f"; {accuracy.unseen} with an action unknown to the model" if accuracy.unseen else "")
+    )
