@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -78,7 +77,7 @@ def dm_train(
     Runs unchanged under `torchrun --nproc_per_node N -m convoplan.cli dm train ...` (gloo, DDP): each process
     trains on its share of every batch, and the averaged gradient equals the single-process one.
     """
-    from convoplan.dm.checkpoint import load_network, save_policy
+    from convoplan.dm.checkpoint import load_network, save_policy, training_record
     from convoplan.dm.train import QConfig, SupervisedConfig, prepare, train_q, train_supervised
     from convoplan.embed import SentenceEmbedder
 
@@ -102,13 +101,8 @@ def dm_train(
                 result = train_q(data, config, supervised=guide, init=warm[0] if warm else None, progress=track)
     except ValueError as error:
         fail(str(error))
-    training = {
-        "config": dataclasses.asdict(config),
-        "logs": str(logs),
-        "first_loss": result.losses[0],
-        "final_loss": result.losses[-1],
-        "transitions_per_second": result.transitions_per_second,
-    }
+    rate = result.transitions_per_second
+    training = training_record(config, result.losses, result.seconds, transitions_per_second=rate, logs=str(logs))
     save_policy(out, algorithm.value, result.network, config.network, data.table.space, training)
     say(
         f"trained {algorithm.value} on {data.table.steps} steps of {len(conversations)} conversations: "

@@ -22,7 +22,7 @@ from convoplan.dm.networks import QNetwork, RNNConfig
 from convoplan.embed import SentenceEmbedder, shared_embedder
 from convoplan.schema import Candidate, Conversation, Turn
 
-__all__ = ["RNNPolicy", "load_policy", "save_policy"]
+__all__ = ["RNNPolicy", "load_policy", "save_policy", "training_record"]
 
 FORMAT = "convoplan-dm/1"
 
@@ -47,6 +47,17 @@ class RNNPolicy:
         with torch.no_grad():
             q = self.network(batch)[-1]  # the pending step is the last one
         return [float(v) for v in q[: len(candidates)]]
+
+
+def training_record(config: Any, losses: list[float], seconds: float, **extra: Any) -> dict[str, Any]:
+    """What a checkpoint's config.json says about how it was trained (`extra`: throughput, the logs used...)."""
+    return {
+        "config": asdict(config),
+        "first_loss": losses[0],
+        "final_loss": losses[-1],
+        "seconds": seconds,
+        **extra,
+    }
 
 
 def save_policy(

@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from convoplan.compose.loop import ComposerConfig
-from convoplan.dm.checkpoint import RNNPolicy, save_policy
+from convoplan.dm.checkpoint import RNNPolicy, save_policy, training_record
 from convoplan.dm.crossencoder import save_cross_encoder
 from convoplan.dm.train import Dataset, QConfig, SupervisedConfig, TrainResult, prepare, train_q, train_supervised
 from convoplan.dm.train_crossencoder import (
@@ -83,14 +83,8 @@ def _simulate(world: World, dm_spec: Any, name: str, config: PipelineConfig, see
 
 
 def _save(out: Path, name: str, result: TrainResult, data: Dataset, config: Any, extra: dict[str, Any]) -> Path:
-    training = {
-        "config": asdict(config),
-        "final_loss": result.losses[-1],
-        "first_loss": result.losses[0],
-        "seconds": result.seconds,
-        "transitions_per_second": result.transitions_per_second,
-        **extra,
-    }
+    rate = result.transitions_per_second
+    training = training_record(config, result.losses, result.seconds, transitions_per_second=rate, **extra)
     return save_policy(out / name, name, result.network, config.network, data.table.space, training)
 
 
@@ -183,14 +177,8 @@ def _save_cross_encoder(
     extra: dict[str, Any],
 ) -> Path:
     """Save a cross-encoder DM; `config.model` is its architecture (E2E's is set to its warm start's)."""
-    training = {
-        "config": asdict(config),
-        "first_loss": result.losses[0],
-        "final_loss": result.losses[-1],
-        "seconds": result.seconds,
-        "examples_per_second": result.examples_per_second,
-        **extra,
-    }
+    rate = result.examples_per_second
+    training = training_record(config, result.losses, result.seconds, examples_per_second=rate, **extra)
     return save_cross_encoder(
         out / name, name, result.model, result.tokenizer, config.model, data.table.space, training
     )
