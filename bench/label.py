@@ -81,6 +81,9 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--finetune", action="store_true", help="also fine-tune the encoder (published set)")
     parser.add_argument("--star-train", type=int, default=0, help="cap STAR training dialogues (0 = all)")
+    parser.add_argument(
+        "--sections", default="persuasion,cv,star,speed", help="which parts to run (comma-separated, default all)"
+    )
     args = parser.parse_args()
     embedder = SentenceEmbedder(cache_dir=args.cache)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -94,28 +97,45 @@ def main() -> None:
         ("published set (10 strategies + non-strategy)", published),
     ]
     if args.finetune:
-        settings.append(
-            ("published set, encoder fine-tuned", LabellerConfig(**{**published.__dict__, "finetune": True}))
-        )
+        settings.append(("published set, encoder fine-tuned", replace(published, finetune=True)))
     print("| PersuasionForGood labels | test messages | accuracy | macro-F1 | ECE | seconds |")
     print("|---|---|---|---|---|---|")
-    summary = {}
+    summary: dict[str, object] = {}
     for name, config in settings:
         start = time.perf_counter()
         classifier, _ = train_labeller(split(annotated, "train"), split(annotated, "validation"), config, embedder)
         metrics = evaluate_labeller(classifier, split(annotated, "test"))
         print(row(name, metrics, time.perf_counter() - start))
         summary[name] = metrics.__dict__
-    print(f"\n{args.folds}-fold cross-validation by dialogue (all 300 annotated dialogues; mean ± sd over folds):\n")
+    sections = set(args.sections.split(","))
+    if "cv" in sections:
+        print_cross_validation(annotated, settings[:2], embedder, args.folds, summary)
+    if "star" in sections:
+        star_section(args, embedder, summary)
+    if "speed" in sections:
+        speed_section(annotated, persuasion, published, embedder, summary)
+    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
+
+
+def print_cross_validation(
+    annotated: list[Conversation],
+    settings: list[tuple[str, LabellerConfig]],
+    embedder: SentenceEmbedder,
+    folds: int,
+    summary: dict[str, object],
+) -> None:
+    print(f"\n{folds}-fold cross-validation by dialogue (all 300 annotated dialogues; mean ± sd over folds):\n")
     print("| PersuasionForGood labels | accuracy | macro-F1 |")
     print("|---|---|---|")
-    for name, config in settings[:2]:
-        folds = cross_validate(annotated, config, embedder, args.folds)
-        accuracy = np.array([m.accuracy for m in folds]) * 100
-        f1 = np.array([m.macro_f1 for m in folds]) * 100
+    for name, config in settings:
+        results = cross_validate(annotated, config, embedder, folds)
+        accuracy = np.array([m.accuracy for m in results]) * 100
+        f1 = np.array([m.macro_f1 for m in results]) * 100
         print(f"| {name} | {accuracy.mean():.1f} ± {accuracy.std():.1f} | {f1.mean():.1f} ± {f1.std():.1f} |")
         summary[f"cv: {name}"] = {"accuracy": accuracy.tolist(), "macro_f1": f1.tolist()}
 
+
+def star_section(args: argparse.Namespace, embedder: SentenceEmbedder, summary: dict[str, object]) -> None:
     star = [c for c in read_jsonl(args.star) if any(t.action for t in c.turns)]
     train = split(star, "train")[: args.star_train or None]
     start = time.perf_counter()
@@ -129,6 +149,14 @@ def main() -> None:
     print(row("wizard actions from message text and context", metrics, time.perf_counter() - start))
     summary["star"] = metrics.__dict__
 
+
+def speed_section(
+    annotated: list[Conversation],
+    persuasion: list[Conversation],
+    published: LabellerConfig,
+    embedder: SentenceEmbedder,
+    summary: dict[str, object],
+) -> None:
     classifier, _ = train_labeller(split(annotated, "train"), split(annotated, "validation"), published, embedder)
     unlabelled = [c for c in persuasion if not c.meta.get("annotated")][:200]
     messages, labelling, encoding = throughput(classifier, unlabelled)
@@ -144,7 +172,6 @@ def main() -> None:
     )
     print(f"\nlabelling runs at {encoding / labelling:.2f} of the encoder's limit")
     summary["throughput"] = {"messages": messages, "labelling_s": labelling, "encoder_s": encoding}
-    (args.out / "summary.json").write_text(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":
