@@ -41,10 +41,19 @@ data: $(STAMP)
 	$(BIN)/convoplan data stats runs/data/persuasion.jsonl
 	$(BIN)/convoplan data stats runs/data/star.jsonl
 
-bench: $(STAMP)
+## Every benchmark of BENCHMARKS.md, in order (hours on 2 cores; each prints its markdown and the command).
+bench: data
 	$(BIN)/python bench/convert_star.py --src $(SHARED)/star
 	$(BIN)/python bench/world_property.py --conversations 1000
 	$(BIN)/python bench/fusion.py
+	$(BIN)/python bench/dm.py --out runs/bench-dm
+	$(BIN)/python bench/dm_speed.py --dms runs/bench-dm
+	$(BIN)/python bench/label.py --out runs/bench-label --finetune
+	$(BIN)/convoplan label train runs/data/persuasion.jsonl --out runs/labeller-p4g
+	$(BIN)/convoplan label apply runs/labeller-p4g runs/data/persuasion.jsonl --out runs/data/persuasion-labelled.jsonl
+	$(BIN)/python bench/callflow.py --out runs/bench-callflow --persuasion runs/data/persuasion-labelled.jsonl
+	$(BIN)/python bench/nba.py
+	$(BIN)/python bench/lm_train.py --data runs/data/persuasion.jsonl
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
