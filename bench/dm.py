@@ -64,6 +64,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=300, help="simulated users per arm of the A/B test")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-training", action="store_true", help="reuse the DMs already in --out")
+    parser.add_argument("--resume", action="store_true", help="go on from the stage a cut-off run reached")
     parser.add_argument("--set", action="append", default=[], help="override a PipelineConfig field (field=value)")
     args = parser.parse_args()
     world = animals_world()
@@ -74,7 +75,11 @@ def main() -> None:
             PipelineConfig(conversations=args.conversations, seed=args.seed, transformers=True), args.set
         )
         run_pipeline(
-            world, args.out, config, report=lambda message: print(f"[{time.perf_counter() - start:6.0f}s] {message}")
+            world,
+            args.out,
+            config,
+            report=lambda message: print(f"[{time.perf_counter() - start:6.0f}s] {message}", flush=True),
+            resume=args.resume,
         )
         print(f"pipeline: {time.perf_counter() - start:.0f} s")
 

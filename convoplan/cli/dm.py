@@ -32,6 +32,9 @@ def dm_pipeline(
     out: Annotated[Path, typer.Option(help="Folder for the logs and the trained DMs.")] = Path("runs/dm"),
     conversations: Annotated[int, typer.Option(min=2, help="Simulated conversations per collection round.")] = 400,
     seed: Annotated[int, typer.Option(help="Seed of the whole pipeline.")] = 0,
+    resume: Annotated[
+        bool, typer.Option(help="Reuse the logs and DMs a cut-off run left in --out; go on from the first stage left.")
+    ] = False,
     overrides: SetOption = None,
     show_config: ShowConfig = False,
     simulator: SimulatorOption = None,
@@ -45,7 +48,7 @@ def dm_pipeline(
     with progress_bar() as bar:
         try:
             checkpoints = run_pipeline(
-                world, out, config, report=lambda m: say(m, to=errors), progress=training_bar(bar)
+                world, out, config, report=lambda m: say(m, to=errors), progress=training_bar(bar), resume=resume
             )
         except ValueError as error:
             fail(str(error))

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from convoplan.compose.loop import ComposerConfig
-from convoplan.dm.checkpoint import RNNPolicy, save_policy, training_record
-from convoplan.dm.crossencoder import save_cross_encoder
+from convoplan.dm.checkpoint import RNNPolicy, load_network, load_policy, save_policy, training_record
+from convoplan.dm.crossencoder import CrossEncoder, CrossEncoderPolicy, save_cross_encoder
+from convoplan.dm.networks import QNetwork
 from convoplan.dm.train import Dataset, QConfig, SupervisedConfig, TrainResult, prepare, train_q, train_supervised
 from convoplan.dm.train_crossencoder import (
     CrossEncoderResult,
@@ -28,7 +29,7 @@ from convoplan.dm.train_crossencoder import (
     train_supervised_transformer,
 )
 from convoplan.embed import SentenceEmbedder
-from convoplan.schema import Conversation, write_jsonl
+from convoplan.schema import Conversation, read_jsonl, write_jsonl
 from convoplan.sim.arms import load_arm
 from convoplan.sim.run import SimulationConfig, World, simulate
 
@@ -95,8 +96,14 @@ def run_pipeline(
     embedder: SentenceEmbedder | None = None,
     report: Report | None = None,
     progress: TrainingProgress | None = None,
+    resume: bool = False,
 ) -> dict[str, Path]:
-    """Run the whole pipeline; return the checkpoint folder of every trained DM by name."""
+    """Run the whole pipeline; return the checkpoint folder of every trained DM by name.
+
+    With `resume`, logs and checkpoints already in `out` (from a run with the same config that was cut off) are
+    reused, and the run goes on from the first stage not finished. Every stage is seeded, so the result is the one
+    an uninterrupted run gives.
+    """
     out = Path(out)
     embedder = embedder or SentenceEmbedder(cache_dir=out / "embeddings")
     say = report or (lambda message: None)
@@ -105,44 +112,68 @@ def run_pipeline(
     def tracking(name: str, total: int) -> Callable[[int, float], None] | None:
         return None if progress is None else (lambda step, loss: progress(name, step, total, loss))
 
-    say(f"collecting {config.conversations} conversations with the {config.first_dm} DM")
-    first = _simulate(
-        world, load_arm(config.first_dm, random.Random(config.seed)), config.first_dm, config, config.seed
-    )
-    write_jsonl(out / "logs" / f"{config.first_dm}.jsonl", first)
+    def collect(name: str, dm: Any, seed: int) -> list[Conversation]:
+        path = out / "logs" / f"{name}.jsonl"
+        if resume and path.is_file():
+            say(f"reusing {path}")
+            return read_jsonl(path)
+        say(f"collecting {config.conversations} conversations with the {name} DM")
+        logs = _simulate(world, dm, name, config, seed)
+        write_jsonl(path, logs)
+        return logs
+
+    def finished(name: str) -> bool:
+        """With `resume`, a DM whose checkpoint is complete is loaded rather than trained again."""
+        if resume and (out / name / "config.json").is_file():
+            say(f"reusing {out / name}")
+            checkpoints[name] = out / name
+            return True
+        return False
+
+    first = collect(config.first_dm, load_arm(config.first_dm, random.Random(config.seed)), config.seed)
     first_data = prepare(first, embedder)
 
-    supervised_transformer: CrossEncoderResult | None = None
+    supervised_transformer: CrossEncoder | None = None
     if config.transformers:
-        say("training the supervised transformer DM")
-        track = tracking("supervised_transformer", config.supervised_transformer.steps)
-        supervised_transformer = train_supervised_transformer(first_data, config.supervised_transformer, track)
-        checkpoints["supervised_transformer"] = _save_cross_encoder(
-            out,
-            "supervised_transformer",
-            supervised_transformer,
-            first_data,
-            config.supervised_transformer,
-            {"logs": f"logs/{config.first_dm}.jsonl"},
+        if finished("supervised_transformer"):
+            reloaded = load_policy(out / "supervised_transformer")
+            assert isinstance(reloaded, CrossEncoderPolicy)
+            supervised_transformer = reloaded.model.train()
+        else:
+            say("training the supervised transformer DM")
+            track = tracking("supervised_transformer", config.supervised_transformer.steps)
+            pairs = train_supervised_transformer(first_data, config.supervised_transformer, track)
+            supervised_transformer = pairs.model
+            checkpoints["supervised_transformer"] = _save_cross_encoder(
+                out,
+                "supervised_transformer",
+                pairs,
+                first_data,
+                config.supervised_transformer,
+                {"logs": f"logs/{config.first_dm}.jsonl"},
+            )
+
+    if finished("supervised_rnn"):
+        supervised = load_network(out / "supervised_rnn")[0]
+    else:
+        say("training the supervised RNN DM")
+        rated = train_supervised(first_data, config.supervised, tracking("supervised_rnn", config.supervised.steps))
+        supervised = rated.network
+        checkpoints["supervised_rnn"] = _save(
+            out, "supervised_rnn", rated, first_data, config.supervised, {"logs": f"logs/{config.first_dm}.jsonl"}
         )
 
-    say("training the supervised RNN DM")
-    supervised = train_supervised(first_data, config.supervised, tracking("supervised_rnn", config.supervised.steps))
-    checkpoints["supervised_rnn"] = _save(
-        out, "supervised_rnn", supervised, first_data, config.supervised, {"logs": f"logs/{config.first_dm}.jsonl"}
-    )
-
-    say(f"collecting {config.conversations} conversations with the supervised DM")
-    policy = RNNPolicy(supervised.network, first_data.table.space, embedder)
-    second = _simulate(world, policy, "supervised_rnn", config, config.seed + 1)
-    write_jsonl(out / "logs" / "supervised_rnn.jsonl", second)
+    second = collect("supervised_rnn", RNNPolicy(supervised, first_data.table.space, embedder), config.seed + 1)
     data = prepare(second, embedder, first_data.table.space)
 
-    trained: dict[str, TrainResult] = {}
+    trained: dict[str, QNetwork] = {}
     for arm in config.arms:
         algorithm, regularised = arm.removesuffix("_cql"), arm.endswith("_cql")
         if algorithm not in ("saql", "caql"):
             raise ValueError(f"unknown RL DM {arm!r}: expected one of {', '.join(RL_ARMS)}")
+        if finished(arm):
+            trained[arm] = load_network(out / arm)[0]
+            continue
         say(f"training {arm}")
         q_config = replace(config.q, algorithm=algorithm, cql_alpha=config.cql_alpha if regularised else 0.0)  # type: ignore[arg-type]
         init = None
@@ -150,19 +181,17 @@ def run_pipeline(
             q_config = replace(q_config, steps=config.cql_steps)
             if algorithm not in trained:
                 plain = replace(q_config, cql_alpha=0.0, steps=config.q.steps)
-                trained[algorithm] = train_q(data, plain, progress=tracking(algorithm, plain.steps))
-            init = trained[algorithm].network
-        result = train_q(
-            data, q_config, supervised=supervised.network, init=init, progress=tracking(arm, q_config.steps)
-        )
-        trained[arm] = result
+                trained[algorithm] = train_q(data, plain, progress=tracking(algorithm, plain.steps)).network
+            init = trained[algorithm]
+        result = train_q(data, q_config, supervised=supervised, init=init, progress=tracking(arm, q_config.steps))
+        trained[arm] = result.network
         checkpoints[arm] = _save(out, arm, result, data, q_config, {"logs": "logs/supervised_rnn.jsonl"})
 
-    if supervised_transformer is not None:
+    if supervised_transformer is not None and not finished("e2e"):
         say("training e2e")
         # warm-started from the supervised transformer, so it reads its inputs the same way
         e2e_config = replace(config.e2e, model=config.supervised_transformer.model)
-        e2e = train_e2e(data, e2e_config, init=supervised_transformer.model, progress=tracking("e2e", e2e_config.steps))
+        e2e = train_e2e(data, e2e_config, init=supervised_transformer, progress=tracking("e2e", e2e_config.steps))
         extra = {"logs": "logs/supervised_rnn.jsonl"}
         checkpoints["e2e"] = _save_cross_encoder(out, "e2e", e2e, data, e2e_config, extra)
     return checkpoints

@@ -180,6 +180,7 @@ def _loop(
     model = _wrap(network, world)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     draw = np.random.default_rng(seed)
+    torch.manual_seed(seed)  # dropout: the same run whatever ran before it in this process (e.g. a resumed pipeline)
     losses, transitions = [], 0
     start = time.perf_counter()
     model.train()

@@ -7,6 +7,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
 from typer.testing import CliRunner
 
 from convoplan.cli import app
@@ -91,6 +92,27 @@ def test_pipeline_trains_and_ab_evaluates_with_plugged_in_people(tmp_path: Path)
     assert result.exit_code == 0, result.output
     assert "saql" in (report / "report.md").read_text()
     assert all(c.turns[0].text == "tell me about owls" for c in read_jsonl(report / "saql.jsonl"))
+
+
+def test_resume_goes_on_where_a_run_stopped(tmp_path: Path) -> None:
+    """A run cut off after SAQL resumes without retraining what it finished and ends with the same DMs."""
+    from safetensors.torch import load_file
+
+    out = tmp_path / "dm"
+    command = ["dm", "pipeline", "--out", str(out), "--conversations", "4"]
+    overrides = [arg for item in [*TINY, "arms=saql,saql_cql"] for arg in ("--set", item)]
+    assert runner.invoke(app, [*command, *overrides]).exit_code == 0
+    complete = load_file(out / "saql_cql" / "model.safetensors")
+    saql_written = (out / "saql" / "config.json").stat().st_mtime_ns
+    for path in (out / "saql_cql").iterdir():
+        path.unlink()
+    (out / "saql_cql").rmdir()
+    result = runner.invoke(app, [*command, "--resume", *overrides])
+    assert result.exit_code == 0, result.output
+    assert f"reusing {out / 'saql'}" in result.stderr and "training saql_cql" in result.stderr
+    assert "collecting" not in result.stderr and (out / "saql" / "config.json").stat().st_mtime_ns == saql_written
+    resumed = load_file(out / "saql_cql" / "model.safetensors")
+    assert all(torch.allclose(complete[k], resumed[k], atol=1e-5) for k in complete)
 
 
 def test_train_command_warm_starts_and_rejects_bad_overrides(tmp_path: Path, animal_logs: list) -> None:  # type: ignore[type-arg]
