@@ -7,7 +7,7 @@ from convoplan.cli.data import data_app
 from convoplan.cli.dm import dm_app
 from convoplan.cli.experiment import experiment_app
 from convoplan.cli.label import label_app
-from convoplan.cli.lm import lm_app
+from convoplan.cli.lm import lm_app, suggest_command
 from convoplan.cli.nba import nba_app
 from convoplan.cli.world import chat, demo, world_app
 
@@ -28,3 +28,4 @@ app.add_typer(nba_app, name="nba")
 app.add_typer(lm_app, name="lm")
 app.command("chat")(chat)
 app.command("demo")(demo)
+app.command("suggest")(suggest_command)

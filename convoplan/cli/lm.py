@@ -1,4 +1,5 @@
-"""`convoplan lm`: train the action-directed language model (or its vanilla baseline) on canonical conversations."""
+"""`convoplan lm`: train the action-directed language model (or its vanilla baseline) on canonical conversations;
+`convoplan suggest` (`suggest_command`): suggest the agent's next message with a trained one."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from convoplan.cli.common import SetOption, ShowConfig, SkipInvalid, configured,
 if TYPE_CHECKING:
     from convoplan.lm.train import Progress
 
-__all__ = ["lm_app"]
+__all__ = ["lm_app", "suggest_command"]
 
 lm_app = typer.Typer(
     help="The action-directed language model: train it, or its vanilla baseline, on canonical conversations.",
@@ -83,6 +84,59 @@ def lm_train(
         f"loss {state.losses[0]:.3f} -> {state.losses[-1]:.3f}{best}; "
         f"{result.tokens_per_second:,.0f} tokens/s; {result.parameters:,} parameters; wrote {out}"
     )
+
+
+def suggest_command(
+    model: Annotated[Path, typer.Option(help="An LM folder written by `convoplan lm train`.")],
+    conversation: Annotated[
+        Path, typer.Option(help="Canonical conversations (.jsonl): the history is the first one, or --id's.")
+    ],
+    labeller: Annotated[
+        Path | None, typer.Option(help="A labeller folder: labels the history's unlabelled agent messages first.")
+    ] = None,
+    nba: Annotated[
+        Path | None, typer.Option(help="A next-best-action folder: predicts the action when --action is not given.")
+    ] = None,
+    action: Annotated[str | None, typer.Option(help="Write the message for this action (no prediction).")] = None,
+    n: Annotated[int, typer.Option(help="How many suggestions.", min=1)] = 3,
+    conversation_id: Annotated[str | None, typer.Option("--id", help="Which conversation of the file.")] = None,
+    turns: Annotated[
+        int | None, typer.Option(help="Use only the first TURNS messages as the history (default: all).", min=0)
+    ] = None,
+    seed: Annotated[int | None, typer.Option(help="Seed of the sampling (reproducible suggestions).")] = None,
+    overrides: SetOption = None,
+    show_config: ShowConfig = False,
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """Suggest the agent's next message after a conversation: label its history, predict the next action (or take
+    --action), and sample N messages in one batch; without an action (none predicted, a low score, or one the model
+    has no tag for) they are written as a plain LM would."""
+    from dataclasses import replace
+
+    from convoplan.lm.suggest import SuggestConfig, Suggester
+
+    config = configured(SuggestConfig(n=n), overrides, show_config)
+    if seed is not None:
+        config = replace(config, sampling=replace(config.sampling, seed=seed))
+    conversations = load(conversation, skip_invalid)
+    chosen = [c for c in conversations if conversation_id is None or c.id == conversation_id]
+    if not chosen:
+        fail(f"{conversation}: no conversation" + (f" {conversation_id!r}" if conversation_id else ""))
+    history = chosen[0].turns[:turns]
+    try:
+        suggester = Suggester.load(model, labeller, nba, config)
+        labelled = suggester.label(history)
+        plan = suggester.plan(labelled, action)
+        suggestions = suggester.write(labelled, plan)
+    except ValueError as error:
+        fail(str(error))
+    pairs = zip(history, labelled.turns, strict=True)
+    newly = sum(before.action is None and after.action is not None for before, after in pairs)
+    say(f"{chosen[0].id}: {len(history)} messages of history, {newly} given an action by the labeller", to=errors)
+    say(f"action: {plan.action or 'none'} ({plan.reason})")
+    for number, suggestion in enumerate(suggestions, 1):
+        cut = "" if suggestion.finished else " [cut at max_new_tokens]"
+        say(f"{number}. ({suggestion.score:.2f}) {suggestion.text}{cut}")
 
 
 def _is_main_process() -> bool:

@@ -1,0 +1,358 @@
+"""Evaluation of the action-directed LM against the vanilla one: BLEU per action and action adherence.
+
+For every agent message of a test split that carries an action (by default a human label), the message is written
+again from its true history by three systems:
+
+- **vanilla**: the vanilla LM (same architecture and data, no action tags);
+- **true action**: the action-directed LM with the message's own action (the oracle next action);
+- **predicted action**: the action-directed LM with a next-action model's top action for that history, falling
+  back to no action as suggestions do (no ranking, a score under the threshold, or an action without a tag).
+
+Each system is scored by corpus BLEU (sacrebleu, default settings: 13a tokenisation, one reference) against the
+logged messages, overall and per action category (the category of a message is its true action), and by
+**adherence**: the share of its messages that the labeller, reading them in their history, assigns to the
+*intended* action, which is the true action for vanilla and true-action rows, and the predicted action (whether or
+not it directed generation) for the predicted row.
+
+Decoding is greedy by default (`EvalConfig.sampling.do_sample = False`), so a run is deterministic; with sampling
+the seed in the sampling config makes it repeatable. Messages are generated in batches of prompts of similar
+length (`generate_messages`), in one call per batch.
+
+The result (`LMEvalReport`) is a markdown table, a JSON dump and a per-action bar chart (PNG, matplotlib's Agg
+backend), written atomically by `write`. The scoring (`score_systems`) only needs texts and a labeller, so it can
+be checked by hand on a fixture.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import random
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from convoplan.actions.protocols import Labeller, NextActionModel
+from convoplan.atomic import atomic_write, atomic_write_bytes
+from convoplan.lm.generate import SamplingConfig, generate_messages, prompt_budget
+from convoplan.lm.model import LanguageModel
+from convoplan.schema import Conversation, Turn
+
+__all__ = [
+    "ALL",
+    "SYSTEMS",
+    "EvalConfig",
+    "LMEvalReport",
+    "LMWriter",
+    "MessageWriter",
+    "Score",
+    "Target",
+    "evaluate_lm",
+    "predicted_actions",
+    "score_systems",
+    "targets",
+]
+
+VANILLA, TRUE, PREDICTED = "vanilla", "true action", "predicted action"
+SYSTEMS = (VANILLA, TRUE, PREDICTED)
+ALL = "all"
+"""The row over every message."""
+
+
+@dataclass
+class EvalConfig:
+    """Which messages are written again, and how."""
+
+    sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(do_sample=False))
+    """Decoding of every system (default greedy: deterministic; with sampling, its seed makes runs repeatable)."""
+    batch_size: int = 16
+    """Prompts per generate call."""
+    split: str = "test"
+    """The `meta.split` of the conversations whose messages are written again."""
+    human_labels_only: bool = True
+    """Only messages whose action is a human label (`action_source` None), not a labeller's guess."""
+    max_messages: int = 0
+    """Evaluate a seeded random sample of this many messages; 0 = all."""
+    seed: int = 0
+    """Seed of that sample."""
+    threshold: float = 0.0
+    """Least next-action score for the predicted action to direct generation (as `SuggestConfig.threshold`)."""
+    chart_actions: int = 20
+    """Action categories in the bar chart (the most frequent; the tables list all)."""
+
+
+@dataclass(frozen=True)
+class Target:
+    """One logged agent message to write again."""
+
+    history: Conversation
+    """The conversation up to the message (its turns before it)."""
+    reference: str
+    """The logged message."""
+    action: str
+    """Its true action."""
+
+
+def targets(conversations: Sequence[Conversation], config: EvalConfig) -> list[Target]:
+    """The agent messages with an action in `config.split`, in corpus order (a seeded sample if `max_messages`)."""
+    found = []
+    for conversation in conversations:
+        if conversation.meta.get("split") != config.split:
+            continue
+        for index, turn in enumerate(conversation.turns):
+            human = turn.action_source is None
+            if turn.speaker == "agent" and turn.action is not None and (human or not config.human_labels_only):
+                history = Conversation(
+                    id=f"{conversation.id}#{index}",
+                    domain=conversation.domain,
+                    turns=conversation.turns[:index],
+                    meta=conversation.meta,
+                )
+                found.append(Target(history, turn.text, turn.action))
+    if 0 < config.max_messages < len(found):
+        keep = sorted(random.Random(config.seed).sample(range(len(found)), config.max_messages))
+        found = [found[i] for i in keep]
+    return found
+
+
+class MessageWriter(Protocol):
+    """Writes the next agent message after each history, for an action (None: without one)."""
+
+    def write(self, histories: Sequence[Conversation], actions: Sequence[str | None]) -> list[str]: ...
+
+
+class LMWriter:
+    """A `MessageWriter` from a loaded LM: batched generation over prompts sorted by length (less padding)."""
+
+    def __init__(self, lm: LanguageModel, sampling: SamplingConfig, batch_size: int = 16) -> None:
+        self.lm = lm
+        self.sampling = sampling
+        self.batch_size = batch_size
+
+    def write(self, histories: Sequence[Conversation], actions: Sequence[str | None]) -> list[str]:
+        codec, budget = self.lm.codec, prompt_budget(self.lm, self.sampling)
+        # An action without a tag (or any action, for a vanilla model) is written without one: the fallback.
+        prompts = [
+            codec.prompt(history.turns, action if action in codec.actions else None, budget)
+            for history, action in zip(histories, actions, strict=True)
+        ]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        texts = [""] * len(prompts)
+        for start in range(0, len(order), self.batch_size):
+            rows = order[start : start + self.batch_size]
+            batch = generate_messages(self.lm, [prompts[r] for r in rows], self.sampling)
+            for row, (message,) in zip(rows, batch, strict=True):
+                texts[row] = message.text
+        return texts
+
+
+def predicted_actions(
+    nba: NextActionModel, histories: Sequence[Conversation], threshold: float, known: Sequence[str] | Mapping[str, int]
+) -> tuple[list[str | None], list[str | None]]:
+    """(intended, directing) action per history: the model's top action, and the action that directs generation
+    (None when there is no ranking, the top score is under `threshold`, or the action is not in `known`)."""
+    intended: list[str | None] = []
+    directing: list[str | None] = []
+    for ranking in nba.next_actions(histories):
+        top = ranking[0] if ranking else None
+        intended.append(top.action if top is not None else None)
+        ok = top is not None and top.score >= threshold and top.action in known
+        directing.append(top.action if ok and top is not None else None)
+    return intended, directing
+
+
+@dataclass(frozen=True)
+class Score:
+    messages: int
+    bleu: float
+    """Corpus BLEU (0-100)."""
+    adherence: float
+    """Share of messages the labeller assigns to the intended action (0-1)."""
+
+
+def _cell(value: float, spec: str) -> str:
+    return "n/a" if math.isnan(value) else format(value, spec)
+
+
+@dataclass(frozen=True)
+class LMEvalReport:
+    """Scores per system, overall (`ALL`) and per action; markdown, JSON and a bar chart."""
+
+    title: str
+    systems: tuple[str, ...]
+    actions: tuple[str, ...]
+    """Action categories, most frequent first."""
+    scores: dict[str, dict[str, Score]]
+    """system -> ALL or action -> Score."""
+    notes: tuple[str, ...] = ()
+    messages: tuple[dict[str, Any], ...] = ()
+    """Every message: id, true action, reference, and per system the text, intended and assigned action."""
+
+    def markdown(self, level: int = 2) -> str:
+        lines = [f"{'#' * level} {self.title}", "", *(f"- {note}" for note in self.notes)]
+        lines += ["", "| system | messages | BLEU | adherence |", "|---|---:|---:|---:|"]
+        for system in self.systems:
+            s = self.scores[system][ALL]
+            lines.append(f"| {system} | {s.messages} | {s.bleu:.2f} | {_cell(s.adherence, '.1%')} |")
+        head = " | ".join(f"BLEU {s}" for s in self.systems) + " | " + " | ".join(f"adh. {s}" for s in self.systems)
+        lines += ["", f"| action | messages | {head} |", "|---|---:|" + "---:|" * (2 * len(self.systems))]
+        for action in self.actions:
+            row = [self.scores[s][action] for s in self.systems]
+            bleu = " | ".join(f"{r.bleu:.2f}" for r in row)
+            adherence = " | ".join(_cell(r.adherence, ".0%") for r in row)
+            lines.append(f"| {action} | {row[0].messages} | {bleu} | {adherence} |")
+        return "\n".join(lines) + "\n"
+
+    def as_dict(self) -> dict[str, Any]:
+        def plain(score: Score) -> dict[str, Any]:
+            return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(score).items()}
+
+        return {
+            "title": self.title,
+            "notes": list(self.notes),
+            "systems": list(self.systems),
+            "actions": list(self.actions),
+            "scores": {s: {group: plain(score) for group, score in self.scores[s].items()} for s in self.systems},
+        }
+
+    def bar_chart_png(self, actions: int = 20) -> bytes:
+        """BLEU (top panel) and adherence (bottom) per action for every system: the `actions` most frequent
+        categories, then all messages."""
+        import numpy as np
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        groups = [*self.actions[:actions], ALL]
+        width = 0.8 / len(self.systems)
+        x = np.arange(len(groups))
+        figure = Figure(figsize=(max(6.0, 0.55 * len(groups) + 2), 6.5), layout="constrained")
+        FigureCanvasAgg(figure)
+        panels = figure.subplots(2, 1, sharex=True)
+        for k, system in enumerate(self.systems):
+            scores = [self.scores[system][g] for g in groups]
+            offset = x - 0.4 + width * (k + 0.5)
+            panels[0].bar(offset, [s.bleu for s in scores], width, label=system, color=f"C{k}")
+            panels[1].bar(offset, [100 * s.adherence for s in scores], width, label=system, color=f"C{k}")
+        panels[0].set_ylabel("BLEU")
+        panels[1].set_ylabel("adherence (%)")
+        panels[1].set_ylim(0, 100)
+        panels[0].legend(fontsize=8, frameon=False)
+        panels[1].set_xticks(x, [f"{g} ({self.scores[self.systems[0]][g].messages})" for g in groups])
+        panels[1].tick_params(axis="x", labelrotation=60, labelsize=7)
+        figure.suptitle(self.title)
+        buffer = io.BytesIO()
+        figure.savefig(buffer, format="png", dpi=100)
+        return buffer.getvalue()
+
+    def write(self, folder: str | Path, chart_actions: int = 20) -> dict[str, Path]:
+        """Write report.md, report.json, report.png and messages.jsonl (every written message) into `folder`, each
+        atomically."""
+        folder = Path(folder)
+        paths = {kind: folder / f"report.{kind}" for kind in ("md", "json", "png")} | {
+            "messages": folder / "messages.jsonl"
+        }
+        with atomic_write(paths["md"]) as stream:
+            stream.write(self.markdown())
+        with atomic_write(paths["json"]) as stream:
+            stream.write(json.dumps(self.as_dict(), indent=1, allow_nan=False) + "\n")
+        atomic_write_bytes(paths["png"], self.bar_chart_png(chart_actions))
+        with atomic_write(paths["messages"]) as stream:
+            stream.writelines(json.dumps(message, ensure_ascii=False) + "\n" for message in self.messages)
+        return paths
+
+
+def _bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+    import sacrebleu
+
+    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
+
+
+def _assigned(labeller: Labeller, histories: Sequence[Conversation], texts: Sequence[str]) -> list[str | None]:
+    """The labeller's action for each text read as the agent message after its history (one batched call)."""
+    read = [
+        Conversation(id=h.id, domain=h.domain, turns=[*h.turns, Turn(speaker="agent", text=text or " ")])
+        for h, text in zip(histories, texts, strict=True)
+    ]
+    verdicts = labeller.label(read)
+    return [(v[-1].action if v[-1] is not None else None) for v in verdicts]
+
+
+def score_systems(
+    found: Sequence[Target],
+    written: Mapping[str, Sequence[str]],
+    intended: Mapping[str, Sequence[str | None]],
+    labeller: Labeller,
+    *,
+    title: str = "Action-directed LM",
+    notes: Sequence[str] = (),
+) -> LMEvalReport:
+    """BLEU and adherence of each system's messages (`written[system]`, one per target) overall and per true
+    action; `intended[system]` is the action each message should carry (adherence counts a match with the
+    labeller's verdict; None never matches)."""
+    counts = Counter(t.action for t in found)
+    actions = tuple(sorted(counts, key=lambda a: (-counts[a], a)))
+    histories = [t.history for t in found]
+    scores: dict[str, dict[str, Score]] = {}
+    messages: list[dict[str, Any]] = [{"id": t.history.id, "action": t.action, "reference": t.reference} for t in found]
+    for system, texts in written.items():
+        assigned = _assigned(labeller, histories, texts)
+        for message, text, goal, verdict in zip(messages, texts, intended[system], assigned, strict=True):
+            message[system] = {"text": text, "intended": goal, "assigned": verdict}
+        hits = [a is not None and a == i for a, i in zip(assigned, intended[system], strict=True)]
+        rows = {ALL: list(range(len(found)))} | {a: [i for i, t in enumerate(found) if t.action == a] for a in actions}
+        scores[system] = {
+            group: Score(
+                len(members),
+                _bleu([texts[i] for i in members], [found[i].reference for i in members]),
+                sum(hits[i] for i in members) / len(members) if members else math.nan,
+            )
+            for group, members in rows.items()
+        }
+    return LMEvalReport(title, tuple(written), actions, scores, tuple(notes), tuple(messages))
+
+
+def evaluate_lm(
+    conversations: Sequence[Conversation],
+    action_lm: LanguageModel,
+    vanilla_lm: LanguageModel,
+    labeller: Labeller,
+    nba: NextActionModel,
+    config: EvalConfig | None = None,
+    *,
+    title: str = "Action-directed LM",
+) -> LMEvalReport:
+    """The three systems on `config.split` of `conversations` (see the module docstring)."""
+    config = config or EvalConfig()
+    found = targets(conversations, config)
+    if not found:
+        raise ValueError(f"no agent message with an action in split {config.split!r}")
+    histories = [t.history for t in found]
+    true = [t.action for t in found]
+    guess, directing = predicted_actions(nba, histories, config.threshold, action_lm.codec.actions)
+    directed = LMWriter(action_lm, config.sampling, config.batch_size)
+    written = {
+        VANILLA: LMWriter(vanilla_lm, config.sampling, config.batch_size).write(histories, [None] * len(found)),
+        TRUE: directed.write(histories, true),
+        PREDICTED: directed.write(histories, directing),
+    }
+    decoding = "greedy"
+    if config.sampling.do_sample:
+        sampling = config.sampling
+        decoding = f"sampled (temperature {sampling.temperature}, top-p {sampling.top_p}, seed {sampling.seed})"
+    which = " (human labels)" if config.human_labels_only else ""
+    agree = sum(g == t for g, t in zip(guess, true, strict=True)) / len(found)
+    notes = [
+        f"{len(found)} messages of split {config.split!r}{which}, {len(set(true))} actions; decoding {decoding}, "
+        f"at most {config.sampling.max_new_tokens} tokens",
+        f"predicted action = true action for {agree:.1%} of messages; "
+        f"{directing.count(None)} predicted-action messages fell back to no action",
+    ]
+    untagged = sum(a not in action_lm.codec.actions for a in true)
+    if untagged:
+        notes.append(f"{untagged} messages carry an action the LM has no tag for: written without an action")
+    return score_systems(
+        found, written, {VANILLA: true, TRUE: true, PREDICTED: guess}, labeller, title=title, notes=notes
+    )

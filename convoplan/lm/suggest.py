@@ -1,0 +1,188 @@
+"""Suggestions for the agent's next message: label the history, pick the next action, let the LM write it.
+
+The inference path of the action-directed system (`../shared/seeds/action-directed-gpt2.txt`; docs/lm.md):
+
+1. **Label** the agent messages of the history that carry no action yet, with a `Labeller` (optional): the model
+   was trained on labelled text, so the history it reads should be labelled the same way.
+2. **Plan** the next action: the one given by the caller, or else the top action of a `NextActionModel`. The
+   message is written *without* an action (the fallback: the model then acts as a plain LM) when there is no
+   next-action model, it ranks nothing, its top score is under `threshold`, the model has no tag for the action
+   (one never seen in training), or the model is the vanilla one.
+3. **Write** n messages for that action in one batched, KV-cached `generate` call (`generate_messages`), each
+   stopping at `<|end|>`.
+
+Each `Suggestion` carries its text, the action it was written for (None after a fallback), that action's score
+from the next-action model, and the message's mean token log-probability.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from convoplan.actions.protocols import Labeller, NextActionModel
+from convoplan.lm.generate import SamplingConfig, generate_messages, prompt_budget
+from convoplan.lm.model import LanguageModel
+from convoplan.schema import Conversation, Turn
+
+__all__ = ["History", "Plan", "SuggestConfig", "Suggester", "Suggestion", "suggest"]
+
+History = Conversation | Sequence[Turn]
+"""The conversation so far: a Conversation or its turns."""
+
+
+@dataclass
+class SuggestConfig:
+    """Suggestions for the next agent message."""
+
+    sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    """How each message is decoded (temperature, top-p, max_new_tokens = 40, seed)."""
+    n: int = 3
+    """Suggestions per request (sampled together in one batch)."""
+    threshold: float = 0.0
+    """Least score of the next-action model's top action for it to direct the message; under it the message is
+    written without an action. A supervised model scores probabilities, an outcome-driven one Q-values."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The action the next message is written for, and why."""
+
+    action: str | None
+    """The action that directs generation; None = written without an action."""
+    proposed: str | None
+    """The action asked for or predicted, before the fallback checks."""
+    score: float | None
+    """The next-action model's score of `proposed` (None when the caller gave the action)."""
+    source: Literal["given", "predicted", "none"]
+    reason: str
+    """In words: why this action, or why none."""
+
+
+@dataclass(frozen=True)
+class Suggestion:
+    text: str
+    action: str | None
+    """The action the message was written for; None when generation fell back to no action."""
+    action_score: float | None
+    """The next-action model's score of that action (None when given by the caller or after a fallback)."""
+    score: float
+    """Mean log-probability of the message's tokens under the LM (its end token included)."""
+    finished: bool
+    """Whether the message ended with `<|end|>` within `max_new_tokens` (else it was cut there)."""
+
+
+def _conversation(history: History) -> Conversation:
+    if isinstance(history, Conversation):
+        return history
+    return Conversation(id="history", domain="", turns=list(history))
+
+
+def _unlabelled(turn: Turn) -> bool:
+    """An agent message no one has looked at: no action and no labeller's verdict."""
+    return turn.speaker == "agent" and turn.action is None and turn.action_source is None
+
+
+class Suggester:
+    """A loaded action-directed LM with its (optional) labeller and next-action model."""
+
+    def __init__(
+        self,
+        lm: LanguageModel,
+        labeller: Labeller | None = None,
+        nba: NextActionModel | None = None,
+        config: SuggestConfig | None = None,
+    ) -> None:
+        self.lm = lm
+        self.labeller = labeller
+        self.nba = nba
+        self.config = config or SuggestConfig()
+
+    @classmethod
+    def load(
+        cls,
+        model: str | Path,
+        labeller: str | Path | None = None,
+        nba: str | Path | None = None,
+        config: SuggestConfig | None = None,
+    ) -> Suggester:
+        """From folders: an LM (`convoplan lm train`), a labeller (`convoplan label train`), a next-action model
+        (`convoplan nba train`); ValueError naming the folder when one cannot be loaded."""
+        from convoplan.lm.model import load_model
+
+        loaded_labeller = loaded_nba = None
+        if labeller is not None:
+            from convoplan.actions.labeller import load_labeller
+
+            loaded_labeller = load_labeller(labeller)
+        if nba is not None:
+            from convoplan.actions.nba import load_nba
+
+            loaded_nba = load_nba(nba)
+        return cls(load_model(model), loaded_labeller, loaded_nba, config)
+
+    def label(self, history: History) -> Conversation:
+        """The history with its unlabelled agent messages labelled (unchanged without a labeller or when none is
+        unlabelled). Human labels are never touched."""
+        conversation = _conversation(history)
+        if self.labeller is None or not any(_unlabelled(turn) for turn in conversation.turns):
+            return conversation
+        from convoplan.actions.labeller import apply_labels
+
+        (labelled,), _ = apply_labels([conversation], self.labeller)
+        return labelled
+
+    def plan(self, history: History, action: str | None = None) -> Plan:
+        """The action to write the next message for (`history` labelled already: see `label`)."""
+        if self.lm.codec.vanilla:
+            return Plan(None, action, None, "none", "vanilla model: it has no action tags")
+        score: float | None = None
+        if action is not None:
+            source: Literal["given", "predicted"] = "given"
+        elif self.nba is None:
+            return Plan(None, None, None, "none", "no next-action model: written without an action")
+        else:
+            (ranking,) = self.nba.next_actions([_conversation(history)])
+            if not ranking:
+                return Plan(None, None, None, "none", "the next-action model predicts no action")
+            action, score, source = ranking[0].action, ranking[0].score, "predicted"
+            if score < self.config.threshold:
+                why = f"{action} scores {score:.3g}, under the threshold {self.config.threshold:g}"
+                return Plan(None, action, score, "none", f"{why}: written without an action")
+        if action not in self.lm.codec.actions:
+            return Plan(None, action, score, "none", f"the model has no tag for {action!r}: written without an action")
+        return Plan(action, action, score, source, source if score is None else f"{source}, score {score:.3g}")
+
+    def prompt(self, history: History, action: str | None) -> list[int]:
+        """Token ids asking for the next agent message with `action` (left-truncated to leave room to write)."""
+        budget = prompt_budget(self.lm, self.config.sampling)
+        return self.lm.codec.prompt(_conversation(history).turns, action, budget)
+
+    def write(self, history: History, plan: Plan, n: int | None = None) -> list[Suggestion]:
+        """`n` (default: the config's) messages for a plan, sampled in one batched generate call."""
+        count = self.config.n if n is None else n
+        prompt = self.prompt(history, plan.action)
+        (messages,) = generate_messages(self.lm, [prompt], self.config.sampling, count)
+        score = plan.score if plan.action is not None else None
+        return [Suggestion(m.text, plan.action, score, m.score, m.finished) for m in messages]
+
+    def suggest(self, history: History, action: str | None = None, n: int | None = None) -> list[Suggestion]:
+        """Label the history, plan the action (`action`, or the next-action model's), write `n` messages."""
+        labelled = self.label(history)
+        return self.write(labelled, self.plan(labelled, action), n)
+
+
+def suggest(
+    lm: LanguageModel,
+    history: History,
+    action: str | None = None,
+    n: int = 3,
+    *,
+    labeller: Labeller | None = None,
+    nba: NextActionModel | None = None,
+    config: SuggestConfig | None = None,
+) -> list[Suggestion]:
+    """`n` suggestions for the agent message after `history` (see `Suggester`)."""
+    return Suggester(lm, labeller, nba, config).suggest(history, action, n)

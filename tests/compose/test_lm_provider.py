@@ -1,0 +1,136 @@
+"""The action-directed LM as a content provider: the LM's view of the loop's logs, one candidate per action from
+one generate call, a composed turn made of LM candidates, and the demo in the animals world end to end."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from convoplan.compose.fusion import ConcatFusion
+from convoplan.compose.lm_provider import QUESTION_KINDS, LMProvider, LMProviderConfig, lm_conversations, lm_turns
+from convoplan.compose.loop import STOP, Bot, ComposerConfig, DialogueState, Provider
+from convoplan.lm.generate import SamplingConfig
+from convoplan.lm.model import LanguageModel, ModelConfig, load_model
+from convoplan.lm.train import TrainConfig, train
+from convoplan.schema import Candidate, Conversation
+from convoplan.sim.lm_world import LMWorldConfig, lm_world_demo, transcript
+from convoplan.sim.run import SimulationConfig, simulate
+from convoplan.worlds.animals import animals_world
+from convoplan.worlds.animals.planning import HeuristicDM
+
+TINY_LM = TrainConfig(
+    model=ModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=128, dropout=0.0),
+    vocab_size=300,
+    batch_size=8,
+    lr=1e-2,
+    epochs=6,  # enough for a model of 16k parameters to write words rather than spaces
+    checkpoint_every=0,
+    device="cpu",
+)
+SHORT = LMProviderConfig(sampling=SamplingConfig(do_sample=False, max_new_tokens=10), keep_unfinished=True)
+
+
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def logs() -> list[Conversation]:
+    return list(simulate(animals_world(), HeuristicDM(), SimulationConfig(conversations=12, raters=1)))
+
+
+@pytest.fixture(scope="module")
+def lm(logs: list[Conversation], tmp_path_factory: pytest.TempPathFactory) -> LanguageModel:
+    torch.set_num_threads(1)
+    folder = tmp_path_factory.mktemp("animals") / "lm"
+    train(lm_conversations(logs), folder, TINY_LM)
+    return load_model(folder)
+
+
+def test_the_lm_reads_user_and_step_messages_without_the_closing_stop(logs: list[Conversation]) -> None:
+    turns = lm_turns(logs[0].turns)
+    assert all(t.action != STOP for t in turns) and all(not t.candidates for t in turns)
+    assert [t.text for t in turns] == [t.text for t in logs[0].turns if t.action != STOP]
+    assert any(t.speaker == "agent" and t.action == "ack" for c in lm_conversations(logs) for t in c.turns)
+
+
+def test_one_candidate_per_action_from_one_generate_call(
+    lm: LanguageModel, logs: list[Conversation], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    provider: Provider = LMProvider(lm, animals_world().lexicon, SHORT)  # the Provider protocol (checked by mypy)
+    assert isinstance(provider, LMProvider) and callable(provider.propose)
+    assert STOP not in provider.actions and {"fact", "quiz", "open_question"} <= set(provider.actions)
+    calls: list[dict[str, Any]] = []
+    original: Callable[..., Any] = lm.model.generate  # type: ignore[assignment]
+
+    def generate(**kwargs: Any) -> Any:
+        calls.append(kwargs)
+        return original(**kwargs)
+
+    monkeypatch.setattr(lm.model, "generate", generate)
+    state = DialogueState(turns=logs[0].turns[:6], focus="lion")
+    candidates = provider.propose(state)
+    (call,) = calls
+    assert call["input_ids"].shape[0] == len(provider.actions)  # one prompt per action, in one batch
+    assert [c.action for c in candidates] == [a for a in provider.actions if a in {c.action for c in candidates}]
+    for candidate in candidates:
+        assert candidate.provider == "lm" and candidate.text and "lm_score" in candidate.meta
+        kind = QUESTION_KINDS.get(candidate.action or "")
+        assert candidate.meta.get("question") == kind
+        if kind is None:
+            assert candidate.focus is not None  # content keeps the focus (or names another animal)
+
+
+def test_unknown_actions_are_refused(lm: LanguageModel) -> None:
+    with pytest.raises(ValueError, match="no tag"):
+        LMProvider(lm, config=replace(SHORT, actions=("fact", "dance")))
+    assert LMProvider(lm, config=replace(SHORT, actions=("fact",))).actions == ("fact",)
+
+
+class Prefer:
+    """Scores LM candidates by their action; anything else, and stop before two utterances, low."""
+
+    def __init__(self, scores: dict[str, float]) -> None:
+        self.scores = scores
+
+    def score(self, state: DialogueState, candidates: Sequence[Candidate]) -> list[float]:
+        return [self.scores.get(c.action or "", 0.0) if c.provider in ("lm", STOP) else -1.0 for c in candidates]
+
+
+def test_a_composed_turn_of_lm_candidates(lm: LanguageModel) -> None:
+    world = animals_world()
+    provider = LMProvider(lm, world.lexicon, SHORT)
+    dm = Prefer({"attribute": 3.0, "sound": 2.0, "fact": 2.5, STOP: 1.0})
+    bot = Bot([provider], dm, ConcatFusion(), world.lexicon, world.entity, ComposerConfig(max_utterances=2))
+    bot.hear("tell me about lions")
+    response = bot.respond()
+    assert not response.ends_conversation and len(response.chosen) == 2
+    assert all(c.provider == "lm" and c.action in ("attribute", "sound", "fact") for c in response.chosen)
+    assert [t.action for t in response.steps][-1] == STOP and response.text
+    assert response.chosen[0].text != response.chosen[1].text  # what was said is not offered again
+
+
+def test_the_demo_trains_on_the_world_and_composes_with_the_lm(tmp_path: Path) -> None:
+    lines: list[str] = []
+    config = LMWorldConfig(
+        conversations=10,
+        demo_conversations=1,
+        max_turns=3,
+        lm_only=True,
+        lm=TINY_LM,
+        provider=SHORT,
+    )
+    demo = lm_world_demo(tmp_path / "demo", config, report=lines.append)
+    assert demo.model.is_dir() and demo.logs.is_file() and demo.demo.is_file() and len(lines) == 3
+    assert len(demo.conversations) == 1 and demo.offered > 0 and demo.chosen == demo.steps > 0
+    shown = transcript(demo.conversations[0])
+    assert shown.startswith("user: ") and "by lm]" in shown
