@@ -7,6 +7,7 @@ is preserved, so the output lines match the input lines. Needs the optional extr
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,13 @@ def apply_labels_ray(
 
     read_labeller_config(folder)  # fail here, with a clear line, rather than inside an actor
     if not ray.is_initialized():
-        ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(
+            address=address,
+            num_cpus=cpus,
+            include_dashboard=False,
+            log_to_driver=False,
+            logging_level=logging.WARNING,  # our progress and errors are what the user reads, not Ray's INFO lines
+        )
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True
     context.enable_progress_bars = False
