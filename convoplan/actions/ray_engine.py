@@ -31,7 +31,11 @@ class _LabelBatch:
         from convoplan.actions.labeller import apply_labels
 
         labelled, _ = apply_labels([_parse(str(line)) for line in batch["line"]], self.labeller)
-        return {"line": np.array([to_json(c) for c in labelled], dtype=object)}
+        # Per conversation, what apply_labels counts: turns this labeller gave an action (human labels have no source).
+        counts = [
+            sum(t.action is not None and t.action_source == self.labeller.version for t in c.turns) for c in labelled
+        ]
+        return {"line": np.array([to_json(c) for c in labelled], dtype=object), "labelled": np.array(counts)}
 
 
 def apply_labels_ray(
@@ -70,9 +74,7 @@ def apply_labels_ray(
         num_cpus=1,
     ).take_all()
     labelled = [_parse(str(row["line"])) for row in rows]
-    before = sum(t.action is not None and t.action_source is not None for c in conversations for t in c.turns)
-    after = sum(t.action is not None and t.action_source is not None for c in labelled for t in c.turns)
-    return labelled, after - before
+    return labelled, sum(int(row["labelled"]) for row in rows)
 
 
 def _parse(line: str) -> Conversation:

@@ -22,11 +22,11 @@ from convoplan.cli.common import (
     progress_bar,
     say,
 )
+from convoplan.corpora.splits import in_split
 
 if TYPE_CHECKING:
     from convoplan.actions.labeller import ActionClassifier
     from convoplan.embed import SentenceEmbedder
-    from convoplan.schema import Conversation
 
 label_app = typer.Typer(
     help="Action labelling: train a classifier of agent messages, evaluate it, label the unlabelled ones.",
@@ -38,13 +38,6 @@ CacheOption = Annotated[
     Path, typer.Option("--cache", help="Sentence-embedding cache folder (shared by every command that embeds).")
 ]
 DEFAULT_CACHE = Path("runs/embeddings")
-
-
-def _split(conversations: list[Conversation], name: str) -> list[Conversation]:
-    """The conversations of one split (`meta.split`, else the deterministic hash split of the id)."""
-    from convoplan.corpora import split_of
-
-    return [c for c in conversations if (c.meta.get("split") or split_of(c.id)) == name]
 
 
 def _embedder(cache: Path) -> SentenceEmbedder:
@@ -83,7 +76,7 @@ def label_train(
 
     config = configured(LabellerConfig(), overrides, show_config)
     conversations = load(file, skip_invalid)
-    train, validation = _split(conversations, "train"), _split(conversations, "validation")
+    train, validation = in_split(conversations, "train"), in_split(conversations, "validation")
     with progress_bar() as bar:
         task = bar.add_task("training the labeller", total=config.epochs + config.finetune * config.finetune_epochs)
         done = 0
@@ -122,7 +115,7 @@ def label_eval(
 
     classifier = _labeller(model, cache)
     conversations = load(file, skip_invalid)
-    chosen = conversations if split == "all" else _split(conversations, split)
+    chosen = conversations if split == "all" else in_split(conversations, split)
     try:
         metrics = evaluate_labeller(classifier, chosen)
     except ValueError as error:

@@ -33,6 +33,11 @@ def split_of(conversation_id: str, seed: int = 0, fractions: tuple[float, float,
     return SPLITS[-1]
 
 
+def in_split(conversations: Iterable[Conversation], name: str, seed: int = 0) -> list[Conversation]:
+    """The conversations of split `name`: their `meta.split`, else the hash split of their id."""
+    return [c for c in conversations if (c.meta.get("split") or split_of(c.id, seed)) == name]
+
+
 def assign_splits(
     conversations: Iterable[Conversation],
     seed: int = 0,

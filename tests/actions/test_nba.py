@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import random
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -60,16 +59,6 @@ def cycle_conversation(index: int, rng: random.Random, split: str = "train") -> 
         turns.append(Turn(speaker="user", text="ok"))
         action = NEXT[action]
     return Conversation(id=f"c{index}", domain="test", turns=turns, meta={"split": split})
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """These models are tiny: with several intra-op threads on a busy machine, torch spends far more time waiting
-    for its threads than computing (one test took 60 s of CPU on 2 threads, under 1 s on one)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -8,21 +8,10 @@ import openpyxl
 import pytest
 
 from convoplan.corpora import read_persuasion
+from convoplan.corpora.persuasion import STRATEGIES as persuasion_strategies
 from convoplan.schema import Conversation, FormatError
 
-# The ten persuasion strategies of Wang et al. (2019), as labelled in 300_dialog.xlsx.
-STRATEGIES = {
-    "logical-appeal",
-    "emotion-appeal",
-    "credibility-appeal",
-    "foot-in-the-door",
-    "self-modeling",
-    "personal-story",
-    "donation-information",
-    "source-related-inquiry",
-    "task-related-inquiry",
-    "personal-related-inquiry",
-}
+STRATEGIES = set(persuasion_strategies)
 
 
 def test_real_corpus_counts_match_source_md(persuasion: list[Conversation]) -> None:

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 
 import pytest
-import torch
 
 from convoplan.lm.model import ModelConfig
 from convoplan.lm.train import TrainConfig
@@ -29,15 +27,6 @@ TINY = TrainConfig(
     checkpoint_every=4,
     device="cpu",
 )
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: the tiny models run no faster on more, and the machine is shared."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def synthetic(count: int = 48, seed: int = 0) -> list[Conversation]:
