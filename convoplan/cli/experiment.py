@@ -22,9 +22,7 @@ from convoplan.cli.common import (
     show_report,
 )
 from convoplan.compose.loop import DialogueManager
-from convoplan.schema import (
-    write_jsonl,
-)
+from convoplan.schema import Conversation, write_jsonl
 
 experiment_app = typer.Typer(
     help="A/B experiments: dialogue managers against a control on the same users (the RL paper's Table 3).",
@@ -100,26 +98,58 @@ def experiment_ab(
 
 @experiment_app.command("report")
 def experiment_report(
-    logs: Annotated[list[Path], typer.Option(help="An arm's canonical logs (.jsonl), named by its stem; repeat it.")],
-    control: Annotated[str, typer.Option(help="The control arm: the stem of one of the --logs files.")],
+    control: Annotated[str, typer.Option(help="The control arm: a --logs file's stem, or an arm stored in --db.")],
     out: Annotated[Path, typer.Option(help="Folder for report.md, report.json and report.png.")],
+    logs: Annotated[
+        list[Path] | None, typer.Option(help="An arm's canonical logs (.jsonl), named by its stem; repeat it.")
+    ] = None,
+    db: Annotated[
+        str | None,
+        typer.Option(help="A conversation store's URL (convoplan serve --db): its bot sessions, by stored arm."),
+    ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
     resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples per interval.")] = 2000,
     skip_invalid: SkipInvalid = False,
 ) -> None:
-    """The A/B report of existing logs (simulated, or stored sessions of a live experiment)."""
+    """The A/B report of existing logs: simulated ones (--logs), or the stored sessions of a live experiment (--db),
+    with the same Table-3 metrics and bootstrap intervals as `experiment ab`."""
     from convoplan.sim.experiment import ab_report
 
-    stems = [path.stem for path in logs]
-    if len(set(stems)) < len(stems):
-        fail("two --logs files have the same stem; arms are named by it")
-    if control not in stems:
-        fail(f"--control {control!r} is not the stem of a --logs file ({', '.join(stems)})")
-    if len(stems) < 2:
-        fail("give the control's logs and at least one arm's")
-    arms = {path.stem: load(path, skip_invalid) for path in logs}
+    if (logs is None) == (db is None):
+        fail("give either --logs files or a --db URL")
+    if db is not None:
+        arms = stored_arms(db)
+        source = f"--db {db}"
+    else:
+        assert logs is not None
+        stems = [path.stem for path in logs]
+        if len(set(stems)) < len(stems):
+            fail("two --logs files have the same stem; arms are named by it")
+        arms = {path.stem: load(path, skip_invalid) for path in logs}
+        source = "--logs"
+    if control not in arms:
+        fail(f"--control {control!r} is not an arm of {source} ({', '.join(arms) or 'none'})")
+    if len(arms) < 2:
+        fail(f"{source} holds one arm; the report needs the control and at least one other")
     try:
         report = ab_report(arms, control, resamples=resamples, seed=seed)
     except ValueError as error:
         fail(str(error))
     show_report(report, out)
+
+
+def stored_arms(url: str) -> dict[str, list[Conversation]]:
+    """The bot sessions of a conversation store, grouped by their stored arm (assist sessions are left out)."""
+    from convoplan.serve.store import Store
+
+    try:
+        store = Store(url)
+        conversations = list(store.conversations(mode="bot"))
+    except Exception as error:  # SQLAlchemy's errors are many; any means the store cannot be read
+        fail(f"--db {url}: {str(error).splitlines()[0]}")
+    store.close()
+    arms: dict[str, list[Conversation]] = {}
+    for conversation in conversations:
+        arms.setdefault(str(conversation.meta["arm"]), []).append(conversation)
+    say(f"read {len(conversations)} bot sessions from {url}: {', '.join(map(str, arms))}", to=errors)
+    return arms

@@ -155,6 +155,24 @@ class Bot:
         state.mentioned.extend(m for m in heard.mentions if m not in state.mentioned)
         return heard
 
+    def replay(self, turns: Sequence[Turn]) -> None:
+        """Rebuild the state from this bot's logged turns (a stored session after a server restart): each user
+        message is heard again (the NLU is deterministic) and each response's chosen utterances applied again, so
+        the focus, the open question and what was said are as they were. The logged turns themselves are kept."""
+        chosen: list[Candidate] = []
+        for turn in turns:
+            if turn.speaker == "user":
+                self.hear(turn.text)
+                self.state.turns[-1] = turn
+                continue
+            self.state.turns.append(turn)
+            if turn.action != STOP:
+                chosen.extend(c for c in turn.candidates if c.selected)
+            elif chosen:  # a response's closing message; a goodbye has no utterances
+                self.state.chosen = chosen
+                self._after_response(chosen)
+                chosen = []
+
     def _choose(self, scores: Sequence[float]) -> tuple[int, list[float]]:
         """Index of the chosen candidate and every candidate's probability of being chosen (epsilon-greedy)."""
         best = max(range(len(scores)), key=scores.__getitem__)

@@ -134,23 +134,32 @@ class Suggester:
         (labelled,), _ = apply_labels([conversation], self.labeller)
         return labelled
 
-    def plan(self, history: History, action: str | None = None) -> Plan:
-        """The action to write the next message for (`history` labelled already: see `label`)."""
+    def plans(self, history: History, action: str | None = None, k: int = 1) -> list[Plan]:
+        """The actions to write the next message for, best first (`history` labelled already: see `label`): the
+        given action, or the next-action model's top `k` that score at least the threshold. One plan without an
+        action (the fallback) when none qualifies."""
         if self.lm.codec.vanilla:
-            return Plan(None, action, None, "none", "vanilla model: it has no action tags")
-        score: float | None = None
+            return [Plan(None, action, None, "none", "vanilla model: it has no action tags")]
         if action is not None:
-            source: Literal["given", "predicted"] = "given"
-        elif self.nba is None:
-            return Plan(None, None, None, "none", "no next-action model: written without an action")
-        else:
-            (ranking,) = self.nba.next_actions([_conversation(history)])
-            if not ranking:
-                return Plan(None, None, None, "none", "the next-action model predicts no action")
-            action, score, source = ranking[0].action, ranking[0].score, "predicted"
-            if score < self.config.threshold:
-                why = f"{action} scores {score:.3g}, under the threshold {self.config.threshold:g}"
-                return Plan(None, action, score, "none", f"{why}: written without an action")
+            return [self._checked(action, None, "given")]
+        if self.nba is None:
+            return [Plan(None, None, None, "none", "no next-action model: written without an action")]
+        (ranking,) = self.nba.next_actions([_conversation(history)])
+        if not ranking:
+            return [Plan(None, None, None, "none", "the next-action model predicts no action")]
+        top = ranking[0]
+        if top.score < self.config.threshold:
+            why = f"{top.action} scores {top.score:.3g}, under the threshold {self.config.threshold:g}"
+            return [Plan(None, top.action, top.score, "none", f"{why}: written without an action")]
+        plans = [self._checked(r.action, r.score, "predicted") for r in ranking[:k] if r.score >= self.config.threshold]
+        directed = [plan for plan in plans if plan.action is not None]
+        return directed or plans[:1]
+
+    def plan(self, history: History, action: str | None = None) -> Plan:
+        """The one action to write the next message for (`plans` with k = 1)."""
+        return self.plans(history, action)[0]
+
+    def _checked(self, action: str, score: float | None, source: Literal["given", "predicted"]) -> Plan:
         if action not in self.lm.codec.actions:
             return Plan(None, action, score, "none", f"the model has no tag for {action!r}: written without an action")
         return Plan(action, action, score, source, source if score is None else f"{source}, score {score:.3g}")
@@ -162,11 +171,21 @@ class Suggester:
 
     def write(self, history: History, plan: Plan, n: int | None = None) -> list[Suggestion]:
         """`n` (default: the config's) messages for a plan, sampled in one batched generate call."""
+        return self.write_plans(history, [plan], n)[0]
+
+    def write_plans(self, history: History, plans: Sequence[Plan], n: int | None = None) -> list[list[Suggestion]]:
+        """`n` messages for each plan, all sampled in one batched generate call (the prompts differ only in the
+        action tag, so they have one length and need no padding)."""
         count = self.config.n if n is None else n
-        prompt = self.prompt(history, plan.action)
-        (messages,) = generate_messages(self.lm, [prompt], self.config.sampling, count)
-        score = plan.score if plan.action is not None else None
-        return [Suggestion(m.text, plan.action, score, m.score, m.finished) for m in messages]
+        prompts = [self.prompt(history, plan.action) for plan in plans]
+        written = generate_messages(self.lm, prompts, self.config.sampling, count)
+        return [
+            [
+                Suggestion(m.text, plan.action, plan.score if plan.action is not None else None, m.score, m.finished)
+                for m in group
+            ]
+            for plan, group in zip(plans, written, strict=True)
+        ]
 
     def suggest(self, history: History, action: str | None = None, n: int | None = None) -> list[Suggestion]:
         """Label the history, plan the action (`action`, or the next-action model's), write `n` messages."""

@@ -58,12 +58,15 @@ def conversation_metrics(conversation: Conversation) -> dict[str, float]:
     """Per-conversation counts: bot responses, answers to bot questions, explicit feedback, mean rating."""
     users = [turn.meta for turn in conversation.turns if turn.speaker == "user"]
     answers = [meta["answer"] for meta in users if meta.get("answer") is not None]
+    # Feedback is what the NLU read in a user message ("cool!") and, in stored live sessions, a feedback button
+    # pressed on a bot response (kept in that agent turn's meta by the store).
+    feedback = [turn.meta.get("feedback") for turn in conversation.turns]
     return {
         "length": float(sum(turn.action == "stop" for turn in conversation.agent_turns())),
         "cooperative_answers": float(sum(answer not in NON_COOPERATIVE for answer in answers)),
         "non_cooperative_answers": float(sum(answer in NON_COOPERATIVE for answer in answers)),
-        "positive_feedback": float(sum(meta.get("feedback") == "positive" for meta in users)),
-        "negative_feedback": float(sum(meta.get("feedback") == "negative" for meta in users)),
+        "positive_feedback": float(feedback.count("positive")),
+        "negative_feedback": float(feedback.count("negative")),
         "mean_rating": _mean_rating(conversation),
     }
 

@@ -1,0 +1,74 @@
+"""`convoplan serve`: the suggestion and bot API, the conversation store and the web console (docs/serve.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from convoplan.cli.common import SetOption, ShowConfig, configured, errors, fail, say
+
+if TYPE_CHECKING:
+    from convoplan.serve.app import ServeConfig
+
+__all__ = ["serve"]
+
+
+def serve(
+    artifacts: Annotated[
+        Path, typer.Option(help="Folder with serve.json and the trained models it names (convoplan demo writes one).")
+    ],
+    db: Annotated[
+        str,
+        typer.Option(help="Conversation store: a SQLAlchemy URL, e.g. postgresql+psycopg://user@127.0.0.1/convoplan."),
+    ] = "sqlite:///runs/serve.db",
+    host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
+    api_key: Annotated[
+        str | None, typer.Option(envvar="CONVOPLAN_API_KEY", help="Require this key on /v1/* (X-API-Key header).")
+    ] = None,
+    threads: Annotated[int, typer.Option(min=1, help="torch threads per request (small models: 1).")] = 1,
+    overrides: SetOption = None,
+    show_config: ShowConfig = False,
+) -> None:
+    """Serve trained artifacts: POST /v1/suggest (agent assist), /v1/sessions (the bot, A/B by user), the store,
+    /metrics, and the web console at /.
+
+    Example, after `convoplan demo --no-serve`:
+
+        convoplan serve --artifacts runs/demo/artifacts --db sqlite:///runs/serve.db
+    """
+    from convoplan.serve.app import ServeConfig
+
+    config = configured(ServeConfig(), overrides, show_config)
+    config.api_key = api_key
+    start_server(artifacts, db, host, port, config, threads)
+
+
+def start_server(artifacts: Path, db: str, host: str, port: int, config: ServeConfig, threads: int = 1) -> None:
+    """Load the artifacts, open the store, print the console's URL and serve until interrupted."""
+    import torch
+    import uvicorn
+
+    from convoplan.serve.app import create_app
+    from convoplan.serve.artifacts import Artifacts
+    from convoplan.serve.store import Store
+
+    torch.set_num_threads(threads)
+    try:
+        loaded = Artifacts.load(artifacts)
+    except ValueError as error:
+        fail(str(error))
+    if db.startswith("sqlite:///") and db != "sqlite:///:memory:":
+        Path(db.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        store = Store(db)
+        store.ping()
+    except Exception as error:  # SQLAlchemy's errors are many; any means the store cannot be used
+        fail(f"--db {db}: {str(error).splitlines()[0]}")
+    app = create_app(loaded, store, config)
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    say(f"serving {artifacts} (arms: {', '.join(loaded.manifest.arms)}; store: {db})", to=errors)
+    say(f"console: http://{shown}:{port}/console/   API docs: http://{shown}:{port}/docs   (Ctrl-C stops)")
+    uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,475 @@
+"""The HTTP API (FastAPI): agent-assist suggestions, bot sessions, feedback, health and metrics, and the console.
+
+    POST /v1/suggest                   the conversation so far (or a stored session) -> next actions, scores and
+                                       suggestions for each
+    POST /v1/sessions                  start a session: the user is assigned an A/B arm by a hash of their id
+    POST /v1/sessions/{id}/messages    bot mode: a user message -> the composed response with every step's
+                                       candidates and scores; assist mode: store a user or agent message
+    POST /v1/sessions/{id}/feedback    a thumbs up or down on a turn
+    GET  /v1/sessions/{id}             the session as a canonical conversation
+    GET  /healthz, GET /metrics        liveness (the store is reachable) and Prometheus text
+    GET  /                             the web console (convoplan/serve/console)
+
+Every turn is in the store before its answer leaves: a user message and the bot's response are written in one
+transaction, so a restart loses nothing, and a session whose bot is not in memory (after a restart, or evicted) is
+rebuilt from its stored turns (`Bot.replay`). Messages of one session are handled one at a time; sessions run in
+parallel on the server's worker threads.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import threading
+import time
+import uuid
+import weakref
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from pydantic import BaseModel, Field, JsonValue
+
+from convoplan.compose.loop import STOP, Bot
+from convoplan.lm.suggest import Plan, Suggestion
+from convoplan.schema import Candidate, Turn, to_json
+from convoplan.serve.artifacts import Artifacts
+from convoplan.serve.assignment import assign_arm
+from convoplan.serve.store import SessionRecord, Store, StoreError
+
+__all__ = ["ServeConfig", "create_app"]
+
+CONSOLE = Path(__file__).with_name("console")
+MAX_TEXT = 2000
+"""Characters in one message (longer ones get 422)."""
+MAX_ID = 200
+
+
+@dataclass
+class ServeConfig:
+    """Limits and options of the server."""
+
+    max_body_bytes: int = 64 * 1024
+    """Largest request body; a larger one gets 413."""
+    max_turns: int = 400
+    """Most turns in a session or a /v1/suggest conversation (each bot response stores one turn per utterance and
+    one closing turn); past it a message gets 422."""
+    api_key: str | None = None
+    """When set, /v1/* requires it in the X-API-Key header (or as a Bearer token)."""
+    cached_bots: int = 1000
+    """Bots kept in memory; a session whose bot was evicted is rebuilt from the store."""
+    salt: str = ""
+    """The experiment's salt in the arm assignment hash (change it to reshuffle users)."""
+    max_actions: int = 5
+    """Most next actions /v1/suggest writes suggestions for."""
+    max_suggestions: int = 5
+    """Most suggestions per action."""
+
+
+# --- request and response bodies ----------------------------------------------------------------------------
+
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT, pattern=r"\S")]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+
+
+class Message(BaseModel):
+    speaker: Literal["agent", "user"]
+    text: Text
+    action: Name | None = None
+
+
+class SuggestRequest(BaseModel):
+    conversation: list[Message] = Field(default_factory=list)
+    """The conversation so far (or give session_id to use a stored session's)."""
+    session_id: Name | None = None
+    action: Name | None = None
+    """Write for this action instead of the predicted ones."""
+    actions: int = Field(3, ge=1, le=20)
+    """Next actions to write suggestions for."""
+    n: int = Field(3, ge=1, le=20)
+    """Suggestions per action."""
+
+
+class SuggestionOut(BaseModel):
+    text: str
+    score: float
+    """Mean token log-probability under the LM."""
+    finished: bool
+
+
+class ActionOut(BaseModel):
+    action: str | None
+    """None: written without an action (fallback)."""
+    score: float | None
+    """The next-action model's score (None when given or after a fallback)."""
+    reason: str
+    suggestions: list[SuggestionOut]
+
+
+class SuggestResponse(BaseModel):
+    actions: list[ActionOut]
+    seconds: float
+
+
+class SessionRequest(BaseModel):
+    user_id: Name | None = None
+    """Decides the A/B arm (the same user always gets the same arm); a random one when absent."""
+    mode: Literal["bot", "assist"] = "bot"
+    meta: dict[str, JsonValue] = Field(default_factory=dict, max_length=50)
+
+
+class SessionOut(BaseModel):
+    id: str
+    user_id: str
+    arm: str
+    mode: str
+    created_at: str
+
+
+class MessageRequest(BaseModel):
+    text: Text
+    speaker: Literal["agent", "user"] = "user"
+    """Bot sessions take user messages only; assist sessions store either."""
+    action: Name | None = None
+    """An agent message's action (assist mode)."""
+    meta: dict[str, JsonValue] = Field(default_factory=dict, max_length=50)
+    """Stored with the turn, e.g. {"suggested": "...", "edited": true} when an agent sent a suggestion."""
+
+
+class CandidateOut(BaseModel):
+    text: str
+    action: str | None
+    provider: str | None
+    score: float | None
+    selected: bool
+
+
+class StepOut(BaseModel):
+    text: str
+    action: str | None
+    position: int
+    candidates: list[CandidateOut]
+
+
+class MessageResponse(BaseModel):
+    position: int
+    """The stored position of the message sent."""
+    response: str | None = None
+    """The bot's response (None in assist mode)."""
+    response_position: int | None = None
+    """Position of the response's closing turn (feedback goes there)."""
+    steps: list[StepOut] = Field(default_factory=list)
+    """Every composition step: the utterance chosen, its candidates and the DM's scores."""
+    ended: bool = False
+    """The bot ended the conversation."""
+
+
+class FeedbackRequest(BaseModel):
+    position: int = Field(ge=0)
+    """The turn the feedback is about (a bot response's `response_position`)."""
+    value: Literal["positive", "negative"]
+
+
+class SessionDetail(BaseModel):
+    session: SessionOut
+    conversation: dict[str, Any]
+    """The canonical conversation (docs/format.md)."""
+
+
+# --- sessions in memory -------------------------------------------------------------------------------------
+
+
+class _Sessions:
+    """Bots of live sessions (a bounded LRU cache) and one lock per session."""
+
+    def __init__(self, artifacts: Artifacts, store: Store, capacity: int) -> None:
+        self.artifacts, self.store, self.capacity = artifacts, store, capacity
+        self._bots: OrderedDict[str, Bot] = OrderedDict()
+        # A session's lock lives while a request holds it (or its bot is cached), so two requests of one session
+        # always share it.
+        self._locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
+        self._guard = threading.Lock()
+
+    def lock(self, session_id: str) -> threading.Lock:
+        with self._guard:
+            lock = self._locks.get(session_id)
+            if lock is None:
+                lock = self._locks[session_id] = threading.Lock()
+            return lock
+
+    def bot(self, record: SessionRecord) -> Bot:
+        """The session's bot (call under its lock): cached, or rebuilt from the stored turns."""
+        with self._guard:
+            bot = self._bots.get(record.id)
+            if bot is not None:
+                self._bots.move_to_end(record.id)
+                return bot
+        bot = self.artifacts.new_bot(record.arm, record.id)
+        bot.replay(self.store.turns(record.id))
+        self.keep(record.id, bot)
+        return bot
+
+    def keep(self, session_id: str, bot: Bot) -> None:
+        with self._guard:
+            self._bots[session_id] = bot
+            while len(self._bots) > self.capacity:
+                self._bots.popitem(last=False)
+
+    def forget(self, session_id: str) -> None:
+        with self._guard:
+            self._bots.pop(session_id, None)
+
+
+def _ended(turns: list[Turn]) -> bool:
+    """The bot said goodbye: its last response closed with no utterance chosen (and so no candidates)."""
+    return bool(turns) and turns[-1].speaker == "agent" and turns[-1].action == STOP and not turns[-1].candidates
+
+
+def _candidate_out(candidate: Candidate) -> CandidateOut:
+    return CandidateOut(
+        text=candidate.text,
+        action=candidate.action,
+        provider=candidate.provider,
+        score=candidate.score,
+        selected=candidate.selected,
+    )
+
+
+def _session_out(record: SessionRecord) -> SessionOut:
+    return SessionOut(
+        id=record.id, user_id=record.user_id, arm=record.arm, mode=record.mode, created_at=record.created_at.isoformat()
+    )
+
+
+def _action_out(plan: Plan, suggestions: list[Suggestion]) -> ActionOut:
+    return ActionOut(
+        action=plan.action,
+        score=plan.score if plan.action is not None else None,
+        reason=plan.reason,
+        suggestions=[SuggestionOut(text=s.text, score=s.score, finished=s.finished) for s in suggestions],
+    )
+
+
+# --- the app ------------------------------------------------------------------------------------------------
+
+
+def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = None) -> FastAPI:
+    """The API over loaded artifacts and a store (`convoplan serve` runs it with uvicorn)."""
+    config = config or ServeConfig()
+    app = FastAPI(
+        title="convoplan",
+        version="0.1.0",
+        description="Next actions and suggestions for agents, composed bot responses, and the conversation store.",
+    )
+    sessions = _Sessions(artifacts, store, config.cached_bots)
+    registry = CollectorRegistry()
+    requests = Counter("convoplan_requests", "HTTP requests", ["route", "status"], registry=registry)
+    latency = Histogram(
+        "convoplan_request_seconds",
+        "Request latency",
+        ["route"],
+        registry=registry,
+        buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    )
+    turns_stored = Counter("convoplan_turns_stored", "Turns written to the store", ["mode"], registry=registry)
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        latency.labels(route).observe(time.perf_counter() - started)
+        requests.labels(route, str(response.status_code)).inc()
+        return response
+
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+
+    def authorised(request: Request) -> None:
+        if config.api_key is None:
+            return
+        given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
+        if not hmac.compare_digest(given.encode(), config.api_key.encode()):
+            raise HTTPException(401, "missing or wrong API key (send it in the X-API-Key header)")
+
+    v1 = [Depends(authorised)]
+
+    def record_of(session_id: str) -> SessionRecord:
+        record = store.session(session_id)
+        if record is None:
+            raise HTTPException(404, f"no session {session_id!r}")
+        return record
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/console/")
+
+    @app.get("/healthz")
+    def healthz() -> dict[str, Any]:
+        store.ping()
+        return {"status": "ok", "arms": list(artifacts.manifest.arms), "assist": artifacts.suggester is not None}
+
+    @app.get("/metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/suggest", dependencies=v1)
+    def suggest(body: SuggestRequest) -> SuggestResponse:
+        """Next actions with their scores, and suggestions for each, after the conversation so far."""
+        suggester = artifacts.suggester
+        if suggester is None:
+            raise HTTPException(404, "agent assist is off: the artifacts have no LM (serve.json: lm)")
+        if body.session_id is not None:
+            record_of(body.session_id)
+            history = store.turns(body.session_id)
+        else:
+            history = [Turn(speaker=m.speaker, text=m.text, action=m.action) for m in body.conversation]
+        if len(history) > config.max_turns:
+            raise HTTPException(422, f"the conversation has {len(history)} turns; the limit is {config.max_turns}")
+        if body.action is not None and body.action not in suggester.lm.codec.actions:
+            known = ", ".join(a for a in suggester.lm.codec.actions if a != STOP)
+            raise HTTPException(422, f"unknown action {body.action!r}; the model knows: {known}")
+        started = time.perf_counter()
+        labelled = suggester.label(history)
+        plans = suggester.plans(labelled, body.action, min(body.actions, config.max_actions))
+        written = suggester.write_plans(labelled, plans, min(body.n, config.max_suggestions))
+        return SuggestResponse(
+            actions=[_action_out(plan, group) for plan, group in zip(plans, written, strict=True)],
+            seconds=time.perf_counter() - started,
+        )
+
+    @app.post("/v1/sessions", dependencies=v1, status_code=201)
+    def create_session(body: SessionRequest) -> SessionOut:
+        """Start a session; its A/B arm follows from a hash of the user id (stored with it)."""
+        session_id = uuid.uuid4().hex
+        user_id = body.user_id or f"anonymous-{session_id}"
+        arm = assign_arm(user_id, artifacts.weights, config.salt)
+        record = store.create_session(
+            session_id, user_id=user_id, arm=arm, mode=body.mode, domain=artifacts.manifest.domain, meta=body.meta
+        )
+        return _session_out(record)
+
+    @app.get("/v1/sessions/{session_id}", dependencies=v1)
+    def get_session(session_id: str) -> SessionDetail:
+        record = record_of(session_id)
+        conversation = store.conversation(session_id)
+        assert conversation is not None
+        return SessionDetail(session=_session_out(record), conversation=json.loads(to_json(conversation)))
+
+    @app.post("/v1/sessions/{session_id}/messages", dependencies=v1)
+    def post_message(session_id: str, body: MessageRequest) -> MessageResponse:
+        """Bot mode: the user's message -> the bot's response. Assist mode: store the message."""
+        record = record_of(session_id)
+        with sessions.lock(session_id):
+            if record.mode == "assist":
+                return _store_assist(record, body)
+            if body.speaker != "user":
+                raise HTTPException(422, "a bot session takes user messages only (speaker: user)")
+            return _bot_turn(record, body)
+
+    def _store_assist(record: SessionRecord, body: MessageRequest) -> MessageResponse:
+        position = len(store.turns(record.id))
+        if position + 1 > config.max_turns:
+            raise HTTPException(422, f"the session has reached its limit of {config.max_turns} turns")
+        turn = Turn(speaker=body.speaker, text=body.text, action=body.action, meta=body.meta)
+        if turn.action is not None:
+            turn.action_source = "agent"  # chosen by the human agent: a human label
+        try:
+            store.append_turns(record.id, position, [turn])
+        except StoreError as error:
+            raise HTTPException(409, str(error)) from None
+        turns_stored.labels("assist").inc()
+        return MessageResponse(position=position)
+
+    def _bot_turn(record: SessionRecord, body: MessageRequest) -> MessageResponse:
+        bot = sessions.bot(record)
+        turns = bot.state.turns
+        if _ended(turns):
+            raise HTTPException(409, "the bot has ended this conversation; start a new session")
+        position = len(turns)
+        if position + 1 + bot.config.max_utterances + 1 > config.max_turns:
+            raise HTTPException(422, f"the session has reached its limit of {config.max_turns} turns")
+        try:
+            bot.hear(body.text)
+            if body.meta:
+                turns[-1].meta["client"] = body.meta
+            response = bot.respond()
+            store.append_turns(record.id, position, turns[position:])
+        except BaseException as error:
+            sessions.forget(record.id)  # its state is ahead of the store: rebuild it from the store next time
+            if isinstance(error, StoreError):
+                raise HTTPException(409, str(error)) from None
+            raise
+        turns_stored.labels("bot").inc(len(turns) - position)
+        steps = [
+            StepOut(
+                text=t.text,
+                action=t.action,
+                position=position + 1 + i,
+                candidates=[_candidate_out(c) for c in t.candidates],
+            )
+            for i, t in enumerate(response.steps[:-1])
+        ]
+        return MessageResponse(
+            position=position,
+            response=response.text,
+            response_position=len(turns) - 1,
+            steps=steps,
+            ended=response.ends_conversation,
+        )
+
+    @app.post("/v1/sessions/{session_id}/feedback", dependencies=v1, status_code=201)
+    def feedback(session_id: str, body: FeedbackRequest) -> dict[str, str]:
+        """A reaction to a turn (thumbs up or down on a bot response, or on an agent message)."""
+        record_of(session_id)
+        count = len(store.turns(session_id))
+        if body.position >= count:
+            raise HTTPException(422, f"position {body.position} is past the session's last turn ({count - 1})")
+        store.add_feedback(session_id, body.position, body.value)
+        return {"status": "stored"}
+
+    app.mount("/console", StaticFiles(directory=CONSOLE, html=True), name="console")
+    return app
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over `limit` bytes gets 413, whether it declares its length or not."""
+
+    def __init__(self, app: Any, limit: int) -> None:
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            await self._refuse(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Any:
+            nonlocal received
+            message = await receive()
+            received += len(message.get("body", b""))
+            if received > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, counted, send)
+        except _TooLarge:
+            await self._refuse(scope, receive, send)
+
+    async def _refuse(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        detail = f"request body larger than {self.limit} bytes"
+        await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)

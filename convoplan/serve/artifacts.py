@@ -1,0 +1,177 @@
+"""What the server serves: trained artifacts named by one manifest, `serve.json`, in the artifacts folder.
+
+    {
+      "world": "convoplan.worlds.animals:animals_world",
+      "arms": {"saql": {"dm": "dm/saql", "weight": 0.5},
+               "supervised_rnn": {"dm": "dm/supervised_rnn", "weight": 0.5}},
+      "control": "supervised_rnn",
+      "lm": "lm", "nba": "nba", "labeller": null,
+      "lm_provider": true
+    }
+
+- `world`: an import path to a function returning the `World` (providers, NLU lexicon, fusion) the bot runs in;
+- `arms`: the live A/B arms, each a DM (a trained folder, a built-in name, or `pkg.module:Factory`) and a weight;
+- `control`: the arm the A/B report compares the others with;
+- `lm`, `nba`, `labeller`: the agent-assist models (docs/lm.md, docs/actions.md); any may be left out;
+- `lm_provider`: add the LM to the bot's content providers (one candidate per action, `convoplan.compose.lm_provider`).
+
+Folders are relative to the manifest. Loading uses the checkpoint readers only, never training code.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from convoplan.actions.protocols import Labeller, NextActionModel
+from convoplan.atomic import atomic_write
+from convoplan.compose.loop import Bot, DialogueManager, Provider
+from convoplan.imports import import_object
+from convoplan.lm.model import LanguageModel
+from convoplan.lm.suggest import SuggestConfig, Suggester
+from convoplan.sim.run import World
+
+__all__ = ["MANIFEST", "Arm", "Artifacts", "Manifest", "read_manifest", "write_manifest"]
+
+MANIFEST = "serve.json"
+
+
+@dataclass
+class Arm:
+    dm: str
+    """A trained DM folder (relative to the manifest), a built-in DM name, or 'pkg.module:Factory'."""
+    weight: float = 1.0
+    """Share of users assigned to this arm (weights are normalised over the arms)."""
+
+
+@dataclass
+class Manifest:
+    arms: dict[str, Arm]
+    """The bot's A/B arms by name."""
+    world: str = "convoplan.worlds.animals:animals_world"
+    """Import path of a function returning the World the bot runs in."""
+    control: str | None = None
+    """The arm others are compared with in `convoplan experiment report` (default: the first)."""
+    lm: str | None = None
+    """Action-directed LM folder (agent-assist suggestions; the bot's LM provider)."""
+    nba: str | None = None
+    """Next-best-action model folder (ranks the next actions for agent assist)."""
+    labeller: str | None = None
+    """Labeller folder (labels the agent messages of a history that carry no action)."""
+    lm_provider: bool = False
+    """Offer the bot one LM-written candidate per action besides the world's providers."""
+    domain: str = "animals"
+    """The `domain` of stored sessions."""
+
+    def __post_init__(self) -> None:
+        if not self.arms:
+            raise ValueError("the manifest names no arm")
+        if any(arm.weight < 0 for arm in self.arms.values()) or sum(a.weight for a in self.arms.values()) <= 0:
+            raise ValueError("arm weights must be >= 0 and not all 0")
+        if self.control is not None and self.control not in self.arms:
+            raise ValueError(f"control {self.control!r} is not one of the arms ({', '.join(self.arms)})")
+        if self.lm_provider and self.lm is None:
+            raise ValueError("lm_provider needs an lm")
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    """The manifest of an artifacts folder; ValueError naming the file and what is wrong."""
+    path = Path(folder) / MANIFEST
+    try:
+        raw: dict[str, Any] = json.loads(path.read_text())
+        arms = {str(name): Arm(**spec) for name, spec in raw.pop("arms").items()}
+        return Manifest(arms=arms, **raw)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such file (an artifacts folder holds a {MANIFEST}; see docs/serve.md)") from None
+    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as error:
+        raise ValueError(f"{path}: {error}") from None
+
+
+def write_manifest(folder: str | Path, manifest: Manifest) -> Path:
+    path = Path(folder) / MANIFEST
+    with atomic_write(path) as stream:
+        stream.write(json.dumps(asdict(manifest), indent=2) + "\n")
+    return path
+
+
+@dataclass
+class Artifacts:
+    """Everything loaded once at start-up and shared by every request."""
+
+    manifest: Manifest
+    world: World
+    dms: dict[str, DialogueManager]
+    suggester: Suggester | None = None
+    """Agent assist: LM + next-action model + labeller; None without an LM."""
+    extra_providers: list[Provider] = field(default_factory=list)
+
+    @classmethod
+    def load(cls, folder: str | Path, suggest: SuggestConfig | None = None) -> Artifacts:
+        from convoplan.sim.arms import load_arm
+
+        root = Path(folder)
+        manifest = read_manifest(root)
+
+        def resolve(spec: str) -> str:
+            return str(root / spec) if (root / spec).is_dir() else spec
+
+        def where(name: str, error: Exception) -> ValueError:
+            return ValueError(f"{root / MANIFEST}: {name}: {error}")
+
+        try:
+            make_world = import_object(manifest.world)
+            world = make_world() if callable(make_world) else None
+        except (ValueError, TypeError) as error:
+            raise where("world", error) from None
+        if not isinstance(world, World):
+            raise where("world", ValueError(f"{manifest.world!r} did not return a World"))
+        dms: dict[str, DialogueManager] = {}
+        for name, arm in manifest.arms.items():
+            try:
+                dms[name] = load_arm(resolve(arm.dm), random.Random(name))
+            except (ValueError, ImportError, OSError) as error:
+                raise where(f"arms.{name}", error) from None
+        lm: LanguageModel | None = None
+        labeller: Labeller | None = None
+        nba: NextActionModel | None = None
+        try:
+            if manifest.lm is not None:
+                from convoplan.lm.model import load_model
+
+                lm = load_model(resolve(manifest.lm))
+            if manifest.nba is not None:
+                from convoplan.actions.nba import load_nba
+
+                nba = load_nba(resolve(manifest.nba))
+            if manifest.labeller is not None:
+                from convoplan.actions.labeller import load_labeller
+
+                labeller = load_labeller(resolve(manifest.labeller))
+        except (ValueError, OSError) as error:
+            raise where("models", error) from None
+        extra: list[Provider] = []
+        if manifest.lm_provider and lm is not None:
+            from convoplan.compose.lm_provider import LMProvider
+
+            extra.append(LMProvider(lm, world.lexicon))
+        suggester = Suggester(lm, labeller, nba, suggest) if lm is not None else None
+        return cls(manifest, world, dms, suggester, extra)
+
+    @property
+    def weights(self) -> Mapping[str, float]:
+        return {name: arm.weight for name, arm in self.manifest.arms.items()}
+
+    @property
+    def control(self) -> str:
+        return self.manifest.control or next(iter(self.manifest.arms))
+
+    def new_bot(self, arm: str, session_id: str) -> Bot:
+        """A bot for one session of `arm` (providers built per session, seeded by its id; no exploration)."""
+        world = self.world
+        rng = random.Random(session_id)
+        providers = [*self.extra_providers, *world.providers(rng)]
+        return Bot(providers, self.dms[arm], world.fuser, world.lexicon, world.entity, rng=rng)

@@ -1,0 +1,209 @@
+"""The conversation store: every session, turn and reaction the server sees, through SQLAlchemy.
+
+A SQLite file by default (`sqlite:///runs/serve.db`, in WAL mode so readers never block the writer), PostgreSQL by
+URL (`postgresql+psycopg://user@127.0.0.1:5432/convoplan`). Three tables:
+
+    sessions  id, user_id, arm, mode ("bot" | "assist"), domain, created_at, meta
+    turns     (session_id, position) -> speaker, text, action, the whole canonical Turn as JSON, created_at
+    feedback  session_id, position of the turn it is about, value ("positive" | "negative" | a rating), created_at
+
+A turn's position is part of its key, so a turn can be neither lost nor stored twice: the server writes a user
+message and the bot's response in one transaction, and a second writer at the same position fails instead of
+interleaving. `conversation(id)` exports a session as a canonical `Conversation` (docs/format.md), with the arm in
+`meta` and explicit feedback in the meta of the turn it is about, so stored sessions feed training and
+`convoplan experiment report --db URL` directly.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+from pydantic import JsonValue, TypeAdapter
+from sqlalchemy import JSON, DateTime, Engine, ForeignKey, Integer, String, Text, create_engine, event, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+
+from convoplan.schema import Conversation, Turn
+
+__all__ = ["DEFAULT_URL", "SessionRecord", "Store", "StoreError"]
+
+DEFAULT_URL = "sqlite:///runs/serve.db"
+_TURN: TypeAdapter[Turn] = TypeAdapter(Turn)
+
+
+class StoreError(ValueError):
+    """A write the store refuses: an unknown session, or a turn position already taken."""
+
+
+class _Base(DeclarativeBase):
+    pass
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class SessionRecord(_Base):
+    __tablename__ = "sessions"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(200), index=True)
+    arm: Mapped[str] = mapped_column(String(100), index=True)
+    mode: Mapped[str] = mapped_column(String(10))
+    domain: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+
+
+class _TurnRecord(_Base):
+    __tablename__ = "turns"
+
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True)
+    position: Mapped[int] = mapped_column(Integer, primary_key=True)
+    speaker: Mapped[str] = mapped_column(String(10))
+    text: Mapped[str] = mapped_column(Text)
+    action: Mapped[str | None] = mapped_column(String(100))
+    data: Mapped[dict[str, Any]] = mapped_column(JSON)
+    """The canonical Turn (candidates, scores, meta), fields at their default left out."""
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+class _FeedbackRecord(_Base):
+    __tablename__ = "feedback"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    value: Mapped[str] = mapped_column(String(20))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+
+
+def _sqlite_pragmas(connection: Any, _record: Any) -> None:
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")  # readers do not block the writer, nor it them
+    cursor.execute("PRAGMA synchronous=NORMAL")  # durable at every checkpoint; safe with WAL
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+class Store:
+    """Sessions, turns and feedback in one database; every method is one transaction and safe across threads."""
+
+    def __init__(self, url: str = DEFAULT_URL) -> None:
+        self.url = url
+        options: dict[str, Any] = {}
+        if url.startswith("sqlite"):
+            # One file shared by the server's worker threads; a writer waits up to 30 s for the lock.
+            options["connect_args"] = {"check_same_thread": False, "timeout": 30}
+        else:
+            options.update(pool_size=20, max_overflow=20, pool_pre_ping=True)
+        self.engine: Engine = create_engine(url, **options)
+        if url.startswith("sqlite"):
+            event.listen(self.engine, "connect", _sqlite_pragmas)
+        _Base.metadata.create_all(self.engine)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def ping(self) -> None:
+        """Raise if the database cannot be reached."""
+        with self._sessions() as db:
+            db.execute(select(1))
+
+    # --- writes ---------------------------------------------------------------------------------------------
+
+    def create_session(
+        self, session_id: str, *, user_id: str, arm: str, mode: str, domain: str, meta: dict[str, JsonValue]
+    ) -> SessionRecord:
+        record = SessionRecord(id=session_id, user_id=user_id, arm=arm, mode=mode, domain=domain, meta=meta)
+        with self._sessions.begin() as db:
+            db.add(record)
+        return record
+
+    def append_turns(self, session_id: str, position: int, turns: Sequence[Turn]) -> None:
+        """Store `turns` at positions `position`, `position + 1`, ... in one transaction (all or none)."""
+        rows = [
+            _TurnRecord(
+                session_id=session_id,
+                position=position + offset,
+                speaker=turn.speaker,
+                text=turn.text,
+                action=turn.action,
+                data=_TURN.dump_python(turn, mode="json", exclude_defaults=True),
+            )
+            for offset, turn in enumerate(turns)
+        ]
+        try:
+            with self._sessions.begin() as db:
+                db.add_all(rows)
+        except IntegrityError:
+            raise StoreError(f"session {session_id}: turn {position} is already stored, or no such session") from None
+
+    def add_feedback(self, session_id: str, position: int, value: str) -> None:
+        try:
+            with self._sessions.begin() as db:
+                db.add(_FeedbackRecord(session_id=session_id, position=position, value=value))
+        except IntegrityError:
+            raise StoreError(f"no session {session_id}") from None
+
+    # --- reads ----------------------------------------------------------------------------------------------
+
+    def session(self, session_id: str) -> SessionRecord | None:
+        with self._sessions() as db:
+            return db.get(SessionRecord, session_id)
+
+    def turns(self, session_id: str) -> list[Turn]:
+        """The session's turns in order (empty for an unknown session)."""
+        with self._sessions() as db:
+            rows = db.scalars(
+                select(_TurnRecord.data).where(_TurnRecord.session_id == session_id).order_by(_TurnRecord.position)
+            )
+            return [_TURN.validate_python(data) for data in rows]
+
+    def conversation(self, session_id: str) -> Conversation | None:
+        """The session as a canonical conversation (None for an unknown session)."""
+        record = self.session(session_id)
+        return None if record is None else self._export(record)
+
+    def conversations(self, *, mode: str | None = None) -> Iterator[Conversation]:
+        """Every stored session as a canonical conversation, oldest first; sessions without turns are left out."""
+        with self._sessions() as db:
+            query = select(SessionRecord).order_by(SessionRecord.created_at, SessionRecord.id)
+            records = list(db.scalars(query if mode is None else query.where(SessionRecord.mode == mode)))
+        for record in records:
+            conversation = self._export(record)
+            if conversation.turns:
+                yield conversation
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table (what the load test compares with what it sent)."""
+        with self._sessions() as db:
+            return {
+                "sessions": db.scalar(select(func.count()).select_from(SessionRecord)) or 0,
+                "turns": db.scalar(select(func.count()).select_from(_TurnRecord)) or 0,
+                "feedback": db.scalar(select(func.count()).select_from(_FeedbackRecord)) or 0,
+            }
+
+    def _export(self, record: SessionRecord) -> Conversation:
+        turns = self.turns(record.id)
+        with self._sessions() as db:
+            feedback = db.execute(
+                select(_FeedbackRecord.position, _FeedbackRecord.value)
+                .where(_FeedbackRecord.session_id == record.id)
+                .order_by(_FeedbackRecord.id)
+            ).all()
+        for position, value in feedback:  # the latest reaction to a turn wins
+            if 0 <= position < len(turns):
+                turns[position].meta["feedback"] = value
+        meta: dict[str, JsonValue] = {
+            **record.meta,
+            "arm": record.arm,
+            "dm": record.arm,
+            "user_id": record.user_id,
+            "mode": record.mode,
+            "created_at": record.created_at.isoformat(),
+        }
+        return Conversation(id=record.id, domain=record.domain, turns=turns, meta=meta)

@@ -1,0 +1,127 @@
+"""Serving fixtures: a small artifacts folder built once per test session (heuristic and greedy arms, a tiny LM and
+next-action model trained on the animals world's logs), an in-process client, and a real server process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi.testclient import TestClient
+
+from convoplan.actions.nba import NBAConfig, train_nba
+from convoplan.compose.lm_provider import lm_conversations
+from convoplan.embed import SentenceEmbedder
+from convoplan.lm.model import ModelConfig
+from convoplan.lm.train import TrainConfig, train
+from convoplan.serve.app import ServeConfig, create_app
+from convoplan.serve.artifacts import Arm, Artifacts, Manifest, write_manifest
+from convoplan.serve.store import Store
+from convoplan.sim.run import SimulationConfig, simulate
+from convoplan.worlds.animals import animals_world
+from convoplan.worlds.animals.planning import HeuristicDM
+
+TINY_LM = TrainConfig(
+    model=ModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=128, dropout=0.0),
+    vocab_size=300,
+    batch_size=8,
+    lr=1e-2,
+    epochs=6,
+    checkpoint_every=0,
+    device="cpu",
+)
+TINY_NBA = NBAConfig(hidden=16, action_dim=8, head=16, epochs=3, batch_size=8)
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceEmbedder) -> Path:
+    """serve.json with two arms (heuristic, the control, and greedy), a tiny LM and a tiny next-action model."""
+    root = tmp_path_factory.mktemp("artifacts")
+    logs = lm_conversations(
+        list(simulate(animals_world(), HeuristicDM(), SimulationConfig(conversations=12, raters=0)))
+    )
+    train(logs, root / "lm", TINY_LM)
+    train_nba(logs, embedder, TINY_NBA).model.save(root / "nba")
+    arms = {"heuristic": Arm("heuristic"), "greedy": Arm("greedy")}
+    write_manifest(root, Manifest(arms=arms, control="heuristic", lm="lm", nba="nba"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def artifacts(artifacts_dir: Path) -> Artifacts:
+    return Artifacts.load(artifacts_dir)
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Store]:
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def client(artifacts: Artifacts, store: Store) -> TestClient:
+    return TestClient(create_app(artifacts, store, ServeConfig()))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class ServerProcess:
+    """`convoplan serve` in a child process on loopback."""
+
+    artifacts: Path
+    db: str
+    port: int
+    log: Path
+    process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120.0) -> None:
+        command = [sys.executable, "-m", "convoplan.cli", "serve", "--artifacts", str(self.artifacts)]
+        command += ["--db", self.db, "--port", str(self.port)]
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+        with self.log.open("ab") as log:
+            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:  # bounded: the server is up, or it died, or the deadline passes
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise RuntimeError(f"the server did not answer /healthz within {timeout} s:\n{self.log.read_text()}")
+
+    def stop(self, kill: bool = False) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill() if kill else self.process.terminate()
+            self.process.wait(timeout=30)
+        self.process = None
+
+
+@pytest.fixture
+def server(artifacts_dir: Path, tmp_path: Path) -> Iterator[ServerProcess]:
+    """A real server process on a free loopback port, with its own SQLite store (stopped after the test)."""
+    process = ServerProcess(artifacts_dir, f"sqlite:///{tmp_path / 'served.db'}", free_port(), tmp_path / "server.log")
+    process.start()
+    yield process
+    process.stop()
