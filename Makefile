@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SHARED ?= ../shared/data
 
-.PHONY: install demo test lint format data bench clean
+.PHONY: install system demo test lint format data bench clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -17,12 +17,20 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+## What the serving tests need from Debian: Chromium (browser tests) and PostgreSQL (store tests). Installed with
+## apt when missing and we are root; otherwise those tests skip and say why.
+system:
+	@if command -v chromium >/dev/null && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium postgresql >/dev/null; \
+	else echo "note: chromium or postgresql is missing and cannot be installed here; their tests will skip"; fi
+
 ## The main job, on the built-in animals world (nothing to download).
 demo: $(STAMP)
 	$(BIN)/convoplan demo
 
 ## The test suite (pytest exits non-zero, 5, when it collects no test, and make fails with it).
-test: $(STAMP)
+test: $(STAMP) system
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
