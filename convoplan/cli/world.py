@@ -27,10 +27,7 @@ from convoplan.cli.common import (
     simulate_with_progress,
     training_bar,
 )
-from convoplan.schema import (
-    Candidate,
-    write_jsonl,
-)
+from convoplan.schema import Candidate, read_jsonl, write_jsonl
 
 world_app = typer.Typer(help="The built-in animals world: simulate rated conversations.", no_args_is_help=True)
 
@@ -116,11 +113,17 @@ def demo(
     users: Annotated[int, typer.Option(min=10, help="Simulated users per arm of the final A/B test.")] = 300,
     out: Annotated[Path, typer.Option(help="Folder for the logs, the trained DMs and the report.")] = Path("runs/demo"),
     seed: Annotated[int, typer.Option(help="Seed of the run.")] = 0,
+    serve: Annotated[bool, typer.Option(help="End by serving the trained artifacts and the web console.")] = True,
+    port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the server (on 127.0.0.1).")] = 8000,
     overrides: SetOption = None,
 ) -> None:
     """The main job on the built-in animals world, as in the RL paper: collect rated logs with the hand-written DM,
     train the supervised RNN DM, collect its logs, train SAQL on them, then A/B test SAQL, the hand-written planner
-    and the greedy rater-pleaser against the supervised DM (Table 3 layout, bootstrap 95% intervals)."""
+    and the greedy rater-pleaser against the supervised DM (Table 3 layout, bootstrap 95% intervals).
+
+    Then the action-directed system joins in: an LM trained on the world's logs becomes one more content provider
+    (a few conversations show it), a next-best-action model is trained on the same logs, and everything is written
+    to OUT/artifacts and served: the console's URL is printed (`convoplan serve`; --no-serve stops before)."""
     from convoplan.dm.pipeline import PipelineConfig, run_pipeline
     from convoplan.sim.experiment import ab_report, run_ab
 
@@ -152,3 +155,36 @@ def demo(
     show_report(ab_report(logs, "supervised_rnn", resamples=2000, seed=seed), out / "ab")
     print_conversation(max(logs["saql"][:50], key=lambda c: len(c.turns)))
     say(f"trained DMs in {out}/ (try: convoplan chat --dm {checkpoints['saql']} --explain)")
+    artifacts = serving_artifacts(out, checkpoints["saql"], checkpoints["supervised_rnn"], seed)
+    if serve:
+        from convoplan.cli.serve import start_server
+        from convoplan.serve.app import ServeConfig
+
+        start_server(artifacts, f"sqlite:///{out / 'serve.db'}", "127.0.0.1", port, ServeConfig())
+
+
+def serving_artifacts(out: Path, arm: Path, control: Path, seed: int) -> Path:
+    """Train the agent-assist models on the world's logs and write OUT/artifacts: the A/B arms (the trained DM
+    against its control, half the users each), the LM (also the bot's LM provider) and the next-action model."""
+    import shutil
+
+    from convoplan.actions.nba import NBAConfig, train_nba
+    from convoplan.embed import SentenceEmbedder
+    from convoplan.serve.artifacts import Arm, Manifest, write_manifest
+    from convoplan.sim.lm_world import LMWorldConfig, lm_world_demo, transcript
+
+    demo = lm_world_demo(out / "lm-world", LMWorldConfig(dm=str(arm), seed=seed), report=lambda m: say(m, to=errors))
+    say(transcript(demo.conversations[0]))
+    logs = read_jsonl(demo.logs)
+    embedder = SentenceEmbedder(cache_dir=out / "embeddings")
+    with errors.status("training the next-best-action model on the world's logs"):
+        trained = train_nba([c for c in logs if c.meta.get("split") == "train"], embedder, NBAConfig(epochs=10))
+    folder = out / "artifacts"
+    for name, source in (("lm", demo.model), (f"dm/{arm.name}", arm), (f"dm/{control.name}", control)):
+        shutil.rmtree(folder / name, ignore_errors=True)
+        shutil.copytree(source, folder / name)
+    trained.model.save(folder / "nba")
+    arms = {arm.name: Arm(f"dm/{arm.name}", 0.5), control.name: Arm(f"dm/{control.name}", 0.5)}
+    write_manifest(folder, Manifest(arms=arms, control=control.name, lm="lm", nba="nba", lm_provider=True))
+    say(f"wrote the serving artifacts to {folder}/ (convoplan serve --artifacts {folder})")
+    return folder

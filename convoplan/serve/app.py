@@ -267,7 +267,7 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         version="0.1.0",
         description="Next actions and suggestions for agents, composed bot responses, and the conversation store.",
     )
-    sessions = _Sessions(artifacts, store, config.cached_bots)
+    sessions = app.state.sessions = _Sessions(artifacts, store, config.cached_bots)
     registry = CollectorRegistry()
     requests = Counter("convoplan_requests", "HTTP requests", ["route", "status"], registry=registry)
     latency = Histogram(

@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 from fastapi.testclient import TestClient
 
+from convoplan.serve.app import ServeConfig, create_app
+from convoplan.serve.artifacts import Artifacts
 from convoplan.serve.store import Store
 
 
@@ -24,3 +30,89 @@ def test_suggest_ranks_actions_and_writes_for_each(client: TestClient) -> None:
     assert 1 <= len(body["actions"]) <= 2
     assert all(len(group["suggestions"]) == 2 for group in body["actions"])
     assert client.post("/v1/suggest", json={"conversation": history, "action": "no-such-act"}).status_code == 422
+
+
+def test_a_rebuilt_bot_continues_where_the_stored_session_left_off(artifacts: Artifacts, store: Store) -> None:
+    first = TestClient(create_app(artifacts, store, ServeConfig()))
+    session = first.post("/v1/sessions", json={"user_id": "bob"}).json()
+    for text in ("tell me about lions", "yes"):
+        first.post(f"/v1/sessions/{session['id']}/messages", json={"text": text})
+    # A new app over the same store (a restart): the bot is rebuilt from the stored turns with the same state.
+    original = first.app.state.sessions.bot(store.session(session["id"]))  # type: ignore[attr-defined]
+    rebuilt = artifacts.new_bot(session["arm"], session["id"])
+    rebuilt.replay(store.turns(session["id"]))
+    assert (rebuilt.state.focus, rebuilt.state.question, rebuilt.state.said, rebuilt.state.mentioned) == (
+        original.state.focus,
+        original.state.question,
+        original.state.said,
+        original.state.mentioned,
+    )
+    assert [len(r) for r in rebuilt.state.responses] == [len(r) for r in original.state.responses]
+    second = TestClient(create_app(artifacts, store, ServeConfig()))
+    reply = second.post(f"/v1/sessions/{session['id']}/messages", json={"text": "tell me more"})
+    assert reply.status_code == 200 and reply.json()["position"] == len(original.state.turns)
+
+
+def test_an_assist_session_stores_what_the_agent_sent(client: TestClient) -> None:
+    session = client.post("/v1/sessions", json={"mode": "assist"}).json()
+    client.post(f"/v1/sessions/{session['id']}/messages", json={"speaker": "user", "text": "hi there"})
+    suggestion = client.post("/v1/suggest", json={"session_id": session["id"], "actions": 1, "n": 1}).json()
+    group = suggestion["actions"][0]
+    sent = {"speaker": "agent", "text": "edited reply", "action": group["action"], "meta": {"edited": True}}
+    assert client.post(f"/v1/sessions/{session['id']}/messages", json=sent).json()["position"] == 1
+    turns = client.get(f"/v1/sessions/{session['id']}").json()["conversation"]["turns"]
+    assert turns[1]["text"] == "edited reply" and turns[1]["meta"] == {"edited": True}
+    assert (turns[1].get("action"), turns[1].get("action_source")) == (
+        group["action"],
+        "agent" if group["action"] else None,
+    )
+
+
+def test_bad_requests_get_clear_4xx_answers(artifacts: Artifacts, store: Store) -> None:
+    client = TestClient(create_app(artifacts, store, ServeConfig(max_body_bytes=2000, max_turns=12)))
+    assert client.post("/v1/sessions/nope/messages", json={"text": "hi"}).status_code == 404
+    session = client.post("/v1/sessions", json={}).json()
+    url = f"/v1/sessions/{session['id']}"
+    assert client.post(f"{url}/messages", json={"text": "  "}).status_code == 422
+    assert client.post(f"{url}/messages", json={"text": "hi", "speaker": "agent"}).status_code == 422
+    big = client.post(f"{url}/messages", json={"text": "x" * 1999})
+    assert big.status_code == 413 and "2000 bytes" in big.json()["detail"]
+    assert client.post(f"{url}/feedback", json={"position": 0, "value": "positive"}).status_code == 422  # no turn
+    codes = [client.post(f"{url}/messages", json={"text": "tell me about sharks"}).status_code for _ in range(4)]
+    assert codes[0] == 200 and codes[-1] == 422  # the session's turn limit
+    assert store.counts()["turns"] <= 12
+
+
+def test_the_api_key_guards_v1_but_not_health(artifacts: Artifacts, store: Store) -> None:
+    client = TestClient(create_app(artifacts, store, ServeConfig(api_key="s3cret")))
+    assert client.post("/v1/sessions", json={}).status_code == 401
+    assert client.post("/v1/sessions", json={}, headers={"X-API-Key": "wrong"}).status_code == 401
+    assert client.post("/v1/sessions", json={}, headers={"X-API-Key": "s3cret"}).status_code == 201
+    assert client.post("/v1/sessions", json={}, headers={"Authorization": "Bearer s3cret"}).status_code == 201
+    assert client.get("/healthz").status_code == 200
+
+
+def test_metrics_count_requests_by_route(client: TestClient) -> None:
+    client.post("/v1/sessions", json={})
+    text = client.get("/metrics").text
+    assert 'convoplan_requests_total{route="/v1/sessions",status="201"} 1.0' in text
+    assert "convoplan_request_seconds_bucket" in text
+
+
+def test_the_server_imports_no_training_code(artifacts_dir: Path) -> None:
+    code = (
+        "import sys; from convoplan.serve.app import create_app; from convoplan.serve.artifacts import Artifacts;"
+        "from convoplan.serve.store import Store;"
+        f"create_app(Artifacts.load({str(artifacts_dir)!r}), Store('sqlite://'));"
+        "print(sorted(m for m in sys.modules if m.startswith('convoplan')))"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    modules = loaded.stdout
+    assert "convoplan.serve.app" in modules
+    for training in (
+        "convoplan.lm.train",
+        "convoplan.dm.train",
+        "convoplan.actions.train_labeller",
+        "convoplan.dm.pipeline",
+    ):
+        assert f"'{training}'" not in modules, training
