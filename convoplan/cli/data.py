@@ -22,6 +22,7 @@ from convoplan.cli.common import (
     say,
 )
 from convoplan.schema import (
+    Conversation,
     FormatError,
     dumps_schema,
     write_call_flows,
@@ -123,6 +124,35 @@ def data_stats(
         for action, count in list(stats.actions.items())[:top]:
             histogram.add_row(action, f"{count:,}", "█" * max(1, round(30 * count / largest)))
         console.print(histogram)
+
+
+@data_app.command("export")
+def data_export(
+    db: Annotated[str, typer.Option(help="A conversation store's URL (convoplan serve --db).")],
+    out: Annotated[Path, typer.Option(help="Where to write the canonical JSON Lines file.")],
+    mode: Annotated[str | None, typer.Option(help="Only 'bot' or 'assist' sessions (default: both).")] = None,
+) -> None:
+    """Export the stored sessions of a live server as canonical conversations (arm and user in meta), ready for
+    training and `convoplan experiment report`."""
+    if mode not in (None, "bot", "assist"):
+        fail(f"--mode {mode!r}: expected bot or assist")
+    conversations = stored_conversations(db, mode)
+    write_jsonl(out, conversations)
+    say(f"wrote {len(conversations)} stored sessions to {out}")
+
+
+def stored_conversations(url: str, mode: str | None = None) -> list[Conversation]:
+    """Every stored session of a conversation store (of one mode), as canonical conversations; exit 2 if the
+    store cannot be read."""
+    from convoplan.serve.store import Store
+
+    try:
+        store = Store(url)
+        conversations = list(store.conversations(mode=mode))
+    except Exception as error:  # SQLAlchemy's errors are many; any means the store cannot be read
+        fail(f"--db {url}: {str(error).splitlines()[0]}")
+    store.close()
+    return conversations
 
 
 @data_app.command("schema")

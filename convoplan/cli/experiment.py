@@ -140,14 +140,9 @@ def experiment_report(
 
 def stored_arms(url: str) -> dict[str, list[Conversation]]:
     """The bot sessions of a conversation store, grouped by their stored arm (assist sessions are left out)."""
-    from convoplan.serve.store import Store
+    from convoplan.cli.data import stored_conversations
 
-    try:
-        store = Store(url)
-        conversations = list(store.conversations(mode="bot"))
-    except Exception as error:  # SQLAlchemy's errors are many; any means the store cannot be read
-        fail(f"--db {url}: {str(error).splitlines()[0]}")
-    store.close()
+    conversations = stored_conversations(url, "bot")
     arms: dict[str, list[Conversation]] = {}
     for conversation in conversations:
         arms.setdefault(str(conversation.meta["arm"]), []).append(conversation)
