@@ -173,12 +173,13 @@ def serving_artifacts(out: Path, arm: Path, control: Path, seed: int) -> Path:
     from convoplan.serve.artifacts import Arm, Manifest, write_manifest
     from convoplan.sim.lm_world import LMWorldConfig, lm_world_demo, transcript
 
-    demo = lm_world_demo(out / "lm-world", LMWorldConfig(dm=str(arm), seed=seed), report=lambda m: say(m, to=errors))
+    world_config = LMWorldConfig(dm=str(arm), seed=seed, demo_conversations=1, max_turns=8)
+    demo = lm_world_demo(out / "lm-world", world_config, report=lambda m: say(m, to=errors))
     say(transcript(demo.conversations[0]))
     logs = read_jsonl(demo.logs)
     embedder = SentenceEmbedder(cache_dir=out / "embeddings")
     with errors.status("training the next-best-action model on the world's logs"):
-        trained = train_nba([c for c in logs if c.meta.get("split") == "train"], embedder, NBAConfig(epochs=10))
+        trained = train_nba([c for c in logs if c.meta.get("split") == "train"], embedder, NBAConfig(epochs=6))
     folder = out / "artifacts"
     for name, source in (("lm", demo.model), (f"dm/{arm.name}", arm), (f"dm/{control.name}", control)):
         shutil.rmtree(folder / name, ignore_errors=True)
