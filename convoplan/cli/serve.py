@@ -57,7 +57,7 @@ def start_server(artifacts: Path, db: str, host: str, port: int, config: ServeCo
 
     torch.set_num_threads(threads)
     try:
-        loaded = Artifacts.load(artifacts)
+        loaded = Artifacts.load(artifacts, config.suggest)
     except ValueError as error:
         fail(str(error))
     if db.startswith("sqlite:///") and db != "sqlite:///:memory:":

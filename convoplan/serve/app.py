@@ -26,7 +26,7 @@ import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -37,7 +37,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from pydantic import BaseModel, Field, JsonValue
 
 from convoplan.compose.loop import STOP, Bot
-from convoplan.lm.suggest import Plan, Suggestion
+from convoplan.lm.suggest import Plan, SuggestConfig, Suggestion
 from convoplan.schema import Candidate, Turn, to_json
 from convoplan.serve.artifacts import Artifacts
 from convoplan.serve.assignment import assign_arm
@@ -70,6 +70,9 @@ class ServeConfig:
     """Most next actions /v1/suggest writes suggestions for."""
     max_suggestions: int = 5
     """Most suggestions per action."""
+    suggest: SuggestConfig = field(default_factory=SuggestConfig)
+    """Agent-assist decoding (temperature, top-p, max_new_tokens) and the next-action threshold under which a
+    message is written without an action."""
 
 
 # --- request and response bodies ----------------------------------------------------------------------------
