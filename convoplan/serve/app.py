@@ -313,9 +313,15 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         return RedirectResponse("/console/")
 
     @app.get("/healthz")
-    def healthz() -> dict[str, Any]:
-        store.ping()
-        return {"status": "ok", "arms": list(artifacts.manifest.arms), "assist": artifacts.suggester is not None}
+    def healthz() -> JSONResponse:
+        """200 when the store answers, else 503 (for load balancers and orchestrators)."""
+        try:
+            store.ping()
+        except Exception as error:  # SQLAlchemy's errors are many; any means the store is unusable
+            return JSONResponse({"status": "store unavailable", "detail": str(error).splitlines()[0]}, 503)
+        return JSONResponse(
+            {"status": "ok", "arms": list(artifacts.manifest.arms), "assist": artifacts.suggester is not None}
+        )
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
