@@ -194,10 +194,11 @@ class _Sessions:
     def __init__(self, artifacts: Artifacts, store: Store, capacity: int) -> None:
         self.artifacts, self.store, self.capacity = artifacts, store, capacity
         self._bots: OrderedDict[str, Bot] = OrderedDict()
-        # A session's lock lives while a request holds it (or its bot is cached), so two requests of one session
-        # always share it.
+        # A session's lock lives as long as some request holds a reference to it, so concurrent requests of one
+        # session share it, and locks of finished sessions go away by themselves.
         self._locks: weakref.WeakValueDictionary[str, threading.Lock] = weakref.WeakValueDictionary()
         self._guard = threading.Lock()
+        """Guards the two dicts (never held while a bot composes)."""
 
     def lock(self, session_id: str) -> threading.Lock:
         with self._guard:
@@ -222,7 +223,7 @@ class _Sessions:
         with self._guard:
             self._bots[session_id] = bot
             while len(self._bots) > self.capacity:
-                self._bots.popitem(last=False)
+                self._bots.popitem(last=False)  # the least recently used
 
     def forget(self, session_id: str) -> None:
         with self._guard:
