@@ -125,3 +125,43 @@ def server(artifacts_dir: Path, tmp_path: Path) -> Iterator[ServerProcess]:
     process.start()
     yield process
     process.stop()
+
+
+# --- PostgreSQL (tests/serve/postgres.py) --------------------------------------------------------------------
+
+from tests.serve.postgres import PostgresServer  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """A throwaway PostgreSQL server for the test session. Skips when PostgreSQL is not installed, or fails when
+    CONVOPLAN_REQUIRE_SERVICES=1 (where the services are required, a skip would hide a broken setup)."""
+    why = PostgresServer.why_absent()
+    if why is not None:
+        if os.environ.get("CONVOPLAN_REQUIRE_SERVICES") == "1":
+            pytest.fail(f"CONVOPLAN_REQUIRE_SERVICES=1, but PostgreSQL cannot run here: {why}")
+        pytest.skip(f"PostgreSQL is not available: {why}")
+    server = PostgresServer.find()
+    assert server is not None
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_url(postgres_server: PostgresServer) -> str:
+    """The SQLAlchemy URL of the session's PostgreSQL database `convoplan` (shared by every test that uses it)."""
+    return postgres_server.url()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database per test: a SQLite file, or a new database on the session's PostgreSQL server
+    (CREATE DATABASE, dropped after the test with its connections closed)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'store.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    url = server.createdb()
+    yield url
+    server.dropdb(url.rsplit("/", 1)[1])
