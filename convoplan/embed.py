@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import uuid
 from collections.abc import Sequence
 from functools import cache
@@ -52,6 +53,10 @@ class SentenceEmbedder:
         self._model: Any = model
         """A SentenceTransformer already in memory (e.g. one just fine-tuned); else loaded from `model_path`."""
         self._vectors: dict[bytes, np.ndarray] = {}
+        # Threads of a server share one embedder: the model loads once, and texts missing from the cache are
+        # encoded by one thread at a time, so concurrent requests never encode the same texts twice. Fully cached
+        # calls take no lock.
+        self._lock = threading.RLock()
         self.computed = 0
         """How many texts this embedder has run through the model (the rest came from the cache)."""
         if self.cache_dir is not None and self.cache_dir.is_dir():
@@ -73,7 +78,11 @@ class SentenceEmbedder:
 
     @property
     def model(self) -> Any:
-        if self._model is None:
+        if self._model is not None:
+            return self._model
+        with self._lock:
+            if self._model is not None:  # another thread loaded it while this one waited
+                return self._model
             from sentence_transformers import SentenceTransformer
             from transformers.utils import logging as transformers_logging
 
@@ -81,7 +90,7 @@ class SentenceEmbedder:
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local folder: never ask a hub
             transformers_logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # we draw our own progress
             self._model = SentenceTransformer(str(path), device=self.device)
-        return self._model
+            return self._model
 
     def encode_uncached(self, texts: Sequence[str]) -> np.ndarray:
         """Run the model on `texts` (no cache), [n, 384] float32, unit norm."""
@@ -97,20 +106,27 @@ class SentenceEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors of `texts`, [len(texts), 384] float32; only texts never seen before reach the model."""
         keys = [_key(text) for text in texts]
+        if self._missing(keys, texts):
+            with self._lock:
+                missing = self._missing(keys, texts)  # again: another thread may have encoded some meanwhile
+                if missing:
+                    vectors = self.encode_uncached(list(missing.values()))
+                    self.computed += len(missing)
+                    for key, vector in zip(missing, vectors, strict=True):
+                        self._vectors[key] = vector
+                    if self.cache_dir is not None:
+                        self._write_shard(list(missing), vectors)
+        if not keys:
+            return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
+        return np.stack([self._vectors[key] for key in keys])
+
+    def _missing(self, keys: list[bytes], texts: Sequence[str]) -> dict[bytes, str]:
+        """The texts not in the cache, by key (each once)."""
         missing: dict[bytes, str] = {}
         for key, text in zip(keys, texts, strict=True):
             if key not in self._vectors:
                 missing.setdefault(key, text)
-        if missing:
-            vectors = self.encode_uncached(list(missing.values()))
-            self.computed += len(missing)
-            for key, vector in zip(missing, vectors, strict=True):
-                self._vectors[key] = vector
-            if self.cache_dir is not None:
-                self._write_shard(list(missing), vectors)
-        if not keys:
-            return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
-        return np.stack([self._vectors[key] for key in keys])
+        return missing
 
     def _write_shard(self, keys: list[bytes], vectors: np.ndarray) -> None:
         from safetensors.numpy import save

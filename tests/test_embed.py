@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -29,3 +31,18 @@ def test_corrupt_cache_shard_is_named(tmp_path: Path) -> None:
     (tmp_path / "bad.safetensors").write_bytes(b"not a safetensors file")
     with pytest.raises(ValueError, match=r"bad\.safetensors: not an embedding cache shard"):
         SentenceEmbedder(cache_dir=tmp_path)
+
+
+def test_concurrent_callers_encode_each_new_text_once(embedder: SentenceEmbedder) -> None:
+    texts = [f"a sentence no other test embeds, number {i}" for i in range(6)]
+    before = embedder.computed
+    start = threading.Barrier(8)
+
+    def call() -> np.ndarray:
+        start.wait(timeout=60)
+        return embedder.embed(texts)
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda _: call(), range(8)))
+    assert embedder.computed - before == len(texts)  # not 8 x 6: the threads share the work
+    assert all(np.array_equal(r, results[0]) for r in results)

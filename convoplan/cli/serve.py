@@ -60,6 +60,8 @@ def start_server(artifacts: Path, db: str, host: str, port: int, config: ServeCo
         loaded = Artifacts.load(artifacts, config.suggest)
     except ValueError as error:
         fail(str(error))
+    with errors.status("warming up the models"):
+        loaded.warm_up()
     if db.startswith("sqlite:///") and db != "sqlite:///:memory:":
         Path(db.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
     try:

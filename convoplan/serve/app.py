@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import os
 import threading
 import time
 import uuid
@@ -70,6 +71,8 @@ class ServeConfig:
     """Most next actions /v1/suggest writes suggestions for."""
     max_suggestions: int = 5
     """Most suggestions per action."""
+    model_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    """Requests running models at once (the others wait their turn): more than the cores only adds contention."""
     suggest: SuggestConfig = field(default_factory=SuggestConfig)
     """Agent-assist decoding (temperature, top-p, max_new_tokens) and the next-action threshold under which a
     message is written without an action."""
@@ -272,6 +275,7 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         description="Next actions and suggestions for agents, composed bot responses, and the conversation store.",
     )
     sessions = app.state.sessions = _Sessions(artifacts, store, config.cached_bots)
+    computing = threading.BoundedSemaphore(config.model_workers)
     registry = CollectorRegistry()
     requests = Counter("convoplan_requests", "HTTP requests", ["route", "status"], registry=registry)
     latency = Histogram(
@@ -283,6 +287,8 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
     )
     turns_stored = Counter("convoplan_turns_stored", "Turns written to the store", ["mode"], registry=registry)
 
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)  # inside `measure` (added later = outer): 413s count
+
     @app.middleware("http")
     async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
         started = time.perf_counter()
@@ -292,14 +298,13 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         requests.labels(route, str(response.status_code)).inc()
         return response
 
-    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
-
     def authorised(request: Request) -> None:
         if config.api_key is None:
             return
         given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
         if not hmac.compare_digest(given.encode(), config.api_key.encode()):
-            raise HTTPException(401, "missing or wrong API key (send it in the X-API-Key header)")
+            detail = "missing or wrong API key (send it in the X-API-Key header)"
+            raise HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
     v1 = [Depends(authorised)]
 
@@ -310,8 +315,8 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         return record
 
     @app.get("/", include_in_schema=False)
-    def root() -> RedirectResponse:
-        return RedirectResponse("/console/")
+    def root(request: Request) -> RedirectResponse:
+        return RedirectResponse(request.url_for("console", path="/"))
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
@@ -345,9 +350,10 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
             known = ", ".join(a for a in suggester.lm.codec.actions if a != STOP)
             raise HTTPException(422, f"unknown action {body.action!r}; the model knows: {known}")
         started = time.perf_counter()
-        labelled = suggester.label(history)
-        plans = suggester.plans(labelled, body.action, min(body.actions, config.max_actions))
-        written = suggester.write_plans(labelled, plans, min(body.n, config.max_suggestions))
+        with computing:
+            labelled = suggester.label(history)
+            plans = suggester.plans(labelled, body.action, min(body.actions, config.max_actions))
+            written = suggester.write_plans(labelled, plans, min(body.n, config.max_suggestions))
         return SuggestResponse(
             actions=[_action_out(plan, group) for plan, group in zip(plans, written, strict=True)],
             seconds=time.perf_counter() - started,
@@ -383,7 +389,7 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
             return _bot_turn(record, body)
 
     def _store_assist(record: SessionRecord, body: MessageRequest) -> MessageResponse:
-        position = len(store.turns(record.id))
+        position = store.turn_count(record.id)
         if position + 1 > config.max_turns:
             raise HTTPException(422, f"the session has reached its limit of {config.max_turns} turns")
         turn = Turn(speaker=body.speaker, text=body.text, action=body.action, meta=body.meta)
@@ -408,7 +414,8 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
             bot.hear(body.text)
             if body.meta:
                 turns[-1].meta["client"] = body.meta
-            response = bot.respond()
+            with computing:
+                response = bot.respond()
             store.append_turns(record.id, position, turns[position:])
         except BaseException as error:
             sessions.forget(record.id)  # its state is ahead of the store: rebuild it from the store next time
@@ -437,7 +444,7 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
     def feedback(session_id: str, body: FeedbackRequest) -> dict[str, str]:
         """A reaction to a turn (thumbs up or down on a bot response, or on an agent message)."""
         record_of(session_id)
-        count = len(store.turns(session_id))
+        count = store.turn_count(session_id)
         if body.position >= count:
             raise HTTPException(422, f"position {body.position} is past the session's last turn ({count - 1})")
         store.add_feedback(session_id, body.position, body.value)

@@ -33,6 +33,7 @@ from convoplan.compose.loop import Bot, DialogueManager, Provider
 from convoplan.imports import import_object
 from convoplan.lm.model import LanguageModel
 from convoplan.lm.suggest import SuggestConfig, Suggester
+from convoplan.schema import Turn
 from convoplan.sim.run import World
 
 __all__ = ["MANIFEST", "Arm", "Artifacts", "Manifest", "read_manifest", "write_manifest"]
@@ -168,6 +169,16 @@ class Artifacts:
     @property
     def control(self) -> str:
         return self.manifest.control or next(iter(self.manifest.arms))
+
+    def warm_up(self) -> None:
+        """Run every model once (a bot response per arm, a suggestion), so that the first request does not pay for
+        loading the sentence encoder and the first forward passes."""
+        for arm in self.dms:
+            bot = self.new_bot(arm, "warm-up")
+            bot.hear("hello")
+            bot.respond()
+        if self.suggester is not None:
+            self.suggester.suggest([Turn(speaker="user", text="hello")], n=1)
 
     def new_bot(self, arm: str, session_id: str) -> Bot:
         """A bot for one session of `arm` (providers built per session, seeded by its id; no exploration)."""

@@ -163,6 +163,12 @@ class Store:
             )
             return [_TURN.validate_python(data) for data in rows]
 
+    def turn_count(self, session_id: str) -> int:
+        """How many turns the session has stored (0 for an unknown session)."""
+        with self._sessions() as db:
+            query = select(func.count()).select_from(_TurnRecord).where(_TurnRecord.session_id == session_id)
+            return db.scalar(query) or 0
+
     def conversation(self, session_id: str) -> Conversation | None:
         """The session as a canonical conversation (None for an unknown session)."""
         record = self.session(session_id)
