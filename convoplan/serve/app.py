@@ -21,21 +21,24 @@ from __future__ import annotations
 import hmac
 import json
 import os
+import re
 import threading
 import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import BaseModel, Field, JsonValue
+from pydantic import AfterValidator, BaseModel, Field, JsonValue
 
 from convoplan.compose.loop import STOP, Bot
 from convoplan.lm.suggest import Plan, SuggestConfig, Suggestion
@@ -50,6 +53,9 @@ CONSOLE = Path(__file__).with_name("console")
 MAX_TEXT = 2000
 """Characters in one message (longer ones get 422)."""
 MAX_ID = 200
+MAX_ACTION = 100
+SESSION_ID = re.compile(r"[0-9a-f]{32}")
+_T = TypeVar("_T")
 
 
 @dataclass
@@ -80,21 +86,51 @@ class ServeConfig:
 
 # --- request and response bodies ----------------------------------------------------------------------------
 
-Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT, pattern=r"\S")]
-Name = Annotated[str, Field(min_length=1, max_length=MAX_ID)]
+
+def _strings(value: object) -> Iterator[str]:
+    """Every string in a JSON value, dict keys included."""
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key)
+            yield from _strings(item)
+    elif isinstance(value, list):
+        for item in value:
+            yield from _strings(item)
+
+
+def _storable(value: _T) -> _T:
+    """Refuse what a store cannot keep or a JSON line cannot carry: NUL (PostgreSQL text has none) and lone
+    surrogates (not UTF-8), anywhere in a string or a JSON value."""
+    for text in _strings(value):
+        if "\x00" in text:
+            raise ValueError("NUL characters are not allowed")
+        try:
+            text.encode()
+        except UnicodeEncodeError:
+            raise ValueError("lone surrogates are not text (not UTF-8 encodable)") from None
+    return value
+
+
+Storable = AfterValidator(_storable)
+Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT, pattern=r"\S"), Storable]
+Name = Annotated[str, Field(min_length=1, max_length=MAX_ID), Storable]
+Action = Annotated[str, Field(min_length=1, max_length=MAX_ACTION), Storable]
+Meta = Annotated[dict[str, JsonValue], Field(max_length=50), Storable]
 
 
 class Message(BaseModel):
     speaker: Literal["agent", "user"]
     text: Text
-    action: Name | None = None
+    action: Action | None = None
 
 
 class SuggestRequest(BaseModel):
     conversation: list[Message] = Field(default_factory=list)
     """The conversation so far (or give session_id to use a stored session's)."""
     session_id: Name | None = None
-    action: Name | None = None
+    action: Action | None = None
     """Write for this action instead of the predicted ones."""
     actions: int = Field(3, ge=1, le=20)
     """Next actions to write suggestions for."""
@@ -127,7 +163,7 @@ class SessionRequest(BaseModel):
     user_id: Name | None = None
     """Decides the A/B arm (the same user always gets the same arm); a random one when absent."""
     mode: Literal["bot", "assist"] = "bot"
-    meta: dict[str, JsonValue] = Field(default_factory=dict, max_length=50)
+    meta: Meta = Field(default_factory=dict)
 
 
 class SessionOut(BaseModel):
@@ -142,9 +178,9 @@ class MessageRequest(BaseModel):
     text: Text
     speaker: Literal["agent", "user"] = "user"
     """Bot sessions take user messages only; assist sessions store either."""
-    action: Name | None = None
+    action: Action | None = None
     """An agent message's action (assist mode)."""
-    meta: dict[str, JsonValue] = Field(default_factory=dict, max_length=50)
+    meta: Meta = Field(default_factory=dict)
     """Stored with the turn, e.g. {"suggested": "...", "edited": true} when an agent sent a suggestion."""
 
 
@@ -287,6 +323,12 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
     )
     turns_stored = Counter("convoplan_turns_stored", "Turns written to the store", ["mode"], registry=registry)
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, error: RequestValidationError) -> Response:
+        # FastAPI's own handler echoes the input as UTF-8, which a lone surrogate cannot be: escape everything.
+        body = json.dumps({"detail": jsonable_encoder(error.errors())}, ensure_ascii=True, default=repr)
+        return Response(body, status_code=422, media_type="application/json")
+
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)  # inside `measure` (added later = outer): 413s count
 
     @app.middleware("http")
@@ -309,7 +351,8 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
     v1 = [Depends(authorised)]
 
     def record_of(session_id: str) -> SessionRecord:
-        record = store.session(session_id)
+        # Session ids are 32 hex digits (uuid4().hex); anything else is no session, and never reaches the database.
+        record = store.session(session_id) if SESSION_ID.fullmatch(session_id) else None
         if record is None:
             raise HTTPException(404, f"no session {session_id!r}")
         return record

@@ -24,6 +24,7 @@ from pydantic import JsonValue, TypeAdapter
 from sqlalchemy import JSON, DateTime, Engine, ForeignKey, Integer, String, Text, create_engine, event, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.types import TypeDecorator
 
 from convoplan.schema import Conversation, Turn
 
@@ -45,6 +46,19 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+class _UTC(TypeDecorator[dt.datetime]):
+    """A time stamp that reads back in UTC, as written: SQLite keeps no zone (a naive value comes back) and
+    PostgreSQL answers in the server's TimeZone."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_result_value(self, value: dt.datetime | None, dialect: Any) -> dt.datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
+
+
 class SessionRecord(_Base):
     __tablename__ = "sessions"
 
@@ -53,7 +67,7 @@ class SessionRecord(_Base):
     arm: Mapped[str] = mapped_column(String(100), index=True)
     mode: Mapped[str] = mapped_column(String(10))
     domain: Mapped[str] = mapped_column(String(100))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[dt.datetime] = mapped_column(_UTC, default=_now)
     meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
 
 
@@ -67,7 +81,7 @@ class _TurnRecord(_Base):
     action: Mapped[str | None] = mapped_column(String(100))
     data: Mapped[dict[str, Any]] = mapped_column(JSON)
     """The canonical Turn (candidates, scores, meta), fields at their default left out."""
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[dt.datetime] = mapped_column(_UTC, default=_now)
 
 
 class _FeedbackRecord(_Base):
@@ -77,7 +91,7 @@ class _FeedbackRecord(_Base):
     session_id: Mapped[str] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
     position: Mapped[int] = mapped_column(Integer)
     value: Mapped[str] = mapped_column(String(20))
-    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=_now)
+    created_at: Mapped[dt.datetime] = mapped_column(_UTC, default=_now)
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:

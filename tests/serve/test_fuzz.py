@@ -1,7 +1,7 @@
 """Fuzzing: schemathesis generates requests for every operation of the OpenAPI document (valid and invalid bodies,
 boundary values, and stateful sequences over the links it infers) against a live server, and no answer may be a
 server error. Then the requests that fuzzing and probing found answered with 500, replayed one by one in process
-(each marked xfail until the app or the store is fixed)."""
+(regression tests of the fixes)."""
 
 from __future__ import annotations
 
@@ -77,12 +77,10 @@ def test_fuzzing_every_operation_finds_no_server_error(server: ServerProcess, tm
 def test_fuzzing_every_operation_over_postgresql_finds_no_server_error(
     artifacts_dir: Path, db_url: str, tmp_path: Path
 ) -> None:
-    # NUL bytes left out: PostgreSQL refuses them in text and every one is a 500 today; that bug has its own test
-    # (test_a_nul_byte_is_not_a_server_error). Drop the option once it is fixed.
     server = ServerProcess(artifacts_dir, db_url, free_port(), tmp_path / "server.log")
     try:
         server.start()
-        fuzz(server, tmp_path, "--generation-allow-x00=false")
+        fuzz(server, tmp_path)
     finally:
         server.stop()
 
@@ -109,15 +107,6 @@ def post_raw(client: TestClient, path: str, body: str) -> Any:
     return client.post(path, content=body.encode(), headers={"content-type": "application/json"})
 
 
-LONE_SURROGATE_IN_TEXT = pytest.mark.xfail(
-    strict=True,
-    reason="app bug: a lone surrogate escape (\\ud800) in a string field fails validation, and FastAPI's default "
-    "422 handler echoes the input and encodes it as UTF-8: UnicodeEncodeError, 500. Fix: an app exception handler "
-    "for RequestValidationError that renders with json.dumps(..., ensure_ascii=True)",
-)
-
-
-@LONE_SURROGATE_IN_TEXT
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_lone_surrogate_in_a_text_field_gets_422(api: tuple[TestClient, Store]) -> None:
     client, _ = api
@@ -131,16 +120,6 @@ def test_a_lone_surrogate_in_a_text_field_gets_422(api: tuple[TestClient, Store]
     assert {name: r.status_code for name, r in answers.items()} == dict.fromkeys(answers, 422)
 
 
-LONE_SURROGATE_IN_META = pytest.mark.xfail(
-    strict=True,
-    reason="app bug: meta (dict[str, JsonValue]) takes lone surrogates (\\ud800) and stores them; every later "
-    "GET /v1/sessions/{id} of that session is a 500 (PydanticSerializationError: surrogates not allowed), and so "
-    "is exporting it (write_jsonl). Fix: validate meta as UTF-8-encodable (422), e.g. an AfterValidator that runs "
-    "json.dumps(value, ensure_ascii=False).encode()",
-)
-
-
-@LONE_SURROGATE_IN_META
 def test_a_lone_surrogate_in_meta_does_not_poison_the_session(api: tuple[TestClient, Store], tmp_path: Path) -> None:
     client, store = api
     bot, assist = sessions(client)
@@ -159,15 +138,7 @@ def test_a_lone_surrogate_in_meta_does_not_poison_the_session(api: tuple[TestCli
     write_jsonl(tmp_path / "export.jsonl", store.conversations())  # what `experiment report --db` and training read
 
 
-NUL_ON_POSTGRESQL = pytest.mark.xfail(
-    strict=True,
-    reason="app/store bug: PostgreSQL text cannot hold NUL (0x00); a message, user_id or action with one, or a "
-    "session id with one in the path, is psycopg.DataError -> 500 (SQLite stores it). Fix: refuse NUL in every "
-    "request string (422) and answer 404 for a session id with one (or that is not a 32-hex id)",
-)
-
-
-@pytest.mark.parametrize("db_url", ["sqlite", pytest.param("postgresql", marks=NUL_ON_POSTGRESQL)], indirect=True)
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 def test_a_nul_byte_is_not_a_server_error(api: tuple[TestClient, Store]) -> None:
     client, _ = api
     bot, assist = sessions(client)
@@ -188,17 +159,7 @@ def test_a_nul_byte_is_not_a_server_error(api: tuple[TestClient, Store]) -> None
     assert codes["GET path"] == codes["messages path"] == codes["feedback path"] == 404, codes
 
 
-LONG_ACTION_ON_POSTGRESQL = pytest.mark.xfail(
-    strict=True,
-    reason="app/store bug: the API takes actions up to 200 characters (Name, MAX_ID), the turns.action column is "
-    "String(100): on PostgreSQL an assist message with a 101-200 character action is StringDataRightTruncation "
-    "-> 500 (SQLite ignores the length). Fix: actions at most 100 characters in the request models (422)",
-)
-
-
-@pytest.mark.parametrize(
-    "db_url", ["sqlite", pytest.param("postgresql", marks=LONG_ACTION_ON_POSTGRESQL)], indirect=True
-)
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 def test_a_long_action_is_not_a_server_error(api: tuple[TestClient, Store]) -> None:
     client, store = api
     _, assist = sessions(client)

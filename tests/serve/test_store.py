@@ -85,15 +85,7 @@ def test_sessions_turns_and_feedback_round_trip(db: Store) -> None:
     assert db.counts() == {"sessions": 2, "turns": 6, "feedback": 1}
 
 
-NAIVE_ON_SQLITE = pytest.mark.xfail(
-    strict=True,
-    reason="store bug: SQLite keeps no time zone for DateTime(timezone=True), so a stored session's created_at reads "
-    "back naive ('2026-01-01T12:00:00' where POST /v1/sessions said '...+00:00'): GET /v1/sessions/{id} and the "
-    "export's meta.created_at disagree with the session's creation answer. Remove once store.py reads back UTC.",
-)
-
-
-@pytest.mark.parametrize("db_url", [pytest.param("sqlite", marks=NAIVE_ON_SQLITE), "postgresql"], indirect=True)
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 def test_created_at_reads_back_as_it_was_stored(db: Store) -> None:
     created = db.create_session("s1", user_id="alice", arm="greedy", mode="bot", domain="animals", meta={})
     record = db.session("s1")
