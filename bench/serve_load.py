@@ -2,8 +2,8 @@
 turn was lost.
 
 Starts `convoplan serve` as a child process on a free loopback port with a fresh SQLite store (or `--db URL`) on
-an artifacts folder (`--artifacts`; by default a small one built in a temp folder as tests/serve/conftest.py builds
-its fixture: heuristic and greedy arms, a tiny LM and next-action model trained on simulated animals-world logs).
+the artifacts the main job serves (`--artifacts`, default runs/demo/artifacts, written by `convoplan demo
+--no-serve`: SAQL against the supervised RNN DM as A/B arms, the LM as a content provider, the next-action model).
 Then:
 
 1. bot phase: `--sessions` users at once, each sending `--turns` messages (drawn, seeded, from a fixed list of
@@ -32,7 +32,6 @@ import os
 import platform
 import random
 import shlex
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,15 +40,13 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import httpx
 
 from convoplan.atomic import atomic_write
+from convoplan.serve.process import ServerProcess, free_port
 from convoplan.serve.store import Store
-
-ROOT = Path(__file__).resolve().parents[1]
 
 MESSAGES = (
     "hi",
@@ -74,51 +71,15 @@ MESSAGES = (
 """What the simulated users say (the same kind of messages as the animals world's simulated users)."""
 
 
-def fixtures() -> ModuleType:
-    """tests/serve/conftest.py: `ServerProcess`, `free_port` and the tiny model configs of the serving tests."""
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    from tests.serve import conftest
-
-    return conftest
-
-
-def build_artifacts(root: Path) -> Path:
-    """The serving tests' artifacts folder (tests/serve/conftest.py `artifacts_dir`, whose body this repeats: a
-    pytest fixture cannot be called): heuristic (control) and greedy arms, a tiny LM and a tiny NBA."""
-    from convoplan.actions.nba import train_nba
-    from convoplan.compose.lm_provider import lm_conversations
-    from convoplan.embed import SentenceEmbedder
-    from convoplan.lm.train import train
-    from convoplan.serve.artifacts import Arm, Manifest, write_manifest
-    from convoplan.sim.run import SimulationConfig, simulate
-    from convoplan.worlds.animals import animals_world
-    from convoplan.worlds.animals.planning import HeuristicDM
-
-    conftest = fixtures()
-    logs = lm_conversations(
-        list(simulate(animals_world(), HeuristicDM(), SimulationConfig(conversations=12, raters=0)))
-    )
-    train(logs, root / "lm", conftest.TINY_LM)
-    train_nba(logs, SentenceEmbedder(cache_dir=root / "embeddings"), conftest.TINY_NBA).model.save(root / "nba")
-    arms = {"heuristic": Arm("heuristic"), "greedy": Arm("greedy")}
-    write_manifest(root, Manifest(arms=arms, control="heuristic", lm="lm", nba="nba"))
-    return root
-
-
 @contextmanager
 def running_server(artifacts: Path, db: str, log: Path, start_timeout: float = 300.0) -> Iterator[Any]:
-    """`convoplan serve` on a free loopback port (conftest's `ServerProcess`), stopped on leaving, also on error."""
-    conftest = fixtures()
-    server = conftest.ServerProcess(artifacts, db, conftest.free_port(), log)
+    """`convoplan serve` on a free loopback port, stopped on leaving, also on error."""
+    server = ServerProcess(artifacts, db, free_port(), log)
     try:
         server.start(timeout=start_timeout)
         yield server
     finally:
-        try:
-            server.stop()
-        except subprocess.TimeoutExpired:  # it did not exit within 30 s of SIGTERM
-            server.stop(kill=True)
+        server.stop()
 
 
 # --- the load -----------------------------------------------------------------------------------------------
@@ -401,7 +362,9 @@ def command() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--artifacts", type=Path, default=None, help="default: build a small one in a temp folder")
+    parser.add_argument(
+        "--artifacts", type=Path, default=Path("runs/demo/artifacts"), help="what `convoplan demo --no-serve` writes"
+    )
     parser.add_argument("--db", default=None, help="store URL (default: a fresh SQLite file in a temp folder)")
     parser.add_argument("--sessions", type=int, default=50, help="concurrent users")
     parser.add_argument("--turns", type=int, default=20, help="messages per user")
@@ -415,17 +378,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-serve"))
     args = parser.parse_args()
+    if not (args.artifacts / "serve.json").is_file():
+        parser.error(f"--artifacts {args.artifacts}: no serve.json (run `convoplan demo --no-serve` first)")
 
     started = time.perf_counter()
     header = [machine(1), f"command: `{command()}`"]
     print(header[0], flush=True)
     with tempfile.TemporaryDirectory(prefix="serve-load-") as temp:
         artifacts = args.artifacts
-        if artifacts is None:
-            print("building a small artifacts folder ...", flush=True)
-            building = time.perf_counter()
-            artifacts = build_artifacts(Path(temp) / "artifacts")
-            print(f"  done in {time.perf_counter() - building:.0f} s", flush=True)
         db = args.db or f"sqlite:///{Path(temp) / 'serve.db'}"
         store = Store(db)
         before = store.counts()

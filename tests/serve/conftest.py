@@ -4,15 +4,9 @@ next-action model trained on the animals world's logs), an in-process client, an
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -23,6 +17,7 @@ from convoplan.lm.model import ModelConfig
 from convoplan.lm.train import TrainConfig, train
 from convoplan.serve.app import ServeConfig, create_app
 from convoplan.serve.artifacts import Arm, Artifacts, Manifest, write_manifest
+from convoplan.serve.process import ServerProcess, free_port
 from convoplan.serve.store import Store
 from convoplan.sim.run import SimulationConfig, simulate
 from convoplan.worlds.animals import animals_world
@@ -69,53 +64,6 @@ def store(tmp_path: Path) -> Iterator[Store]:
 @pytest.fixture
 def client(artifacts: Artifacts, store: Store) -> TestClient:
     return TestClient(create_app(artifacts, store, ServeConfig()))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@dataclass
-class ServerProcess:
-    """`convoplan serve` in a child process on loopback."""
-
-    artifacts: Path
-    db: str
-    port: int
-    log: Path
-    process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self, timeout: float = 120.0) -> None:
-        command = [sys.executable, "-m", "convoplan.cli", "serve", "--artifacts", str(self.artifacts)]
-        command += ["--db", self.db, "--port", str(self.port)]
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
-        with self.log.open("ab") as log:
-            self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:  # bounded: the server is up, or it died, or the deadline passes
-            if self.process.poll() is not None:
-                raise RuntimeError(f"the server exited with {self.process.returncode}:\n{self.log.read_text()}")
-            try:
-                if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        self.stop()
-        raise RuntimeError(f"the server did not answer /healthz within {timeout} s:\n{self.log.read_text()}")
-
-    def stop(self, kill: bool = False) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill() if kill else self.process.terminate()
-            self.process.wait(timeout=30)
-        self.process = None
 
 
 @pytest.fixture

@@ -16,8 +16,8 @@ from typing import TYPE_CHECKING
 import httpx
 import pytest
 
+from convoplan.serve.process import ServerProcess
 from convoplan.serve.store import Store
-from tests.serve.conftest import ServerProcess
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser, Page, Route

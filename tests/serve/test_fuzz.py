@@ -20,8 +20,8 @@ from fastapi.testclient import TestClient
 from convoplan.schema import write_jsonl
 from convoplan.serve.app import ServeConfig, create_app
 from convoplan.serve.artifacts import Artifacts
+from convoplan.serve.process import ServerProcess, free_port
 from convoplan.serve.store import Store
-from tests.serve.conftest import ServerProcess, free_port
 
 FUZZ_TIMEOUT = 300
 """Seconds schemathesis may run (it takes well under a minute per server on a busy 2-core machine)."""

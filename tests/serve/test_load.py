@@ -10,8 +10,8 @@ from types import ModuleType
 
 import pytest
 
+from convoplan.serve.process import ServerProcess
 from convoplan.serve.store import Store
-from tests.serve.conftest import ServerProcess
 
 BENCH = Path(__file__).resolve().parents[2] / "bench" / "serve_load.py"
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import httpx
 
+from convoplan.serve.process import ServerProcess, free_port
 from convoplan.serve.store import Store
-from tests.serve.conftest import ServerProcess, free_port
 
 SESSIONS = 4
 BEFORE = ["tell me about elephants", "what sound does it make?", "and what do lions eat?"]
