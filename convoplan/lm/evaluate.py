@@ -197,6 +197,14 @@ class LMEvalReport:
         for system in self.systems:
             s = self.scores[system][ALL]
             lines.append(f"| {system} | {s.messages} | {s.bleu:.2f} | {_cell(s.adherence, '.1%')} |")
+        baseline = self.systems[0]
+        for system in self.systems[1:]:
+            won, of = self.wins(system, baseline)
+            won_5, of_5 = self.wins(system, baseline, min_messages=5)
+            lines.append(
+                f"\n{system} over {baseline}, BLEU per action: higher in {won} of {of} actions "
+                f"({won_5} of {of_5} with at least 5 messages)"
+            )
         head = " | ".join(f"BLEU {s}" for s in self.systems) + " | " + " | ".join(f"adh. {s}" for s in self.systems)
         lines += ["", f"| action | messages | {head} |", "|---|---:|" + "---:|" * (2 * len(self.systems))]
         for action in self.actions:
@@ -205,6 +213,13 @@ class LMEvalReport:
             adherence = " | ".join(_cell(r.adherence, ".0%") for r in row)
             lines.append(f"| {action} | {row[0].messages} | {bleu} | {adherence} |")
         return "\n".join(lines) + "\n"
+
+    def wins(self, system: str, baseline: str, min_messages: int = 1) -> tuple[int, int]:
+        """(actions where `system` has the higher BLEU, actions compared): the actions with at least
+        `min_messages` messages."""
+        compared = [a for a in self.actions if self.scores[system][a].messages >= min_messages]
+        won = sum(self.scores[system][a].bleu > self.scores[baseline][a].bleu for a in compared)
+        return won, len(compared)
 
     def as_dict(self) -> dict[str, Any]:
         def plain(score: Score) -> dict[str, Any]:

@@ -18,7 +18,9 @@ from convoplan.lm.evaluate import (
     TRUE,
     VANILLA,
     EvalConfig,
+    LMEvalReport,
     LMWriter,
+    Score,
     Target,
     evaluate_lm,
     predicted_actions,
@@ -178,3 +180,13 @@ def test_evaluate_writes_the_report(models: tuple[LanguageModel, LanguageModel],
     ]
     first = json.loads(paths["messages"].read_text().splitlines()[0])
     assert set(first) == {"id", "action", "reference", *SYSTEMS} and first[TRUE]["intended"] == first["action"]
+
+
+def test_wins_count_the_actions_where_a_system_has_the_higher_bleu() -> None:
+    scores = {
+        "vanilla": {"a": Score(10, 5.0, 0.1), "b": Score(2, 9.0, 0.1), "c": Score(6, 1.0, 0.1)},
+        "true action": {"a": Score(10, 7.0, 0.9), "b": Score(2, 3.0, 0.9), "c": Score(6, 1.0, 0.9)},
+    }
+    report = LMEvalReport("t", ("vanilla", "true action"), ("a", "c", "b"), scores)
+    assert report.wins("true action", "vanilla") == (1, 3)  # a wins, c ties, b loses
+    assert report.wins("true action", "vanilla", min_messages=5) == (1, 2)
