@@ -122,7 +122,7 @@ def demo(
     and the greedy rater-pleaser against the supervised DM (Table 3 layout, bootstrap 95% intervals).
 
     Then the action-directed system joins in: an LM trained on the world's logs becomes one more content provider
-    (a few conversations show it), a next-best-action model is trained on the same logs, and everything is written
+    (one conversation shows it), a next-best-action model is trained on the same logs, and everything is written
     to OUT/artifacts and served: the console's URL is printed (`convoplan serve`; --no-serve stops before)."""
     from convoplan.dm.pipeline import PipelineConfig, run_pipeline
     from convoplan.sim.experiment import ab_report, run_ab
