@@ -62,6 +62,14 @@ bench: data
 	$(BIN)/python bench/callflow.py --out runs/bench-callflow --persuasion runs/data/persuasion-labelled.jsonl
 	$(BIN)/python bench/nba.py
 	$(BIN)/python bench/lm_train.py --data runs/data/persuasion.jsonl
+	$(BIN)/python bench/lm_eval.py --data runs/data/persuasion-labelled.jsonl --labeller runs/labeller-p4g \
+		--nba runs/bench-nba/persuasion/supervised --out runs/bench-lm/persuasion --epochs 4
+	$(BIN)/convoplan label train runs/data/star.jsonl --out runs/labeller-star
+	$(BIN)/python bench/lm_eval.py --data runs/data/star.jsonl --labeller runs/labeller-star \
+		--nba runs/bench-nba/star/supervised --out runs/bench-lm/star --epochs 1 --max-steps 250 --max-messages 1000
+	$(BIN)/python bench/lm_latency.py --data runs/data/persuasion.jsonl --rounds 30
+	$(BIN)/convoplan demo --no-serve
+	$(BIN)/python bench/serve_load.py --artifacts runs/demo/artifacts --sessions 50 --turns 20 --out runs/bench-serve
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache
