@@ -166,6 +166,7 @@ def read_info(folder: str | Path) -> dict[str, Any]:
 
 def load_model(folder: str | Path) -> LanguageModel:
     """A model folder written by `save_model` (or a training checkpoint), ready to generate."""
+    from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     info = read_info(folder)
@@ -173,7 +174,7 @@ def load_model(folder: str | Path) -> LanguageModel:
         with _quiet():
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
             model = AutoModelForCausalLM.from_pretrained(str(folder))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, SafetensorError) as error:  # SafetensorError: a truncated or corrupt weights file
         raise ValueError(f"{folder}: cannot load the model or its tokenizer ({error})") from None
     model.eval()  # type: ignore[no-untyped-call]
     return LanguageModel(model, tokenizer, Codec(tokenizer, vanilla=bool(info["vanilla"])), info)

@@ -5,6 +5,7 @@ is interrupted (by an exception, or by SIGKILL in another process) resumes to th
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -116,6 +117,15 @@ def test_model_folder_round_trips(reference: Reference, corpus: list[Conversatio
     ids = torch.tensor([lm.codec.encode_conversations(corpus[:1])[0][:64]])
     with torch.no_grad():
         assert torch.allclose(lm.model(input_ids=ids).logits, reference.result.model(input_ids=ids).logits, atol=1e-5)
+
+
+def test_a_corrupt_model_folder_is_a_one_line_error(reference: Reference, tmp_path: Path) -> None:
+    folder = tmp_path / "corrupt"
+    shutil.copytree(reference.folder, folder)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])  # truncated, as by a full disk
+    with pytest.raises(ValueError, match="corrupt: cannot load the model"):
+        load_model(folder)
 
 
 def test_early_stopping_keeps_the_best_weights(tmp_path: Path, corpus: list[Conversation]) -> None:
