@@ -11,6 +11,7 @@ import hashlib
 import os
 import threading
 import uuid
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -45,6 +46,7 @@ class SentenceEmbedder:
         batch_size: int = 128,
         device: str = "cpu",
         model: Any = None,
+        max_cached: int | None = None,
     ) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.model_path = Path(model_path) if model_path is not None else None
@@ -52,7 +54,10 @@ class SentenceEmbedder:
         self.device = device
         self._model: Any = model
         """A SentenceTransformer already in memory (e.g. one just fine-tuned); else loaded from `model_path`."""
-        self._vectors: dict[bytes, np.ndarray] = {}
+        self._vectors: OrderedDict[bytes, np.ndarray] = OrderedDict()
+        self.max_cached = max_cached
+        """Most vectors kept in memory (the oldest go first); None keeps all (training, evaluation). A server that
+        meets new texts forever sets a bound: a vector takes 1.5 kB."""
         # Threads of a server share one embedder: the model loads once, and texts missing from the cache are
         # encoded by one thread at a time, so concurrent requests never encode the same texts twice. Fully cached
         # calls take no lock.
@@ -106,27 +111,30 @@ class SentenceEmbedder:
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Vectors of `texts`, [len(texts), 384] float32; only texts never seen before reach the model."""
         keys = [_key(text) for text in texts]
-        if self._missing(keys, texts):
+        found = self._cached(keys)
+        if len(found) < len(set(keys)):
             with self._lock:
-                missing = self._missing(keys, texts)  # again: another thread may have encoded some meanwhile
-                if missing:
-                    vectors = self.encode_uncached(list(missing.values()))
-                    self.computed += len(missing)
-                    for key, vector in zip(missing, vectors, strict=True):
-                        self._vectors[key] = vector
-                    if self.cache_dir is not None:
-                        self._write_shard(list(missing), vectors)
+                found |= self._cached(keys)  # again: another thread may have encoded some meanwhile
+                missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in found}
+                vectors = self.encode_uncached(list(missing.values()))
+                self.computed += len(missing)
+                found |= zip(missing, vectors, strict=True)
+                self._remember(list(missing), vectors)
+                if self.cache_dir is not None:
+                    self._write_shard(list(missing), vectors)
         if not keys:
             return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
-        return np.stack([self._vectors[key] for key in keys])
+        return np.stack([found[key] for key in keys])
 
-    def _missing(self, keys: list[bytes], texts: Sequence[str]) -> dict[bytes, str]:
-        """The texts not in the cache, by key (each once)."""
-        missing: dict[bytes, str] = {}
-        for key, text in zip(keys, texts, strict=True):
-            if key not in self._vectors:
-                missing.setdefault(key, text)
-        return missing
+    def _cached(self, keys: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        vectors = self._vectors
+        return {key: vector for key in keys if (vector := vectors.get(key)) is not None}
+
+    def _remember(self, keys: Sequence[bytes], vectors: np.ndarray) -> None:
+        """Keep new vectors in memory, dropping the oldest beyond `max_cached` (call under the lock)."""
+        self._vectors.update(zip(keys, vectors, strict=True))
+        while self.max_cached is not None and len(self._vectors) > self.max_cached:
+            self._vectors.popitem(last=False)
 
     def _write_shard(self, keys: list[bytes], vectors: np.ndarray) -> None:
         from safetensors.numpy import save

@@ -46,3 +46,13 @@ def test_concurrent_callers_encode_each_new_text_once(embedder: SentenceEmbedder
         results = list(pool.map(lambda _: call(), range(8)))
     assert embedder.computed - before == len(texts)  # not 8 x 6: the threads share the work
     assert all(np.array_equal(r, results[0]) for r in results)
+
+
+def test_a_bounded_cache_keeps_the_newest_vectors(embedder: SentenceEmbedder) -> None:
+    bounded = SentenceEmbedder(model=embedder.model, max_cached=3)
+    texts = [f"bounded cache sentence {i}" for i in range(5)]
+    vectors = bounded.embed(texts)  # more new texts in one call than the bound: all come back all the same
+    assert vectors.shape == (5, 384) and bounded.computed == 5
+    assert np.allclose(bounded.embed(texts[2:]), vectors[2:]) and bounded.computed == 5  # the newest 3 are kept
+    bounded.embed(texts[:1])
+    assert bounded.computed == 6  # the oldest was dropped and is encoded again

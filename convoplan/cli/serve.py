@@ -51,11 +51,13 @@ def start_server(artifacts: Path, db: str, host: str, port: int, config: ServeCo
     import torch
     import uvicorn
 
+    from convoplan.embed import shared_embedder
     from convoplan.serve.app import create_app
     from convoplan.serve.artifacts import Artifacts
     from convoplan.serve.store import Store
 
     torch.set_num_threads(threads)
+    shared_embedder().max_cached = config.embedding_cache  # the one every loaded model embeds with
     try:
         loaded = Artifacts.load(artifacts, config.suggest)
     except ValueError as error:

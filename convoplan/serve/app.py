@@ -77,6 +77,9 @@ class ServeConfig:
     """Most next actions /v1/suggest writes suggestions for."""
     max_suggestions: int = 5
     """Most suggestions per action."""
+    embedding_cache: int = 200_000
+    """Sentence vectors the server keeps in memory (1.5 kB each; the oldest go first): a long-running server meets
+    new texts forever."""
     model_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     """Requests running models at once (the others wait their turn): more than the cores only adds contention."""
     suggest: SuggestConfig = field(default_factory=SuggestConfig)
