@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -71,6 +73,12 @@ def start_server(artifacts: Path, db: str, host: str, port: int, config: ServeCo
         store.ping()
     except Exception as error:  # SQLAlchemy's errors are many; any means the store cannot be used
         fail(f"--db {db}: {str(error).splitlines()[0]}")
+    try:  # say so now, before printing a URL that another process answers
+        with socket.create_server((host, port)):
+            pass
+    except OSError as error:
+        reason = os.strerror(error.errno) if error.errno else str(error)
+        fail(f"--port {port}: cannot listen on {host}:{port} ({reason}); choose another port with --port")
     app = create_app(loaded, store, config)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     say(f"serving {artifacts} (arms: {', '.join(loaded.manifest.arms)}; store: {db})", to=errors)

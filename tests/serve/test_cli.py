@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from pathlib import Path
 
 from fastapi.testclient import TestClient
@@ -55,3 +56,12 @@ def test_a_report_names_what_is_wrong(store: Store, tmp_path: Path) -> None:
     assert result.exit_code == 2 and "is not an arm of --db" in result.output
     unreadable = runner.invoke(app, ["data", "export", "--db", "nosuchdb://x", "--out", str(tmp_path / "x.jsonl")])
     assert unreadable.exit_code == 2 and "--db nosuchdb://x" in unreadable.output
+
+
+def test_serve_refuses_a_port_in_use_before_printing_its_url(artifacts_dir: Path, tmp_path: Path) -> None:
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        args = ["serve", "--artifacts", str(artifacts_dir), "--db", f"sqlite:///{tmp_path / 's.db'}"]
+        result = runner.invoke(app, [*args, "--port", str(port)])
+    assert result.exit_code == 2 and f"--port {port}: cannot listen" in result.output
+    assert "console:" not in result.output
