@@ -74,7 +74,7 @@ def start_server(artifacts: Path, db: str, host: str, port: int, config: ServeCo
     except Exception as error:  # SQLAlchemy's errors are many; any means the store cannot be used
         fail(f"--db {db}: {str(error).splitlines()[0]}")
     try:  # say so now, before printing a URL that another process answers
-        with socket.create_server((host, port)):
+        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
             pass
     except OSError as error:
         reason = os.strerror(error.errno) if error.errno else str(error)
