@@ -372,7 +372,13 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         except Exception as error:  # SQLAlchemy's errors are many; any means the store is unusable
             return JSONResponse({"status": "store unavailable", "detail": str(error).splitlines()[0]}, 503)
         return JSONResponse(
-            {"status": "ok", "arms": list(artifacts.manifest.arms), "assist": artifacts.suggester is not None}
+            {
+                "status": "ok",
+                "arms": list(artifacts.manifest.arms),
+                "weights": dict(artifacts.weights),
+                "control": artifacts.control,
+                "assist": artifacts.suggester is not None,
+            }
         )
 
     @app.get("/metrics", include_in_schema=False)

@@ -89,7 +89,15 @@ def test_the_api_key_guards_v1_but_not_health(artifacts: Artifacts, store: Store
     assert client.post("/v1/sessions", json={}, headers={"X-API-Key": "wrong"}).status_code == 401
     assert client.post("/v1/sessions", json={}, headers={"X-API-Key": "s3cret"}).status_code == 201
     assert client.post("/v1/sessions", json={}, headers={"Authorization": "Bearer s3cret"}).status_code == 201
-    assert client.get("/healthz").status_code == 200
+    health = client.get("/healthz")
+    assert health.status_code == 200
+    assert health.json() == {
+        "status": "ok",
+        "arms": ["heuristic", "greedy"],
+        "weights": {"heuristic": 1.0, "greedy": 1.0},
+        "control": "heuristic",
+        "assist": True,
+    }
 
 
 def test_metrics_count_requests_by_route(client: TestClient) -> None:
