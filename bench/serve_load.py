@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import math
 import os
 import platform
 import random
@@ -43,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 
 from convoplan.atomic import atomic_write
 from convoplan.serve.process import ServerProcess, free_port
@@ -284,8 +284,7 @@ def run_load(
 
 def percentile(values: Sequence[float], q: float) -> float:
     """Nearest rank: the smallest value with at least a share q of the values at or below it."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
+    return float(np.percentile(values, 100 * q, method="inverted_cdf"))
 
 
 def latency(calls: list[Call], kind: str, seconds: float) -> dict[str, Any]:

@@ -8,11 +8,24 @@ import pytest
 import torch
 
 from convoplan.embed import SentenceEmbedder
+from convoplan.lm.model import ModelConfig
+from convoplan.lm.train import TrainConfig
 from convoplan.schema import Conversation
 
 # One torch thread for the whole suite: its models are tiny, and a second thread only spins against the other
 # processes of a 2-core CI machine (a tiny model's step measured 50x slower with 2 threads on a busy machine).
 torch.set_num_threads(1)
+
+TINY_WORLD_LM = TrainConfig(
+    model=ModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=128, dropout=0.0),
+    vocab_size=300,
+    batch_size=8,
+    lr=1e-2,
+    epochs=6,  # enough for a model of 16k parameters to write words rather than spaces
+    checkpoint_every=0,
+    device="cpu",
+)
+"""A tiny action-directed LM for the animals world's messages."""
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -66,3 +79,18 @@ def animal_logs() -> list[Conversation]:
 
     config = SimulationConfig(conversations=12, raters=2, seed=3, max_turns=8, composer=ComposerConfig(epsilon=0.3))
     return list(simulate(animals_world(), HeuristicDM(), config, "heuristic"))
+
+
+@pytest.fixture(scope="session")
+def world_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny action-directed LM folder trained once on 12 conversations of the animals world (heuristic DM)."""
+    from convoplan.compose.lm_provider import lm_conversations
+    from convoplan.lm.train import train
+    from convoplan.sim.run import SimulationConfig, simulate
+    from convoplan.worlds.animals import animals_world
+    from convoplan.worlds.animals.planning import HeuristicDM
+
+    logs = simulate(animals_world(), HeuristicDM(), SimulationConfig(conversations=12, raters=0))
+    folder = tmp_path_factory.mktemp("world-lm") / "lm"
+    train(lm_conversations(list(logs)), folder, TINY_WORLD_LM)
+    return folder

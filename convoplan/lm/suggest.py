@@ -60,6 +60,11 @@ class Plan:
     reason: str
     """In words: why this action, or why none."""
 
+    @property
+    def action_score(self) -> float | None:
+        """The score of the action the message is written for (None when given, or after a fallback)."""
+        return self.score if self.action is not None else None
+
 
 @dataclass(frozen=True)
 class Suggestion:
@@ -180,10 +185,7 @@ class Suggester:
         prompts = [self.prompt(history, plan.action) for plan in plans]
         written = generate_messages(self.lm, prompts, self.config.sampling, count)
         return [
-            [
-                Suggestion(m.text, plan.action, plan.score if plan.action is not None else None, m.score, m.finished)
-                for m in group
-            ]
+            [Suggestion(m.text, plan.action, plan.action_score, m.score, m.finished) for m in group]
             for plan, group in zip(plans, written, strict=True)
         ]
 

@@ -296,7 +296,7 @@ def _session_out(record: SessionRecord) -> SessionOut:
 def _action_out(plan: Plan, suggestions: list[Suggestion]) -> ActionOut:
     return ActionOut(
         action=plan.action,
-        score=plan.score if plan.action is not None else None,
+        score=plan.action_score,
         reason=plan.reason,
         suggestions=[SuggestionOut(text=s.text, score=s.score, finished=s.finished) for s in suggestions],
     )
@@ -425,9 +425,8 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
     @app.get("/v1/sessions/{session_id}", dependencies=v1)
     def get_session(session_id: str) -> SessionDetail:
         record = record_of(session_id)
-        conversation = store.conversation(session_id)
-        assert conversation is not None
-        return SessionDetail(session=_session_out(record), conversation=json.loads(to_json(conversation)))
+        conversation = json.loads(to_json(store.export(record)))
+        return SessionDetail(session=_session_out(record), conversation=conversation)
 
     @app.post("/v1/sessions/{session_id}/messages", dependencies=v1)
     def post_message(session_id: str, body: MessageRequest) -> MessageResponse:

@@ -23,7 +23,7 @@ from typing import Any
 from pydantic import JsonValue, TypeAdapter
 from sqlalchemy import JSON, DateTime, Engine, ForeignKey, Integer, String, Text, create_engine, event, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, sessionmaker
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from convoplan.schema import Conversation, Turn
@@ -172,10 +172,7 @@ class Store:
     def turns(self, session_id: str) -> list[Turn]:
         """The session's turns in order (empty for an unknown session)."""
         with self._sessions() as db:
-            rows = db.scalars(
-                select(_TurnRecord.data).where(_TurnRecord.session_id == session_id).order_by(_TurnRecord.position)
-            )
-            return [_TURN.validate_python(data) for data in rows]
+            return _turns(db, session_id)
 
     def turn_count(self, session_id: str) -> int:
         """How many turns the session has stored (0 for an unknown session)."""
@@ -186,7 +183,7 @@ class Store:
     def conversation(self, session_id: str) -> Conversation | None:
         """The session as a canonical conversation (None for an unknown session)."""
         record = self.session(session_id)
-        return None if record is None else self._export(record)
+        return None if record is None else self.export(record)
 
     def conversations(self, *, mode: str | None = None) -> Iterator[Conversation]:
         """Every stored session as a canonical conversation, oldest first; sessions without turns are left out."""
@@ -194,7 +191,7 @@ class Store:
             query = select(SessionRecord).order_by(SessionRecord.created_at, SessionRecord.id)
             records = list(db.scalars(query if mode is None else query.where(SessionRecord.mode == mode)))
         for record in records:
-            conversation = self._export(record)
+            conversation = self.export(record)
             if conversation.turns:
                 yield conversation
 
@@ -207,9 +204,10 @@ class Store:
                 "feedback": db.scalar(select(func.count()).select_from(_FeedbackRecord)) or 0,
             }
 
-    def _export(self, record: SessionRecord) -> Conversation:
-        turns = self.turns(record.id)
+    def export(self, record: SessionRecord) -> Conversation:
+        """A stored session (its record already read) as a canonical conversation."""
         with self._sessions() as db:
+            turns = _turns(db, record.id)
             feedback = db.execute(
                 select(_FeedbackRecord.position, _FeedbackRecord.value)
                 .where(_FeedbackRecord.session_id == record.id)
@@ -227,3 +225,10 @@ class Store:
             "created_at": record.created_at.isoformat(),
         }
         return Conversation(id=record.id, domain=record.domain, turns=turns, meta=meta)
+
+
+def _turns(db: Session, session_id: str) -> list[Turn]:
+    rows = db.scalars(
+        select(_TurnRecord.data).where(_TurnRecord.session_id == session_id).order_by(_TurnRecord.position)
+    )
+    return [_TURN.validate_python(data) for data in rows]

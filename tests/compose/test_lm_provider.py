@@ -3,44 +3,26 @@ one generate call, a composed turn made of LM candidates, and the demo in the an
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
 from convoplan.compose.fusion import ConcatFusion
 from convoplan.compose.lm_provider import QUESTION_KINDS, LMProvider, LMProviderConfig, lm_conversations, lm_turns
 from convoplan.compose.loop import STOP, Bot, ComposerConfig, DialogueState, Provider
 from convoplan.lm.generate import SamplingConfig
-from convoplan.lm.model import LanguageModel, ModelConfig, load_model
-from convoplan.lm.train import TrainConfig, train
+from convoplan.lm.model import LanguageModel, load_model
 from convoplan.schema import Candidate, Conversation
 from convoplan.sim.lm_world import LMWorldConfig, lm_world_demo, transcript
 from convoplan.sim.run import SimulationConfig, simulate
 from convoplan.worlds.animals import animals_world
 from convoplan.worlds.animals.planning import HeuristicDM
+from tests.conftest import TINY_WORLD_LM
 
-TINY_LM = TrainConfig(
-    model=ModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=128, dropout=0.0),
-    vocab_size=300,
-    batch_size=8,
-    lr=1e-2,
-    epochs=6,  # enough for a model of 16k parameters to write words rather than spaces
-    checkpoint_every=0,
-    device="cpu",
-)
 SHORT = LMProviderConfig(sampling=SamplingConfig(do_sample=False, max_new_tokens=10), keep_unfinished=True)
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -49,11 +31,8 @@ def logs() -> list[Conversation]:
 
 
 @pytest.fixture(scope="module")
-def lm(logs: list[Conversation], tmp_path_factory: pytest.TempPathFactory) -> LanguageModel:
-    torch.set_num_threads(1)
-    folder = tmp_path_factory.mktemp("animals") / "lm"
-    train(lm_conversations(logs), folder, TINY_LM)
-    return load_model(folder)
+def lm(world_lm_dir: Path) -> LanguageModel:
+    return load_model(world_lm_dir)
 
 
 def test_the_lm_reads_user_and_step_messages_without_the_closing_stop(logs: list[Conversation]) -> None:
@@ -126,7 +105,7 @@ def test_the_demo_trains_on_the_world_and_composes_with_the_lm(tmp_path: Path) -
         demo_conversations=1,
         max_turns=3,
         lm_only=True,
-        lm=TINY_LM,
+        lm=TINY_WORLD_LM,
         provider=SHORT,
     )
     demo = lm_world_demo(tmp_path / "demo", config, report=lines.append)

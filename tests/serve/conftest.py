@@ -4,6 +4,7 @@ next-action model trained on the animals world's logs), an in-process client, an
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,8 +14,6 @@ from fastapi.testclient import TestClient
 from convoplan.actions.nba import NBAConfig, train_nba
 from convoplan.compose.lm_provider import lm_conversations
 from convoplan.embed import SentenceEmbedder
-from convoplan.lm.model import ModelConfig
-from convoplan.lm.train import TrainConfig, train
 from convoplan.serve.app import ServeConfig, create_app
 from convoplan.serve.artifacts import Arm, Artifacts, Manifest, write_manifest
 from convoplan.serve.process import ServerProcess, free_port
@@ -23,26 +22,17 @@ from convoplan.sim.run import SimulationConfig, simulate
 from convoplan.worlds.animals import animals_world
 from convoplan.worlds.animals.planning import HeuristicDM
 
-TINY_LM = TrainConfig(
-    model=ModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=128, dropout=0.0),
-    vocab_size=300,
-    batch_size=8,
-    lr=1e-2,
-    epochs=6,
-    checkpoint_every=0,
-    device="cpu",
-)
 TINY_NBA = NBAConfig(hidden=16, action_dim=8, head=16, epochs=3, batch_size=8)
 
 
 @pytest.fixture(scope="session")
-def artifacts_dir(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceEmbedder) -> Path:
+def artifacts_dir(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceEmbedder, world_lm_dir: Path) -> Path:
     """serve.json with two arms (heuristic, the control, and greedy), a tiny LM and a tiny next-action model."""
     root = tmp_path_factory.mktemp("artifacts")
     logs = lm_conversations(
         list(simulate(animals_world(), HeuristicDM(), SimulationConfig(conversations=12, raters=0)))
     )
-    train(logs, root / "lm", TINY_LM)
+    shutil.copytree(world_lm_dir, root / "lm")
     train_nba(logs, embedder, TINY_NBA).model.save(root / "nba")
     arms = {"heuristic": Arm("heuristic"), "greedy": Arm("greedy")}
     write_manifest(root, Manifest(arms=arms, control="heuristic", lm="lm", nba="nba"))
