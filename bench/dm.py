@@ -28,10 +28,10 @@ from pathlib import Path
 
 from convoplan.compose.loop import DialogueManager, DialogueState
 from convoplan.configs import apply_overrides
-from convoplan.dm.pipeline import PipelineConfig, run_pipeline
 from convoplan.schema import Candidate
 from convoplan.sim.arms import load_arm
 from convoplan.sim.experiment import ab_report, run_ab
+from convoplan.sim.pipeline import PipelineConfig, run_pipeline
 from convoplan.sim.run import SimulationConfig, simulate
 from convoplan.worlds.animals import animals_world
 
@@ -88,17 +88,18 @@ def main() -> None:
     print("| DM | training throughput | unit | training time (s) | scoring p50 (ms/step) | scoring p95 (ms/step) |")
     print("|---|---|---|---|---|---|")
     # One untimed pass first: every RNN DM is then timed with the same warm sentence-embedding cache.
-    list(simulate(world, load_arm(str(args.out / "saql")), SimulationConfig(conversations=10, seed=args.seed + 99)))
+    warm_up = SimulationConfig(conversations=10, seed=args.seed + 99)
+    list(simulate(world, load_arm(str(args.out / "saql"), world), warm_up))
     for name in names:
         training = json.loads((args.out / name / "config.json").read_text())["training"]
         rate = training.get("transitions_per_second") or training.get("examples_per_second")
         unit = "rated pairs/s" if name == "supervised_transformer" else "transitions/s"
-        timed = Timed(load_arm(str(args.out / name)))
+        timed = Timed(load_arm(str(args.out / name), world))
         list(simulate(world, timed, SimulationConfig(conversations=10, seed=args.seed + 99)))
         p50, p95 = percentile(timed.seconds, 0.5) * 1000, percentile(timed.seconds, 0.95) * 1000
         print(f"| {name} | {rate:.0f} | {unit} | {training['seconds']:.0f} | {p50:.1f} | {p95:.1f} |")
 
-    dms = {name: load_arm(str(args.out / name), random.Random(args.seed)) for name in names}
+    dms = {name: load_arm(str(args.out / name), world, random.Random(args.seed)) for name in names}
     start = time.perf_counter()
     logs = run_ab(world, dms, "supervised_transformer", args.users, args.seed + 1)
     report = ab_report(logs, "supervised_transformer", resamples=5000, seed=args.seed)

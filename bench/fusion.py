@@ -23,6 +23,7 @@ from convoplan.compose.fusion import (
     evaluate,
     load_fusion_pairs,
 )
+from convoplan.worlds.animals import animals_world, fusion_pairs
 
 
 def main() -> None:
@@ -35,7 +36,7 @@ def main() -> None:
     parser.add_argument("--save", type=Path, default=None, help="also write the trained tagger to this file")
     args = parser.parse_args()
 
-    pairs = load_fusion_pairs(args.pairs)
+    pairs = fusion_pairs() if args.pairs is None else load_fusion_pairs(args.pairs, animals_world().entity)
     train = [p for p in pairs if p.split == "train"]
     test = [p for p in pairs if p.split == "test"]
     import sklearn.linear_model  # noqa: F401  (imported before the clock starts: the time is the training's)

@@ -19,7 +19,6 @@ import time
 from convoplan.sim.metrics import METRICS, compare
 from convoplan.sim.run import SimulationConfig, simulate
 from convoplan.worlds.animals import animals_world
-from convoplan.worlds.animals.planning import builtin_dm
 
 
 def main() -> None:
@@ -34,7 +33,7 @@ def main() -> None:
     logs, seconds = {}, {}
     for name in ("heuristic", "greedy", "random"):
         start = time.perf_counter()
-        logs[name] = list(simulate(world, builtin_dm(name, random.Random(args.seed)), config, name))
+        logs[name] = list(simulate(world, world.dms[name](random.Random(args.seed)), config, name))
         seconds[name] = time.perf_counter() - start
 
     print(

@@ -2,7 +2,8 @@
 
 Each trainable thing has one dataclass config whose fields carry a docstring and the default; rather than restate
 them as CLI options, commands accept `--set q.gamma=0.95` (parsed by the field's type) and `--show-config` prints
-every field path with its value and docstring, read from the source.
+every field path with its value and docstring, read from the source. A saved model's config comes back from its
+JSON with `config_from_dict`, which checks every value against the field's type.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import typing
 from functools import cache
 from typing import Any, TypeVar
 
-__all__ = ["apply_overrides", "describe"]
+__all__ = ["apply_overrides", "config_from_dict", "describe"]
 
 T = TypeVar("T")
 
@@ -98,3 +99,70 @@ def _set(config: Any, parts: list[str], raw: str, path: str) -> Any:
     if len(parts) > 1:
         return dataclasses.replace(config, **{name: _set(getattr(config, name), parts[1:], raw, path)})
     return dataclasses.replace(config, **{name: _parse(raw, hints[name], path)})
+
+
+def config_from_dict(cls: type[T], data: Any, where: str = "config") -> T:
+    """The dataclass `cls` from its `asdict` form as JSON gives it back (tuples as lists), every value checked
+    against its field's type; fields left out keep their defaults. ValueError naming `where` and the field, e.g.
+    "config.json: network.hidden: expected int, got '200'"."""
+    return typing.cast(T, _convert(data, cls, where, ""))
+
+
+def _convert(value: Any, annotation: Any, where: str, path: str) -> Any:
+    def wrong(expected: str) -> ValueError:
+        return ValueError(f"{where}: {path or 'config'}: expected {expected}, got {json.dumps(value)[:60]}")
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if dataclasses.is_dataclass(annotation) and isinstance(annotation, type):
+        if not isinstance(value, dict):
+            raise wrong("an object")
+        hints = typing.get_type_hints(annotation)
+        names = {f.name for f in dataclasses.fields(annotation) if f.init}
+        unknown = sorted(set(value) - names)
+        if unknown:
+            raise ValueError(f"{where}: {f'{path}.' if path else ''}{unknown[0]}: no such field")
+        fields = {
+            name: _convert(v, hints[name], where, f"{path}.{name}" if path else name) for name, v in value.items()
+        }
+        return annotation(**fields)
+    if annotation is Any:
+        return value
+    if origin is typing.Union or (origin is not None and str(origin) == "<class 'types.UnionType'>"):
+        if value is None and type(None) in args:
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, option, where, path)
+            except ValueError:
+                continue
+        raise wrong(" or ".join(getattr(a, "__name__", str(a)) for a in args))
+    if origin is typing.Literal:
+        if value not in args:
+            raise wrong("one of " + ", ".join(json.dumps(a) for a in args))
+        return value
+    if origin in (tuple, list):
+        if not isinstance(value, list | tuple):
+            raise wrong("a list")
+        items = [_convert(v, args[0], where, f"{path}[{i}]") for i, v in enumerate(value)]
+        return origin(items)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise wrong("an object")
+        return {k: _convert(v, args[1], where, f"{path}.{k}") for k, v in value.items()}
+    if annotation is bool:
+        if not isinstance(value, bool):
+            raise wrong("true or false")
+        return value
+    if annotation is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong("an integer")
+        return value
+    if annotation is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise wrong("a number")
+        return float(value)
+    if annotation is str:
+        if not isinstance(value, str):
+            raise wrong("a string")
+        return value
+    raise TypeError(f"config_from_dict cannot read a field of type {annotation!r} ({path})")

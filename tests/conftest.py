@@ -84,7 +84,7 @@ def animal_logs() -> list[Conversation]:
 @pytest.fixture(scope="session")
 def world_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny action-directed LM folder trained once on 12 conversations of the animals world (heuristic DM)."""
-    from convoplan.compose.lm_provider import lm_conversations
+    from convoplan.lm.provider import lm_conversations
     from convoplan.lm.train import train
     from convoplan.sim.run import SimulationConfig, simulate
     from convoplan.worlds.animals import animals_world

@@ -93,12 +93,12 @@ SimulatorOption = Annotated[
 RaterOption = Annotated[str | None, typer.Option(help="A rater class by import path, called as Class(name, rng).")]
 
 
-def resolve_dm(spec: str, rng: random.Random) -> DialogueManager:
-    """A DM from the --dm option (see convoplan.sim.arms); a bad one exits 2."""
+def resolve_dm(spec: str, world: World, rng: random.Random) -> DialogueManager:
+    """A DM of `world` from the --dm option (see convoplan.sim.arms); a bad one exits 2."""
     from convoplan.sim.arms import load_arm
 
     try:
-        return load_arm(spec, rng)
+        return load_arm(spec, world, rng)
     except ValueError as error:
         fail(f"--dm {error}")
 

@@ -41,7 +41,7 @@ def dm_pipeline(
     rater: RaterOption = None,
 ) -> None:
     """Collect logs with a first DM, train the supervised RNN DM, collect its logs, train the RL DMs on them."""
-    from convoplan.dm.pipeline import PipelineConfig, run_pipeline
+    from convoplan.sim.pipeline import PipelineConfig, run_pipeline
 
     config = configured(PipelineConfig(conversations=conversations, seed=seed), overrides, show_config)
     world = build_world(simulator, rater)

@@ -72,13 +72,13 @@ def experiment_ab(
     files = [log_file(out, name) for name in names]
     if len(set(files)) < len(files):
         fail("two arm names give the same log file name; name arms apart with name=SPEC")
+    world = build_world(simulator, rater)
     dms: dict[str, DialogueManager] = {}
     for (name, spec), option in zip(named, ["--control", *["--arm"] * len(arm)], strict=True):
         try:
-            dms[name] = load_arm(spec, random.Random(f"{seed}:dm"))
+            dms[name] = load_arm(spec, world, random.Random(f"{seed}:dm"))
         except (ValueError, ImportError) as error:
             fail(f"{option} {error}")
-    world = build_world(simulator, rater)
     with progress_bar() as bar:
         tasks = {name: bar.add_task(f"simulating {name}", total=users) for name in names}
         logs = run_ab(

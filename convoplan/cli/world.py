@@ -55,7 +55,7 @@ def world_simulate(
     config = SimulationConfig(
         conversations=conversations, raters=raters, seed=seed, max_turns=max_turns, composer=composer
     )
-    logs, seconds = simulate_with_progress(world, resolve_dm(dm, random.Random(f"{seed}:dm")), config, dm)
+    logs, seconds = simulate_with_progress(world, resolve_dm(dm, world, random.Random(f"{seed}:dm")), config, dm)
     write_jsonl(out, logs)
     say(f"wrote {len(logs)} conversations to {out}")
     print_summary(logs, f"{dm}: {len(logs)} simulated conversations", seconds)
@@ -82,7 +82,7 @@ def chat(
 
     bot = Bot(
         world.providers(rng),
-        resolve_dm(dm, rng),
+        resolve_dm(dm, world, rng),
         world.fuser,
         world.lexicon,
         world.entity,
@@ -124,8 +124,8 @@ def demo(
     Then the action-directed system joins in: an LM trained on the world's logs becomes one more content provider
     (one conversation shows it), a next-best-action model is trained on the same logs, and everything is written
     to OUT/artifacts and served: the console's URL is printed (`convoplan serve`; --no-serve stops before)."""
-    from convoplan.dm.pipeline import PipelineConfig, run_pipeline
     from convoplan.sim.experiment import ab_report, run_ab
+    from convoplan.sim.pipeline import PipelineConfig, run_pipeline
 
     quick = PipelineConfig(conversations=conversations, seed=seed, arms=("saql",))
     # A budget of CPU minutes (batches of 8 conversations); `convoplan dm pipeline` trains longer.
@@ -141,7 +141,7 @@ def demo(
         "heuristic": "heuristic",
         "greedy": "greedy",
     }
-    dms = {name: resolve_dm(spec, random.Random(seed)) for name, spec in arms.items()}
+    dms = {name: resolve_dm(spec, world, random.Random(seed)) for name, spec in arms.items()}
     with progress_bar() as bar:
         tasks = {name: bar.add_task(f"A/B: simulating {name}", total=users) for name in dms}
         logs = run_ab(
@@ -171,7 +171,7 @@ def serving_artifacts(out: Path, arm: Path, control: Path, seed: int) -> Path:
     from convoplan.actions.nba import NBAConfig, train_nba
     from convoplan.embed import SentenceEmbedder
     from convoplan.serve.artifacts import Arm, Manifest, write_manifest
-    from convoplan.sim.lm_world import LMWorldConfig, lm_world_demo, transcript
+    from convoplan.worlds.animals.lm_world import LMWorldConfig, lm_world_demo, transcript
 
     world_config = LMWorldConfig(dm=str(arm), seed=seed, demo_conversations=1, max_turns=8)
     demo = lm_world_demo(out / "lm-world", world_config, report=lambda m: say(m, to=errors))

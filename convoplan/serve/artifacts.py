@@ -13,7 +13,7 @@
 - `arms`: the live A/B arms, each a DM (a trained folder, a built-in name, or `pkg.module:Factory`) and a weight;
 - `control`: the arm the A/B report compares the others with;
 - `lm`, `nba`, `labeller`: the agent-assist models (docs/lm.md, docs/actions.md); any may be left out;
-- `lm_provider`: add the LM to the bot's content providers (one candidate per action, `convoplan.compose.lm_provider`).
+- `lm_provider`: add the LM to the bot's content providers (one candidate per action, `convoplan.lm.provider`).
 
 Folders are relative to the manifest. Loading uses the checkpoint readers only, never training code.
 """
@@ -133,7 +133,7 @@ class Artifacts:
         dms: dict[str, DialogueManager] = {}
         for name, arm in manifest.arms.items():
             try:
-                dms[name] = load_arm(resolve(arm.dm), random.Random(name))
+                dms[name] = load_arm(resolve(arm.dm), world, random.Random(name))
             except (ValueError, ImportError, OSError) as error:
                 raise where(f"arms.{name}", error) from None
         lm: LanguageModel | None = None
@@ -156,7 +156,7 @@ class Artifacts:
             raise where("models", error) from None
         extra: list[Provider] = []
         if manifest.lm_provider and lm is not None:
-            from convoplan.compose.lm_provider import LMProvider
+            from convoplan.lm.provider import LMProvider
 
             extra.append(LMProvider(lm, world.lexicon))
         suggester = Suggester(lm, labeller, nba, suggest) if lm is not None else None

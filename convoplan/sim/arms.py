@@ -1,6 +1,7 @@
-"""Turn a DM specification into a dialogue manager: a built-in name, an import path, or a trained checkpoint.
+"""Turn a DM specification into a dialogue manager: a DM the world has built in, an import path, or a trained
+checkpoint.
 
-random | heuristic | greedy       the DMs that need no training (convoplan.worlds.animals.planning)
+heuristic | greedy | random      the world's built-in DMs, by name (`World.dms`; the animals world's are these)
 my_pkg.module:Factory            a class or function called with no arguments, returning a DM
 runs/dm/saql                     a folder written by `convoplan dm train` (config.json + model.safetensors)
 """
@@ -13,24 +14,23 @@ from typing import cast
 
 from convoplan.compose.loop import DialogueManager
 from convoplan.imports import import_object
+from convoplan.sim.run import World
 
 __all__ = ["load_arm"]
 
 
-def load_arm(spec: str, rng: random.Random | None = None) -> DialogueManager:
-    """The DM a specification names; a ValueError says what is wrong with a bad one."""
-    from convoplan.worlds.animals.planning import BUILTIN_DMS, builtin_dm
-
-    if spec in BUILTIN_DMS:
-        return builtin_dm(spec, rng)
+def load_arm(spec: str, world: World, rng: random.Random | None = None) -> DialogueManager:
+    """The DM a specification names in `world`; a ValueError says what is wrong with a bad one."""
+    if spec in world.dms:
+        return world.dms[spec](rng or random.Random(0))
     path = Path(spec)
     if path.is_dir():
         from convoplan.dm.checkpoint import load_policy
 
         return load_policy(path)
     if ":" not in spec:
-        expected = f"one of {', '.join(BUILTIN_DMS)}, a trained DM folder, or an import path 'pkg.module:Factory'"
-        raise ValueError(f"{spec!r}: expected {expected}")
+        builtin = f"one of the {world.name} world's DMs ({', '.join(world.dms)}), " if world.dms else ""
+        raise ValueError(f"{spec!r}: expected {builtin}a trained DM folder, or an import path 'pkg.module:Factory'")
     factory = import_object(spec)
     if not callable(factory):
         raise ValueError(f"{spec!r} is not callable")

@@ -9,7 +9,7 @@ and the simulator's hidden state under meta["sim"].
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 from pydantic import JsonValue
@@ -18,6 +18,7 @@ from convoplan.compose.fusion import Entity, Fuser
 from convoplan.compose.loop import Bot, ComposerConfig, DialogueManager, DialogueState, Provider
 from convoplan.compose.nlu import Lexicon
 from convoplan.corpora.splits import split_of
+from convoplan.dm.baselines import RandomDM
 from convoplan.schema import Candidate, Conversation, Outcome
 from convoplan.sim.protocols import RaterFactory, UserFactory
 
@@ -33,10 +34,13 @@ class World:
     """Builds the content providers for one conversation."""
     lexicon: Lexicon
     entity: Callable[[str], Entity | None]
-    """The surface forms of a focus entity, for fusion."""
+    """The focus entity of a name (its plural, article and synonyms), for fusion: the one lookup both the bot and
+    the training of a fuser use."""
     new_user: UserFactory
     new_rater: RaterFactory
     fuser: Fuser
+    dms: Mapping[str, Callable[[random.Random], DialogueManager]] = field(default_factory=lambda: {"random": RandomDM})
+    """The DMs the world has built in, by name (`--dm heuristic`), each made from the arm's random stream."""
 
 
 @dataclass

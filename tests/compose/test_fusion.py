@@ -15,8 +15,8 @@ from convoplan.compose.fusion import (
     TaggerFusion,
     derive_phrase_vocabulary,
     detokenize,
-    entity_for,
     evaluate,
+    guess_entity,
     load_fusion_pairs,
     realize,
     sari,
@@ -24,11 +24,12 @@ from convoplan.compose.fusion import (
     tokenize,
     utterance_kind,
 )
+from convoplan.worlds.animals import animals_world, fusion_pairs
 
-PAIRS = load_fusion_pairs()
+PAIRS = fusion_pairs()
 TRAIN = [p for p in PAIRS if p.split == "train"]
 TEST = [p for p in PAIRS if p.split == "test"]
-LION = entity_for("lion")
+LION = animals_world().entity("lion")
 GUIDE = "The convoplan animal guide says:"
 
 
@@ -50,7 +51,7 @@ def test_a_bad_pairs_line_names_file_and_line(tmp_path: Path) -> None:
     good = '{"id": "a", "split": "train", "focus": "lion", "user": "", "utterances": ["Hi."], "fused": "Hi."}'
     path.write_text(good + "\n{")
     with pytest.raises(ValueError, match=r"pairs\.jsonl:2: bad fusion pair"):
-        load_fusion_pairs(path)
+        load_fusion_pairs(path, guess_entity)
 
 
 def test_detokenize_inverts_tokenize_on_every_pair_text() -> None:
@@ -64,12 +65,15 @@ def test_tokens_split_contractions_numbers_and_quotes() -> None:
     assert detokenize(tokenize(text)) == text
 
 
-def test_entities_come_from_the_knowledge_base_or_a_regular_plural() -> None:
-    assert (LION.name, LION.plural, LION.article) == ("lion", "lions", "a")
-    assert entity_for("butterfly") == Entity("butterfly", "butterflies", "a")
-    assert entity_for("octopus").article == "an"
-    assert {"hippo", "hippos", "hippopotamuses"} <= entity_for("hippopotamus").words
-    assert "white" not in entity_for("great white shark").words  # from the synonym "great white": not a name alone
+def test_an_unknown_name_gets_a_regular_plural_and_article() -> None:
+    assert guess_entity("butterfly") == Entity("butterfly", "butterflies", "a")
+    assert guess_entity("octopus").article == "an"
+    assert Entity("hippopotamus", "hippopotamuses", "a", ("hippo",)).words == {
+        "hippopotamus",
+        "hippopotamuses",
+        "hippo",
+        "hippos",
+    }
 
 
 def test_utterance_kinds() -> None:

@@ -12,8 +12,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from convoplan.actions.nba import NBAConfig, train_nba
-from convoplan.compose.lm_provider import lm_conversations
 from convoplan.embed import SentenceEmbedder
+from convoplan.lm.provider import lm_conversations
 from convoplan.serve.app import ServeConfig, create_app
 from convoplan.serve.artifacts import Arm, Artifacts, Manifest, write_manifest
 from convoplan.serve.process import ServerProcess, free_port

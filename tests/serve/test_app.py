@@ -121,6 +121,6 @@ def test_the_server_imports_no_training_code(artifacts_dir: Path) -> None:
         "convoplan.lm.train",
         "convoplan.dm.train",
         "convoplan.actions.train_labeller",
-        "convoplan.dm.pipeline",
+        "convoplan.sim.pipeline",
     ):
         assert f"'{training}'" not in modules, training

@@ -12,7 +12,8 @@ Two fusers follow the `Fuser` protocol:
 - `TaggerFusion`: a LaserTagger-style tagger (Malmi et al. 2019). Every source token is KEEP or DELETE, optionally
   with a phrase from a small vocabulary added before it; gold tags come from aligning each source with its target
   and a classifier learns them per token. It learns the conventions of the hand-written pairs in
-  `worlds/animals/data/fusion_pairs.jsonl`, on which `evaluate` scores both (exact match and SARI).
+  a world supplies (`load_fusion_pairs`; the animals world's are `convoplan.worlds.animals.fusion_pairs()`), on which
+  `evaluate` scores both (exact match and SARI).
 
 Everything works on tokens (`tokenize`: words and single punctuation marks), so a case change is always the
 replacement of a whole token ("Which" -> "which"), and `detokenize` puts the spacing back exactly.
@@ -28,7 +29,7 @@ from convoplan.compose.fusion.text import (
     FusionPair,
     UtteranceKind,
     detokenize,
-    entity_for,
+    guess_entity,
     load_fusion_pairs,
     pluralise,
     tokenize,
@@ -49,8 +50,8 @@ __all__ = [
     "UtteranceKind",
     "derive_phrase_vocabulary",
     "detokenize",
-    "entity_for",
     "evaluate",
+    "guess_entity",
     "load_fusion_pairs",
     "pluralise",
     "realize",

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from importlib import resources
+from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -86,15 +86,10 @@ class Entity:
         return frozenset(word.lower() for word in heads)
 
 
-def entity_for(focus: str) -> Entity:
-    """The animals world's entity for a focus name: from the knowledge base, else a regular plural and "a"/"an"."""
-    from convoplan.worlds.animals.knowledge import load_knowledge_base
-
-    animal = load_knowledge_base().lookup(focus)
-    if animal is not None:
-        return Entity(animal.name, animal.plural, animal.article, animal.synonyms)
-    article = "an" if focus[:1].lower() in "aeiou" else "a"
-    return Entity(focus, pluralise(focus), article)
+def guess_entity(name: str) -> Entity:
+    """An entity for a name no knowledge base describes: a regular plural and "a"/"an" by its first letter."""
+    article = "an" if name[:1].lower() in "aeiou" else "a"
+    return Entity(name, pluralise(name), article)
 
 
 class Fuser(Protocol):
@@ -124,21 +119,16 @@ class FusionPair:
     """The user message the response answers."""
     utterances: tuple[str, ...]
     fused: str
-
-    @property
-    def entity(self) -> Entity:
-        return entity_for(self.focus)
+    entity: Entity | None = None
+    """The focus as the world's entity lookup gives it (the one the bot passes to its fuser)."""
 
 
-def load_fusion_pairs(path: str | Path | None = None) -> list[FusionPair]:
-    """The pairs of a JSON Lines file (default: the animals world's packaged pairs); a bad line raises ValueError
-    naming the file and the line."""
-    where = str(path) if path is not None else "convoplan/worlds/animals/data/fusion_pairs.jsonl"
+def load_fusion_pairs(path: str | Path | Traversable, entity: Callable[[str], Entity | None]) -> list[FusionPair]:
+    """The pairs of a JSON Lines file, each focus resolved by `entity` (a world's `World.entity`, so that a fuser
+    trains on the entities it meets in the bot); a bad line raises ValueError naming the file and the line."""
+    where = str(path)
     try:
-        if path is None:
-            text = resources.files("convoplan.worlds.animals").joinpath("data/fusion_pairs.jsonl").read_text("utf-8")
-        else:
-            text = Path(path).read_text("utf-8")
+        text = (Path(path) if isinstance(path, str) else path).read_text("utf-8")
     except (OSError, UnicodeDecodeError) as error:
         raise ValueError(f"{where}: cannot read fusion pairs: {error}") from None
     lines = text.splitlines()
@@ -154,8 +144,9 @@ def load_fusion_pairs(path: str | Path | None = None) -> list[FusionPair]:
             texts = (row["id"], row["focus"], row["user"], row["fused"], *utterances)
             if not all(isinstance(text, str) for text in texts):
                 raise ValueError("id, focus, user, fused and utterances must be strings")
+            focus = row["focus"]
             pairs.append(
-                FusionPair(row["id"], row["split"], row["focus"], row["user"], tuple(utterances), row["fused"])
+                FusionPair(row["id"], row["split"], focus, row["user"], tuple(utterances), row["fused"], entity(focus))
             )
         except (ValueError, KeyError, TypeError) as error:
             raise ValueError(f"{where}:{number}: bad fusion pair: {error}") from None

@@ -7,15 +7,13 @@ rating, the planner on conversation length and explicit positive feedback.
 
 from __future__ import annotations
 
-import random
 from collections.abc import Sequence
 
-from convoplan.compose.loop import STOP, DialogueManager, DialogueState
-from convoplan.dm.baselines import RandomDM
+from convoplan.compose.loop import STOP, DialogueState
 from convoplan.schema import Candidate
 from convoplan.worlds.animals.raters import immediate_fit
 
-__all__ = ["BUILTIN_DMS", "GreedyRatingDM", "HeuristicDM", "builtin_dm"]
+__all__ = ["GreedyRatingDM", "HeuristicDM"]
 
 
 class GreedyRatingDM:
@@ -102,17 +100,3 @@ class HeuristicDM:
     def score(self, state: DialogueState, candidates: Sequence[Candidate]) -> list[float]:
         taste = self._reactions(state)
         return [self._score(state, c, taste) for c in candidates]
-
-
-BUILTIN_DMS = ("random", "heuristic", "greedy")
-
-
-def builtin_dm(name: str, rng: random.Random | None = None) -> DialogueManager:
-    """One of the DMs that need no training, by name: random, heuristic or greedy."""
-    if name == "random":
-        return RandomDM(rng)
-    if name == "heuristic":
-        return HeuristicDM()
-    if name == "greedy":
-        return GreedyRatingDM()
-    raise ValueError(f"unknown DM {name!r}: expected one of {', '.join(BUILTIN_DMS)}, or an import path")

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from convoplan.cli import app
-from convoplan.compose.loop import STOP, DialogueState, Response
+from convoplan.compose.fusion import Entity
+from convoplan.compose.loop import STOP, Bot, DialogueState, Response
 from convoplan.schema import Candidate, read_jsonl
+from convoplan.sim.arms import load_arm
 from convoplan.sim.protocols import UserReply
 from convoplan.sim.run import SimulationConfig, simulate
-from convoplan.worlds.animals import animals_world
+from convoplan.worlds.animals import animals_world, fusion_pairs
 from convoplan.worlds.animals.planning import HeuristicDM
 from convoplan.worlds.animals.raters import to_rating
 
@@ -148,3 +152,47 @@ def test_chat_explain_shows_candidates() -> None:
     result = runner.invoke(app, ["chat", "--explain"], input="tell me about lions\nyes\nquit\n")
     assert result.exit_code == 0, result.output
     assert "focus: lion" in result.output and "bot> " in result.output and "provider" in result.output
+
+
+def test_entities_come_from_the_knowledge_base_with_their_synonyms_or_a_regular_plural() -> None:
+    entity = animals_world().entity
+    lion = entity("lion")
+    assert lion is not None and (lion.name, lion.plural, lion.article) == ("lion", "lions", "a")
+    assert entity("butterfly") == Entity("butterfly", "butterflies", "a")  # not in the knowledge base
+    hippo, shark = entity("hippo"), entity("great white shark")  # any surface form finds the animal
+    assert hippo is not None and hippo.name == "hippopotamus"
+    assert {"hippo", "hippos", "hippopotamuses"} <= hippo.words
+    assert shark is not None and "white" not in shark.words  # from the synonym "great white": not a name alone
+
+
+class FocusSpy:
+    """A fuser that records the entity the bot passes it."""
+
+    def __init__(self) -> None:
+        self.seen: list[Entity | None] = []
+
+    def fuse(self, utterances: Sequence[str], focus: Entity | None, user: str = "") -> str:
+        self.seen.append(focus)
+        return " ".join(utterances)
+
+
+def test_the_bot_and_the_fusers_training_see_the_same_entities() -> None:
+    """A fuser learns from the pairs' entities; the bot must hand it the same ones, synonyms included."""
+    spy = FocusSpy()
+    world = animals_world(fuser=spy)
+    bot = Bot(world.providers(random.Random(0)), HeuristicDM(), world.fuser, world.lexicon, world.entity)
+    bot.hear("tell me about hippos")
+    bot.respond()
+    hippo = next(e for e in spy.seen if e is not None)
+    trained_on = {pair.focus: pair.entity for pair in fusion_pairs()}
+    assert hippo == trained_on["hippopotamus"] and "hippo" in hippo.synonyms
+    assert all(entity == world.entity(focus) for focus, entity in trained_on.items())
+
+
+def test_the_world_names_its_built_in_dms() -> None:
+    world = animals_world()
+    assert set(world.dms) == {"heuristic", "greedy", "random"}
+    assert isinstance(load_arm("heuristic", world), HeuristicDM)
+    other = replace(world, name="other", dms={})
+    with pytest.raises(ValueError, match="import path"):
+        load_arm("heuristic", other)  # another world does not get the animals planner

@@ -1,5 +1,5 @@
 """The action-directed LM as a content provider: the LM's view of the loop's logs, one candidate per action from
-one generate call, a composed turn made of LM candidates, and the demo in the animals world end to end."""
+one generate call, and a composed turn made of LM candidates."""
 
 from __future__ import annotations
 
@@ -11,16 +11,14 @@ from typing import Any
 import pytest
 
 from convoplan.compose.fusion import ConcatFusion
-from convoplan.compose.lm_provider import QUESTION_KINDS, LMProvider, LMProviderConfig, lm_conversations, lm_turns
 from convoplan.compose.loop import STOP, Bot, ComposerConfig, DialogueState, Provider
 from convoplan.lm.generate import SamplingConfig
 from convoplan.lm.model import LanguageModel, load_model
+from convoplan.lm.provider import QUESTION_KINDS, LMProvider, LMProviderConfig, lm_conversations, lm_turns
 from convoplan.schema import Candidate, Conversation
-from convoplan.sim.lm_world import LMWorldConfig, lm_world_demo, transcript
 from convoplan.sim.run import SimulationConfig, simulate
 from convoplan.worlds.animals import animals_world
 from convoplan.worlds.animals.planning import HeuristicDM
-from tests.conftest import TINY_WORLD_LM
 
 SHORT = LMProviderConfig(sampling=SamplingConfig(do_sample=False, max_new_tokens=10), keep_unfinished=True)
 
@@ -96,20 +94,3 @@ def test_a_composed_turn_of_lm_candidates(lm: LanguageModel) -> None:
     assert all(c.provider == "lm" and c.action in ("attribute", "sound", "fact") for c in response.chosen)
     assert [t.action for t in response.steps][-1] == STOP and response.text
     assert response.chosen[0].text != response.chosen[1].text  # what was said is not offered again
-
-
-def test_the_demo_trains_on_the_world_and_composes_with_the_lm(tmp_path: Path) -> None:
-    lines: list[str] = []
-    config = LMWorldConfig(
-        conversations=10,
-        demo_conversations=1,
-        max_turns=3,
-        lm_only=True,
-        lm=TINY_WORLD_LM,
-        provider=SHORT,
-    )
-    demo = lm_world_demo(tmp_path / "demo", config, report=lines.append)
-    assert demo.model.is_dir() and demo.logs.is_file() and demo.demo.is_file() and len(lines) == 3
-    assert len(demo.conversations) == 1 and demo.offered > 0 and demo.chosen == demo.steps > 0
-    shown = transcript(demo.conversations[0])
-    assert shown.startswith("user: ") and "by lm]" in shown

@@ -1,5 +1,5 @@
 """The two systems joined in the built-in world: an action-directed LM trained on the animals world's own logs
-becomes a content provider of the composition loop (`convoplan.compose.lm_provider`).
+becomes a content provider of the composition loop (`convoplan.lm.provider`).
 
 `lm_world_demo` runs the whole path on a CPU in two or three minutes:
 
@@ -9,8 +9,8 @@ becomes a content provider of the composition loop (`convoplan.compose.lm_provid
 3. simulate a few more conversations with the `LMProvider` added to the world's providers, so that the DM chooses
    among the world's own candidates and one LM-written candidate per dialogue act.
 
-It lives here rather than in `convoplan.compose` because it drives the simulator and the world, which sit above
-the composition loop. The LM provider comes first among the providers, so where the DM scores an LM candidate and a
+It is a recipe of the animals world: it drives the simulator, the LM's training and the world, all below it in the
+layer order. The LM provider comes first among the providers, so where the DM scores an LM candidate and a
 template candidate alike (the hand-written DMs look at the act and features, not the words) the LM's is chosen.
 """
 
@@ -22,9 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from convoplan.compose.lm_provider import LMProvider, LMProviderConfig, lm_conversations
 from convoplan.compose.loop import STOP, DialogueManager, Provider
 from convoplan.lm.model import ModelConfig, load_model
+from convoplan.lm.provider import LMProvider, LMProviderConfig, lm_conversations
 from convoplan.lm.train import TrainConfig, train
 from convoplan.schema import Conversation, write_jsonl
 from convoplan.sim.run import SimulationConfig, simulate
@@ -119,7 +119,7 @@ def lm_world_demo(
     out = Path(out_dir)
     say = report or (lambda line: None)
     world = animals_world()
-    manager = dm or load_arm(config.dm, random.Random(config.seed))
+    manager = dm or load_arm(config.dm, world, random.Random(config.seed))
 
     simulation = SimulationConfig(conversations=config.conversations, raters=1, seed=config.seed)
     logs = lm_conversations(list(simulate(world, manager, simulation, config.dm)))

@@ -130,7 +130,7 @@ def run_pipeline(
             return True
         return False
 
-    first = collect(config.first_dm, load_arm(config.first_dm, random.Random(config.seed)), config.seed)
+    first = collect(config.first_dm, load_arm(config.first_dm, world, random.Random(config.seed)), config.seed)
     first_data = prepare(first, embedder)
 
     supervised_transformer: CrossEncoder | None = None
