@@ -18,8 +18,9 @@ from pathlib import Path
 from dm import Timed, percentile  # bench/dm.py
 
 from convoplan.dm.checkpoint import load_network, load_policy
+from convoplan.dm.configs import QConfig
 from convoplan.dm.crossencoder import CrossEncoderPolicy, TransformerConfig
-from convoplan.dm.train import QConfig, prepare, train_q
+from convoplan.dm.train import prepare, train_q
 from convoplan.dm.train_crossencoder import E2EConfig, train_e2e
 from convoplan.embed import SentenceEmbedder
 from convoplan.schema import read_jsonl

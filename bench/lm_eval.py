@@ -29,8 +29,9 @@ from typing import Any
 import torch
 import transformers
 
+from convoplan.actions.evaluate import FrequencyBaseline
 from convoplan.actions.labeller import load_labeller
-from convoplan.actions.nba import FrequencyBaseline, load_nba
+from convoplan.actions.load import load_nba
 from convoplan.actions.protocols import NextActionModel
 from convoplan.atomic import atomic_write
 from convoplan.lm.evaluate import EvalConfig, evaluate_lm

@@ -35,14 +35,11 @@ from typing import TypeVar
 import numpy as np
 import torch
 
-from convoplan.actions.nba import (
-    FrequencyBaseline,
-    NBAConfig,
-    NextActionAccuracy,
-    evaluate_next_actions,
-    train_nba,
-)
-from convoplan.actions.outcome import OutcomeConfig, train_outcome
+from convoplan.actions.evaluate import FrequencyBaseline, NextActionAccuracy, evaluate_next_actions
+from convoplan.actions.nba import NBAConfig
+from convoplan.actions.outcome import OutcomeConfig
+from convoplan.actions.train_nba import train_nba
+from convoplan.actions.train_outcome import train_outcome
 from convoplan.embed import SentenceEmbedder
 from convoplan.ope import (
     DualDiceConfig,

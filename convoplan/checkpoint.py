@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,25 +40,28 @@ def _plain(value: Any) -> Any:
     return value
 
 
-@contextmanager
 def write_folder(
     folder: str | Path,
     format: str,
     config: Mapping[str, Any],
     module: nn.Module | None = None,
     *,
+    extra: Callable[[Path], None] | None = None,
     config_file: str = CONFIG_FILE,
-) -> Iterator[Path]:
-    """Write a model folder as a whole: yield the temp folder (add any other files there, e.g. a tokenizer), then
-    write `module`'s weights (if given) and the config, `{"format": format, **config}`, and rename it into place."""
+) -> Path:
+    """Write a model folder as a whole: `module`'s weights (if given), whatever `extra(temp folder)` adds (a
+    tokenizer, optimiser state, ...), then the config, `{"format": format, **config}` as strict JSON; the folder
+    replaces `folder` only once complete."""
     with atomic_folder(folder) as temp:
         if module is not None:
             from safetensors.torch import save_file
 
             save_file({k: v.contiguous() for k, v in module.state_dict().items()}, temp / WEIGHTS_FILE)
-        yield temp
+        if extra is not None:
+            extra(temp)
         text = json.dumps(_plain({"format": format, **config}), indent=2, allow_nan=False)
         (temp / config_file).write_text(text + "\n")
+    return Path(folder)
 
 
 def read_config(folder: str | Path, format: str, what: str, *, config_file: str = CONFIG_FILE) -> dict[str, Any]:
@@ -72,7 +74,7 @@ def read_config(folder: str | Path, format: str, what: str, *, config_file: str 
             found = config.get("format") if isinstance(config, dict) else None
             raise ValueError(f"format {found!r}, expected {format!r}")
     except FileNotFoundError:
-        raise ValueError(f"{path}: no such file; is {folder} a convoplan {what}?") from None
+        raise ValueError(f"{path}: not a convoplan {what} (no such file)") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, ValueError) as error:
         raise ValueError(f"{path}: not a convoplan {what} ({error})") from None
     return config

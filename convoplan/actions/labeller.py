@@ -24,10 +24,9 @@ unpickles anything and never imports training code.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +35,8 @@ import torch
 from torch import nn
 
 from convoplan.actions.protocols import Labeller, Prediction
+from convoplan.checkpoint import CONFIG_FILE, load_weights, read_config
+from convoplan.configs import config_from_dict
 from convoplan.embed import EMBEDDING_DIM, SentenceEmbedder, shared_embedder
 from convoplan.schema import Conversation
 
@@ -244,40 +245,44 @@ def weights_version(name: str, state: dict[str, torch.Tensor]) -> str:
     return f"{name}@{digest.hexdigest()}"
 
 
-def read_labeller_config(folder: str | Path) -> dict[str, Any]:
-    path = Path(folder) / "config.json"
-    try:
-        config: dict[str, Any] = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{path}: no such file; is {folder} a labeller folder?") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise ValueError(f"{path}: unreadable labeller config ({error})") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a convoplan labeller (format {FORMAT!r} expected)")
-    return config
+@dataclass
+class _Saved:
+    """What a labeller folder's config.json records besides its format (checked on load)."""
+
+    version: str
+    labels: list[str]
+    temperature: float
+    threshold: float
+    network: _NetworkSizes
+    other_label: str | None = None
+    config: dict[str, Any] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class _NetworkSizes:
+    hidden: int
+    action_dim: int
+    dropout: float
 
 
 def load_labeller(folder: str | Path, embedder: SentenceEmbedder | None = None) -> ActionClassifier:
     """A saved labeller; ValueError naming the file if the folder is not one or its weights are corrupt."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
-    config = read_labeller_config(folder)
-    try:
-        labels = [str(label) for label in config["labels"]]
-        network = LabellerNetwork(len(labels), **config["network"])
-        network.load_state_dict(load_file(folder / "model.safetensors"))
-    except Exception as error:  # corrupt weights, missing keys, wrong shapes: one clear line
-        raise ValueError(f"{folder / 'model.safetensors'}: cannot load labeller weights ({error})") from None
+    raw = read_config(folder, FORMAT, "labeller")
+    saved = config_from_dict(_Saved, {k: v for k, v in raw.items() if k != "format"}, str(folder / CONFIG_FILE))
+    sizes = saved.network
+    network = LabellerNetwork(len(saved.labels), sizes.hidden, sizes.action_dim, sizes.dropout)
+    load_weights(folder, network)
     encoder = folder / "encoder"
     message_embedder = SentenceEmbedder(model_path=encoder) if encoder.is_dir() else None
     return ActionClassifier(
         network,
-        labels,
-        float(config["temperature"]),
-        float(config["threshold"]),
-        str(config["version"]),
-        config.get("other_label"),
+        saved.labels,
+        saved.temperature,
+        saved.threshold,
+        saved.version,
+        saved.other_label,
         embedder,
         message_embedder,
     )

@@ -1,7 +1,7 @@
 """Outcome-driven next-best-action: Q-learning over the action set, the conversation's outcome as terminal reward.
 
 This is SAQL of the dialogue managers (`convoplan.dm`: `build_steps`, `QNetwork`, `train_q`) with actions as the
-candidates:
+candidates (training: `convoplan.actions.train_outcome`):
 
 - Steps. Every agent message that carries an action of the training action set is a step. Its candidates are
   actions, each a `Candidate` whose text is the action's name in words ("credibility-appeal" -> "credibility
@@ -37,8 +37,6 @@ evaluation with `convoplan.ope` (bench/nba.py).
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -47,25 +45,17 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from convoplan.actions.nba import Progress, labelled_actions, load_weights, rank_actions, save_nba
+from convoplan.actions.nba import FORMAT, rank_actions
 from convoplan.actions.protocols import ActionScore, NextActionModel
+from convoplan.checkpoint import load_weights, write_folder
+from convoplan.configs import config_from_dict
+from convoplan.dm.configs import QConfig
 from convoplan.dm.data import FeatureSpace, StepTable, build_steps
 from convoplan.dm.networks import QNetwork, RNNConfig
-from convoplan.dm.train import Dataset, QConfig, train_q
 from convoplan.embed import SentenceEmbedder, shared_embedder
 from convoplan.schema import Candidate, Conversation, Turn
 
-__all__ = [
-    "ActionSteps",
-    "OutcomeConfig",
-    "OutcomeNBA",
-    "OutcomeTrainResult",
-    "action_steps",
-    "action_text",
-    "load_outcome",
-    "outcome_reward",
-    "train_outcome",
-]
+__all__ = ["ActionSteps", "OutcomeConfig", "OutcomeNBA", "action_steps", "load_outcome", "outcome_reward"]
 
 
 def _default_q() -> QConfig:
@@ -251,69 +241,21 @@ class OutcomeNBA:
         return rank_actions(self.q_values(histories), self.space.actions)
 
     def save(self, folder: str | Path) -> Path:
-        record = {"actions": self.space.actions, "space": self.space.to_dict(), "config": asdict(self.config)}
-        return save_nba(folder, self.kind, self.network, record, self.training)
-
-
-@dataclass
-class OutcomeTrainResult:
-    model: OutcomeNBA
-    losses: list[float]
-    """TD loss (+ CQL) of every optimiser step."""
-    seconds: float
-    steps: int
-    """Steps (transitions) in the training table."""
-    conversations: int
-    """Conversations with an outcome and at least one step."""
-
-
-def train_outcome(
-    conversations: Sequence[Conversation],
-    embedder: SentenceEmbedder,
-    config: OutcomeConfig,
-    progress: Progress | None = None,
-) -> OutcomeTrainResult:
-    """SAQL over the action set of `conversations` (those with the outcome `config.reward` needs)."""
-    start = time.perf_counter()
-    usable = [c for c in conversations if outcome_reward(c, config.reward) is not None]
-    actions = labelled_actions(usable)
-    if not actions:
-        raise ValueError(
-            f"no labelled agent messages in conversations with an outcome ({config.reward}): nothing to learn from"
-        )
-    space = FeatureSpace(actions=actions)
-    steps = action_steps(usable, space, config)
-    embeddings = torch.from_numpy(embedder.embed(steps.table.texts))
-    result = train_q(Dataset(steps.table, embeddings), config.q, progress=progress)
-    training = {
-        "conversations": steps.table.episodes,
-        "steps": steps.table.steps,
-        "first_loss": result.losses[0] if result.losses else math.nan,
-        "final_loss": result.losses[-1] if result.losses else math.nan,
-        "transitions_per_second": result.transitions_per_second,
-    }
-    model = OutcomeNBA(result.network, space, config, embedder, training)
-    return OutcomeTrainResult(
-        model, result.losses, time.perf_counter() - start, steps.table.steps, steps.table.episodes
-    )
-
-
-def _config_from_dict(raw: dict[str, Any]) -> OutcomeConfig:
-    q = dict(raw["q"])
-    network = dict(q.pop("network"))
-    network["head"] = tuple(network["head"])
-    return OutcomeConfig(
-        q=QConfig(**q, network=RNNConfig(**network)), reward=raw["reward"], candidates=raw["candidates"]
-    )
+        record = {
+            "kind": self.kind,
+            "actions": self.space.actions,
+            "space": self.space.to_dict(),
+            "config": asdict(self.config),
+            "training": self.training,
+        }
+        return write_folder(folder, FORMAT, record, self.network)
 
 
 def load_outcome(folder: Path, record: dict[str, Any], embedder: SentenceEmbedder | None = None) -> OutcomeNBA:
-    """The outcome-driven model of a folder whose config.json is `record` (see `convoplan.actions.nba.load_nba`)."""
-    try:
-        config = _config_from_dict(record["config"])
-        space = FeatureSpace(**record["space"])
-    except (KeyError, TypeError) as error:
-        raise ValueError(f"{folder / 'config.json'}: not a convoplan next-best-action model ({error})") from None
+    """The outcome-driven model of a folder whose config.json is `record`; ValueError naming the file and field."""
+    where = str(folder / "config.json")
+    config = config_from_dict(OutcomeConfig, record.get("config"), where)
+    space = config_from_dict(FeatureSpace, record.get("space"), where)
     network = QNetwork(space.utterance_dim, space.candidate_dim, config.q.network)
     load_weights(folder, network)
     return OutcomeNBA(network, space, config, embedder, record.get("training", {}))

@@ -51,9 +51,10 @@ def apply_labels_ray(
         import ray
     except ImportError:
         raise ImportError("--engine ray needs Ray: pip install 'convoplan[ray]'") from None
-    from convoplan.actions.labeller import read_labeller_config
+    from convoplan.actions.labeller import FORMAT
+    from convoplan.checkpoint import read_config
 
-    read_labeller_config(folder)  # fail here, with a clear line, rather than inside an actor
+    read_config(folder, FORMAT, "labeller")  # fail here, with a clear line, rather than inside an actor
     if not ray.is_initialized():
         ray.init(
             address=address,

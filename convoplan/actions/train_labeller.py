@@ -14,7 +14,6 @@ with the head for a few epochs at a small learning rate.
 from __future__ import annotations
 
 import itertools
-import json
 import math
 import random
 import time
@@ -39,7 +38,7 @@ from convoplan.actions.labeller import (
     weights_version,
     with_targets,
 )
-from convoplan.atomic import atomic_folder
+from convoplan.checkpoint import write_folder
 from convoplan.embed import SentenceEmbedder
 from convoplan.schema import Conversation
 
@@ -387,11 +386,8 @@ def _without_labels(conversation: Conversation) -> Conversation:
 def save_labeller(
     folder: str | Path, classifier: ActionClassifier, config: LabellerConfig, training: dict[str, Any]
 ) -> Path:
-    """Write the labeller folder atomically (config.json, model.safetensors and, if tuned, encoder/)."""
-    from safetensors.torch import save_file
-
-    meta = {
-        "format": FORMAT,
+    """Write the labeller folder as a whole (config.json, model.safetensors and, if tuned, encoder/)."""
+    record = {
         "version": classifier.version,
         "labels": classifier.labels,
         "other_label": classifier.other_label,
@@ -401,9 +397,10 @@ def save_labeller(
         "config": asdict(config),
         "training": training,
     }
-    with atomic_folder(folder) as temp:
-        save_file({k: v.contiguous() for k, v in classifier.network.state_dict().items()}, temp / "model.safetensors")
-        if classifier.message_embedder is not None:
-            classifier.message_embedder.model.save(str(temp / "encoder"), safe_serialization=True)
-        (temp / "config.json").write_text(json.dumps(meta, indent=2))
-    return Path(folder)
+    encoder = classifier.message_embedder
+
+    def save_encoder(temp: Path) -> None:
+        if encoder is not None:
+            encoder.model.save(str(temp / "encoder"), safe_serialization=True)
+
+    return write_folder(folder, FORMAT, record, classifier.network, extra=save_encoder)

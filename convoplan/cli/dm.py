@@ -80,8 +80,10 @@ def dm_train(
     Runs unchanged under `torchrun --nproc_per_node N -m convoplan.cli dm train ...` (gloo, DDP): each process
     trains on its share of every batch, and the averaged gradient equals the single-process one.
     """
-    from convoplan.dm.checkpoint import load_network, save_policy, training_record
-    from convoplan.dm.train import QConfig, SupervisedConfig, prepare, rank_and_world, train_q, train_supervised
+    from convoplan.checkpoint import training_record
+    from convoplan.dm.checkpoint import load_network, save_policy
+    from convoplan.dm.configs import QConfig, SupervisedConfig
+    from convoplan.dm.train import prepare, rank_and_world, train_q, train_supervised
     from convoplan.embed import SentenceEmbedder
 
     config: SupervisedConfig | QConfig = (

@@ -64,8 +64,10 @@ def nba_train(
 ) -> None:
     """Train on the conversations of one split whose agent turns carry actions; write config.json +
     model.safetensors to OUT. The outcome kind uses only conversations with an outcome."""
-    from convoplan.actions.nba import NBAConfig, train_nba
-    from convoplan.actions.outcome import OutcomeConfig, train_outcome
+    from convoplan.actions.nba import NBAConfig
+    from convoplan.actions.outcome import OutcomeConfig
+    from convoplan.actions.train_nba import train_nba
+    from convoplan.actions.train_outcome import train_outcome
     from convoplan.embed import SentenceEmbedder
 
     config: NBAConfig | OutcomeConfig = NBAConfig() if kind is Kind.supervised else OutcomeConfig()
@@ -117,7 +119,8 @@ def nba_eval(
 ) -> None:
     """Top-1 and top-3 accuracy of the model's ranking against the logged action of every labelled agent message
     of the split, each predicted from the conversation before it."""
-    from convoplan.actions.nba import evaluate_next_actions, load_nba
+    from convoplan.actions.evaluate import evaluate_next_actions
+    from convoplan.actions.load import load_nba
     from convoplan.embed import SentenceEmbedder
 
     try:

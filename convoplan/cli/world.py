@@ -168,7 +168,8 @@ def serving_artifacts(out: Path, arm: Path, control: Path, seed: int) -> Path:
     against its control, half the users each), the LM (also the bot's LM provider) and the next-action model."""
     import shutil
 
-    from convoplan.actions.nba import NBAConfig, train_nba
+    from convoplan.actions.nba import NBAConfig
+    from convoplan.actions.train_nba import train_nba
     from convoplan.embed import SentenceEmbedder
     from convoplan.serve.artifacts import Arm, Manifest, write_manifest
     from convoplan.worlds.animals.lm_world import LMWorldConfig, lm_world_demo, transcript

@@ -1,13 +1,13 @@
 """Trained dialogue managers on disk, and the policy that scores live candidates with one.
 
-A checkpoint is a folder: `config.json` (the kind of DM, its network and feature space, how it was trained) and
-`model.safetensors` (the weights), both written atomically. Loading never unpickles anything and never imports
+A checkpoint is a folder (`convoplan.checkpoint`): `config.json` (the kind of DM, its architecture, network and
+feature space, how it was trained) and `model.safetensors` (the weights), plus `tokenizer/` for a cross-encoder,
+written as a whole. Loading never unpickles anything and never imports
 training code, so a server can load DMs without the training stack.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -15,14 +15,24 @@ from typing import Any
 
 import torch
 
-from convoplan.atomic import atomic_folder
+from convoplan.checkpoint import CONFIG_FILE, load_weights, read_config, write_folder
 from convoplan.compose.loop import DialogueManager, DialogueState
+from convoplan.configs import config_from_dict
+from convoplan.dm.crossencoder import CrossEncoder, CrossEncoderPolicy, TransformerConfig
 from convoplan.dm.data import FeatureSpace, build_steps
 from convoplan.dm.networks import QNetwork, RNNConfig
 from convoplan.embed import SentenceEmbedder, shared_embedder
 from convoplan.schema import Candidate, Conversation, Turn
 
-__all__ = ["RNNPolicy", "load_policy", "save_policy", "training_record"]
+__all__ = [
+    "FORMAT",
+    "RNNPolicy",
+    "load_network",
+    "load_policy",
+    "read_dm_config",
+    "save_cross_encoder",
+    "save_policy",
+]
 
 FORMAT = "convoplan-dm/1"
 
@@ -49,17 +59,6 @@ class RNNPolicy:
         return [float(v) for v in q[: len(candidates)]]
 
 
-def training_record(config: Any, losses: list[float], seconds: float, **extra: Any) -> dict[str, Any]:
-    """What a checkpoint's config.json says about how it was trained (`extra`: throughput, the logs used...)."""
-    return {
-        "config": asdict(config),
-        "first_loss": losses[0],
-        "final_loss": losses[-1],
-        "seconds": seconds,
-        **extra,
-    }
-
-
 def save_policy(
     folder: str | Path,
     kind: str,
@@ -69,63 +68,80 @@ def save_policy(
     training: dict[str, Any],
 ) -> Path:
     """Write a trained RNN DM to `folder` as a whole (a half-written checkpoint never appears)."""
-    from safetensors.torch import save_file
-
     config = {
-        "format": FORMAT,
         "kind": kind,
         "architecture": "rnn",
         "network": asdict(network_config),
         "space": space.to_dict(),
         "training": training,
     }
-    with atomic_folder(folder) as temp:
-        save_file({k: v.contiguous() for k, v in network.state_dict().items()}, temp / "model.safetensors")
-        (temp / "config.json").write_text(json.dumps(config, indent=2))
-    return Path(folder)
+    return write_folder(folder, FORMAT, config, network)
 
 
-def read_config(folder: str | Path) -> dict[str, Any]:
+def read_dm_config(folder: str | Path) -> dict[str, Any]:
     """A checkpoint's config.json; ValueError naming the file if the folder is not a convoplan DM."""
-    path = Path(folder) / "config.json"
-    try:
-        config = json.loads(path.read_text())
-        if not isinstance(config, dict) or config.get("format") != FORMAT:
-            raise ValueError(
-                f"format {config.get('format') if isinstance(config, dict) else None!r}, expected {FORMAT!r}"
-            )
-    except (OSError, json.JSONDecodeError, ValueError) as error:
-        raise ValueError(f"{path}: not a convoplan DM checkpoint ({error})") from None
-    return config
+    return read_config(folder, FORMAT, "DM checkpoint")
 
 
 def load_network(folder: str | Path) -> tuple[QNetwork, FeatureSpace, dict[str, Any]]:
     """The network, feature space and config of an RNN checkpoint; ValueError naming the file if it is not one."""
-    from safetensors.torch import load_file
-
     folder = Path(folder)
-    config = read_config(folder)
+    config = read_dm_config(folder)
     if config.get("architecture", "rnn") != "rnn":
         raise ValueError(f"{folder}: a {config['architecture']} DM, not an RNN one")
-    try:
-        space = FeatureSpace(**config["space"])
-        network_config = RNNConfig(**{**config["network"], "head": tuple(config["network"]["head"])})
-    except (KeyError, TypeError) as error:
-        raise ValueError(f"{folder / 'config.json'}: not a convoplan DM checkpoint ({error})") from None
+    where = str(folder / CONFIG_FILE)
+    space = config_from_dict(FeatureSpace, config.get("space"), where)
+    network_config = config_from_dict(RNNConfig, config.get("network"), where)
     network = QNetwork(space.utterance_dim, space.candidate_dim, network_config)
-    try:
-        network.load_state_dict(load_file(folder / "model.safetensors"))
-    except Exception as error:  # safetensors raises several types for truncated or foreign files
-        raise ValueError(f"{folder / 'model.safetensors'}: cannot load the weights ({error})") from None
+    load_weights(folder, network)
     return network.eval(), space, config
+
+
+def save_cross_encoder(
+    folder: str | Path,
+    kind: str,
+    model: CrossEncoder,
+    tokenizer: Any,
+    config: TransformerConfig,
+    space: FeatureSpace,
+    training: dict[str, Any],
+) -> Path:
+    """Write a trained cross-encoder DM (config, weights, tokenizer) as one folder."""
+    record = {
+        "kind": kind,
+        "architecture": "transformer",
+        "transformer": asdict(config),
+        "bert": model.bert.config.to_dict(),
+        "space": space.to_dict(),
+        "training": training,
+    }
+    return write_folder(
+        folder, FORMAT, record, model, extra=lambda temp: tokenizer.save_pretrained(str(temp / "tokenizer"))
+    )
+
+
+def load_cross_encoder(folder: Path, config: dict[str, Any]) -> CrossEncoderPolicy:
+    """The cross-encoder DM of a folder whose config.json is `config`."""
+    from transformers import AutoTokenizer
+
+    where = str(folder / CONFIG_FILE)
+    space = config_from_dict(FeatureSpace, config.get("space"), where)
+    transformer = config_from_dict(TransformerConfig, config.get("transformer"), where)
+    if not isinstance(config.get("bert"), dict):
+        raise ValueError(f"{where}: bert: expected an object")
+    model = CrossEncoder(space.candidate_dim, transformer, bert_config=config["bert"])
+    load_weights(folder, model)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
+    except (OSError, ValueError) as error:
+        raise ValueError(f"{folder / 'tokenizer'}: cannot load the tokenizer ({error})") from None
+    return CrossEncoderPolicy(model, tokenizer, space, transformer)
 
 
 def load_policy(folder: str | Path, embedder: SentenceEmbedder | None = None) -> DialogueManager:
     """A trained DM of any architecture, ready for the composition loop."""
-    config = read_config(folder)
+    config = read_dm_config(folder)
     if config.get("architecture") == "transformer":
-        from convoplan.dm.crossencoder import load_cross_encoder
-
-        return load_cross_encoder(folder, config)
+        return load_cross_encoder(Path(folder), config)
     network, space, _ = load_network(folder)
     return RNNPolicy(network, space, embedder)

@@ -9,24 +9,19 @@ transformer DM; fine-tuned under the SAQL (+ CQL) loss it is the E2E DM (RL pape
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from convoplan.atomic import atomic_folder
 from convoplan.compose.loop import DialogueState
 from convoplan.dm.data import FeatureSpace, StepTable, build_steps
 from convoplan.schema import Candidate, Conversation, Turn
 
-__all__ = ["CrossEncoder", "CrossEncoderPolicy", "TransformerConfig", "load_cross_encoder", "save_cross_encoder"]
-
-FORMAT = "convoplan-dm/1"
+__all__ = ["CrossEncoder", "CrossEncoderPolicy", "TransformerConfig", "pair_batch"]
 
 
 @dataclass
@@ -167,48 +162,3 @@ class CrossEncoderPolicy:
         with torch.no_grad():
             scores = self.model(batch.tokens, batch.meta)
         return [float(s) for s in scores]
-
-
-def save_cross_encoder(
-    folder: str | Path,
-    kind: str,
-    model: CrossEncoder,
-    tokenizer: Any,
-    config: TransformerConfig,
-    space: FeatureSpace,
-    training: dict[str, Any],
-) -> Path:
-    """Write a trained cross-encoder DM (config, weights, tokenizer) as one folder, atomically."""
-    from safetensors.torch import save_file
-
-    with atomic_folder(folder) as temp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, temp / "model.safetensors")
-        tokenizer.save_pretrained(str(temp / "tokenizer"))
-        meta = {
-            "format": FORMAT,
-            "kind": kind,
-            "architecture": "transformer",
-            "transformer": asdict(config),
-            "bert": model.bert.config.to_dict(),
-            "space": space.to_dict(),
-            "training": training,
-        }
-        (temp / "config.json").write_text(json.dumps(meta, indent=2))
-    return Path(folder)
-
-
-def load_cross_encoder(folder: str | Path, meta: dict[str, Any]) -> CrossEncoderPolicy:
-    """Load the folder written by `save_cross_encoder` (its config.json already read into `meta`)."""
-    from safetensors.torch import load_file
-    from transformers import AutoTokenizer
-
-    folder = Path(folder)
-    space = FeatureSpace(**meta["space"])
-    config = TransformerConfig(**{**meta["transformer"], "head": tuple(meta["transformer"]["head"])})
-    model = CrossEncoder(space.candidate_dim, config, bert_config=meta["bert"])
-    try:
-        model.load_state_dict(load_file(folder / "model.safetensors"))
-        tokenizer = AutoTokenizer.from_pretrained(str(folder / "tokenizer"))
-    except Exception as error:  # safetensors and tokenizers raise several types for damaged files
-        raise ValueError(f"{folder}: cannot load the cross-encoder ({error})") from None
-    return CrossEncoderPolicy(model, tokenizer, space, config)

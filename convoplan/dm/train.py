@@ -13,14 +13,14 @@ import math
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
 
+from convoplan.dm.configs import QConfig, SupervisedConfig
 from convoplan.dm.data import Batch, FeatureSpace, StepTable, build_steps
 from convoplan.dm.losses import (
     cql_regulariser,
@@ -37,8 +37,6 @@ from convoplan.schema import Conversation
 
 __all__ = [
     "Dataset",
-    "QConfig",
-    "SupervisedConfig",
     "TrainResult",
     "prepare",
     "rank_and_world",
@@ -47,54 +45,6 @@ __all__ = [
 ]
 
 Progress = Callable[[int, float], None]
-
-
-@dataclass
-class SupervisedConfig:
-    """The supervised RNN DM: regress the mean rating of every rated candidate, selected or not."""
-
-    network: RNNConfig = field(default_factory=RNNConfig)
-    """State encoder and Q-head sizes."""
-    lr: float = 1e-3
-    """Adam learning rate (the paper uses 1e-4 over many more steps than a CPU run affords)."""
-    batch_size: int = 16
-    """Conversations per batch (paper: 16)."""
-    steps: int = 600
-    """Optimiser steps."""
-    seed: int = 0
-    """Seed of initialisation and batch sampling."""
-
-
-@dataclass
-class QConfig:
-    """SAQL or CAQL, optionally with the CQL regulariser (RL paper sec. 4.3)."""
-
-    algorithm: Literal["saql", "caql"] = "saql"
-    """SAQL: max over the realized next candidate set; CAQL: gradient ascent over the action embedding."""
-    network: RNNConfig = field(default_factory=RNNConfig)
-    """State encoder and Q-head sizes."""
-    gamma: float = 0.9
-    """Discount factor."""
-    lr: float = 5e-4
-    """Adam learning rate."""
-    batch_size: int = 16
-    """Conversations per batch."""
-    steps: int = 1500
-    """Optimiser steps."""
-    target_every: int = 100
-    """Steps between copies of the online network into the target network Qbar."""
-    cql_alpha: float = 0.0
-    """Weight of the CQL regulariser; 0 turns it off."""
-    behaviour: Literal["logged", "supervised"] = "supervised"
-    """pi_beta of CQL: softmax over the supervised DM's scores, or the logged choice (one-hot)."""
-    behaviour_temperature: float = 1.0
-    """Temperature of the softmax over the supervised DM's scores."""
-    caql_steps: int = 5
-    """CAQL: gradient-ascent steps of the inner max over the action embedding."""
-    caql_step_size: float = 0.1
-    """CAQL: gradient-ascent step size eta."""
-    seed: int = 0
-    """Seed of initialisation and batch sampling."""
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Resumable training checkpoints of the language model.
 
 A checkpoint is a folder written as a whole (a temp folder renamed into place, so a kill mid-write leaves the
-previous checkpoint intact): the model folder of the current weights (`convoplan.lm.model.write_model`), the best
+previous checkpoint intact): the model folder of the current weights (`convoplan.lm.model.save_model`), the best
 weights so far (`best.safetensors`), the optimiser and scheduler state (`optimizer.pt`, loaded back with
 `torch.load(weights_only=True)`: tensors and plain values only, no code), and `trainer_state.json`: where the loop
 is (step, epoch, batch within the epoch), early-stopping state, loss history, the run's config and a fingerprint
@@ -17,13 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from convoplan.atomic import atomic_folder
-from convoplan.lm.model import LanguageModel, load_model, write_model
+from convoplan.lm.model import LanguageModel, load_model, save_model
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["LoopState", "Snapshot", "load_checkpoint", "save_checkpoint"]
+__all__ = ["STATE_FILE", "LoopState", "Snapshot", "load_checkpoint", "save_checkpoint"]
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"
@@ -79,12 +78,13 @@ def save_checkpoint(
     data fingerprint, base model), stored beside the loop state."""
     from safetensors.torch import save_file
 
-    with atomic_folder(folder) as temp:
-        write_model(temp, model, tokenizer, info)
+    def write_state(temp: Path) -> None:
         if snapshot.best is not None:
             save_file({name: tensor.contiguous() for name, tensor in snapshot.best.items()}, temp / BEST_FILE)
         torch.save({"optimizer": snapshot.optimizer, "scheduler": snapshot.scheduler}, temp / OPTIMIZER_FILE)
         (temp / STATE_FILE).write_text(json.dumps({"state": asdict(snapshot.state), **run}, indent=1) + "\n")
+
+    save_model(folder, model, tokenizer, info, extra=write_state)
 
 
 def load_checkpoint(folder: Path) -> tuple[LanguageModel, Snapshot, dict[str, Any]]:

@@ -9,14 +9,13 @@ imports training code, so a server can load a model without the training stack.
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from convoplan.atomic import atomic_folder
+from convoplan.checkpoint import read_config, write_folder
 from convoplan.lm.tokenizer import Codec, add_format_tokens, format_actions
 
 if TYPE_CHECKING:
@@ -31,7 +30,6 @@ __all__ = [
     "new_model",
     "read_info",
     "save_model",
-    "write_model",
 ]
 
 FORMAT = "convoplan-lm/1"
@@ -130,38 +128,34 @@ class LanguageModel:
         return int(getattr(self.model.config, "n_positions", None) or self.model.config.max_position_embeddings)
 
 
-def write_model(folder: Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, info: dict[str, Any]) -> None:
-    """Write model, tokenizer and convoplan-lm.json (format, actions, then `info`) into an existing folder."""
-    with _quiet():
-        model.save_pretrained(folder)  # safetensors weights (transformers' default), never a pickle
-        tokenizer.save_pretrained(folder)
-    full = {"format": FORMAT, "actions": format_actions(tokenizer), **info}
-    (folder / INFO_FILE).write_text(json.dumps(full, indent=2) + "\n")
-
-
 def save_model(
-    folder: str | Path, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, info: dict[str, Any]
+    folder: str | Path,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    info: dict[str, Any],
+    extra: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write a model folder as a whole (it appears complete or not at all, replacing what was there); `info` goes
-    into convoplan-lm.json and must say `vanilla` (also: base_model, training config and results, ...)."""
+    """Write a model folder as a whole (it appears complete or not at all, replacing what was there): the model and
+    tokenizer as `save_pretrained` writes them (safetensors, never a pickle), whatever `extra(temp folder)` adds (a
+    training checkpoint's state), and convoplan-lm.json: format, actions, then `info`, which must say `vanilla`
+    (also: base_model, training config and results, ...)."""
     if "vanilla" not in info:
         raise ValueError("info must say whether the model is vanilla")
-    with atomic_folder(folder) as temp:
-        write_model(temp, model, tokenizer, info)
-    return Path(folder)
+
+    def write(temp: Path) -> None:
+        with _quiet():
+            model.save_pretrained(temp)
+            tokenizer.save_pretrained(temp)
+        if extra is not None:
+            extra(temp)
+
+    record = {"actions": format_actions(tokenizer), **info}
+    return write_folder(folder, FORMAT, record, extra=write, config_file=INFO_FILE)
 
 
 def read_info(folder: str | Path) -> dict[str, Any]:
     """A model folder's convoplan-lm.json; ValueError naming the file if the folder is not a convoplan LM."""
-    path = Path(folder) / INFO_FILE
-    try:
-        info = json.loads(path.read_text())
-        if not isinstance(info, dict) or info.get("format") != FORMAT:
-            found = info.get("format") if isinstance(info, dict) else None
-            raise ValueError(f"format {found!r}, expected {FORMAT!r}")
-    except (OSError, json.JSONDecodeError, ValueError) as error:
-        raise ValueError(f"{path}: not a convoplan language model ({error})") from None
-    return info
+    return read_config(folder, FORMAT, "language model", config_file=INFO_FILE)
 
 
 def load_model(folder: str | Path) -> LanguageModel:

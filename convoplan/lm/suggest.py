@@ -123,7 +123,7 @@ class Suggester:
 
             loaded_labeller = load_labeller(labeller)
         if nba is not None:
-            from convoplan.actions.nba import load_nba
+            from convoplan.actions.load import load_nba
 
             loaded_nba = load_nba(nba)
         return cls(load_model(model), loaded_labeller, loaded_nba, config)

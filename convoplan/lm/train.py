@@ -26,7 +26,8 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from convoplan.lm.checkpoint import LoopState, Snapshot, load_checkpoint, save_checkpoint
+from convoplan.configs import config_from_dict
+from convoplan.lm.checkpoint import STATE_FILE, LoopState, Snapshot, load_checkpoint, save_checkpoint
 from convoplan.lm.data import IGNORE, Blocks, pack, split
 from convoplan.lm.model import INFO_FILE, ModelConfig, load_base, new_model, save_model
 from convoplan.lm.tokenizer import Codec, train_tokenizer, wrap_tokenizer
@@ -305,10 +306,6 @@ def _fingerprint(*blocks: Blocks) -> str:
     return digest.hexdigest()[:16]
 
 
-def _config_from_dict(saved: dict[str, Any]) -> TrainConfig:
-    return TrainConfig(**{**saved, "model": ModelConfig(**saved["model"])})
-
-
 def _start(
     train_set: Sequence[Conversation],
     actions: Sequence[str],
@@ -352,7 +349,7 @@ def train(
         if not folder.is_dir():
             raise ValueError(f"{out}: no interrupted run to resume (no {CHECKPOINT}/ folder)")
         lm, snapshot, interrupted = load_checkpoint(folder)
-        saved = _config_from_dict(interrupted["config"])
+        saved = config_from_dict(TrainConfig, interrupted.get("config"), str(folder / STATE_FILE))
         if config is not None and config != saved:
             changed = [f.name for f in dataclasses.fields(saved) if getattr(config, f.name) != getattr(saved, f.name)]
             raise ValueError(f"{out}: a resumed run keeps its own config; this one differs in {', '.join(changed)}")

@@ -145,7 +145,7 @@ class Artifacts:
 
                 lm = load_model(resolve(manifest.lm))
             if manifest.nba is not None:
-                from convoplan.actions.nba import load_nba
+                from convoplan.actions.load import load_nba
 
                 nba = load_nba(resolve(manifest.nba))
             if manifest.labeller is not None:

@@ -16,11 +16,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from convoplan.checkpoint import training_record
 from convoplan.compose.loop import ComposerConfig
-from convoplan.dm.checkpoint import RNNPolicy, load_network, load_policy, save_policy, training_record
-from convoplan.dm.crossencoder import CrossEncoder, CrossEncoderPolicy, save_cross_encoder
+from convoplan.dm.checkpoint import RNNPolicy, load_network, load_policy, save_cross_encoder, save_policy
+from convoplan.dm.configs import QConfig, SupervisedConfig
+from convoplan.dm.crossencoder import CrossEncoder, CrossEncoderPolicy
 from convoplan.dm.networks import QNetwork
-from convoplan.dm.train import Dataset, QConfig, SupervisedConfig, TrainResult, prepare, train_q, train_supervised
+from convoplan.dm.train import Dataset, TrainResult, prepare, train_q, train_supervised
 from convoplan.dm.train_crossencoder import (
     CrossEncoderResult,
     E2EConfig,

@@ -152,7 +152,7 @@ def test_corrupt_weights_name_the_file(trained: tuple[ActionClassifier, dict[str
     classifier, record = trained
     folder = save_labeller(tmp_path / "labeller", classifier, LabellerConfig(hidden=32), record)
     (folder / "model.safetensors").write_bytes(b"not a safetensors file")
-    with pytest.raises(ValueError, match=r"model\.safetensors: cannot load labeller weights"):
+    with pytest.raises(ValueError, match=r"model\.safetensors: cannot load the weights"):
         load_labeller(folder)
     (folder / "config.json").write_text("{}")
     with pytest.raises(ValueError, match="not a convoplan labeller"):

@@ -13,25 +13,17 @@ import torch
 import typer
 from typer.testing import CliRunner
 
-from convoplan.actions.nba import (
-    EncodedConversations,
-    FrequencyBaseline,
-    NBAConfig,
-    NBANetwork,
-    SupervisedNBA,
-    evaluate_next_actions,
-    history_prefixes,
-    load_nba,
-    next_action_loss,
-    top_k_hits,
-    train_nba,
-)
-from convoplan.actions.outcome import OutcomeConfig, OutcomeNBA, action_steps, action_text, train_outcome
+from convoplan.actions.evaluate import FrequencyBaseline, evaluate_next_actions
+from convoplan.actions.load import load_nba
+from convoplan.actions.nba import EncodedConversations, NBAConfig, NBANetwork, SupervisedNBA, history_prefixes
+from convoplan.actions.outcome import OutcomeConfig, OutcomeNBA, action_steps, action_text
 from convoplan.actions.protocols import NextActionModel
+from convoplan.actions.train_nba import next_action_loss, top_k_hits, train_nba
+from convoplan.actions.train_outcome import train_outcome
 from convoplan.cli.nba import nba_app
+from convoplan.dm.configs import QConfig
 from convoplan.dm.data import FeatureSpace
 from convoplan.dm.networks import RNNConfig
-from convoplan.dm.train import QConfig
 from convoplan.embed import SentenceEmbedder
 from convoplan.schema import Conversation, Outcome, Turn, write_jsonl
 

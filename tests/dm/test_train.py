@@ -9,9 +9,10 @@ import pytest
 import torch
 
 from convoplan.dm.checkpoint import RNNPolicy, load_policy, save_policy
+from convoplan.dm.configs import QConfig, SupervisedConfig
 from convoplan.dm.data import FeatureSpace, build_steps
 from convoplan.dm.networks import QNetwork, RNNConfig
-from convoplan.dm.train import Dataset, QConfig, SupervisedConfig, prepare, train_q, train_supervised
+from convoplan.dm.train import Dataset, prepare, train_q, train_supervised
 from convoplan.embed import SentenceEmbedder
 from convoplan.schema import Conversation
 from convoplan.sim.run import SimulationConfig, simulate

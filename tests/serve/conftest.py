@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from convoplan.actions.nba import NBAConfig, train_nba
+from convoplan.actions.nba import NBAConfig
+from convoplan.actions.train_nba import train_nba
 from convoplan.embed import SentenceEmbedder
 from convoplan.lm.provider import lm_conversations
 from convoplan.serve.app import ServeConfig, create_app

@@ -1,0 +1,60 @@
+"""The configs of the DMs trained on rated logs (the supervised RNN DM, SAQL, CAQL, CQL): plain dataclasses, apart
+from the training code, so that loading a model that records one (an outcome-driven next-best-action model) never
+imports training code."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from convoplan.dm.networks import RNNConfig
+
+__all__ = ["QConfig", "SupervisedConfig"]
+
+
+@dataclass
+class SupervisedConfig:
+    """The supervised RNN DM: regress the mean rating of every rated candidate, selected or not."""
+
+    network: RNNConfig = field(default_factory=RNNConfig)
+    """State encoder and Q-head sizes."""
+    lr: float = 1e-3
+    """Adam learning rate (the paper uses 1e-4 over many more steps than a CPU run affords)."""
+    batch_size: int = 16
+    """Conversations per batch (paper: 16)."""
+    steps: int = 600
+    """Optimiser steps."""
+    seed: int = 0
+    """Seed of initialisation and batch sampling."""
+
+
+@dataclass
+class QConfig:
+    """SAQL or CAQL, optionally with the CQL regulariser (RL paper sec. 4.3)."""
+
+    algorithm: Literal["saql", "caql"] = "saql"
+    """SAQL: max over the realized next candidate set; CAQL: gradient ascent over the action embedding."""
+    network: RNNConfig = field(default_factory=RNNConfig)
+    """State encoder and Q-head sizes."""
+    gamma: float = 0.9
+    """Discount factor."""
+    lr: float = 5e-4
+    """Adam learning rate."""
+    batch_size: int = 16
+    """Conversations per batch."""
+    steps: int = 1500
+    """Optimiser steps."""
+    target_every: int = 100
+    """Steps between copies of the online network into the target network Qbar."""
+    cql_alpha: float = 0.0
+    """Weight of the CQL regulariser; 0 turns it off."""
+    behaviour: Literal["logged", "supervised"] = "supervised"
+    """pi_beta of CQL: softmax over the supervised DM's scores, or the logged choice (one-hot)."""
+    behaviour_temperature: float = 1.0
+    """Temperature of the softmax over the supervised DM's scores."""
+    caql_steps: int = 5
+    """CAQL: gradient-ascent steps of the inner max over the action embedding."""
+    caql_step_size: float = 0.1
+    """CAQL: gradient-ascent step size eta."""
+    seed: int = 0
+    """Seed of initialisation and batch sampling."""
