@@ -81,9 +81,10 @@ def dm_train(
     trains on its share of every batch, and the averaged gradient equals the single-process one.
     """
     from convoplan.checkpoint import training_record
+    from convoplan.distributed import process_group
     from convoplan.dm.checkpoint import load_network, save_policy
     from convoplan.dm.configs import QConfig, SupervisedConfig
-    from convoplan.dm.train import prepare, rank_and_world, train_q, train_supervised
+    from convoplan.dm.train import prepare, train_q, train_supervised
     from convoplan.embed import SentenceEmbedder
 
     config: SupervisedConfig | QConfig = (
@@ -108,7 +109,7 @@ def dm_train(
         fail(str(error))
     rate = result.transitions_per_second
     training = training_record(config, result.losses, result.seconds, transitions_per_second=rate, logs=str(logs))
-    if rank_and_world()[0] != 0:
+    if process_group()[0] != 0:
         return  # under torchrun every rank holds the same weights; two ranks replacing one folder at once would race
     save_policy(out, algorithm.value, result.network, config.network, data.table.space, training)
     say(

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import copy
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.distributed as dist
 from torch import nn
 
+from convoplan.distributed import all_sum, process_group
 from convoplan.dm.configs import QConfig, SupervisedConfig
 from convoplan.dm.data import Batch, FeatureSpace, StepTable, build_steps
 from convoplan.dm.losses import (
@@ -39,7 +38,6 @@ __all__ = [
     "Dataset",
     "TrainResult",
     "prepare",
-    "rank_and_world",
     "train_q",
     "train_supervised",
 ]
@@ -81,23 +79,6 @@ def prepare(
 # --- distribution ----------------------------------------------------------------------------------------------
 
 
-def rank_and_world() -> tuple[int, int]:
-    """(this process's rank, number of processes); under torchrun, joins the gloo process group first."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("gloo")
-    if dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
-
-
-def _global_count(count: int, world: int) -> int:
-    if world == 1:
-        return count
-    total = torch.tensor([count], dtype=torch.long)
-    dist.all_reduce(total)
-    return int(total.item())
-
-
 def _share(global_batch: np.ndarray, rank: int, world: int) -> list[int]:
     return [int(e) for e in global_batch[rank::world]]
 
@@ -126,7 +107,7 @@ def _loop(
     after_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
     """The shared optimisation loop; `batch_loss(model, batch, step, world)` -> (this rank's loss, its terms)."""
-    rank, world = rank_and_world()
+    rank, world, _ = process_group()
     model = _wrap(network, world)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     draw = np.random.default_rng(seed)
@@ -140,12 +121,12 @@ def _loop(
         loss, terms = batch_loss(model, batch, step, world)
         # Weight this rank's mean loss by its share of the batch's terms: DDP averages gradients over ranks, so the
         # result is the gradient of the mean over the whole global batch.
-        scale = terms * world / max(1, _global_count(terms, world))
+        scale = terms * world / max(1, int(all_sum([terms], world)[0]))
         optimiser.zero_grad()
         (loss * scale).backward()  # type: ignore[no-untyped-call]
         nn.utils.clip_grad_norm_(model.parameters(), 10.0)
         optimiser.step()
-        transitions += _global_count(len(batch.chosen), world)
+        transitions += int(all_sum([len(batch.chosen)], world)[0])
         losses.append(float(loss.detach()))
         if after_step is not None:
             after_step(step)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ import torch.distributed as dist
 from torch import nn
 
 from convoplan.configs import config_from_dict
+from convoplan.distributed import all_sum, barrier, process_group
 from convoplan.lm.checkpoint import STATE_FILE, LoopState, Snapshot, load_checkpoint, save_checkpoint
 from convoplan.lm.data import IGNORE, Blocks, pack, split
 from convoplan.lm.model import INFO_FILE, ModelConfig, load_base, new_model, save_model
@@ -43,7 +43,6 @@ __all__ = [
     "TrainResult",
     "fit",
     "lm_loss",
-    "process_group",
     "train",
 ]
 
@@ -135,36 +134,6 @@ def lm_loss(logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, 
     return loss, int((targets != IGNORE).sum())
 
 
-# --- processes -------------------------------------------------------------------------------------------------
-
-
-def process_group(device: str = "cpu") -> tuple[int, int, torch.device]:
-    """(rank, number of processes, this process's device); under torchrun, joins the process group first (gloo on
-    CPU, nccl on CUDA)."""
-    cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    if not cuda:
-        return rank, world, torch.device("cpu")
-    gpu = torch.device(f"cuda:{os.environ.get('LOCAL_RANK', '0')}")
-    torch.cuda.set_device(gpu)  # nccl collectives run on the current device
-    return rank, world, gpu
-
-
-def _sum(values: list[float], world: int, device: torch.device) -> list[float]:
-    """Element-wise sum of `values` over all processes."""
-    tensor = torch.tensor(values, dtype=torch.float64, device=device)
-    if world > 1:
-        dist.all_reduce(tensor)
-    return [float(v) for v in tensor.tolist()]
-
-
-def _barrier(world: int) -> None:
-    if world > 1:
-        dist.barrier()
-
-
 # --- the loop --------------------------------------------------------------------------------------------------
 
 
@@ -193,7 +162,7 @@ def _evaluate(
             loss, n = lm_loss(logits, blocks.targets[rows].to(device))
             total, count = total + float(loss), count + n
     model.train()
-    summed, tokens = _sum([total, count], world, device)
+    summed, tokens = all_sum([total, count], world, device)
     return summed / tokens
 
 
@@ -256,7 +225,7 @@ def fit(
             optimiser.step()
             scheduler.step()
             optimiser.zero_grad(set_to_none=True)
-            (summed,) = _sum([float(loss.detach())], world, device)
+            (summed,) = all_sum([float(loss.detach())], world, device)
             state.step, state.batch = state.step + 1, state.batch + 1
             state.tokens += count
             state.seconds += time.perf_counter() - started
@@ -385,7 +354,7 @@ def train(
     def write_checkpoint(snap: Snapshot) -> None:
         if rank == 0:
             save_checkpoint(folder, model, tokenizer, snap, info, run)
-        _barrier(world)
+        barrier(world)
 
     state = fit(
         model, train_blocks, validation_blocks, config, resume=snapshot, checkpoint=write_checkpoint, progress=progress
@@ -407,5 +376,5 @@ def train(
             "tokens_per_second": result.tokens_per_second,
         }
         save_model(out, model, tokenizer, {**info, "training": training})  # replaces out/ and its checkpoint/
-    _barrier(world)
+    barrier(world)
     return result

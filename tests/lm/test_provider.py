@@ -43,8 +43,8 @@ def test_the_lm_reads_user_and_step_messages_without_the_closing_stop(logs: list
 def test_one_candidate_per_action_from_one_generate_call(
     lm: LanguageModel, logs: list[Conversation], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    provider: Provider = LMProvider(lm, animals_world().lexicon, SHORT)  # the Provider protocol (checked by mypy)
-    assert isinstance(provider, LMProvider) and callable(provider.propose)
+    provider = LMProvider(lm, animals_world().lexicon, SHORT)
+    as_provider: Provider = provider  # what the composition loop sees: the Provider protocol (checked by mypy)
     assert STOP not in provider.actions and {"fact", "quiz", "open_question"} <= set(provider.actions)
     calls: list[dict[str, Any]] = []
     original: Callable[..., Any] = lm.model.generate  # type: ignore[assignment]
@@ -55,7 +55,7 @@ def test_one_candidate_per_action_from_one_generate_call(
 
     monkeypatch.setattr(lm.model, "generate", generate)
     state = DialogueState(turns=logs[0].turns[:6], focus="lion")
-    candidates = provider.propose(state)
+    candidates = as_provider.propose(state)
     (call,) = calls
     assert call["input_ids"].shape[0] == len(provider.actions)  # one prompt per action, in one batch
     assert [c.action for c in candidates] == [a for a in provider.actions if a in {c.action for c in candidates}]
