@@ -37,7 +37,8 @@ from convoplan.atomic import atomic_write
 from convoplan.lm.evaluate import EvalConfig, evaluate_lm
 from convoplan.lm.generate import SamplingConfig
 from convoplan.lm.model import LanguageModel, ModelConfig, load_model
-from convoplan.lm.train import Progress, TrainConfig, train
+from convoplan.lm.train import TrainConfig, train
+from convoplan.progress import ProgressDisplay
 from convoplan.schema import Conversation, read_jsonl
 
 
@@ -48,17 +49,8 @@ def trained(
     if folder is None:
         started = time.perf_counter()
         print(f"training the {name} model into {out} ...", flush=True)
-
-        def report(progress: Progress) -> None:
-            if progress.validation is not None or progress.step % 100 == 0:
-                validation = "" if progress.validation is None else f", validation loss {progress.validation:.3f}"
-                print(
-                    f"  step {progress.step}/{progress.total}: loss {progress.loss:.3f}{validation}, "
-                    f"{progress.tokens_per_second:,.0f} tokens/s",
-                    flush=True,
-                )
-
-        train(conversations, out, config, base_model=base, progress=report)
+        with ProgressDisplay() as progress:
+            train(conversations, out, config, base_model=base, progress=progress)
         print(f"  done in {time.perf_counter() - started:.0f} s", flush=True)
         folder = str(out)
     return load_model(folder)

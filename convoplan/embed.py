@@ -20,10 +20,13 @@ from typing import Any
 import numpy as np
 
 from convoplan.atomic import atomic_write_bytes
+from convoplan.progress import Progress, Update
 
 __all__ = ["EMBEDDING_DIM", "SentenceEmbedder", "default_model_path", "shared_embedder"]
 
 EMBEDDING_DIM = 384
+CHUNK = 2048
+"""New texts encoded (and cached) per model call: a few seconds of work on a CPU."""
 
 
 def default_model_path() -> Path:
@@ -47,6 +50,7 @@ class SentenceEmbedder:
         device: str = "cpu",
         model: Any = None,
         max_cached: int | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.cache_dir = Path(cache_dir) if cache_dir is not None else None
         self.model_path = Path(model_path) if model_path is not None else None
@@ -64,6 +68,8 @@ class SentenceEmbedder:
         self._lock = threading.RLock()
         self.computed = 0
         """How many texts this embedder has run through the model (the rest came from the cache)."""
+        self.progress = progress
+        """Told "embedding" after every chunk of new texts (a command sets it to show long embeddings)."""
         if self.cache_dir is not None and self.cache_dir.is_dir():
             self._load_shards(self.cache_dir)
 
@@ -115,13 +121,18 @@ class SentenceEmbedder:
         if len(found) < len(set(keys)):
             with self._lock:
                 found |= self._cached(keys)  # again: another thread may have encoded some meanwhile
-                missing = {key: text for key, text in zip(keys, texts, strict=True) if key not in found}
-                vectors = self.encode_uncached(list(missing.values()))
-                self.computed += len(missing)
-                found |= zip(missing, vectors, strict=True)
-                self._remember(list(missing), vectors)
-                if self.cache_dir is not None:
-                    self._write_shard(list(missing), vectors)
+                missing = [(key, text) for key, text in dict(zip(keys, texts, strict=True)).items() if key not in found]
+                # In chunks: each is cached (a shard on disk) as soon as it is encoded, and progress shows.
+                for first in range(0, len(missing), CHUNK):
+                    chunk_keys = [key for key, _ in missing[first : first + CHUNK]]
+                    vectors = self.encode_uncached([text for _, text in missing[first : first + CHUNK]])
+                    self.computed += len(chunk_keys)
+                    found |= zip(chunk_keys, vectors, strict=True)
+                    self._remember(chunk_keys, vectors)
+                    if self.cache_dir is not None:
+                        self._write_shard(chunk_keys, vectors)
+                    if self.progress is not None:
+                        self.progress(Update("embedding", first + len(chunk_keys), len(missing), "texts"))
         if not keys:
             return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
         return np.stack([found[key] for key in keys])

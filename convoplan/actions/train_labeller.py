@@ -17,7 +17,7 @@ import itertools
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +40,7 @@ from convoplan.actions.labeller import (
 )
 from convoplan.checkpoint import write_folder
 from convoplan.embed import SentenceEmbedder
+from convoplan.progress import Progress, Update
 from convoplan.schema import Conversation
 
 __all__ = [
@@ -51,9 +52,6 @@ __all__ = [
     "save_labeller",
     "train_labeller",
 ]
-
-Progress = Callable[[str, int, int, float], None]
-"""(stage, step, total steps, last metric) -> None."""
 
 
 @dataclass
@@ -276,7 +274,7 @@ def train_labeller(
                 losses.append(loss.item())
             f1, _ = validate()
             if progress is not None:
-                progress("head", epoch + 1, config.epochs, f1)
+                progress(Update("training the head", epoch + 1, config.epochs, "epochs", {"validation macro-F1": f1}))
             if f1 > best_f1:
                 best_f1, best_state, waited = f1, {k: v.clone() for k, v in network.state_dict().items()}, 0
             else:
@@ -312,7 +310,8 @@ def train_labeller(
             encoder.model.eval()
             f1, _ = validate(encoder.embedder())
             if progress is not None:
-                progress("encoder", epoch + 1, config.finetune_epochs, f1)
+                metrics = {"validation macro-F1": f1}
+                progress(Update("fine-tuning the encoder", epoch + 1, config.finetune_epochs, "epochs", metrics))
         message_embedder = encoder.embedder()
 
     best_f1, val_logits = validate(message_embedder)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,12 +21,10 @@ from torch import nn
 from convoplan.actions.nba import EncodedConversations, NBAConfig, NBANetwork, SupervisedNBA, labelled_actions
 from convoplan.checkpoint import training_record
 from convoplan.embed import SentenceEmbedder
+from convoplan.progress import Progress, Update
 from convoplan.schema import Conversation
 
 __all__ = ["NBATrainResult", "next_action_loss", "top_k_hits", "train_nba"]
-
-Progress = Callable[[int, float], None]
-"""(optimiser step, loss) after each step."""
 
 
 # --- losses and metrics (pure) -----------------------------------------------------------------------------------
@@ -108,6 +106,7 @@ def train_nba(
     validation_losses: list[float] = []
     validation_top1: list[float] = []
     best = (math.inf, 0, copy.deepcopy(network.state_dict()))
+    total = config.epochs * math.ceil(data.episodes / config.batch_size)  # steps if no early stop
     for epoch in range(1, config.epochs + 1):
         network.train()
         order = draw.permutation(data.episodes)
@@ -120,7 +119,7 @@ def train_nba(
             optimiser.step()
             losses.append(float(loss.detach()))
             if progress is not None:
-                progress(len(losses), losses[-1])
+                progress(Update("training", len(losses), total, "steps", {"loss": losses[-1]}))
         if val_data.points == 0:
             best = (math.nan, epoch, network.state_dict())
             continue

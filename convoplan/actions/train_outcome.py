@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -15,12 +15,10 @@ from convoplan.checkpoint import training_record
 from convoplan.dm.data import FeatureSpace
 from convoplan.dm.train import Dataset, train_q
 from convoplan.embed import SentenceEmbedder
+from convoplan.progress import Progress
 from convoplan.schema import Conversation
 
 __all__ = ["OutcomeTrainResult", "train_outcome"]
-
-Progress = Callable[[int, float], None]
-"""(optimiser step, loss) after each step."""
 
 
 @dataclass

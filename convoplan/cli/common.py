@@ -6,17 +6,17 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from convoplan.compose.loop import STOP, DialogueManager
 from convoplan.imports import import_object
+from convoplan.progress import ProgressDisplay
 from convoplan.schema import (
     Conversation,
     FormatError,
@@ -46,15 +46,10 @@ def fail(message: str, code: int = 2) -> NoReturn:
     raise typer.Exit(code)
 
 
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=errors,
-        transient=True,
-    )
+def progress_display() -> ProgressDisplay:
+    """The progress of a long job on stderr: bars on a terminal, a plain line per task every few seconds otherwise
+    (a log file, CI, nohup). Pass it as the job's `progress` inside its `with` block."""
+    return ProgressDisplay(errors)
 
 
 def load(path: Path, skip_invalid: bool) -> list[Conversation]:
@@ -126,9 +121,8 @@ def simulate_with_progress(
     from convoplan.sim.run import simulate
 
     start = time.perf_counter()
-    with progress_bar() as bar:
-        task = bar.add_task(f"simulating ({name} DM)", total=config.conversations)
-        logs = list(simulate(world, dm, config, name, progress=lambda done: bar.update(task, completed=done)))
+    with progress_display() as progress:
+        logs = list(simulate(world, dm, config, name, progress=progress))
     return logs, time.perf_counter() - start
 
 
@@ -195,15 +189,3 @@ def configured(config: ConfigT, overrides: list[str] | None, show: bool) -> Conf
         console.print(table)
         raise typer.Exit(0)
     return config
-
-
-def training_bar(bar: Progress) -> Callable[[str, int, int, float], None]:
-    """A progress callback (name, step, total, loss) that keeps one bar per DM being trained."""
-    tasks: dict[str, TaskID] = {}
-
-    def update(name: str, step: int, total: int, loss: float) -> None:
-        if name not in tasks:
-            tasks[name] = bar.add_task(f"training {name}", total=total)
-        bar.update(tasks[name], completed=step, description=f"training {name} (loss {loss:.3f})")
-
-    return update

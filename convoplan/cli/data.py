@@ -18,7 +18,7 @@ from convoplan.cli.common import (
     errors,
     fail,
     load,
-    progress_bar,
+    progress_display,
     say,
 )
 from convoplan.schema import (
@@ -61,11 +61,8 @@ def data_convert(
             with errors.status("reading PersuasionForGood"):
                 conversations = read_persuasion(src, seed=seed)
         else:
-            with progress_bar() as bar:
-                task = bar.add_task("reading STAR dialogues", total=None)
-                conversations = read_star(
-                    src, seed=seed, progress=lambda done, total: bar.update(task, completed=done, total=total)
-                )
+            with progress_display() as progress:
+                conversations = read_star(src, seed=seed, progress=progress)
             if flows is not None:
                 graphs = read_star_flows(src)
                 write_call_flows(flows, graphs)

@@ -19,9 +19,8 @@ from convoplan.cli.common import (
     errors,
     fail,
     load,
-    progress_bar,
+    progress_display,
     say,
-    training_bar,
 )
 
 dm_app = typer.Typer(help="Train dialogue managers on rated logs: supervised, SAQL, CAQL, CQL.", no_args_is_help=True)
@@ -45,10 +44,10 @@ def dm_pipeline(
 
     config = configured(PipelineConfig(conversations=conversations, seed=seed), overrides, show_config)
     world = build_world(simulator, rater)
-    with progress_bar() as bar:
+    with progress_display() as progress:
         try:
             checkpoints = run_pipeline(
-                world, out, config, report=lambda m: say(m, to=errors), progress=training_bar(bar), resume=resume
+                world, out, config, report=lambda m: say(m, to=errors), progress=progress, resume=resume
             )
         except ValueError as error:
             fail(str(error))
@@ -86,6 +85,7 @@ def dm_train(
     from convoplan.dm.configs import QConfig, SupervisedConfig
     from convoplan.dm.train import prepare, train_q, train_supervised
     from convoplan.embed import SentenceEmbedder
+    from convoplan.progress import renamed
 
     config: SupervisedConfig | QConfig = (
         SupervisedConfig() if algorithm is Algorithm.supervised else QConfig(algorithm=algorithm.value)  # type: ignore[arg-type]
@@ -95,12 +95,10 @@ def dm_train(
     try:
         warm = load_network(init) if init is not None else None
         guide = load_network(behaviour)[0] if behaviour is not None else None
-        embedder = SentenceEmbedder(cache_dir=out.parent / "embeddings")
-        with errors.status("embedding the logs"):
+        with progress_display() as progress:
+            embedder = SentenceEmbedder(cache_dir=out.parent / "embeddings", progress=progress)
             data = prepare(conversations, embedder, warm[1] if warm is not None else None)
-        with progress_bar() as bar:
-            update = training_bar(bar)
-            track = lambda step, loss: update(algorithm.value, step, config.steps, loss)  # noqa: E731
+            track = renamed(progress, f"training {algorithm.value}")
             if isinstance(config, SupervisedConfig):
                 result = train_supervised(data, config, track)
             else:

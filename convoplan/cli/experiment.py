@@ -17,7 +17,7 @@ from convoplan.cli.common import (
     errors,
     fail,
     load,
-    progress_bar,
+    progress_display,
     say,
     show_report,
 )
@@ -79,17 +79,8 @@ def experiment_ab(
             dms[name] = load_arm(spec, world, random.Random(f"{seed}:dm"))
         except (ValueError, ImportError) as error:
             fail(f"{option} {error}")
-    with progress_bar() as bar:
-        tasks = {name: bar.add_task(f"simulating {name}", total=users) for name in names}
-        logs = run_ab(
-            world,
-            dms,
-            names[0],
-            users,
-            seed,
-            progress=lambda name, done: bar.update(tasks[name], completed=done),
-            raters=raters,
-        )
+    with progress_display() as progress:
+        logs = run_ab(world, dms, names[0], users, seed, progress=progress, raters=raters)
     for name, path in zip(names, files, strict=True):
         write_jsonl(path, logs[name])
     say(f"wrote the logs of {len(logs)} arms to {out}/", to=errors)

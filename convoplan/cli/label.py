@@ -19,10 +19,11 @@ from convoplan.cli.common import (
     errors,
     fail,
     load,
-    progress_bar,
+    progress_display,
     say,
 )
 from convoplan.corpora.splits import in_split
+from convoplan.progress import Progress, Update
 
 if TYPE_CHECKING:
     from convoplan.actions.labeller import ActionClassifier
@@ -40,17 +41,17 @@ CacheOption = Annotated[
 DEFAULT_CACHE = Path("runs/embeddings")
 
 
-def _embedder(cache: Path) -> SentenceEmbedder:
+def _embedder(cache: Path, progress: Progress | None = None) -> SentenceEmbedder:
     from convoplan.embed import SentenceEmbedder
 
-    return SentenceEmbedder(cache_dir=cache)
+    return SentenceEmbedder(cache_dir=cache, progress=progress)
 
 
-def _labeller(model: Path, cache: Path) -> ActionClassifier:
+def _labeller(model: Path, cache: Path, progress: Progress | None = None) -> ActionClassifier:
     from convoplan.actions.labeller import load_labeller
 
     try:
-        return load_labeller(model, _embedder(cache))
+        return load_labeller(model, _embedder(cache, progress))
     except ValueError as error:
         fail(str(error))
 
@@ -77,17 +78,10 @@ def label_train(
     config = configured(LabellerConfig(), overrides, show_config)
     conversations = load(file, skip_invalid)
     train, validation = in_split(conversations, "train"), in_split(conversations, "validation")
-    with progress_bar() as bar:
-        task = bar.add_task("training the labeller", total=config.epochs + config.finetune * config.finetune_epochs)
-        done = 0
-
-        def progress(stage: str, epoch: int, total: int, f1: float) -> None:
-            nonlocal done
-            done += 1
-            bar.update(task, completed=done, description=f"training the labeller ({stage}, val macro-F1 {f1:.3f})")
-
+    with progress_display() as progress:
         try:
-            classifier, record = train_labeller(train, validation, config, _embedder(cache), out.name, progress)
+            embedder = _embedder(cache, progress)
+            classifier, record = train_labeller(train, validation, config, embedder, out.name, progress)
         except ValueError as error:
             fail(f"{file}: {error}")
     save_labeller(out, classifier, config, record | {"file": str(file)})
@@ -169,14 +163,13 @@ def label_apply(
         except (ValueError, ImportError) as error:
             fail(str(error))
     else:
-        classifier = _labeller(model, cache)
         labelled, count = [], 0
-        with progress_bar() as bar:
-            task = bar.add_task("labelling", total=len(conversations))
+        with progress_display() as progress:
+            classifier = _labeller(model, cache)
             for start in range(0, len(conversations), batch_size):
                 chunk, added = apply_labels(conversations[start : start + batch_size], classifier)
                 labelled.extend(chunk)
                 count += added
-                bar.update(task, advance=len(chunk))
+                progress(Update("labelling", len(labelled), len(conversations), "conversations"))
     write_jsonl(out, labelled)
     say(f"labelled {count} agent messages in {len(labelled)} conversations; wrote {out}", to=errors)

@@ -4,14 +4,21 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from convoplan.cli.common import SetOption, ShowConfig, SkipInvalid, configured, errors, fail, load, progress_bar, say
-
-if TYPE_CHECKING:
-    from convoplan.lm.train import Progress
+from convoplan.cli.common import (
+    SetOption,
+    ShowConfig,
+    SkipInvalid,
+    configured,
+    errors,
+    fail,
+    load,
+    progress_display,
+    say,
+)
 
 __all__ = ["lm_app", "suggest_command"]
 
@@ -51,21 +58,11 @@ def lm_train(
     if resume and (overrides or vanilla or base_model):
         fail("--resume continues the run with its own settings: leave out --set, --vanilla and --base-model")
     data = load(conversations, skip_invalid)
-    with progress_bar() as bar:
-        task = bar.add_task("training", total=None)
-
-        def report(progress: Progress) -> None:
-            bar.update(
-                task,
-                total=progress.total,
-                completed=progress.step,
-                description=f"training (loss {progress.loss:.3f}, {progress.tokens_per_second:,.0f} tokens/s)",
-            )
-            if progress.validation is not None:
-                bar.console.print(f"epoch {progress.epoch}: validation loss {progress.validation:.3f}", highlight=False)
-
+    with progress_display() as progress:
         try:
-            result = train(data, out, None if resume else config, base_model=base_model, resume=resume, progress=report)
+            result = train(
+                data, out, None if resume else config, base_model=base_model, resume=resume, progress=progress
+            )
         except ValueError as error:
             fail(str(error))
         except KeyboardInterrupt:

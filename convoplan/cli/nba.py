@@ -18,9 +18,8 @@ from convoplan.cli.common import (
     errors,
     fail,
     load,
-    progress_bar,
+    progress_display,
     say,
-    training_bar,
 )
 from convoplan.schema import Conversation
 
@@ -69,6 +68,7 @@ def nba_train(
     from convoplan.actions.train_nba import train_nba
     from convoplan.actions.train_outcome import train_outcome
     from convoplan.embed import SentenceEmbedder
+    from convoplan.progress import renamed
 
     config: NBAConfig | OutcomeConfig = NBAConfig() if kind is Kind.supervised else OutcomeConfig()
     config = configured(config, overrides, show_config)
@@ -76,29 +76,21 @@ def nba_train(
     train = _labelled(_split(conversations, train_split))
     if not train:
         fail(f"{logs}: no conversations with meta.split == {train_split!r} whose agent turns carry actions")
-    embedder = SentenceEmbedder(cache_dir=out.parent / "embeddings")
     model: SupervisedNBA | OutcomeNBA
     try:
-        with errors.status("embedding the conversations"):
-            embedder.embed(sorted({t.text for c in train for t in c.turns}))
-        with progress_bar() as bar:
-            update = training_bar(bar)
+        with progress_display() as progress:
+            embedder = SentenceEmbedder(cache_dir=out.parent / "embeddings", progress=progress)
+            track = renamed(progress, f"training {kind.value}")
             if isinstance(config, NBAConfig):
                 validation = _labelled(_split(conversations, validation_split))
-                total = config.epochs * -(-len(train) // config.batch_size)
-                result = train_nba(
-                    train, embedder, config, validation, lambda step, loss: update(kind.value, step, total, loss)
-                )
+                result = train_nba(train, embedder, config, validation, track)
                 model = result.model
                 summary = (
                     f"best epoch {result.best_epoch}: validation loss {model.training['best_validation_loss']:.3f}, "
                     f"top-1 {model.training['best_validation_top1']:.3f} on {len(validation)} conversations"
                 )
             else:
-                steps = config.q.steps
-                outcome = train_outcome(
-                    train, embedder, config, lambda step, loss: update(kind.value, step, steps, loss)
-                )
+                outcome = train_outcome(train, embedder, config, track)
                 model = outcome.model
                 summary = f"{outcome.steps} steps of {outcome.conversations} conversations with an outcome"
     except ValueError as error:

@@ -20,12 +20,11 @@ from convoplan.cli.common import (
     errors,
     print_conversation,
     print_summary,
-    progress_bar,
+    progress_display,
     resolve_dm,
     say,
     show_report,
     simulate_with_progress,
-    training_bar,
 )
 from convoplan.schema import Candidate, read_jsonl, write_jsonl
 
@@ -133,8 +132,8 @@ def demo(
     quick.q.steps, quick.q.batch_size = 500, 8
     config = configured(quick, overrides, False)
     world = build_world(None, None)
-    with progress_bar() as bar:
-        checkpoints = run_pipeline(world, out, config, report=lambda m: say(m, to=errors), progress=training_bar(bar))
+    with progress_display() as progress:
+        checkpoints = run_pipeline(world, out, config, report=lambda m: say(m, to=errors), progress=progress)
     arms = {
         "supervised_rnn": str(checkpoints["supervised_rnn"]),
         "saql": str(checkpoints["saql"]),
@@ -142,16 +141,8 @@ def demo(
         "greedy": "greedy",
     }
     dms = {name: resolve_dm(spec, world, random.Random(seed)) for name, spec in arms.items()}
-    with progress_bar() as bar:
-        tasks = {name: bar.add_task(f"A/B: simulating {name}", total=users) for name in dms}
-        logs = run_ab(
-            world,
-            dms,
-            "supervised_rnn",
-            users,
-            seed + 7,
-            progress=lambda name, done: bar.update(tasks[name], completed=done),
-        )
+    with progress_display() as progress:
+        logs = run_ab(world, dms, "supervised_rnn", users, seed + 7, progress=progress)
     show_report(ab_report(logs, "supervised_rnn", resamples=2000, seed=seed), out / "ab")
     print_conversation(max(logs["saql"][:50], key=lambda c: len(c.turns)))
     say(f"trained DMs in {out}/ (try: convoplan chat --dm {checkpoints['saql']} --explain)")
@@ -171,16 +162,19 @@ def serving_artifacts(out: Path, arm: Path, control: Path, seed: int) -> Path:
     from convoplan.actions.nba import NBAConfig
     from convoplan.actions.train_nba import train_nba
     from convoplan.embed import SentenceEmbedder
+    from convoplan.progress import renamed
     from convoplan.serve.artifacts import Arm, Manifest, write_manifest
     from convoplan.worlds.animals.lm_world import LMWorldConfig, lm_world_demo, transcript
 
     world_config = LMWorldConfig(dm=str(arm), seed=seed, demo_conversations=1, max_turns=8)
-    demo = lm_world_demo(out / "lm-world", world_config, report=lambda m: say(m, to=errors))
+    with progress_display() as progress:
+        demo = lm_world_demo(out / "lm-world", world_config, report=lambda m: say(m, to=errors), progress=progress)
     say(transcript(demo.conversations[0]))
     logs = read_jsonl(demo.logs)
-    embedder = SentenceEmbedder(cache_dir=out / "embeddings")
-    with errors.status("training the next-best-action model on the world's logs"):
-        trained = train_nba([c for c in logs if c.meta.get("split") == "train"], embedder, NBAConfig(epochs=6))
+    with progress_display() as progress:
+        embedder = SentenceEmbedder(cache_dir=out / "embeddings", progress=progress)
+        train = [c for c in logs if c.meta.get("split") == "train"]
+        trained = train_nba(train, embedder, NBAConfig(epochs=6), progress=renamed(progress, "training the NBA model"))
     folder = out / "artifacts"
     for name, source in (("lm", demo.model), (f"dm/{arm.name}", arm), (f"dm/{control.name}", control)):
         shutil.rmtree(folder / name, ignore_errors=True)

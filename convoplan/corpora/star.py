@@ -19,11 +19,11 @@ Outcome (converted, value 1.0 or 0.0), first rule that applies:
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from convoplan.corpora.splits import assign_splits
+from convoplan.progress import Progress, Update
 from convoplan.schema import CallFlow, Conversation, Event, FormatError, Outcome, Turn
 
 __all__ = ["DOMAIN", "read_star", "read_star_dialogue", "read_star_flows"]
@@ -115,15 +115,15 @@ def read_star(
     src: str | Path,
     *,
     seed: int = 0,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Progress | None = None,
 ) -> list[Conversation]:
-    """Read every dialogue under `src/dialogues`; `progress(done, total)` is called after each file."""
+    """Read every dialogue under `src/dialogues`; `progress` is told after each file."""
     files = _dialogue_files(Path(src))
     conversations = []
     for done, path in enumerate(files, start=1):
         conversations.append(read_star_dialogue(path))
         if progress is not None:
-            progress(done, len(files))
+            progress(Update("reading STAR", done, len(files), "files"))
     assign_splits(conversations, seed)
     return conversations
 

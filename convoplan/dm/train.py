@@ -32,6 +32,7 @@ from convoplan.dm.losses import (
 )
 from convoplan.dm.networks import QNetwork, RNNConfig
 from convoplan.embed import EMBEDDING_DIM, SentenceEmbedder
+from convoplan.progress import Progress, Update
 from convoplan.schema import Conversation
 
 __all__ = [
@@ -41,8 +42,6 @@ __all__ = [
     "train_q",
     "train_supervised",
 ]
-
-Progress = Callable[[int, float], None]
 
 
 @dataclass
@@ -131,7 +130,7 @@ def _loop(
         if after_step is not None:
             after_step(step)
         if progress is not None and rank == 0:
-            progress(step + 1, losses[-1])
+            progress(Update("training", step + 1, steps, "steps", {"loss": losses[-1]}))
     network.eval()
     return TrainResult(network, losses, time.perf_counter() - start, transitions)
 

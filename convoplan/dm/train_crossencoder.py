@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +21,7 @@ from torch import nn
 from convoplan.dm.crossencoder import CrossEncoder, TransformerConfig, pair_batch
 from convoplan.dm.losses import cql_regulariser, masked_max, q_learning_loss, rating_loss, td_target
 from convoplan.dm.train import Dataset
+from convoplan.progress import Progress, Update
 
 __all__ = [
     "CrossEncoderResult",
@@ -30,8 +30,6 @@ __all__ = [
     "train_e2e",
     "train_supervised_transformer",
 ]
-
-Progress = Callable[[int, float], None]
 
 
 @dataclass
@@ -129,7 +127,7 @@ def train_supervised_transformer(
         schedule.step()
         losses.append(float(loss.detach()))
         if progress is not None:
-            progress(step + 1, losses[-1])
+            progress(Update("training", step + 1, config.steps, "steps", {"loss": losses[-1]}))
     model.eval()
     return CrossEncoderResult(model, tokenizer, losses, time.perf_counter() - start, config.steps * config.batch_size)
 
@@ -178,6 +176,6 @@ def train_e2e(
             target.load_state_dict(model.state_dict())
         losses.append(float(loss.detach()))
         if progress is not None:
-            progress(step + 1, losses[-1])
+            progress(Update("training", step + 1, config.steps, "steps", {"loss": losses[-1]}))
     model.eval()
     return CrossEncoderResult(model, tokenizer, losses, time.perf_counter() - start, config.steps * len(steps))

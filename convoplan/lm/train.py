@@ -31,6 +31,7 @@ from convoplan.lm.checkpoint import STATE_FILE, LoopState, Snapshot, load_checkp
 from convoplan.lm.data import IGNORE, Blocks, pack, split
 from convoplan.lm.model import INFO_FILE, ModelConfig, load_base, new_model, save_model
 from convoplan.lm.tokenizer import Codec, train_tokenizer, wrap_tokenizer
+from convoplan.progress import Progress, Update
 from convoplan.schema import Conversation
 
 if TYPE_CHECKING:
@@ -38,7 +39,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "CHECKPOINT",
-    "Progress",
     "TrainConfig",
     "TrainResult",
     "fit",
@@ -90,22 +90,6 @@ class TrainConfig:
     """Seed of initialisation, batch order, dropout and the validation hold-out."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to train: auto = CUDA when available, else CPU."""
-
-
-@dataclass(frozen=True)
-class Progress:
-    """What the progress callback receives after every step, and after every epoch's validation."""
-
-    step: int
-    total: int
-    """Steps the budget allows (early stopping may end sooner)."""
-    epoch: int
-    """Epochs completed."""
-    loss: float
-    """Training loss of the last step."""
-    tokens_per_second: float
-    validation: float | None = None
-    """Validation loss, on the report that closes an epoch."""
 
 
 @dataclass
@@ -174,7 +158,7 @@ def fit(
     *,
     resume: Snapshot | None = None,
     checkpoint: Callable[[Snapshot], None] | None = None,
-    progress: Callable[[Progress], None] | None = None,
+    progress: Progress | None = None,
 ) -> LoopState:
     """Train `model` in place on packed blocks; leave it with the best validation weights. `resume` continues from a
     checkpoint's state; `checkpoint(snapshot)` is called every `checkpoint_every` steps and after every epoch (on
@@ -234,7 +218,8 @@ def fit(
             if checkpoint is not None and due and state.batch < steps_per_epoch:  # an epoch's end writes its own
                 checkpoint(snapshot())
             if progress is not None and rank == 0:
-                progress(Progress(state.step, total, state.epoch, state.losses[-1], state.tokens / state.seconds))
+                metrics = {"loss": state.losses[-1], "tokens/s": state.tokens / state.seconds}
+                progress(Update("training", state.step, total, "steps", metrics))
 
         if len(validation_blocks):
             loss_now = _evaluate(model, validation_blocks, config, world, rank, device)
@@ -248,12 +233,9 @@ def fit(
         state.epoch, state.batch = state.epoch + 1, 0
         if checkpoint is not None:
             checkpoint(snapshot())
-        if progress is not None and rank == 0:
-            rate = state.tokens / state.seconds if state.seconds else 0.0
-            last = state.losses[-1] if state.losses else float("nan")
-            progress(
-                Progress(state.step, total, state.epoch, last, rate, state.validation[-1] if state.validation else None)
-            )
+        if progress is not None and rank == 0 and state.validation:
+            metrics = {"loss": state.validation[-1]}
+            progress(Update("validation", state.epoch, config.epochs, "epochs", metrics))
 
     if best is not None:
         model.load_state_dict(best)
@@ -306,7 +288,7 @@ def train(
     *,
     base_model: str | None = None,
     resume: bool = False,
-    progress: Callable[[Progress], None] | None = None,
+    progress: Progress | None = None,
 ) -> TrainResult:
     """Train on the train split of `conversations` (validation split for early stopping; test never used) and write
     the model folder `out`. While training, `out/checkpoint/` holds the resumable state; `resume=True` continues

@@ -56,7 +56,6 @@ is averaged over the last part of training, which damps the oscillation of the s
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Literal
 
@@ -64,6 +63,7 @@ import torch
 
 from convoplan.ope.networks import PairMLP
 from convoplan.ope.steps import LoggedSteps
+from convoplan.progress import Progress, Update
 
 __all__ = ["DualDiceConfig", "DualDiceResult", "dualdice", "dualdice_objective", "expected_under"]
 
@@ -194,10 +194,10 @@ def dualdice(
     steps: LoggedSteps,
     target: torch.Tensor,
     config: DualDiceConfig,
-    progress: Callable[[int, float], None] | None = None,
+    progress: Progress | None = None,
 ) -> DualDiceResult:
     """Estimate the value of the target policy whose probabilities over every logged step's candidates are
-    `target` [S, C] (`convoplan.ope.steps.policy_probabilities`) from `steps`; `progress(step, J)` after each step."""
+    `target` [S, C] (`convoplan.ope.steps.policy_probabilities`) from `steps`; `progress` after each step."""
     if steps.steps == 0 or not bool(steps.initial.any()):
         raise ValueError("DualDICE needs logged steps, with at least one initial step")
     start = time.perf_counter()
@@ -266,7 +266,7 @@ def dualdice(
             scheduler.step()
         objective.append(float(value.detach()))
         if progress is not None:
-            progress(step + 1, objective[-1])
+            progress(Update("fitting DualDICE", step + 1, config.steps, "steps", {"objective": objective[-1]}))
         remaining = config.steps - 1 - step
         if remaining < window and (remaining % config.eval_every == 0):
             ratios, residuals = evaluate()

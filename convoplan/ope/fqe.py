@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import torch
@@ -27,6 +26,7 @@ import torch.nn.functional as F
 from convoplan.ope.dualdice import expected_under
 from convoplan.ope.networks import PairMLP
 from convoplan.ope.steps import LoggedSteps
+from convoplan.progress import Progress, Update
 
 __all__ = ["FQEConfig", "FQEResult", "fqe"]
 
@@ -68,10 +68,10 @@ def fqe(
     steps: LoggedSteps,
     target: torch.Tensor,
     config: FQEConfig,
-    progress: Callable[[int, float], None] | None = None,
+    progress: Progress | None = None,
 ) -> FQEResult:
     """Estimate the value of the target policy whose probabilities over every logged step's candidates are
-    `target` [S, C] from `steps`; `progress(step, loss)` after each optimiser step."""
+    `target` [S, C] from `steps`; `progress` after each optimiser step."""
     if steps.steps == 0 or not bool(steps.initial.any()):
         raise ValueError("FQE needs logged steps, with at least one initial step")
     start = time.perf_counter()
@@ -102,7 +102,7 @@ def fqe(
         if (step + 1) % config.target_every == 0:
             q_bar.load_state_dict(q.state_dict())
         if progress is not None:
-            progress(step + 1, losses[-1])
+            progress(Update("fitting FQE", step + 1, config.steps, "steps", {"loss": losses[-1]}))
     initial = torch.nonzero(steps.initial).squeeze(1)
     with torch.no_grad():
         initial_q = expected_under(q(steps.states[initial], steps.actions[initial]), target[initial])

@@ -17,7 +17,7 @@ import io
 import json
 import math
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ import numpy as np
 
 from convoplan.atomic import atomic_write, atomic_write_bytes
 from convoplan.compose.loop import DialogueManager
+from convoplan.progress import Progress
 from convoplan.schema import Conversation
 from convoplan.sim.metrics import BEHAVIOURS, METRICS, Comparison, behaviour_summary, compare, metric_values
 from convoplan.sim.run import SimulationConfig, World, simulate
@@ -55,10 +56,6 @@ BEHAVIOUR_LABELS = {
 }
 _SHARES = frozenset({"question_share", "fact_share", "cooperation_rate"})
 
-ArmProgress = Callable[[str, int], None]
-"""Called as progress(arm, conversations done) after each simulated conversation."""
-
-
 # --- running ---------------------------------------------------------------------------------------------------
 
 
@@ -68,27 +65,21 @@ def run_ab(
     control: str,
     users: int,
     seed: int,
-    progress: ArmProgress | None = None,
+    progress: Progress | None = None,
     raters: int = 3,
 ) -> dict[str, list[Conversation]]:
     """Simulate `users` conversations with every arm, the control first; each arm meets the same users (same seed).
 
     `arms` maps an arm's name (logged as meta["dm"]) to its DM and includes the control. Each conversation is rated
-    by `raters` simulated raters, for the mean rating.
+    by `raters` simulated raters, for the mean rating. `progress` hears "simulating <arm>" after each conversation.
     """
     if control not in arms:
         raise ValueError(f"the control {control!r} is not one of the arms ({', '.join(arms)})")
     config = SimulationConfig(conversations=users, raters=raters, seed=seed)
     logs: dict[str, list[Conversation]] = {}
     for name in [control, *(name for name in arms if name != control)]:
-        logs[name] = list(simulate(world, arms[name], config, name, progress=_arm_progress(progress, name)))
+        logs[name] = list(simulate(world, arms[name], config, name, progress=progress))
     return logs
-
-
-def _arm_progress(progress: ArmProgress | None, arm: str) -> Callable[[int], None] | None:
-    if progress is None:
-        return None
-    return lambda done: progress(arm, done)
 
 
 # --- the report ------------------------------------------------------------------------------------------------

@@ -31,6 +31,7 @@ from convoplan.dm.train_crossencoder import (
     train_supervised_transformer,
 )
 from convoplan.embed import SentenceEmbedder
+from convoplan.progress import Progress, renamed
 from convoplan.schema import Conversation, read_jsonl, write_jsonl
 from convoplan.sim.arms import load_arm
 from convoplan.sim.run import SimulationConfig, World, simulate
@@ -70,11 +71,11 @@ class PipelineConfig:
 
 
 Report = Callable[[str], None]
-TrainingProgress = Callable[[str, int, int, float], None]
-"""(DM name, optimiser step, total steps, loss)."""
 
 
-def _simulate(world: World, dm_spec: Any, name: str, config: PipelineConfig, seed: int) -> list[Conversation]:
+def _simulate(
+    world: World, dm_spec: Any, name: str, config: PipelineConfig, seed: int, progress: Progress | None
+) -> list[Conversation]:
     sim = SimulationConfig(
         conversations=config.conversations,
         raters=config.raters,
@@ -82,7 +83,7 @@ def _simulate(world: World, dm_spec: Any, name: str, config: PipelineConfig, see
         max_turns=config.max_turns,
         composer=ComposerConfig(epsilon=config.epsilon),
     )
-    return list(simulate(world, dm_spec, sim, name))
+    return list(simulate(world, dm_spec, sim, name, progress))
 
 
 def _save(out: Path, name: str, result: TrainResult, data: Dataset, config: Any, extra: dict[str, Any]) -> Path:
@@ -97,7 +98,7 @@ def run_pipeline(
     config: PipelineConfig,
     embedder: SentenceEmbedder | None = None,
     report: Report | None = None,
-    progress: TrainingProgress | None = None,
+    progress: Progress | None = None,
     resume: bool = False,
 ) -> dict[str, Path]:
     """Run the whole pipeline; return the checkpoint folder of every trained DM by name.
@@ -111,8 +112,8 @@ def run_pipeline(
     say = report or (lambda message: None)
     checkpoints: dict[str, Path] = {}
 
-    def tracking(name: str, total: int) -> Callable[[int, float], None] | None:
-        return None if progress is None else (lambda step, loss: progress(name, step, total, loss))
+    def tracking(name: str) -> Progress | None:
+        return renamed(progress, f"training {name}")
 
     def collect(name: str, dm: Any, seed: int) -> list[Conversation]:
         path = out / "logs" / f"{name}.jsonl"
@@ -120,7 +121,7 @@ def run_pipeline(
             say(f"reusing {path}")
             return read_jsonl(path)
         say(f"collecting {config.conversations} conversations with the {name} DM")
-        logs = _simulate(world, dm, name, config, seed)
+        logs = _simulate(world, dm, name, config, seed, progress)
         write_jsonl(path, logs)
         return logs
 
@@ -143,7 +144,7 @@ def run_pipeline(
             supervised_transformer = reloaded.model.train()
         else:
             say("training the supervised transformer DM")
-            track = tracking("supervised_transformer", config.supervised_transformer.steps)
+            track = tracking("supervised_transformer")
             pairs = train_supervised_transformer(first_data, config.supervised_transformer, track)
             supervised_transformer = pairs.model
             checkpoints["supervised_transformer"] = _save_cross_encoder(
@@ -159,7 +160,7 @@ def run_pipeline(
         supervised = load_network(out / "supervised_rnn")[0]
     else:
         say("training the supervised RNN DM")
-        rated = train_supervised(first_data, config.supervised, tracking("supervised_rnn", config.supervised.steps))
+        rated = train_supervised(first_data, config.supervised, tracking("supervised_rnn"))
         supervised = rated.network
         checkpoints["supervised_rnn"] = _save(
             out, "supervised_rnn", rated, first_data, config.supervised, {"logs": f"logs/{config.first_dm}.jsonl"}
@@ -183,9 +184,9 @@ def run_pipeline(
             q_config = replace(q_config, steps=config.cql_steps)
             if algorithm not in trained:
                 plain = replace(q_config, cql_alpha=0.0, steps=config.q.steps)
-                trained[algorithm] = train_q(data, plain, progress=tracking(algorithm, plain.steps)).network
+                trained[algorithm] = train_q(data, plain, progress=tracking(algorithm)).network
             init = trained[algorithm]
-        result = train_q(data, q_config, supervised=supervised, init=init, progress=tracking(arm, q_config.steps))
+        result = train_q(data, q_config, supervised=supervised, init=init, progress=tracking(arm))
         trained[arm] = result.network
         checkpoints[arm] = _save(out, arm, result, data, q_config, {"logs": "logs/supervised_rnn.jsonl"})
 
@@ -193,7 +194,7 @@ def run_pipeline(
         say("training e2e")
         # warm-started from the supervised transformer, so it reads its inputs the same way
         e2e_config = replace(config.e2e, model=config.supervised_transformer.model)
-        e2e = train_e2e(data, e2e_config, init=supervised_transformer, progress=tracking("e2e", e2e_config.steps))
+        e2e = train_e2e(data, e2e_config, init=supervised_transformer, progress=tracking("e2e"))
         extra = {"logs": "logs/supervised_rnn.jsonl"}
         checkpoints["e2e"] = _save_cross_encoder(out, "e2e", e2e, data, e2e_config, extra)
     return checkpoints

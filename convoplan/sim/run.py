@@ -19,6 +19,7 @@ from convoplan.compose.loop import Bot, ComposerConfig, DialogueManager, Dialogu
 from convoplan.compose.nlu import Lexicon
 from convoplan.corpora.splits import split_of
 from convoplan.dm.baselines import RandomDM
+from convoplan.progress import Progress, Update
 from convoplan.schema import Candidate, Conversation, Outcome
 from convoplan.sim.protocols import RaterFactory, UserFactory
 
@@ -114,10 +115,10 @@ def simulate(
     dm: DialogueManager,
     config: SimulationConfig,
     dm_name: str = "dm",
-    progress: Callable[[int], None] | None = None,
+    progress: Progress | None = None,
 ) -> Iterator[Conversation]:
-    """Yield `config.conversations` simulated conversations in order; `progress(done)` after each."""
+    """Yield `config.conversations` simulated conversations in order; `progress` after each."""
     for index in range(config.conversations):
         yield simulate_one(world, dm, index, config, dm_name)
         if progress is not None:
-            progress(index + 1)
+            progress(Update(f"simulating {dm_name}", index + 1, config.conversations, "conversations"))

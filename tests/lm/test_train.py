@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -22,7 +21,8 @@ from convoplan.lm.data import pack
 from convoplan.lm.model import load_model, new_model
 from convoplan.lm.text import action_token
 from convoplan.lm.tokenizer import Codec, train_tokenizer
-from convoplan.lm.train import CHECKPOINT, Progress, TrainResult, _evaluate, fit, lm_loss, train
+from convoplan.lm.train import CHECKPOINT, TrainResult, _evaluate, fit, lm_loss, train
+from convoplan.progress import Progress, Update
 from convoplan.schema import Conversation, write_jsonl
 
 from .conftest import TINY
@@ -36,12 +36,17 @@ class Interrupt(Exception):
     pass
 
 
-def interrupt_at(step: int) -> Callable[[Progress], None]:
-    def progress(report: Progress) -> None:
-        if report.step == step and report.validation is None:
+def interrupt_at(step: int) -> Progress:
+    def progress(report: Update) -> None:
+        if report.task == "training" and report.done == step:
             raise Interrupt
 
     return progress
+
+
+def training_steps(steps: list[int]) -> Progress:
+    """A progress callback that records the step of every training update."""
+    return lambda report: steps.append(report.done) if report.task == "training" else None
 
 
 def weights(folder: Path) -> dict[str, torch.Tensor]:
@@ -162,7 +167,7 @@ def test_resume_after_an_exception_reaches_the_uninterrupted_weights(
         train(corpus, out, RESUMABLE, progress=interrupt_at(7))
     assert (out / CHECKPOINT / "trainer_state.json").exists() and not (out / "model.safetensors").exists()
     steps: list[int] = []
-    resumed = train(corpus, out, resume=True, progress=lambda report: steps.append(report.step))
+    resumed = train(corpus, out, resume=True, progress=training_steps(steps))
     assert steps[0] == 5  # from the checkpoint of step 4, not from scratch
     assert resumed.state.step == reference.result.state.step
     assert resumed.state.losses == pytest.approx(reference.result.state.losses, rel=1e-4)
@@ -201,7 +206,7 @@ def test_resume_after_sigkill_reaches_the_uninterrupted_weights(
             process.kill()
     assert not (out / "model.safetensors").exists()  # it was killed before the end
     steps: list[int] = []
-    resumed = train(corpus, out, resume=True, progress=lambda report: steps.append(report.step))
+    resumed = train(corpus, out, resume=True, progress=training_steps(steps))
     assert steps[0] > 1  # from a checkpoint, not from scratch
     assert resumed.state.step == reference.result.state.step
     assert_same_weights(out, reference.folder)

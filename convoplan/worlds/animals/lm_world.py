@@ -26,6 +26,7 @@ from convoplan.compose.loop import STOP, DialogueManager, Provider
 from convoplan.lm.model import ModelConfig, load_model
 from convoplan.lm.provider import LMProvider, LMProviderConfig, lm_conversations
 from convoplan.lm.train import TrainConfig, train
+from convoplan.progress import Progress, renamed
 from convoplan.schema import Conversation, write_jsonl
 from convoplan.sim.run import SimulationConfig, simulate
 
@@ -109,9 +110,11 @@ def lm_world_demo(
     *,
     dm: DialogueManager | None = None,
     report: Callable[[str], None] | None = None,
+    progress: Progress | None = None,
 ) -> LMWorldDemo:
     """Simulate, train the LM on the logs, simulate again with the LM provider; write `out_dir/logs.jsonl`,
-    `out_dir/lm/` and `out_dir/demo.jsonl`. `dm` replaces `config.dm`; `report` receives progress lines."""
+    `out_dir/lm/` and `out_dir/demo.jsonl`. `dm` replaces `config.dm`; `report` gets a line per stage, `progress`
+    their progress."""
     from convoplan.sim.arms import load_arm
     from convoplan.worlds.animals import animals_world
 
@@ -122,11 +125,12 @@ def lm_world_demo(
     manager = dm or load_arm(config.dm, world, random.Random(config.seed))
 
     simulation = SimulationConfig(conversations=config.conversations, raters=1, seed=config.seed)
-    logs = lm_conversations(list(simulate(world, manager, simulation, config.dm)))
+    logs = lm_conversations(list(simulate(world, manager, simulation, config.dm, progress)))
     write_jsonl(out / "logs.jsonl", logs)
     say(f"simulated {len(logs)} conversations with the {config.dm} DM: {out / 'logs.jsonl'}")
 
-    result = train(logs, out / "lm", dataclasses.replace(config.lm, seed=config.seed))
+    lm_config = dataclasses.replace(config.lm, seed=config.seed)
+    result = train(logs, out / "lm", lm_config, progress=renamed(progress, "training the LM"))
     say(
         f"trained the LM ({result.parameters:,} parameters, {result.train_tokens:,} tokens per epoch, "
         f"{result.state.epoch} epochs in {result.state.seconds:.0f} s): {out / 'lm'}"
