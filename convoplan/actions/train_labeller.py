@@ -38,7 +38,7 @@ from convoplan.actions.labeller import (
     weights_version,
     with_targets,
 )
-from convoplan.checkpoint import write_folder
+from convoplan.checkpoint import training_record, write_folder
 from convoplan.embed import SentenceEmbedder
 from convoplan.progress import Progress, Update
 from convoplan.schema import Conversation
@@ -327,15 +327,16 @@ def train_labeller(
         embedder,
         message_embedder,
     )
-    record = {
-        "messages": len(examples.rows),
-        "validation_messages": len(val_rows),
-        "validation_macro_f1": best_f1,
-        "temperature": temperature,
-        "first_loss": losses[0],
-        "last_loss": float(np.mean(losses[-max(1, len(losses) // 20) :])),
-        "seconds": time.perf_counter() - start,
-    }
+    record = training_record(
+        config,
+        losses,
+        time.perf_counter() - start,
+        final_loss_mean=float(np.mean(losses[-max(1, len(losses) // 20) :])),  # the last 5% of steps: less noisy
+        messages=len(examples.rows),
+        validation_messages=len(val_rows),
+        validation_macro_f1=best_f1,
+        temperature=temperature,
+    )
     return classifier, record
 
 

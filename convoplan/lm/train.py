@@ -25,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from convoplan.checkpoint import training_record
 from convoplan.configs import config_from_dict
 from convoplan.distributed import all_sum, barrier, process_group
 from convoplan.lm.checkpoint import STATE_FILE, LoopState, Snapshot, load_checkpoint, save_checkpoint
@@ -343,20 +344,19 @@ def train(
     )
     result = TrainResult(model, tokenizer, state, sum(p.numel() for p in model.parameters()), train_blocks.tokens())
     if rank == 0:
-        training = {
-            "config": dataclasses.asdict(config),
-            "processes": world,
-            "parameters": result.parameters,
-            "train_tokens": result.train_tokens,
-            "validation_tokens": validation_blocks.tokens(),
-            "steps": state.step,
-            "epochs": state.epoch,
-            "stopped_early": state.stopped,
-            "best_validation_loss": state.best,
-            "final_train_loss": state.losses[-1] if state.losses else None,
-            "seconds": state.seconds,
-            "tokens_per_second": result.tokens_per_second,
-        }
+        training = training_record(
+            config,
+            state.losses,
+            state.seconds,
+            processes=world,
+            parameters=result.parameters,
+            train_tokens=result.train_tokens,
+            validation_tokens=validation_blocks.tokens(),
+            epochs=state.epoch,
+            stopped_early=state.stopped,
+            best_validation_loss=state.best,
+            tokens_per_second=result.tokens_per_second,
+        )
         save_model(out, model, tokenizer, {**info, "training": training})  # replaces out/ and its checkpoint/
     barrier(world)
     return result

@@ -93,7 +93,7 @@ def test_contexts_name_the_neighbours() -> None:
 
 def test_training_learns_the_context(trained: tuple[ActionClassifier, dict[str, float]]) -> None:
     classifier, record = trained
-    assert record["last_loss"] < record["first_loss"] / 2
+    assert record["final_loss_mean"] < record["first_loss"] / 2
     metrics = evaluate_labeller(classifier, synthetic(10, 2, "test"))
     assert metrics.messages == 40
     # "Sure." is both "answer" and "close": only the context separates them.
