@@ -1,5 +1,5 @@
-"""Off-policy evaluation of dialogue managers against the on-policy truth (the RL paper, sec. 5; DESIGN.md,
-"Evaluation protocols": DM).
+"""Off-policy evaluation of dialogue managers against the on-policy truth (the RL paper, sec. 5;
+docs/dm.md, "Evaluation").
 
 For a set of target policies (the DMs of a `convoplan dm pipeline` run, the uniform random DM, softmax DMs over the
 supervised DM's scores at several temperatures, a negative temperature among them), this computes

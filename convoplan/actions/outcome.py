@@ -27,8 +27,7 @@ data; the default adds the CQL regulariser with the logged action as behaviour (
 the network's extrapolation there. `OutcomeNBA.next_actions` ranks every training action by Q. With "offered" sets
 Q was fitted only on actions that were offered, so the ranking of the rest is extrapolation: where the live
 candidate set is known, take the best of it (as `ActionSteps.greedy_probabilities` does) rather than the top of
-the full ranking. (On STAR the full ranking's top-1 matches the wizard 6% of the time, while the greedy choice
-among the offered suggestions matches 74%; bench/nba.py.)
+the full ranking (BENCHMARKS.md, "Next best action", measures both on STAR).
 
 `ActionSteps` (the step table of a set of conversations, with the action of every candidate) also gives the
 probabilities of a greedy policy of any `NextActionModel` over each logged step's candidate set, for off-policy

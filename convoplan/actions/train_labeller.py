@@ -254,8 +254,7 @@ def train_labeller(
         return [order[i : i + config.batch_size] for i in range(0, len(order), config.batch_size)]
 
     # Stage 1: the head on frozen sentence embeddings. One thread: batches of a small MLP gain nothing from more,
-    # and on a busy machine extra threads spin against other processes (measured with 4 jobs on 2 cores: 222
-    # backward passes 48 s with 2 threads, 3 s with one; the optimiser steps 32 s against 2 s).
+    # and on a busy machine extra threads spin against other processes (BENCHMARKS.md, "Action labelling").
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

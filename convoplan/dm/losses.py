@@ -1,6 +1,6 @@
 """The losses of the dialogue managers, as small pure functions on tensors (S steps, C candidates per step).
 
-Notation of DESIGN.md: s state, a candidate, A(s) the realized candidate set, r reward (mean rating), gamma discount.
+Notation (docs/dm.md): s state, a candidate, A(s) the realized candidate set, r reward (mean rating), gamma discount.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The action-directed LM as a content provider: the join of the two systems (DESIGN.md).
+"""The action-directed LM as a content provider: the join of the two systems (README.md, docs/lm.md).
 
 In the composition loop every provider proposes candidates and a dialogue manager picks one at a time. `LMProvider`
 proposes one free-text candidate per action: the LM writes the next agent message after the conversation so far

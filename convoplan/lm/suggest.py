@@ -1,6 +1,6 @@
 """Suggestions for the agent's next message: label the history, pick the next action, let the LM write it.
 
-The inference path of the action-directed system (`../shared/seeds/action-directed-gpt2.txt`; docs/lm.md):
+The inference path of the action-directed system ("Action Directed GPT-2", 2021; docs/lm.md):
 
 1. **Label** the agent messages of the history that carry no action yet, with a `Labeller` (optional): the model
    was trained on labelled text, so the history it reads should be labelled the same way.

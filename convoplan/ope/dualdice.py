@@ -41,12 +41,8 @@ gamma = 0.9 in the animals world, where some users leave after a few steps), and
   revisited, as the first step of a conversation (no history yet); the occupancy of terminal steps gives the same
   identity but is a far smaller mass (about 1%), too noisy to divide by.
 
-In the animals world (bench/ope.py: nine DMs, 400 held-out logs of the epsilon-greedy supervised DM, gamma = 0.9),
-the normalised value tracks the restarting truth within 4% for the seven DMs the logs cover best, overshoots it by
-20-50% for the two that agree least with the logged choices, and ranks the nine with Spearman 0.92-0.95; it sits
-10-20% above the value of one conversation. "absorb"'s E_D[zeta r] is on the conversation's scale but 13-23% low for
-most DMs far from the logging one, where zeta loses mass; "restart"'s conversion by the initial steps overshoots
-(zeta learns too flat a decay over a conversation, too small at its first step). FQE was the most accurate there.
+How closely each reading tracks the on-policy truth in the animals world, beside FQE and weighted importance
+sampling: BENCHMARKS.md, "Off-policy evaluation against the on-policy truth" (bench/ope.py).
 
 Training alternates Adam steps on minibatches of logged steps: ascent for zeta (the faster player, `zeta_steps` per
 round) with nu fixed, then descent for nu against the updated zeta; the learning rates decay at the end, and zeta
