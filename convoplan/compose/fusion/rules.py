@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 from convoplan.compose.fusion.text import (
     Entity,
-    _analyse,
-    _Utterance,
+    ReadUtterance,
+    analyse,
     detokenize,
     tokenize,
 )
@@ -57,7 +57,7 @@ class RuleFusion:
     def fuse(self, utterances: Sequence[str], focus: Entity | None, user: str = "") -> str:
         if len(utterances) == 1:
             return utterances[0]
-        ctx, config = _analyse(utterances, focus, user), self.config
+        ctx, config = analyse(utterances, focus, user), self.config
         out: list[str] = []
         joined_last = False
         for i, utterance in enumerate(ctx.utterances):
@@ -97,7 +97,7 @@ class RuleFusion:
             joined_last = joined
         return detokenize(out)
 
-    def _elaborates(self, quote: _Utterance, statement: _Utterance) -> bool:
+    def _elaborates(self, quote: ReadUtterance, statement: ReadUtterance) -> bool:
         """Whether the statement backs up the quote with a figure: a size superlative, then a weight or size."""
         quoted = {t.lower() for t in quote.tokens[quote.body : quote.quote_end]}
         return bool(quoted & set(self.config.superlatives)) and any(

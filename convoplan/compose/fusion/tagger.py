@@ -16,9 +16,9 @@ import numpy.typing as npt
 from convoplan.atomic import atomic_write_bytes
 from convoplan.compose.fusion.text import (
     Entity,
+    FusionContext,
     FusionPair,
-    _analyse,
-    _Context,
+    analyse,
     detokenize,
     tokenize,
 )
@@ -195,7 +195,7 @@ class TaggerConfig:
     """Features seen in fewer training tokens are dropped: a smaller model that generalises no worse."""
 
 
-def _features(ctx: _Context) -> tuple[list[list[str]], list[str]]:
+def _features(ctx: FusionContext) -> tuple[list[list[str]], list[str]]:
     """Binary features of every source token and of the end slot (the token and its neighbours, where it sits,
     what its utterance does, how it relates to the focus), and each one's anchor: the short description that
     `_tag_features` joins with the tags already chosen to its right. Conjunctions give the linear model the
@@ -318,7 +318,7 @@ class TaggerFusion:
         for pair in pairs:
             tags = tags_for(tokenize(" ".join(pair.utterances)), tokenize(pair.fused), phrases)
             if tags is not None:
-                base, anchors = _features(_analyse(pair.utterances, pair.entity, pair.user))
+                base, anchors = _features(analyse(pair.utterances, pair.entity, pair.user))
                 rows += [
                     row + _tag_features(a, tags[i + 1 :]) for i, (row, a) in enumerate(zip(base, anchors, strict=True))
                 ]
@@ -341,7 +341,7 @@ class TaggerFusion:
     def predict_tags(self, utterances: Sequence[str], focus: Entity | None, user: str = "") -> list[Tag]:
         """The tag of every source token and of the end slot, chosen greedily from right to left: each token's
         most likely tag given its features and the tags chosen after it (as in training, where they are gold)."""
-        rows, anchors = _features(_analyse(utterances, focus, user))
+        rows, anchors = _features(analyse(utterances, focus, user))
         tags: list[Tag] = []
         for row, anchor in zip(reversed(rows), reversed(anchors), strict=True):
             names = row + _tag_features(anchor, tags[::-1][:2])

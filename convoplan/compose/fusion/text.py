@@ -179,7 +179,7 @@ def utterance_kind(text: str) -> UtteranceKind:
 
 
 @dataclass(frozen=True)
-class _Utterance:
+class ReadUtterance:
     """One utterance, tokenised, with what the rules and the tagger's features need to know about it."""
 
     tokens: tuple[str, ...]
@@ -210,7 +210,7 @@ def _subject(tokens: Sequence[str], words: frozenset[str]) -> tuple[str, ...]:
     return ()
 
 
-def _read(text: str, words: frozenset[str]) -> _Utterance:
+def _read(text: str, words: frozenset[str]) -> ReadUtterance:
     tokens = tuple(tokenize(text))
     kind = utterance_kind(text)
     body, quote_end = 0, len(tokens)
@@ -218,14 +218,14 @@ def _read(text: str, words: frozenset[str]) -> _Utterance:
         body = next(i + 3 for i in range(len(tokens) - 2) if tokens[i : i + 3] == ("says", ":", '"'))
         quote_end = next((i for i in range(len(tokens) - 1, body - 1, -1) if tokens[i] == '"'), len(tokens))
     subject = _subject(tokens[body:], words) if kind in ("quote", "statement") else ()
-    return _Utterance(tokens, kind, body, quote_end, subject, any(t.lower() in words for t in tokens))
+    return ReadUtterance(tokens, kind, body, quote_end, subject, any(t.lower() in words for t in tokens))
 
 
 @dataclass(frozen=True)
-class _Context:
+class FusionContext:
     """The input of one fusion, read once: shared by the rules and the tagger's features."""
 
-    utterances: tuple[_Utterance, ...]
+    utterances: tuple[ReadUtterance, ...]
     words: frozenset[str]
     user_mentions: bool
     user_asks: bool
@@ -239,7 +239,8 @@ class _Context:
     """A sound, a quote or a statement comes before utterance i."""
 
 
-def _analyse(utterances: Sequence[str], focus: Entity | None, user: str) -> _Context:
+def analyse(utterances: Sequence[str], focus: Entity | None, user: str) -> FusionContext:
+    """Read the utterances of one response once, for the rules and the tagger's features alike."""
     words = focus.words if focus is not None else frozenset()
     read = tuple(_read(text, words) for text in utterances)
     user_tokens = [t.lower() for t in tokenize(user)]
@@ -257,4 +258,5 @@ def _analyse(utterances: Sequence[str], focus: Entity | None, user: str) -> _Con
         chain.append(run if utterance.kind == "statement" else 0)
     named = [user_mentions or any(u.mentions for u in read[:i]) for i in range(len(read))]
     content = [any(u.kind in ("sound", "quote", "statement") for u in read[:i]) for i in range(len(read))]
-    return _Context(read, words, user_mentions, user_asks, tuple(repeats), tuple(chain), tuple(named), tuple(content))
+    flags = (tuple(repeats), tuple(chain), tuple(named), tuple(content))
+    return FusionContext(read, words, user_mentions, user_asks, *flags)
