@@ -1,4 +1,4 @@
-"""Call-flow report on the real corpora (issue 5, item 2; DESIGN.md, "Evaluation protocols": call-flow).
+"""Call-flow report on the real corpora (docs/actions.md, "Call-flow").
 
 Does following the call-flow go with conversion? For each conversation, the edit distance of its action sequence
 (immediate repeats collapsed) to the flow; converted against not converted by a two-sided Mann-Whitney U test.
@@ -30,14 +30,13 @@ from pathlib import Path
 from convoplan.actions.callflow import (
     LABEL_NODES,
     STAR_NODES,
-    CallFlowReport,
     ConversationScore,
     PathBounds,
-    build_report,
-    group_report,
     mine_flow,
     score_conversations,
 )
+from convoplan.actions.callflow_report import CallFlowReport, build_report, group_report
+from convoplan.report import write_report
 from convoplan.schema import Conversation, read_call_flows, read_jsonl, write_call_flows
 
 BOUNDS = PathBounds()
@@ -166,7 +165,7 @@ def main() -> None:
         "persuasion": persuasion(read_jsonl(args.persuasion), args.persuasion, args.out / "persuasion"),
     }
     for name, report in reports.items():
-        report.write(args.out / name)
+        write_report(report, args.out / name)
     seconds = time.perf_counter() - start
 
     command = shlex.join([".venv/bin/python", "bench/callflow.py", *sys.argv[1:]])

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from convoplan.compose.loop import DialogueManager, DialogueState
 from convoplan.configs import apply_overrides
+from convoplan.report import write_report
 from convoplan.schema import Candidate
 from convoplan.sim.arms import load_arm
 from convoplan.sim.experiment import ab_report, run_ab
@@ -103,7 +104,7 @@ def main() -> None:
     start = time.perf_counter()
     logs = run_ab(world, dms, "supervised_transformer", args.users, args.seed + 1)
     report = ab_report(logs, "supervised_transformer", resamples=5000, seed=args.seed)
-    report.write(args.out / "ab")
+    write_report(report, args.out / "ab")
     print(f"\nA/B: {args.users} users per arm, {time.perf_counter() - start:.0f} s\n")
     print(report.markdown())
 

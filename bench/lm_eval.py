@@ -39,6 +39,7 @@ from convoplan.lm.generate import SamplingConfig
 from convoplan.lm.model import LanguageModel, ModelConfig, load_model
 from convoplan.lm.train import TrainConfig, train
 from convoplan.progress import ProgressDisplay
+from convoplan.report import write_report
 from convoplan.schema import Conversation, read_jsonl
 
 
@@ -136,7 +137,7 @@ def main() -> None:
     evaluating = time.perf_counter()
     report = evaluate_lm(conversations, action_lm, vanilla_lm, labeller, nba, evaluation, title=title)
     evaluation_seconds = time.perf_counter() - evaluating
-    paths = report.write(args.out, evaluation.chart_actions)
+    paths = write_report(report, args.out, extra={"messages.jsonl": report.messages_jsonl()})
 
     models = [
         "| model | parameters | train tokens per epoch | epochs | steps | training s | tokens/s | best val. loss |",

@@ -1,5 +1,5 @@
 """Call-flow analysis: how closely a conversation's action sequence follows the ideal flow, and whether that goes
-with the outcome (DESIGN.md, "Evaluation protocols": call-flow).
+with the outcome (docs/actions.md, "Call-flow").
 
 - **Action sequence**: the `action` of the agent turns in order, unlabelled messages skipped. Immediate repeats are
   collapsed by default (`collapse_repeats`): corpora that label sentences (PersuasionForGood) split one action over
@@ -14,56 +14,42 @@ with the outcome (DESIGN.md, "Evaluation protocols": call-flow).
 - **Distance to a graph** (`flow_paths`, `score_conversations`): the minimum edit distance between the sequence and
   any bounded path of the flow graph, raw and normalised each minimised on its own (`PathBounds` documents the
   bounds; see `flow_paths` for how STAR's branch points are joined).
-- **Report** (`build_report`): distances of converted against not converted conversations, per task and pooled,
-  with a two-sided Mann-Whitney U test, medians, means and a histogram PNG.
+
+The report (distances of converted against not converted conversations) is `convoplan.actions.callflow_report`.
 """
 
 from __future__ import annotations
 
-import io
 import json
-import math
 import random
 import re
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from pathlib import Path
-from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import NDArray
 from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
-from convoplan.atomic import atomic_write, atomic_write_bytes
+from convoplan.atomic import atomic_write
+from convoplan.corpora import star
 from convoplan.schema import CallFlow, Conversation
 
 __all__ = [
     "LABEL_NODES",
-    "OCCURRENCE_MARK",
-    "POOLED",
-    "STAR_ALIASES",
     "STAR_NODES",
-    "STAR_PSEUDO_NODES",
-    "CallFlowReport",
-    "Comparison",
     "ConversationScore",
-    "FlowPaths",
-    "GroupReport",
-    "MinedFlow",
     "NodeMap",
     "PathBounds",
     "ScoreResult",
     "action_sequence",
-    "build_report",
     "closest_distances",
-    "compare",
     "edit_distance",
     "flow_paths",
     "flow_sequence",
-    "group_report",
     "medoid",
     "mine_flow",
     "normalised_distance",
@@ -76,37 +62,6 @@ __all__ = [
 OCCURRENCE_MARK = "#"
 """In a mined chain the k-th (k >= 2) occurrence of a label is the node `label#k`."""
 _OCCURRENCE = re.compile(rf"{re.escape(OCCURRENCE_MARK)}\d+$")
-
-STAR_PSEUDO_NODES = frozenset(
-    {
-        # knowledge-base calls (the converted data holds them as `query` events, not agent messages)
-        "query",
-        "query_check",
-        "query_book",
-        # their results
-        "query_success",
-        "query_failure",
-        "available",
-        "unavailable",
-        "info_missing",
-        "info_missing2",
-        # the user's answers to the wizard's last question
-        "yes",
-        "no",
-        "done",
-        "correct",
-        "incorrect",
-        "noanswer",
-    }
-)
-"""STAR flow nodes that are branch conditions, not wizard actions: no wizard message carries these labels."""
-
-STAR_ALIASES: Mapping[str, str] = {
-    "plane_ask_departure_city": "ask_departure_location",
-    "trip_ask_departure_location": "ask_departure_location",
-}
-"""STAR flow nodes whose action the wizards' label set names otherwise (both graphs ask for the departure place;
-the wizards picked the shared `ask_departure_location`, and never a label of the graph's name)."""
 
 
 @dataclass(frozen=True)
@@ -129,8 +84,9 @@ class NodeMap:
 
 LABEL_NODES = NodeMap()
 """Every node is an action label (mined flows, hand-written sequences)."""
-STAR_NODES = NodeMap(pseudo=STAR_PSEUDO_NODES, aliases=STAR_ALIASES)
-"""STAR's task graphs (`convoplan data convert --corpus star --flows`): branch pseudo-nodes dropped, two renamings."""
+STAR_NODES = NodeMap(pseudo=star.PSEUDO_NODES, aliases=star.NODE_ALIASES)
+"""STAR's task graphs (`convoplan data convert --corpus star --flows`): its branch pseudo-nodes emit no action and
+two nodes take the wizards' label (the tables: `convoplan.corpora.star`)."""
 
 
 # --- action sequences and edit distance -------------------------------------------------------------------------
@@ -544,203 +500,3 @@ def write_scores(path: str | Path, scores: Iterable[ConversationScore]) -> int:
                 stream.write(json.dumps({f: getattr(score, f) for f in _SCORE_FIELDS}) + "\n")
                 count += 1
     return count
-
-
-# --- the report ------------------------------------------------------------------------------------------------
-
-Metric = Literal["distance", "normalised"]
-
-
-@dataclass(frozen=True)
-class Comparison:
-    """Distances of converted against not converted conversations, with a two-sided Mann-Whitney U test."""
-
-    converted: tuple[float, ...]
-    not_converted: tuple[float, ...]
-    u: float | None
-    """U statistic of the converted sample (scipy's `mannwhitneyu(converted, not_converted)`); None if a side
-    is empty."""
-    p: float | None
-
-    @property
-    def superiority(self) -> float | None:
-        """U / (n_converted * n_not): the chance that a converted conversation is further from the flow than a not
-        converted one (ties count half). Under 0.5: converted conversations follow the flow more closely."""
-        if self.u is None:
-            return None
-        return self.u / (len(self.converted) * len(self.not_converted))
-
-    def as_dict(self) -> dict[str, Any]:
-        def stats(values: tuple[float, ...]) -> dict[str, Any]:
-            return {
-                "n": len(values),
-                "median": float(np.median(values)) if values else None,
-                "mean": float(np.mean(values)) if values else None,
-                "values": list(values),
-            }
-
-        return {
-            "converted": stats(self.converted),
-            "not_converted": stats(self.not_converted),
-            "u": self.u,
-            "p": self.p,
-            "superiority": self.superiority,
-        }
-
-
-def compare(converted: Sequence[float], not_converted: Sequence[float]) -> Comparison:
-    """Two-sided Mann-Whitney U test (scipy.stats.mannwhitneyu, its default method) of two distance samples."""
-    from scipy.stats import mannwhitneyu
-
-    a, b = tuple(float(x) for x in converted), tuple(float(x) for x in not_converted)
-    if not a or not b:
-        return Comparison(a, b, None, None)
-    result = mannwhitneyu(np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64), alternative="two-sided")
-    p = float(result.pvalue)
-    # Identical values on both sides leave the normal approximation undefined (NaN): no evidence either way.
-    return Comparison(a, b, float(result.statistic), p if math.isfinite(p) else None)
-
-
-@dataclass(frozen=True)
-class GroupReport:
-    group: str
-    distance: Comparison
-    normalised: Comparison
-    actions: Comparison
-    """Lengths of the scored action sequences: raw distances grow with them."""
-
-
-POOLED = "pooled"
-
-
-@dataclass(frozen=True)
-class CallFlowReport:
-    """Converted against not converted distances per group (task) and pooled, as markdown, JSON and a PNG."""
-
-    title: str
-    groups: tuple[GroupReport, ...]
-    notes: tuple[str, ...] = ()
-
-    def markdown(self, level: int = 2) -> str:
-        lines = [f"{'#' * level} {self.title}", ""]
-        lines += [f"- {note}" for note in self.notes]
-        if self.notes:
-            lines.append("")
-        lines += [
-            "| group | converted | not converted | actions mean (conv / not) | distance median (conv / not) "
-            "| distance mean (conv / not) | P(conv > not) | p | normalised mean (conv / not) | p (normalised) |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
-        ]
-        for g in self.groups:
-            d, n = g.distance, g.normalised
-            name = f"**{g.group}**" if g.group == POOLED else g.group
-            lines.append(
-                f"| {name} | {len(d.converted)} | {len(d.not_converted)} | {_pair(g.actions, np.mean, '.1f')} "
-                f"| {_pair(d, np.median, '.1f')} | {_pair(d, np.mean, '.2f')} | {_number(d.superiority, '.2f')} "
-                f"| {_number(d.p, '.2g')} | {_pair(n, np.mean, '.3f')} | {_number(n.p, '.2g')} |"
-            )
-        return "\n".join(lines) + "\n"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "title": self.title,
-            "notes": list(self.notes),
-            "groups": [
-                {
-                    "group": g.group,
-                    "distance": g.distance.as_dict(),
-                    "normalised": g.normalised.as_dict(),
-                    "actions": g.actions.as_dict(),
-                }
-                for g in self.groups
-            ],
-        }
-
-    def histogram_png(self, metric: Metric = "distance") -> bytes:
-        """One panel per group: the two distance distributions as shares of their own conversations, same bins."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-
-        columns = min(5, max(1, len(self.groups)))
-        rows = max(1, math.ceil(len(self.groups) / columns))
-        figure = Figure(figsize=(3.2 * columns, 2.4 * rows + 0.6), layout="constrained")
-        FigureCanvasAgg(figure)
-        for i, group in enumerate(self.groups):
-            axes = figure.add_subplot(rows, columns, i + 1)
-            comparison = getattr(group, metric)
-            values = comparison.converted + comparison.not_converted
-            top = max(values, default=1.0)
-            edges = np.arange(0, top + 2) - 0.5 if metric == "distance" else np.linspace(0.0, 1.0, 21)
-            bins = [float(edge) for edge in edges]
-            for sample, label, color in (
-                (comparison.converted, "converted", "C2"),
-                (comparison.not_converted, "not converted", "C3"),
-            ):
-                if sample:
-                    weights = np.full(len(sample), 1.0 / len(sample))
-                    axes.hist(
-                        sample, bins=bins, weights=weights, alpha=0.5, color=color, label=f"{label} ({len(sample)})"
-                    )
-            p = "" if comparison.p is None else f", p={comparison.p:.2g}"
-            axes.set_title(f"{group.group}{p}", fontsize=9)
-            axes.tick_params(labelsize=7)
-            axes.legend(fontsize=6, frameon=False)
-        figure.suptitle(f"{self.title}: {'edit distance' if metric == 'distance' else 'normalised edit distance'}")
-        figure.supylabel("share of conversations", fontsize=9)
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=100)
-        return buffer.getvalue()
-
-    def write(self, folder: str | Path) -> dict[str, Path]:
-        """Write report.md, report.json and report.png (raw distances) into `folder`, each atomically."""
-        folder = Path(folder)
-        paths = {kind: folder / f"report.{kind}" for kind in ("md", "json", "png")}
-        with atomic_write(paths["md"]) as stream:
-            stream.write(self.markdown())
-        with atomic_write(paths["json"]) as stream:
-            stream.write(json.dumps(self.as_dict(), indent=1, allow_nan=False) + "\n")
-        atomic_write_bytes(paths["png"], self.histogram_png())
-        return paths
-
-
-def _pair(comparison: Comparison, statistic: Callable[[Any], Any], spec: str) -> str:
-    sides = (comparison.converted, comparison.not_converted)
-    return " / ".join(format(float(statistic(side)), spec) if side else "n/a" for side in sides)
-
-
-def _number(value: float | None, spec: str) -> str:
-    return "n/a" if value is None else format(value, spec)
-
-
-def group_report(name: str, scores: Sequence[ConversationScore]) -> GroupReport:
-    """Converted against not converted (`compare`) on both distances, over the scores with an outcome."""
-
-    def sides(metric: Callable[[ConversationScore], float]) -> Comparison:
-        return compare(
-            [metric(s) for s in scores if s.converted is True], [metric(s) for s in scores if s.converted is False]
-        )
-
-    return GroupReport(name, sides(lambda s: s.distance), sides(lambda s: s.normalised), sides(lambda s: s.actions))
-
-
-def build_report(
-    scores: Iterable[ConversationScore],
-    *,
-    title: str,
-    by_task: bool = True,
-    pooled: bool = True,
-    notes: Sequence[str] = (),
-) -> CallFlowReport:
-    """The report over the scores with an outcome (`converted` not None): one group per task (the flow's name where
-    a score has no task) with `by_task`, and a pooled group over all of them with `pooled` where that adds a row
-    (more than one task), or where there is no task group."""
-    known = [s for s in scores if s.converted is not None]
-    groups: list[GroupReport] = []
-    if by_task:
-        members: dict[str, list[ConversationScore]] = defaultdict(list)
-        for s in known:
-            members[s.task if s.task is not None else s.flow].append(s)
-        groups = [group_report(name, members[name]) for name in sorted(members)]
-    if (pooled and len(groups) > 1) or not groups:
-        groups.append(group_report(POOLED, known))
-    return CallFlowReport(title, tuple(groups), tuple(notes))

@@ -92,11 +92,11 @@ def _load_flows(path: Path) -> dict[str, CallFlow]:
 
 
 def _node_map(choice: NodeChoice, flows: dict[str, CallFlow]) -> NodeMap:
-    from convoplan.actions.callflow import LABEL_NODES, STAR_NODES, STAR_PSEUDO_NODES
+    from convoplan.actions.callflow import LABEL_NODES, STAR_NODES
 
     if choice is NodeChoice.auto:
         named = set().union(*(_nodes(flow) for flow in flows.values()))
-        choice = NodeChoice.star if named & STAR_PSEUDO_NODES else NodeChoice.labels
+        choice = NodeChoice.star if named & STAR_NODES.pseudo else NodeChoice.labels
         say(f"--nodes auto: using '{choice}'", to=errors)
     return STAR_NODES if choice is NodeChoice.star else LABEL_NODES
 
@@ -243,7 +243,9 @@ def callflow_report(
     and pooled. Prints the markdown table and writes the report folder (markdown, JSON with every distance,
     histogram PNG).
     """
-    from convoplan.actions.callflow import PathBounds, build_report
+    from convoplan.actions.callflow import PathBounds
+    from convoplan.actions.callflow_report import build_report
+    from convoplan.report import write_report
 
     flows = _load_flows(flow)
     conversations = _select(load(path, skip_invalid), splits, path)
@@ -253,5 +255,5 @@ def callflow_report(
         fail(f"{path}: no scored conversation has an outcome (outcome.converted)")
     report = build_report(result.scores, title=title or f"{path.name} against {flow.name}", by_task=by_task)
     sys.stdout.write(report.markdown())
-    paths = report.write(out)
+    paths = write_report(report, out)
     say(f"wrote {', '.join(str(p) for p in paths.values())}", to=errors)

@@ -17,6 +17,7 @@ from rich.table import Table
 from convoplan.compose.loop import STOP, DialogueManager
 from convoplan.imports import import_object
 from convoplan.progress import ProgressDisplay
+from convoplan.report import write_report
 from convoplan.schema import (
     Conversation,
     FormatError,
@@ -161,7 +162,7 @@ def show_report(report: ABReport, out: Path) -> None:
         console.print(Markdown(text))
     else:
         sys.stdout.write(text)
-    paths = report.write(out)
+    paths = write_report(report, out)
     say(f"wrote {', '.join(str(path) for path in paths.values())}", to=errors)
 
 

@@ -14,11 +14,15 @@ Outcome (converted, value 1.0 or 0.0), first rule that applies:
 3. otherwise no outcome (weather, trivia and unfinished dialogues mostly); `meta["completion_level"]` still says
    how the dialogue ended.
 `meta["outcome_source"]` records which rule applied.
+
+Flow graphs (`read_star_flows`): one per task. Some of their nodes are not wizard actions (`PSEUDO_NODES`) and
+two are named otherwise in the wizards' label set (`NODE_ALIASES`).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +30,7 @@ from convoplan.corpora.splits import assign_splits
 from convoplan.progress import Progress, Update
 from convoplan.schema import CallFlow, Conversation, Event, FormatError, Outcome, Turn
 
-__all__ = ["DOMAIN", "read_star", "read_star_dialogue", "read_star_flows"]
+__all__ = ["DOMAIN", "NODE_ALIASES", "PSEUDO_NODES", "read_star", "read_star_dialogue", "read_star_flows"]
 
 DOMAIN = "task"
 EVENT_KINDS = ("query", "return_item", "select_task")
@@ -126,6 +130,38 @@ def read_star(
             progress(Update("reading STAR", done, len(files), "files"))
     assign_splits(conversations, seed)
     return conversations
+
+
+PSEUDO_NODES = frozenset(
+    {
+        # knowledge-base calls (the converted data holds them as `query` events, not agent messages)
+        "query",
+        "query_check",
+        "query_book",
+        # their results
+        "query_success",
+        "query_failure",
+        "available",
+        "unavailable",
+        "info_missing",
+        "info_missing2",
+        # the user's answers to the wizard's last question
+        "yes",
+        "no",
+        "done",
+        "correct",
+        "incorrect",
+        "noanswer",
+    }
+)
+"""Flow nodes that are branch conditions, not wizard actions: no wizard message carries these labels."""
+
+NODE_ALIASES: Mapping[str, str] = {
+    "plane_ask_departure_city": "ask_departure_location",
+    "trip_ask_departure_location": "ask_departure_location",
+}
+"""Flow nodes whose action the wizards' label set names otherwise (both graphs ask for the departure place; the
+wizards picked the shared `ask_departure_location`, and never a label of the graph's name)."""
 
 
 def read_star_flows(src: str | Path) -> dict[str, CallFlow]:

@@ -18,27 +18,25 @@ Decoding is greedy by default (`EvalConfig.sampling.do_sample = False`), so a ru
 the seed in the sampling config makes it repeatable. Messages are generated in batches of prompts of similar
 length (`generate_messages`), in one call per batch.
 
-The result (`LMEvalReport`) is a markdown table, a JSON dump and a per-action bar chart (PNG, matplotlib's Agg
-backend), written atomically by `write`. The scoring (`score_systems`) only needs texts and a labeller, so it can
-be checked by hand on a fixture.
+The result (`LMEvalReport`) is a `convoplan.report.Report` (markdown tables, a JSON dump and a per-action bar
+chart) that also lists every written message (`messages_jsonl`). The scoring (`score_systems`) only needs texts
+and a labeller, so it can be checked by hand on a fixture.
 """
 
 from __future__ import annotations
 
-import io
 import json
 import math
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 from convoplan.actions.protocols import Labeller, NextActionModel
-from convoplan.atomic import atomic_write, atomic_write_bytes
 from convoplan.lm.generate import SamplingConfig, generate_messages, prompt_budget
 from convoplan.lm.model import LanguageModel
+from convoplan.report import figure_png
 from convoplan.schema import Conversation, Turn
 
 __all__ = [
@@ -80,8 +78,6 @@ class EvalConfig:
     """Seed of that sample."""
     threshold: float = 0.0
     """Least next-action score for the predicted action to direct generation (as `SuggestConfig.threshold`)."""
-    chart_actions: int = 20
-    """Action categories in the bar chart (the most frequent; the tables list all)."""
 
 
 @dataclass(frozen=True)
@@ -179,7 +175,7 @@ def _cell(value: float, spec: str) -> str:
 
 @dataclass(frozen=True)
 class LMEvalReport:
-    """Scores per system, overall (`ALL`) and per action; markdown, JSON and a bar chart."""
+    """Scores per system, overall (`ALL`) and per action: a `convoplan.report.Report`, and every written message."""
 
     title: str
     systems: tuple[str, ...]
@@ -190,6 +186,8 @@ class LMEvalReport:
     notes: tuple[str, ...] = ()
     messages: tuple[dict[str, Any], ...] = ()
     """Every message: id, true action, reference, and per system the text, intended and assigned action."""
+    chart_actions: int = 20
+    """Action categories in the bar chart (the most frequent; the tables list all)."""
 
     def markdown(self, level: int = 2) -> str:
         lines = [f"{'#' * level} {self.title}", "", *(f"- {note}" for note in self.notes)]
@@ -221,7 +219,7 @@ class LMEvalReport:
         won = sum(self.scores[system][a].bleu > self.scores[baseline][a].bleu for a in compared)
         return won, len(compared)
 
-    def as_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
         def plain(score: Score) -> dict[str, Any]:
             return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(score).items()}
 
@@ -233,18 +231,16 @@ class LMEvalReport:
             "scores": {s: {group: plain(score) for group, score in self.scores[s].items()} for s in self.systems},
         }
 
-    def bar_chart_png(self, actions: int = 20) -> bytes:
-        """BLEU (top panel) and adherence (bottom) per action for every system: the `actions` most frequent
+    def png(self) -> bytes:
+        """BLEU (top panel) and adherence (bottom) per action for every system: the `chart_actions` most frequent
         categories, then all messages."""
         import numpy as np
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 
-        groups = [*self.actions[:actions], ALL]
+        groups = [*self.actions[: self.chart_actions], ALL]
         width = 0.8 / len(self.systems)
         x = np.arange(len(groups))
         figure = Figure(figsize=(max(6.0, 0.55 * len(groups) + 2), 6.5), layout="constrained")
-        FigureCanvasAgg(figure)
         panels = figure.subplots(2, 1, sharex=True)
         for k, system in enumerate(self.systems):
             scores = [self.scores[system][g] for g in groups]
@@ -258,25 +254,11 @@ class LMEvalReport:
         panels[1].set_xticks(x, [f"{g} ({self.scores[self.systems[0]][g].messages})" for g in groups])
         panels[1].tick_params(axis="x", labelrotation=60, labelsize=7)
         figure.suptitle(self.title)
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=100)
-        return buffer.getvalue()
+        return figure_png(figure, dpi=100)
 
-    def write(self, folder: str | Path, chart_actions: int = 20) -> dict[str, Path]:
-        """Write report.md, report.json, report.png and messages.jsonl (every written message) into `folder`, each
-        atomically."""
-        folder = Path(folder)
-        paths = {kind: folder / f"report.{kind}" for kind in ("md", "json", "png")} | {
-            "messages": folder / "messages.jsonl"
-        }
-        with atomic_write(paths["md"]) as stream:
-            stream.write(self.markdown())
-        with atomic_write(paths["json"]) as stream:
-            stream.write(json.dumps(self.as_dict(), indent=1, allow_nan=False) + "\n")
-        atomic_write_bytes(paths["png"], self.bar_chart_png(chart_actions))
-        with atomic_write(paths["messages"]) as stream:
-            stream.writelines(json.dumps(message, ensure_ascii=False) + "\n" for message in self.messages)
-        return paths
+    def messages_jsonl(self) -> str:
+        """`messages` as JSON Lines (for messages.jsonl beside the report)."""
+        return "".join(json.dumps(message, ensure_ascii=False) + "\n" for message in self.messages)
 
 
 def _bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:

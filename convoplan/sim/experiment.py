@@ -8,25 +8,22 @@ sessions of a live experiment go through `ab_report` unchanged::
     logs = run_ab(animals_world(), {"heuristic": HeuristicDM(), "greedy": GreedyRatingDM()}, "heuristic", 300, 0)
     report = ab_report(logs, control="heuristic")
     print(report.markdown())
-    report.write(Path("runs/ab"))  # report.md, report.json, report.png
+    write_report(report, "runs/ab")  # report.md, report.json, report.png
 """
 
 from __future__ import annotations
 
-import io
-import json
 import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from convoplan.atomic import atomic_write, atomic_write_bytes
 from convoplan.compose.loop import DialogueManager
 from convoplan.progress import Progress
+from convoplan.report import figure_png
 from convoplan.schema import Conversation
 from convoplan.sim.metrics import BEHAVIOURS, METRICS, Comparison, behaviour_summary, compare, metric_values
 from convoplan.sim.run import SimulationConfig, World, simulate
@@ -108,7 +105,8 @@ def _percent(value: float) -> str:
 
 @dataclass(frozen=True)
 class ABReport:
-    """An A/B test's numbers: Table 3 (relative changes against the control) and the behaviour statistics."""
+    """An A/B test's numbers, Table 3 (relative changes against the control) and the behaviour statistics: a
+    `convoplan.report.Report`."""
 
     control: str
     arms: list[str]
@@ -190,9 +188,6 @@ class ABReport:
             "behaviour": {arm: clean(row) for arm, row in self.behaviour.items()},
         }
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
-
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ABReport:
         """The report `to_dict` gave (null read back as NaN)."""
@@ -219,16 +214,14 @@ class ABReport:
             seed=int(data["seed"]),
         )
 
-    def plot(self, path: str | Path) -> None:
-        """A PNG chart, written atomically: per metric, one horizontal bar per arm (its relative change against the
-        control) with the confidence interval as an error bar, and a line at zero."""
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
+    def png(self) -> bytes:
+        """The chart: per metric, one horizontal bar per arm (its relative change against the control) with the
+        confidence interval as an error bar, and a line at zero."""
         from matplotlib.figure import Figure
         from matplotlib.ticker import PercentFormatter
 
         rows, arms = len(self.metrics), max(1, len(self.arms))
         figure = Figure(figsize=(9.0, 1.2 + rows * (0.35 + 0.3 * arms)), layout="constrained")
-        FigureCanvasAgg(figure)
         axes = figure.add_subplot()
         height = 0.8 / arms
         colors = [f"C{k % 10}" for k in range(arms)]
@@ -262,20 +255,7 @@ class ABReport:
         axes.set_title(f"Relative change against the control ({self.control})")
         if self.arms:
             axes.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9, frameon=False)
-        buffer = io.BytesIO()
-        figure.savefig(buffer, format="png", dpi=120)
-        atomic_write_bytes(path, buffer.getvalue())
-
-    def write(self, folder: str | Path) -> dict[str, Path]:
-        """Write report.md, report.json and report.png into `folder`, each atomically; return their paths."""
-        folder = Path(folder)
-        paths = {kind: folder / f"report.{kind}" for kind in ("md", "json", "png")}
-        with atomic_write(paths["md"]) as stream:
-            stream.write(self.markdown())
-        with atomic_write(paths["json"]) as stream:
-            stream.write(self.to_json())
-        self.plot(paths["png"])
-        return paths
+        return figure_png(figure, dpi=120)
 
 
 def _compare(

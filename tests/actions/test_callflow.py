@@ -1,27 +1,22 @@
-"""Call-flow: edit distances, the medoid, closest paths of a graph with a cycle, the report, the CLI, real STAR."""
+"""Call-flow: edit distances, the medoid, closest paths of a graph with a cycle, the CLI, real STAR."""
 
 from __future__ import annotations
 
-import itertools
 import json
 import random
 from pathlib import Path
 
 import pytest
-from scipy.stats import mannwhitneyu
 from typer.testing import CliRunner
 
 from convoplan.actions.callflow import (
     LABEL_NODES,
-    POOLED,
     STAR_NODES,
     ConversationScore,
     NodeMap,
     PathBounds,
     action_sequence,
-    build_report,
     closest_distances,
-    compare,
     edit_distance,
     flow_paths,
     flow_sequence,
@@ -221,56 +216,6 @@ def test_write_scores_as_jsonl_and_csv(tmp_path: Path) -> None:
         "id,flow,task,split,converted,actions,distance,normalised,path_length",
         "1,f,,,,2,1,0.5,2",
     ]
-
-
-# --- the report --------------------------------------------------------------------------------------------------
-
-
-def fixture_scores() -> list[ConversationScore]:
-    rng = random.Random(0)
-    scores = []
-    for i, (task, converted) in enumerate(itertools.product(["t1", "t2"], [True, False, None])):
-        for k in range(12):
-            distance = rng.randint(0, 5) + (2 if converted is False else 0)
-            scores.append(ConversationScore(f"{i}-{k}", task, task, "test", converted, 6, distance, distance / 8, 6))
-    return scores
-
-
-def test_report_matches_scipy_and_writes_markdown_json_png(tmp_path: Path) -> None:
-    scores = fixture_scores()
-    report = build_report(scores, title="fixture", notes=["a note"])
-    assert [g.group for g in report.groups] == ["t1", "t2", POOLED]
-    for group in report.groups:
-        members = [s for s in scores if group.group in (POOLED, s.task)]
-        conv = [s.distance for s in members if s.converted is True]
-        other = [s.distance for s in members if s.converted is False]
-        expected = mannwhitneyu(conv, other, alternative="two-sided")
-        assert group.distance.u == pytest.approx(expected.statistic)
-        assert group.distance.p == pytest.approx(expected.pvalue)
-        assert group.distance.superiority == pytest.approx(expected.statistic / (len(conv) * len(other)))
-        assert len(group.normalised.converted) == len(conv) == 12 * (2 if group.group == POOLED else 1)
-
-    paths = report.write(tmp_path / "report")
-    markdown = paths["md"].read_text()
-    assert (
-        markdown.startswith("## fixture")
-        and "- a note" in markdown
-        and "| **pooled** | 24 | 24 | 6.0 / 6.0 |" in markdown
-    )
-    data = json.loads(paths["json"].read_text())
-    assert data["groups"][0]["distance"]["p"] == pytest.approx(report.groups[0].distance.p)
-    assert paths["png"].read_bytes().startswith(b"\x89PNG")
-    assert sorted(p.name for p in (tmp_path / "report").iterdir()) == ["report.json", "report.md", "report.png"]
-
-
-def test_compare_degenerate_samples() -> None:
-    assert compare([1.0, 2.0], []).p is None and compare([1.0], []).superiority is None
-    same = compare([3.0, 3.0, 3.0], [3.0, 3.0])
-    assert same.p is None or same.p == pytest.approx(1.0)  # never NaN: the JSON stays valid
-    single = build_report([ConversationScore("1", "all", None, None, True, 1, 0, 0.0, 1)], title="one")
-    assert [g.group for g in single.groups] == ["all"]
-    json.dumps(single.as_dict(), allow_nan=False)
-    assert "n/a" in single.markdown()
 
 
 # --- the CLI -----------------------------------------------------------------------------------------------------

@@ -30,6 +30,7 @@ from convoplan.lm.evaluate import (
 from convoplan.lm.generate import SamplingConfig
 from convoplan.lm.model import LanguageModel, new_model
 from convoplan.lm.tokenizer import Codec, train_tokenizer
+from convoplan.report import write_report
 from convoplan.schema import Conversation, Turn
 
 from .conftest import TINY, synthetic
@@ -169,7 +170,7 @@ def test_evaluate_writes_the_report(models: tuple[LanguageModel, LanguageModel],
     assert all(report.scores[s][ALL].messages == messages for s in SYSTEMS)
     assert any("fell back to no action" in note for note in report.notes)
 
-    paths = report.write(tmp_path / "report")
+    paths = write_report(report, tmp_path / "report", extra={"messages.jsonl": report.messages_jsonl()})
     assert json.loads(paths["json"].read_text())["scores"][TRUE][ALL]["messages"] == messages
     assert paths["png"].read_bytes().startswith(b"\x89PNG") and paths["md"].read_text().startswith("## tiny")
     assert sorted(p.name for p in (tmp_path / "report").iterdir()) == [
@@ -178,7 +179,7 @@ def test_evaluate_writes_the_report(models: tuple[LanguageModel, LanguageModel],
         "report.md",
         "report.png",
     ]
-    first = json.loads(paths["messages"].read_text().splitlines()[0])
+    first = json.loads(paths["messages.jsonl"].read_text().splitlines()[0])
     assert set(first) == {"id", "action", "reference", *SYSTEMS} and first[TRUE]["intended"] == first["action"]
 
 

@@ -9,6 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from convoplan.cli import app
+from convoplan.report import write_report
 from convoplan.schema import Candidate, Conversation, Turn
 from convoplan.sim.experiment import BEHAVIOUR_LABELS, METRIC_LABELS, TABLE3, ABReport, ab_report
 from convoplan.sim.metrics import BEHAVIOURS, behaviour_metrics, behaviour_summary, bot_responses
@@ -150,7 +151,7 @@ def test_markdown_json_and_png(report: ABReport, tmp_path: Path) -> None:
     row = next(line for line in text.splitlines() if line.startswith("| Conversation length"))
     assert row.count("%") == 6 and "n/a" in text
 
-    paths = report.write(tmp_path / "out")
+    paths = write_report(report, tmp_path / "out")
     assert paths["png"].read_bytes().startswith(PNG)
     assert paths["md"].read_text() == text
     again = ABReport.from_dict(json.loads(paths["json"].read_text()))
