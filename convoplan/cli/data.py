@@ -42,7 +42,7 @@ class CorpusName(StrEnum):
 @data_app.command("convert")
 def data_convert(
     corpus: Annotated[CorpusName, typer.Option(help="Which corpus reader to use.")],
-    src: Annotated[Path, typer.Option(help="The corpus release folder as published (see docs/corpora.md), e.g. ~/corpora/star.")],
+    src: Annotated[Path, typer.Option(help="The corpus release folder as published (docs/corpora.md).")],
     out: Annotated[Path, typer.Option(help="Where to write the canonical JSON Lines file.")],
     seed: Annotated[int, typer.Option(help="Seed of the train/validation/test split (by conversation id).")] = 0,
     flows: Annotated[
