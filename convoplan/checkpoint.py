@@ -21,7 +21,7 @@ from convoplan.atomic import atomic_folder
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["CONFIG_FILE", "WEIGHTS_FILE", "load_weights", "read_config", "training_record", "write_folder"]
+__all__ = ["CONFIG_FILE", "load_weights", "read_config", "training_record", "write_folder"]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"

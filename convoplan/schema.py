@@ -36,8 +36,6 @@ __all__ = [
     "Outcome",
     "Speaker",
     "Turn",
-    "conversation_json_schema",
-    "iter_jsonl",
     "read_call_flows",
     "read_jsonl",
     "write_call_flows",

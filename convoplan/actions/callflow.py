@@ -45,17 +45,8 @@ __all__ = [
     "NodeMap",
     "PathBounds",
     "ScoreResult",
-    "action_sequence",
-    "closest_distances",
-    "edit_distance",
-    "flow_paths",
-    "flow_sequence",
-    "medoid",
     "mine_flow",
-    "normalised_distance",
     "score_conversations",
-    "select_flow",
-    "sequence_flow",
     "write_scores",
 ]
 
@@ -99,16 +90,6 @@ def action_sequence(conversation: Conversation, *, collapse_repeats: bool = True
     if collapse_repeats:
         return tuple(action for i, action in enumerate(actions) if i == 0 or actions[i - 1] != action)
     return tuple(actions)
-
-
-def edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
-    """Levenshtein distance between two label sequences (each insertion, deletion or substitution costs 1)."""
-    return int(Levenshtein.distance(list(a), list(b)))
-
-
-def normalised_distance(a: Sequence[str], b: Sequence[str]) -> float:
-    """Levenshtein distance divided by the longer sequence's length; 0.0 for two empty sequences."""
-    return float(Levenshtein.normalized_distance(list(a), list(b)))
 
 
 class _Alphabet:

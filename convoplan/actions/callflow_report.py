@@ -19,7 +19,7 @@ import numpy as np
 from convoplan.actions.callflow import ConversationScore
 from convoplan.report import figure_png
 
-__all__ = ["POOLED", "CallFlowReport", "build_report", "compare", "group_report"]
+__all__ = ["CallFlowReport", "build_report", "group_report"]
 
 Metric = Literal["distance", "normalised"]
 

@@ -40,14 +40,7 @@ from convoplan.configs import config_from_dict
 from convoplan.embed import EMBEDDING_DIM, SentenceEmbedder, shared_embedder
 from convoplan.schema import Conversation
 
-__all__ = [
-    "ActionClassifier",
-    "LabellerNetwork",
-    "MessageContext",
-    "apply_labels",
-    "load_labeller",
-    "message_contexts",
-]
+__all__ = ["ActionClassifier", "apply_labels", "load_labeller", "message_contexts"]
 
 FORMAT = "convoplan-labeller/1"
 POSITION_FEATURES = 3

@@ -44,16 +44,7 @@ from convoplan.configs import config_from_dict
 from convoplan.embed import EMBEDDING_DIM, SentenceEmbedder, shared_embedder
 from convoplan.schema import Conversation
 
-__all__ = [
-    "FORMAT",
-    "NBAConfig",
-    "SupervisedNBA",
-    "history_prefixes",
-    "labelled_actions",
-    "load_supervised",
-    "rank_actions",
-    "read_nba_config",
-]
+__all__ = ["NBAConfig", "SupervisedNBA"]
 
 FORMAT = "convoplan-nba/1"
 NO_ACTION, UNKNOWN_ACTION = 0, 1

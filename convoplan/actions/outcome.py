@@ -54,7 +54,7 @@ from convoplan.dm.networks import QNetwork, RNNConfig
 from convoplan.embed import SentenceEmbedder, shared_embedder
 from convoplan.schema import Candidate, Conversation, Turn
 
-__all__ = ["ActionSteps", "OutcomeConfig", "OutcomeNBA", "action_steps", "load_outcome", "outcome_reward"]
+__all__ = ["OutcomeConfig", "OutcomeNBA"]
 
 
 def _default_q() -> QConfig:

@@ -43,15 +43,7 @@ from convoplan.embed import SentenceEmbedder
 from convoplan.progress import Progress, Update
 from convoplan.schema import Conversation
 
-__all__ = [
-    "LabellerConfig",
-    "LabellerMetrics",
-    "evaluate_labeller",
-    "fit_temperature",
-    "labeller_loss",
-    "save_labeller",
-    "train_labeller",
-]
+__all__ = ["LabellerConfig", "LabellerMetrics", "evaluate_labeller", "save_labeller", "train_labeller"]
 
 
 @dataclass

@@ -24,7 +24,7 @@ from convoplan.embed import SentenceEmbedder
 from convoplan.progress import Progress, Update
 from convoplan.schema import Conversation
 
-__all__ = ["NBATrainResult", "next_action_loss", "top_k_hits", "train_nba"]
+__all__ = ["NBATrainResult", "train_nba"]
 
 
 # --- losses and metrics (pure) -----------------------------------------------------------------------------------

@@ -29,7 +29,6 @@ __all__ = [
     "DialogueState",
     "Provider",
     "Response",
-    "step_features",
 ]
 
 STOP = "stop"

@@ -21,7 +21,7 @@ from typing import Literal
 
 from rapidfuzz.distance import Levenshtein
 
-__all__ = ["Feedback", "Interpretation", "Lexicon", "Question", "QuestionKind", "interpret"]
+__all__ = ["Lexicon", "interpret"]
 
 QuestionKind = Literal["yes_no", "open", "list", "quiz"]
 Feedback = Literal["positive", "negative"]

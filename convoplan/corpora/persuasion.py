@@ -24,7 +24,7 @@ from typing import Any
 from convoplan.corpora.splits import assign_splits
 from convoplan.schema import Conversation, FormatError, Outcome, Turn
 
-__all__ = ["DOMAIN", "STRATEGIES", "read_persuasion"]
+__all__ = ["STRATEGIES", "read_persuasion"]
 
 DOMAIN = "persuasion"
 PERSUADER, PERSUADEE = 0, 1

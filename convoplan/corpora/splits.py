@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 from convoplan.schema import Conversation
 
-__all__ = ["DEFAULT_FRACTIONS", "SPLITS", "assign_splits", "split_of"]
+__all__ = ["split_of"]
 
 SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.8, 0.1, 0.1)

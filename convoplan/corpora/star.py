@@ -30,7 +30,7 @@ from convoplan.corpora.splits import assign_splits
 from convoplan.progress import Progress, Update
 from convoplan.schema import CallFlow, Conversation, Event, FormatError, Outcome, Turn
 
-__all__ = ["DOMAIN", "NODE_ALIASES", "PSEUDO_NODES", "read_star", "read_star_dialogue", "read_star_flows"]
+__all__ = ["read_star", "read_star_flows"]
 
 DOMAIN = "task"
 EVENT_KINDS = ("query", "return_item", "select_task")

@@ -24,15 +24,7 @@ from convoplan.dm.networks import QNetwork, RNNConfig
 from convoplan.embed import SentenceEmbedder, shared_embedder
 from convoplan.schema import Candidate, Conversation, Turn
 
-__all__ = [
-    "FORMAT",
-    "RNNPolicy",
-    "load_network",
-    "load_policy",
-    "read_dm_config",
-    "save_cross_encoder",
-    "save_policy",
-]
+__all__ = ["RNNPolicy", "load_network", "load_policy", "save_cross_encoder", "save_policy"]
 
 FORMAT = "convoplan-dm/1"
 

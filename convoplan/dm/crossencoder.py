@@ -21,7 +21,7 @@ from convoplan.compose.loop import DialogueState
 from convoplan.dm.data import FeatureSpace, StepTable, build_steps
 from convoplan.schema import Candidate, Conversation, Turn
 
-__all__ = ["CrossEncoder", "CrossEncoderPolicy", "TransformerConfig", "pair_batch"]
+__all__ = ["CrossEncoder", "CrossEncoderPolicy", "TransformerConfig"]
 
 
 @dataclass

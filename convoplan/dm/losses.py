@@ -10,16 +10,7 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-__all__ = [
-    "cql_regulariser",
-    "gradient_ascent",
-    "masked_logsumexp",
-    "masked_max",
-    "project_to_sphere",
-    "q_learning_loss",
-    "rating_loss",
-    "td_target",
-]
+__all__ = []
 
 
 def masked_max(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

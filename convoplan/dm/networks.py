@@ -18,7 +18,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from convoplan.dm.data import Batch
 from convoplan.embed import EMBEDDING_DIM
 
-__all__ = ["HistoryEncoder", "QNetwork", "RNNConfig"]
+__all__ = ["QNetwork", "RNNConfig"]
 
 
 @dataclass

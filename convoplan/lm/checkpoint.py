@@ -22,7 +22,7 @@ from convoplan.lm.model import LanguageModel, load_model, save_model
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["STATE_FILE", "LoopState", "Snapshot", "load_checkpoint", "save_checkpoint"]
+__all__ = []
 
 STATE_FILE = "trainer_state.json"
 OPTIMIZER_FILE = "optimizer.pt"

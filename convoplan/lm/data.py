@@ -17,7 +17,7 @@ import torch
 
 from convoplan.schema import Conversation
 
-__all__ = ["IGNORE", "Blocks", "pack", "split"]
+__all__ = ["Blocks", "pack", "split"]
 
 IGNORE = -100
 """Target of a position that has none (padding); cross-entropy skips it."""

@@ -39,23 +39,9 @@ from convoplan.lm.model import LanguageModel
 from convoplan.report import figure_png
 from convoplan.schema import Conversation, Turn
 
-__all__ = [
-    "ALL",
-    "SYSTEMS",
-    "EvalConfig",
-    "LMEvalReport",
-    "LMWriter",
-    "MessageWriter",
-    "Score",
-    "Target",
-    "evaluate_lm",
-    "predicted_actions",
-    "score_systems",
-    "targets",
-]
+__all__ = ["EvalConfig", "LMEvalReport", "evaluate_lm", "score_systems", "targets"]
 
 VANILLA, TRUE, PREDICTED = "vanilla", "true action", "predicted action"
-SYSTEMS = (VANILLA, TRUE, PREDICTED)
 ALL = "all"
 """The row over every message."""
 

@@ -23,7 +23,7 @@ import torch
 
 from convoplan.lm.model import LanguageModel
 
-__all__ = ["Generated", "SamplingConfig", "generate_messages", "prompt_budget"]
+__all__ = ["SamplingConfig", "generate_messages"]
 
 
 @dataclass

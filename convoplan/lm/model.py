@@ -21,16 +21,7 @@ from convoplan.lm.tokenizer import Codec, add_format_tokens, format_actions
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = [
-    "INFO_FILE",
-    "LanguageModel",
-    "ModelConfig",
-    "load_base",
-    "load_model",
-    "new_model",
-    "read_info",
-    "save_model",
-]
+__all__ = ["LanguageModel", "ModelConfig", "load_model", "new_model"]
 
 FORMAT = "convoplan-lm/1"
 INFO_FILE = "convoplan-lm.json"

@@ -30,7 +30,7 @@ from convoplan.lm.generate import Generated, SamplingConfig, generate_messages, 
 from convoplan.lm.model import LanguageModel
 from convoplan.schema import Candidate, Conversation, Turn
 
-__all__ = ["QUESTION_KINDS", "LMProvider", "LMProviderConfig", "lm_conversations", "lm_turns"]
+__all__ = ["LMProvider", "LMProviderConfig", "lm_conversations", "lm_turns"]
 
 QUESTION_KINDS = {"quiz": "quiz", "yes_no_question": "yes_no", "open_question": "open"}
 """Question actions of the loop (`QUESTION_ACTIONS`) and the question kind the NLU and users read from `meta`."""

@@ -27,7 +27,7 @@ from convoplan.lm.generate import SamplingConfig, generate_messages, prompt_budg
 from convoplan.lm.model import LanguageModel
 from convoplan.schema import Conversation, Turn
 
-__all__ = ["History", "Plan", "SuggestConfig", "Suggester", "Suggestion", "suggest"]
+__all__ = ["Plan", "SuggestConfig", "Suggester", "Suggestion", "suggest"]
 
 History = Conversation | Sequence[Turn]
 """The conversation so far: a Conversation or its turns."""

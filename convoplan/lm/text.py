@@ -24,21 +24,7 @@ from urllib.parse import quote, unquote
 
 from convoplan.schema import Speaker, Turn
 
-__all__ = [
-    "AGENT",
-    "END",
-    "EOS",
-    "FORMAT_TOKENS",
-    "TAG",
-    "USER",
-    "action_name",
-    "action_token",
-    "keep_recent",
-    "parse",
-    "render",
-    "render_turn",
-    "turn_tags",
-]
+__all__ = ["action_name", "action_token", "keep_recent", "parse", "render"]
 
 USER = "<|user|>"
 AGENT = "<|agent|>"

@@ -24,7 +24,7 @@ from convoplan.schema import Conversation, Turn
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-__all__ = ["Codec", "add_format_tokens", "format_actions", "train_tokenizer", "wrap_tokenizer"]
+__all__ = ["Codec", "train_tokenizer"]
 
 _REPLACE_FLAGS = ("replace_extra_special_tokens", "replace_additional_special_tokens")
 

@@ -38,14 +38,7 @@ from convoplan.schema import Conversation
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = [
-    "CHECKPOINT",
-    "TrainConfig",
-    "TrainResult",
-    "fit",
-    "lm_loss",
-    "train",
-]
+__all__ = ["TrainConfig", "TrainResult", "fit", "lm_loss", "train"]
 
 CHECKPOINT = "checkpoint"
 """Sub-folder of the output folder that holds the resumable state while a run is in progress."""
@@ -133,7 +126,7 @@ def _optimiser(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), fused=True)
 
 
-def _evaluate(
+def validation_loss(
     model: nn.Module, blocks: Blocks, config: TrainConfig, world: int, rank: int, device: torch.device
 ) -> float:
     """Mean validation loss per target token over all blocks (each process evaluates its share)."""
@@ -223,7 +216,7 @@ def fit(
                 progress(Update("training", state.step, total, "steps", metrics))
 
         if len(validation_blocks):
-            loss_now = _evaluate(model, validation_blocks, config, world, rank, device)
+            loss_now = validation_loss(model, validation_blocks, config, world, rank, device)
             state.validation.append(loss_now)
             if state.best is None or loss_now < state.best - config.min_delta:
                 state.best, state.bad_epochs = loss_now, 0

@@ -10,55 +10,29 @@ agnostic), fitted Q evaluation and weighted importance sampling, over target pol
     weighted_importance_sampling(raw, target, WISConfig()).value      # same scale, with the logged propensities
 """
 
-from convoplan.ope.dualdice import DualDiceConfig, DualDiceResult, dualdice, dualdice_objective, expected_under
+from convoplan.ope.dualdice import DualDiceConfig, DualDiceResult, dualdice
 from convoplan.ope.fqe import FQEConfig, FQEResult, fqe
-from convoplan.ope.importance import WISConfig, WISResult, importance_weights, weighted_importance_sampling
-from convoplan.ope.networks import PairMLP
-from convoplan.ope.policies import (
-    EpsilonGreedyPolicy,
-    GreedyPolicy,
-    Scorer,
-    SoftmaxPolicy,
-    TargetPolicy,
-    UniformPolicy,
-)
-from convoplan.ope.steps import (
-    LoggedSteps,
-    Projection,
-    episode_values,
-    logged_steps,
-    policy_probabilities,
-    reduce_dimensions,
-    step_positions,
-    with_position,
-)
+from convoplan.ope.importance import WISConfig, WISResult, weighted_importance_sampling
+from convoplan.ope.policies import GreedyPolicy, SoftmaxPolicy, TargetPolicy, UniformPolicy
+from convoplan.ope.steps import episode_values, logged_steps, policy_probabilities, reduce_dimensions, with_position
 
 __all__ = [
     "DualDiceConfig",
     "DualDiceResult",
-    "EpsilonGreedyPolicy",
     "FQEConfig",
     "FQEResult",
     "GreedyPolicy",
-    "LoggedSteps",
-    "PairMLP",
-    "Projection",
-    "Scorer",
     "SoftmaxPolicy",
     "TargetPolicy",
     "UniformPolicy",
     "WISConfig",
     "WISResult",
     "dualdice",
-    "dualdice_objective",
     "episode_values",
-    "expected_under",
     "fqe",
-    "importance_weights",
     "logged_steps",
     "policy_probabilities",
     "reduce_dimensions",
-    "step_positions",
     "weighted_importance_sampling",
     "with_position",
 ]

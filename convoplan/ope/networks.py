@@ -17,7 +17,7 @@ from torch import nn
 
 from convoplan.ope.steps import LoggedSteps
 
-__all__ = ["PairMLP"]
+__all__ = []
 
 
 def _moments(values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

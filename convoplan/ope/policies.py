@@ -23,7 +23,7 @@ import torch
 
 from convoplan.dm.data import Batch
 
-__all__ = ["EpsilonGreedyPolicy", "GreedyPolicy", "Scorer", "SoftmaxPolicy", "TargetPolicy", "UniformPolicy"]
+__all__ = ["EpsilonGreedyPolicy", "GreedyPolicy", "SoftmaxPolicy", "TargetPolicy", "UniformPolicy"]
 
 Scorer = Callable[[Batch], torch.Tensor]
 """Scores every candidate of every step, [S, C] (a QNetwork is one)."""

@@ -36,7 +36,7 @@ from convoplan.lm.suggest import SuggestConfig, Suggester
 from convoplan.schema import Turn
 from convoplan.sim.run import World
 
-__all__ = ["MANIFEST", "Arm", "Artifacts", "Manifest", "read_manifest", "write_manifest"]
+__all__ = ["Arm", "Artifacts", "Manifest", "write_manifest"]
 
 MANIFEST = "serve.json"
 

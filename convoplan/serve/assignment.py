@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-__all__ = ["assign_arm", "unit_hash"]
+__all__ = []
 
 
 def unit_hash(user_id: str, salt: str = "") -> float:

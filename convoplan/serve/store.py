@@ -28,7 +28,7 @@ from sqlalchemy.types import TypeDecorator
 
 from convoplan.schema import Conversation, Turn
 
-__all__ = ["DEFAULT_URL", "SessionRecord", "Store", "StoreError"]
+__all__ = ["SessionRecord", "Store", "StoreError"]
 
 DEFAULT_URL = "sqlite:///runs/serve.db"
 _TURN: TypeAdapter[Turn] = TypeAdapter(Turn)

@@ -28,7 +28,7 @@ from convoplan.schema import Conversation
 from convoplan.sim.metrics import BEHAVIOURS, METRICS, Comparison, behaviour_summary, compare, metric_values
 from convoplan.sim.run import SimulationConfig, World, simulate
 
-__all__ = ["BEHAVIOUR_LABELS", "METRIC_LABELS", "TABLE3", "ABReport", "ab_report", "run_ab"]
+__all__ = ["ABReport", "ab_report", "run_ab"]
 
 TABLE3 = ("length", "cooperative_answers", "non_cooperative_answers", "positive_feedback", "negative_feedback")
 """The engagement metrics of the paper's Table 3, in its order; the mean rating follows where logs are rated."""

@@ -16,22 +16,10 @@ import numpy as np
 
 from convoplan.schema import Candidate, Conversation, Turn
 
-__all__ = [
-    "BEHAVIOURS",
-    "COOPERATIVE",
-    "METRICS",
-    "Comparison",
-    "behaviour_metrics",
-    "behaviour_summary",
-    "bot_responses",
-    "compare",
-    "conversation_metrics",
-    "metric_values",
-]
+__all__ = ["METRICS", "compare", "metric_values"]
 
 NON_COOPERATIVE = frozenset({"no", "ignored", "none"})
 """Answers to a bot question that decline it or pass it by; any other answer (yes, a pick, a guess) cooperates."""
-COOPERATIVE = "cooperative"
 
 METRICS = (
     "length",

@@ -36,7 +36,7 @@ from convoplan.schema import Conversation, read_jsonl, write_jsonl
 from convoplan.sim.arms import load_arm
 from convoplan.sim.run import SimulationConfig, World, simulate
 
-__all__ = ["RL_ARMS", "PipelineConfig", "run_pipeline"]
+__all__ = ["PipelineConfig", "run_pipeline"]
 
 RL_ARMS = ("saql", "caql", "saql_cql", "caql_cql")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -17,12 +18,10 @@ from convoplan.actions.callflow import (
     PathBounds,
     action_sequence,
     closest_distances,
-    edit_distance,
     flow_paths,
     flow_sequence,
     medoid,
     mine_flow,
-    normalised_distance,
     score_conversations,
     select_flow,
     sequence_flow,
@@ -54,15 +53,33 @@ def test_action_sequence_skips_unlabelled_and_collapses_runs_on_request() -> Non
     assert action_sequence(conversation("e", [None, None])) == ()
 
 
-def test_edit_distance_of_known_sequences() -> None:
-    assert edit_distance(list("kitten"), list("sitting")) == 3
-    assert edit_distance(["greet", "ask", "close"], ["greet", "close"]) == 1
-    assert edit_distance(["greet", "ask"], ["ask", "greet"]) == 2
-    assert edit_distance([], ["a", "b"]) == 2
-    assert normalised_distance(["greet", "ask", "close"], ["greet", "close"]) == pytest.approx(1 / 3)
-    assert normalised_distance([], []) == 0.0
-    # Labels longer than one character are single symbols, not strings to compare letter by letter.
-    assert edit_distance(["ask_name"], ["ask_day"]) == 1
+def edit_distance(a: Sequence[str], b: Sequence[str]) -> int:
+    """The reference: Levenshtein distance by the textbook dynamic programme (unit costs)."""
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        previous, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            previous, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, previous + (x != y))
+    return row[-1]
+
+
+def normalised_distance(a: Sequence[str], b: Sequence[str]) -> float:
+    return edit_distance(a, b) / max(len(a), len(b)) if a or b else 0.0
+
+
+def test_distances_of_known_sequences() -> None:
+    cases = [
+        (list("kitten"), list("sitting"), 3),
+        (["greet", "ask", "close"], ["greet", "close"], 1),
+        (["greet", "ask"], ["ask", "greet"], 2),
+        ([], ["a", "b"], 2),
+        (["ask_name"], ["ask_day"], 1),  # labels are single symbols, not strings compared letter by letter
+    ]
+    for a, b, distance in cases:
+        assert edit_distance(a, b) == distance
+        raw, normalised, _ = closest_distances([a], [b])
+        assert (raw[0], normalised[0]) == (distance, pytest.approx(normalised_distance(a, b)))
+    assert closest_distances([["greet", "ask", "close"]], [["greet", "close"]])[1][0] == pytest.approx(1 / 3)
 
 
 def test_closest_distances_matches_brute_force() -> None:

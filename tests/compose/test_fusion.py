@@ -11,19 +11,14 @@ from convoplan.compose.fusion import (
     Entity,
     FusionPair,
     RuleFusion,
-    Tag,
     TaggerFusion,
-    derive_phrase_vocabulary,
-    detokenize,
     evaluate,
     guess_entity,
     load_fusion_pairs,
-    realize,
-    sari,
-    tags_for,
-    tokenize,
-    utterance_kind,
 )
+from convoplan.compose.fusion.scores import sari
+from convoplan.compose.fusion.tagger import Tag, derive_phrase_vocabulary, realize, tags_for
+from convoplan.compose.fusion.text import detokenize, tokenize, utterance_kind
 from convoplan.worlds.animals import animals_world, fusion_pairs
 
 PAIRS = fusion_pairs()

@@ -14,7 +14,6 @@ from convoplan.actions.protocols import ActionScore, Prediction
 from convoplan.lm.evaluate import (
     ALL,
     PREDICTED,
-    SYSTEMS,
     TRUE,
     VANILLA,
     EvalConfig,
@@ -34,6 +33,9 @@ from convoplan.report import write_report
 from convoplan.schema import Conversation, Turn
 
 from .conftest import TINY, synthetic
+
+SYSTEMS = (VANILLA, TRUE, PREDICTED)
+"""What evaluate_lm compares, in its order."""
 
 
 class KeywordLabeller:

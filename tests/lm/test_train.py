@@ -21,7 +21,7 @@ from convoplan.lm.data import pack
 from convoplan.lm.model import load_model, new_model
 from convoplan.lm.text import action_token
 from convoplan.lm.tokenizer import Codec, train_tokenizer
-from convoplan.lm.train import CHECKPOINT, TrainResult, _evaluate, fit, lm_loss, train
+from convoplan.lm.train import CHECKPOINT, TrainResult, fit, lm_loss, train, validation_loss
 from convoplan.progress import Progress, Update
 from convoplan.schema import Conversation, write_jsonl
 
@@ -141,7 +141,9 @@ def test_early_stopping_keeps_the_best_weights(tmp_path: Path, corpus: list[Conv
     assert state.stopped and state.epoch == 2 and len(state.validation) == 2
     codec = Codec(result.tokenizer)
     validation = pack(codec.encode_conversations([c for c in corpus if c.meta["split"] == "validation"]), 64, codec.eos)
-    assert _evaluate(result.model, validation, TINY, 1, 0, torch.device("cpu")) == pytest.approx(state.validation[0])
+    assert validation_loss(result.model, validation, TINY, 1, 0, torch.device("cpu")) == pytest.approx(
+        state.validation[0]
+    )
 
 
 def test_vanilla_baseline_has_the_same_architecture_without_action_tags(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from convoplan.ope import LoggedSteps
+from convoplan.ope.steps import LoggedSteps
 
 __all__ = ["LoggedSteps", "discount_at_end", "probabilities", "sample", "true_value"]
 

@@ -14,13 +14,12 @@ from convoplan.ope import (
     FQEConfig,
     WISConfig,
     dualdice,
-    dualdice_objective,
     episode_values,
-    expected_under,
     fqe,
-    importance_weights,
     weighted_importance_sampling,
 )
+from convoplan.ope.dualdice import dualdice_objective, expected_under
+from convoplan.ope.importance import importance_weights
 from tests.ope import chain
 
 GAMMA = 0.9

@@ -9,18 +9,17 @@ import torch
 from convoplan.dm.data import Batch, FeatureSpace, build_steps
 from convoplan.dm.networks import QNetwork, RNNConfig
 from convoplan.ope import (
-    EpsilonGreedyPolicy,
     GreedyPolicy,
-    Projection,
     SoftmaxPolicy,
     UniformPolicy,
     episode_values,
     logged_steps,
     policy_probabilities,
     reduce_dimensions,
-    step_positions,
     with_position,
 )
+from convoplan.ope.policies import EpsilonGreedyPolicy
+from convoplan.ope.steps import Projection, step_positions
 from convoplan.schema import Conversation
 from tests.ope import chain
 

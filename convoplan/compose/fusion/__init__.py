@@ -19,44 +19,20 @@ Everything works on tokens (`tokenize`: words and single punctuation marks), so 
 replacement of a whole token ("Which" -> "which"), and `detokenize` puts the spacing back exactly.
 """
 
-from convoplan.compose.fusion.rules import RuleFusion, RuleFusionConfig
-from convoplan.compose.fusion.scores import FusionScores, evaluate, sari
-from convoplan.compose.fusion.tagger import Tag, TaggerConfig, TaggerFusion, derive_phrase_vocabulary, realize, tags_for
-from convoplan.compose.fusion.text import (
-    ConcatFusion,
-    Entity,
-    Fuser,
-    FusionPair,
-    UtteranceKind,
-    detokenize,
-    guess_entity,
-    load_fusion_pairs,
-    pluralise,
-    tokenize,
-    utterance_kind,
-)
+from convoplan.compose.fusion.rules import RuleFusion
+from convoplan.compose.fusion.scores import evaluate
+from convoplan.compose.fusion.tagger import TaggerConfig, TaggerFusion
+from convoplan.compose.fusion.text import ConcatFusion, Entity, Fuser, FusionPair, guess_entity, load_fusion_pairs
 
 __all__ = [
     "ConcatFusion",
     "Entity",
     "Fuser",
     "FusionPair",
-    "FusionScores",
     "RuleFusion",
-    "RuleFusionConfig",
-    "Tag",
     "TaggerConfig",
     "TaggerFusion",
-    "UtteranceKind",
-    "derive_phrase_vocabulary",
-    "detokenize",
     "evaluate",
     "guess_entity",
     "load_fusion_pairs",
-    "pluralise",
-    "realize",
-    "sari",
-    "tags_for",
-    "tokenize",
-    "utterance_kind",
 ]

@@ -14,7 +14,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
-__all__ = ["Animal", "Fact", "KnowledgeBase", "Size", "Sound", "load_knowledge_base"]
+__all__ = ["KnowledgeBase"]
 
 
 _STRICT = ConfigDict(extra="forbid")

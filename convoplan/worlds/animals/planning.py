@@ -13,7 +13,7 @@ from convoplan.compose.loop import STOP, DialogueState
 from convoplan.schema import Candidate
 from convoplan.worlds.animals.raters import immediate_fit
 
-__all__ = ["GreedyRatingDM", "HeuristicDM"]
+__all__ = []
 
 
 class GreedyRatingDM:

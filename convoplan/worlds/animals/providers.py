@@ -14,18 +14,7 @@ from convoplan.compose.loop import DialogueState, Provider
 from convoplan.schema import Candidate
 from convoplan.worlds.animals.knowledge import Animal, KnowledgeBase
 
-__all__ = [
-    "AcknowledgementProvider",
-    "AttributeProvider",
-    "FactProvider",
-    "FocusChangeProvider",
-    "OpenQuestionProvider",
-    "QuizProvider",
-    "SoundProvider",
-    "default_providers",
-]
-
-CONTENT_ACTIONS = ("sound", "fact", "attribute")
+__all__ = []
 
 
 def _number(value: float) -> str:

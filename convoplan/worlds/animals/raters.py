@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from convoplan.compose.loop import QUESTION_ACTIONS, STOP, DialogueState
 from convoplan.schema import Candidate
 
-__all__ = ["AnimalRater", "RaterConfig", "immediate_fit", "to_rating"]
+__all__ = ["RaterConfig"]
 
 CONTENT = ("sound", "fact", "attribute")
 _BASE = {"fact": 5.0, "attribute": 4.0, "sound": 4.0, "quiz": 3.0, "yes_no_question": 2.0, "open_question": 2.0}

@@ -20,7 +20,7 @@ from convoplan.schema import Candidate
 from convoplan.sim.protocols import UserReply
 from convoplan.worlds.animals.knowledge import Animal, KnowledgeBase, load_knowledge_base
 
-__all__ = ["KINDS", "AnimalUser", "UserConfig"]
+__all__ = ["UserConfig"]
 
 KINDS = ("sound", "fact", "attribute", "quiz")
 

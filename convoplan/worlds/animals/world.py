@@ -18,7 +18,7 @@ from convoplan.worlds.animals.providers import default_providers
 from convoplan.worlds.animals.raters import AnimalRater, RaterConfig
 from convoplan.worlds.animals.users import AnimalUser, UserConfig
 
-__all__ = ["DMS", "animal_entity", "animals_lexicon", "animals_world", "fusion_pairs"]
+__all__ = ["animals_world", "fusion_pairs"]
 
 DMS: dict[str, Callable[[random.Random], DialogueManager]] = {
     "heuristic": lambda rng: HeuristicDM(),
