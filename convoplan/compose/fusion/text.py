@@ -199,14 +199,18 @@ class ReadUtterance:
 
 
 def _subject(tokens: Sequence[str], words: frozenset[str]) -> tuple[str, ...]:
-    """The words up to and including the first one naming the focus, if the sentence opens with them (at most
-    five plain words, not a possessive: "A rhino's horn" is about the horn)."""
+    """The words up to and including the run of words naming the focus, if the sentence opens with them (at most
+    five plain words before it, not a possessive: "A rhino's horn" is about the horn). The whole run: with the
+    synonym "komodo", "Komodo dragons grow" opens with the subject "komodo dragons", not "komodo"."""
     for i, token in enumerate(tokens[:5]):
         if not token.isalpha():
             return ()
         if token.lower() in words:
-            possessive = i + 1 < len(tokens) and tokens[i + 1] == "'"
-            return () if possessive else tuple(t.lower() for t in tokens[: i + 1])
+            end = i + 1
+            while end < len(tokens) and tokens[end].isalpha() and tokens[end].lower() in words:
+                end += 1
+            possessive = end < len(tokens) and tokens[end] == "'"
+            return () if possessive else tuple(t.lower() for t in tokens[:end])
     return ()
 
 
