@@ -1,7 +1,14 @@
-"""Atomic file writes: a crash or an error mid-write never leaves a half-written file behind."""
+"""Atomic file writes: a crash or an error mid-write never leaves a half-written file behind.
+
+A write goes to a hidden temp file (or folder) beside its target, named after the target and the writing process
+(`.NAME.PID.XXXXXXXX.tmp`), and is renamed over the target when complete. A process killed mid-write (SIGKILL, OOM)
+cannot remove its temp file; the next write of the same target removes the temp files of processes that no longer
+exist, so crashes leave no litter that grows.
+"""
 
 from __future__ import annotations
 
+import glob
 import os
 import shutil
 import tempfile
@@ -17,12 +24,43 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it exists, under another user
+        return True
+    return True
+
+
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}.{os.getpid()}."
+
+
+def remove_stale_temps(target: Path) -> list[Path]:
+    """Remove the temp files and folders that writes of `target` by processes now dead left beside it; return
+    them. Temps of live processes (a concurrent writer) are left alone."""
+    removed = []
+    for leftover in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        pid = leftover.name[len(target.name) + 2 :].split(".", 1)[0]
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if leftover.is_dir():
+            shutil.rmtree(leftover, ignore_errors=True)
+        else:
+            leftover.unlink(missing_ok=True)
+        removed.append(leftover)
+    return removed
+
+
 @contextmanager
 def _replace_on_success(path: str | Path) -> Iterator[int]:
     """Yield a descriptor of a temp file beside `path`; rename it over `path` only if the block succeeds."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    remove_stale_temps(target)
+    fd, temp = tempfile.mkstemp(dir=target.parent, prefix=_temp_prefix(target), suffix=".tmp")
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)
         yield fd
@@ -60,7 +98,8 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp"))
+    remove_stale_temps(target)
+    temp = Path(tempfile.mkdtemp(dir=target.parent, prefix=_temp_prefix(target), suffix=".tmp"))
     try:
         yield temp
         old = target.with_name(f".{target.name}.old") if target.exists() else None

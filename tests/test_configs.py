@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
+import json
+from dataclasses import asdict, dataclass, field
 from typing import Literal
 
 import pytest
 
-from convoplan.atomic import atomic_folder
-from convoplan.configs import apply_overrides, describe
+from convoplan.configs import apply_overrides, config_from_dict, describe
 
 
 @dataclass
@@ -57,15 +56,26 @@ def test_describe_lists_every_leaf_with_its_docstring() -> None:
     assert rows["fast"] == ("false", "")
 
 
-def test_atomic_folder_replaces_whole_or_not_at_all(tmp_path: Path) -> None:
-    target = tmp_path / "ckpt"
-    with atomic_folder(target) as temp:
-        (temp / "a.txt").write_text("one")
-    with pytest.raises(RuntimeError), atomic_folder(target) as temp:
-        (temp / "a.txt").write_text("two")
-        raise RuntimeError("crash mid-write")
-    assert (target / "a.txt").read_text() == "one"
-    with atomic_folder(target) as temp:
-        (temp / "b.txt").write_text("three")
-    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"], "no temp or old folders left behind"
+def test_a_saved_config_reads_back_as_it_was() -> None:
+    config = Outer(algorithm="caql", gamma=0.5, tag="x", fast=True, inner=Inner(hidden=8, head=(4,)))
+    saved = json.loads(json.dumps(asdict(config)))  # tuples come back as lists
+    assert config_from_dict(Outer, saved) == config
+    assert config_from_dict(Outer, {"gamma": 1}) == Outer(gamma=1.0)  # left out: the default; an int is a number
+
+
+@pytest.mark.parametrize(
+    ("saved", "message"),
+    [
+        ({"inner": {"hidden": "200"}}, r"cfg\.json: inner\.hidden: expected an integer, got \"200\""),
+        ({"inner": {"hidden": True}}, r"inner\.hidden: expected an integer, got true"),
+        ({"fast": "no"}, r"fast: expected true or false"),
+        ({"algorithm": "dqn"}, r"algorithm: expected one of \"saql\", \"caql\""),
+        ({"inner": {"head": [4, "x"]}}, r"inner\.head\[1\]: expected an integer"),
+        ({"inner": "small"}, r"inner: expected an object"),
+        ({"gamma": 0.9, "nope": 1}, r"nope: no such field"),
+        ([1, 2], r"config: expected an object"),
+    ],
+)
+def test_a_wrong_type_in_a_saved_config_names_the_file_and_field(saved: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        config_from_dict(Outer, saved, "cfg.json")
