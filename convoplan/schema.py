@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import AfterValidator, ConfigDict, Field, JsonValue, TypeAdapter, ValidationError
 
@@ -51,8 +52,48 @@ def _not_zero(rating: int) -> int:
     return rating
 
 
+MAX_NESTING = 32
+"""Deepest nesting of objects and lists in a `meta` (or an event's `data`), the meta object itself being level 1.
+The same limit holds wherever data enters: this reader and the server's API, so an export always reads back."""
+DEFAULT_MAX_TEXT = 20_000
+"""Longest message or candidate text, in characters, unless the environment variable CONVOPLAN_MAX_TEXT says
+otherwise: a line holding a longer one is refused (models would otherwise take the whole text in memory many times
+over). About 4,000 words: a long e-mail."""
+
+
+def max_text() -> int:
+    """The longest text a file may hold: CONVOPLAN_MAX_TEXT, else `DEFAULT_MAX_TEXT`."""
+    raw = os.environ.get("CONVOPLAN_MAX_TEXT", "")
+    if not raw:
+        return DEFAULT_MAX_TEXT
+    if not raw.isdigit() or int(raw) < 1:
+        raise FormatError(f"CONVOPLAN_MAX_TEXT={raw!r}: expected a positive number of characters")
+    return int(raw)
+
+
+_J = TypeVar("_J")
+
+
+def _bounded_json(value: _J) -> _J:
+    """Refuse a JSON value nested deeper than `MAX_NESTING`, or holding a number that is not finite (JSON has no
+    NaN or infinity; Python's parser would take them, a PostgreSQL json column would not)."""
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"numbers must be finite (got {item})")
+        if isinstance(item, dict | list):
+            if depth > MAX_NESTING:
+                raise ValueError(f"objects and lists nest deeper than {MAX_NESTING} levels")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
+    return value
+
+
 Text = Annotated[str, Field(min_length=1, pattern=r"\S")]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
+JsonObject = Annotated[dict[str, JsonValue], AfterValidator(_bounded_json)]
+"""A free-form JSON object (`meta`, an event's `data`): finite numbers, at most `MAX_NESTING` levels deep."""
 Rating = Annotated[int, Field(ge=-3, le=7, json_schema_extra={"not": {"const": 0}}), AfterValidator(_not_zero)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -84,7 +125,7 @@ class Candidate:
     propensity: Probability | None = None
     """Probability that the logging policy selected this candidate, where it is known."""
     selected: bool = False
-    meta: dict[str, JsonValue] = field(default_factory=dict)
+    meta: JsonObject = field(default_factory=dict)
     """Structured details (a question's kind, a quiz's options and answer, the content key, ...)."""
 
 
@@ -104,7 +145,7 @@ class Turn:
     """None for a label from the corpus (human); otherwise the labeller's name and version."""
     candidates: list[Candidate] = field(default_factory=list)
     """The candidates offered at the composition step that produced this agent message."""
-    meta: dict[str, JsonValue] = field(default_factory=dict)
+    meta: JsonObject = field(default_factory=dict)
 
 
 @dataclass
@@ -116,7 +157,7 @@ class Event:
     kind: str
     position: Annotated[int, Field(ge=0)]
     """Number of turns before the event: 0 is before the first turn, len(turns) after the last."""
-    data: dict[str, JsonValue] = field(default_factory=dict)
+    data: JsonObject = field(default_factory=dict)
 
 
 @dataclass
@@ -140,7 +181,7 @@ class Conversation:
     turns: list[Turn]
     outcome: Outcome | None = None
     events: list[Event] = field(default_factory=list)
-    meta: dict[str, JsonValue] = field(default_factory=dict)
+    meta: JsonObject = field(default_factory=dict)
     """Free-form metadata; readers put the split under "split"."""
 
     def agent_turns(self) -> list[Turn]:
@@ -221,8 +262,17 @@ def _reason(error: Any) -> str:
     return f"{message[0].lower()}{message[1:]}, got {value!r}"
 
 
-def _semantic_errors(conversation: Conversation) -> Iterator[tuple[str, str]]:
-    """Checks that types cannot express, as (field path, reason)."""
+def _semantic_errors(conversation: Conversation, longest: int) -> Iterator[tuple[str, str]]:
+    """Checks that types cannot express, as (field path, reason); `longest` is the most characters of a text."""
+    texts = [(f"turns[{i}].text", turn.text) for i, turn in enumerate(conversation.turns)]
+    texts += [
+        (f"turns[{i}].candidates[{k}].text", candidate.text)
+        for i, turn in enumerate(conversation.turns)
+        for k, candidate in enumerate(turn.candidates)
+    ]
+    for where, text in texts:
+        if len(text) > longest:
+            yield where, f"{len(text):,} characters, over the limit of {longest:,} (CONVOPLAN_MAX_TEXT raises it)"
     for i, event in enumerate(conversation.events):
         if event.position > len(conversation.turns):
             yield (
@@ -236,14 +286,22 @@ def _semantic_errors(conversation: Conversation) -> Iterator[tuple[str, str]]:
             yield f"turns[{i}].candidates", "more than one candidate is selected"
 
 
-def parse_line(text: str, path: str = "<string>", line: int = 1) -> Conversation | InvalidLine:
-    """Validate one JSON line; return the conversation or the first thing wrong with it."""
+def parse_line(
+    text: str | bytes, path: str = "<string>", line: int = 1, longest: int | None = None
+) -> Conversation | InvalidLine:
+    """Validate one JSON line (text, or bytes that must be UTF-8); return the conversation or the first thing wrong
+    with it. `longest`: the most characters of a message or candidate text (default: `max_text()`)."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as error:
+            return InvalidLine(path, line, "", f"not UTF-8 text (byte {text[error.start]:#04x} at byte {error.start})")
     try:
         conversation = _ADAPTER.validate_json(text, strict=True)
     except ValidationError as error:
         first = error.errors()[0]
         return InvalidLine(path, line, _field_path(first["loc"]), _reason(first))
-    for field_path, reason in _semantic_errors(conversation):
+    for field_path, reason in _semantic_errors(conversation, max_text() if longest is None else longest):
         return InvalidLine(path, line, field_path, reason)
     return conversation
 
@@ -258,11 +316,12 @@ def iter_jsonl(path: str | Path) -> Iterator[Conversation | InvalidLine]:
     """
     seen: set[str] = set()
     name = str(path)
-    with open(path, encoding="utf-8") as stream:
+    longest = max_text()
+    with open(path, "rb") as stream:  # bytes: a line that is not UTF-8 is one bad line, not the end of the file
         for number, text in enumerate(stream, start=1):
             if not text.strip():
                 continue
-            item = parse_line(text, name, number)
+            item = parse_line(text, name, number, longest)
             if isinstance(item, Conversation):
                 if item.id in seen:
                     item = InvalidLine(name, number, "id", f"duplicate conversation id {item.id!r}")

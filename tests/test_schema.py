@@ -9,6 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from convoplan.schema import (
+    DEFAULT_MAX_TEXT,
+    MAX_NESTING,
     CallFlow,
     Candidate,
     Conversation,
@@ -20,6 +22,7 @@ from convoplan.schema import (
     conversation_json_schema,
     dumps_schema,
     iter_jsonl,
+    max_text,
     parse_line,
     read_call_flows,
     read_jsonl,
@@ -250,3 +253,60 @@ def test_call_flows_round_trip_and_bad_file_names_the_field(tmp_path: Path) -> N
     (tmp_path / "bad.json").write_text('{"hotel": {"name": "hotel", "start": "hello", "edges": {"hello": "x"}}}')
     with pytest.raises(FormatError, match=r"bad.json: hotel.edges.hello: "):
         read_call_flows(tmp_path / "bad.json")
+
+
+def nested(depth: int) -> object:
+    """A JSON object `depth` levels deep: {"a": {"a": ... 1}}."""
+    value: object = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def test_meta_may_nest_to_the_limit_and_no_deeper() -> None:
+    deepest = nested(MAX_NESTING)
+    assert isinstance(parse_line(json.dumps(good_line(meta=deepest))), Conversation)
+    for where, line in [
+        ("meta", good_line(meta=nested(MAX_NESTING + 1))),
+        ("turns[0].meta", good_line(turns=[{"speaker": "user", "text": "a", "meta": nested(MAX_NESTING + 1)}])),
+        ("events[0].data", good_line(events=[{"kind": "q", "position": 0, "data": nested(MAX_NESTING + 1)}])),
+    ]:
+        problem = parse_line(json.dumps(line))
+        assert isinstance(problem, InvalidLine) and problem.field == where
+        assert f"nest deeper than {MAX_NESTING} levels" in problem.reason
+
+
+@pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_numbers_that_are_not_finite_are_refused_in_meta(number: str) -> None:
+    line = json.dumps(good_line(meta={"x": 0})).replace('"x": 0', f'"x": {number}')
+    assert number in line
+    assert isinstance(parse_line(line), InvalidLine)
+
+
+def test_a_text_over_the_limit_is_a_bad_line_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONVOPLAN_MAX_TEXT", "15")
+    long_turn = [{"speaker": "agent", "text": "ok", "candidates": [{"text": "x" * 16}]}]
+    path = write_lines(tmp_path / "data.jsonl", [good_line(id="a"), good_line(id="b", turns=long_turn)])
+    with pytest.raises(FormatError) as caught:
+        read_jsonl(path)
+    assert str(caught.value) == (
+        f"{path}:2: turns[0].candidates[0].text: 16 characters, over the limit of 15 (CONVOPLAN_MAX_TEXT raises it)"
+    )
+    monkeypatch.setenv("CONVOPLAN_MAX_TEXT", "16")
+    assert len(read_jsonl(path)) == 2
+    monkeypatch.setenv("CONVOPLAN_MAX_TEXT", "lots")
+    with pytest.raises(FormatError, match="CONVOPLAN_MAX_TEXT='lots': expected a positive number"):
+        read_jsonl(path)
+    monkeypatch.delenv("CONVOPLAN_MAX_TEXT")
+    assert max_text() == DEFAULT_MAX_TEXT >= 10_000
+
+
+def test_a_line_that_is_not_utf8_is_one_bad_line(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    good = [json.dumps(good_line(id=name)).encode() for name in ("a", "b")]
+    path.write_bytes(good[0] + b"\n" + b'{"id": "\xff\xfe"}\n' + good[1] + b"\n")
+    with pytest.raises(FormatError, match=rf"{path.name}:2: not UTF-8 text \(byte 0xff at byte 8\)"):
+        read_jsonl(path)
+    skipped: list[InvalidLine] = []
+    assert [c.id for c in read_jsonl(path, skip_invalid=True, on_skip=skipped.append)] == ["a", "b"]
+    assert [line.line for line in skipped] == [2]
