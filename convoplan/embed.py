@@ -26,7 +26,7 @@ __all__ = ["EMBEDDING_DIM", "SentenceEmbedder", "default_model_path", "shared_em
 
 EMBEDDING_DIM = 384
 CHUNK = 2048
-"""New texts encoded (and cached) per model call: a few seconds of work on a CPU."""
+"""New texts encoded, cached and reported at a time: a few seconds of work on a CPU."""
 
 
 def default_model_path() -> Path:
@@ -122,10 +122,19 @@ class SentenceEmbedder:
             with self._lock:
                 found |= self._cached(keys)  # again: another thread may have encoded some meanwhile
                 missing = [(key, text) for key, text in dict(zip(keys, texts, strict=True)).items() if key not in found]
-                # In chunks: each is cached (a shard on disk) as soon as it is encoded, and progress shows.
-                for first in range(0, len(missing), CHUNK):
-                    chunk_keys = [key for key, _ in missing[first : first + CHUNK]]
-                    vectors = self.encode_uncached([text for _, text in missing[first : first + CHUNK]])
+                # Longest first, in the model's batches, as sentence-transformers orders one call over all of them:
+                # the vectors do not depend on how the texts are split into chunks (padding would change the last
+                # bits). Each chunk is cached (a shard on disk) as soon as it is encoded, and progress shows.
+                order = [int(i) for i in np.argsort([-len(text) for _, text in missing])]
+                for first in range(0, len(order), CHUNK):
+                    chunk = [missing[i] for i in order[first : first + CHUNK]]
+                    vectors = np.concatenate(
+                        [
+                            self.encode_uncached([text for _, text in chunk[start : start + self.batch_size]])
+                            for start in range(0, len(chunk), self.batch_size)
+                        ]
+                    )
+                    chunk_keys = [key for key, _ in chunk]
                     self.computed += len(chunk_keys)
                     found |= zip(chunk_keys, vectors, strict=True)
                     self._remember(chunk_keys, vectors)
