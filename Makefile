@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 SHARED ?= ../shared/data
 
-.PHONY: install system demo test lint format data bench clean
+.PHONY: install system demo test lint format data bench swagger-ui clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -70,6 +70,14 @@ bench: data
 	$(BIN)/python bench/lm_latency.py --data runs/data/persuasion.jsonl --rounds 30
 	$(BIN)/convoplan demo --no-serve
 	$(BIN)/python bench/serve_load.py --artifacts runs/demo/artifacts --sessions 50 --turns 20 --out runs/bench-serve
+
+## Refresh the Swagger UI files served at /docs (convoplan/serve/swagger) from npm's swagger-ui-dist.
+swagger-ui:
+	@test -n "$(VERSION)" || { echo "usage: make swagger-ui VERSION=5.x.y"; exit 2; }
+	cd /tmp && rm -rf package swagger-ui-dist-$(VERSION).tgz && npm pack --silent swagger-ui-dist@$(VERSION) \
+		&& tar -xzf swagger-ui-dist-$(VERSION).tgz
+	cd /tmp/package && cp swagger-ui-bundle.js swagger-ui-bundle.js.LICENSE.txt swagger-ui.css favicon-32x32.png \
+		LICENSE NOTICE $(CURDIR)/convoplan/serve/swagger/
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

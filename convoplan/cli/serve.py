@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 from pathlib import Path
@@ -44,7 +45,10 @@ def serve(
     from convoplan.serve.app import ServeConfig
 
     config = configured(ServeConfig(), overrides, show_config)
-    config.api_key = api_key
+    try:
+        config = dataclasses.replace(config, api_key=api_key)  # checked: an empty key (an unset $VAR) is refused
+    except ValueError as error:
+        fail(f"--api-key: {error}")
     start_server(artifacts, db, host, port, config, threads)
 
 

@@ -18,7 +18,6 @@ parallel on the server's worker threads.
 
 from __future__ import annotations
 
-import hmac
 import json
 import os
 import re
@@ -32,24 +31,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, RedirectResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
-from pydantic import AfterValidator, BaseModel, Field, JsonValue
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 from convoplan.compose.loop import STOP, Bot
 from convoplan.lm.suggest import Plan, SuggestConfig, Suggestion
-from convoplan.schema import Candidate, Turn, to_json
+from convoplan.schema import MAX_NESTING, Candidate, Turn, check_json, to_json
 from convoplan.serve.artifacts import Artifacts
 from convoplan.serve.assignment import assign_arm
+from convoplan.serve.middleware import ApiKey, BodyLimit, SecurityHeaders
 from convoplan.serve.store import SessionRecord, Store, StoreError
 
 __all__ = ["ServeConfig", "create_app"]
 
 CONSOLE = Path(__file__).with_name("console")
+SWAGGER_UI = Path(__file__).with_name("swagger")
+"""Swagger UI's files for /docs (swagger-ui-dist, see its README.md): served from here, never from a CDN."""
 MAX_TEXT = 2000
 """Characters in one message (longer ones get 422)."""
 MAX_ID = 200
@@ -68,7 +71,8 @@ class ServeConfig:
     """Most turns in a session or a /v1/suggest conversation (each bot response stores one turn per utterance and
     one closing turn); past it a message gets 422."""
     api_key: str | None = None
-    """When set, /v1/* requires it in the X-API-Key header (or as a Bearer token)."""
+    """When set, /v1/* requires it in the X-API-Key header (or as a Bearer token); an empty key is refused (an
+    unset shell variable must not open the server)."""
     cached_bots: int = 1000
     """Bots kept in memory; a session whose bot was evicted is rebuilt from the store."""
     salt: str = ""
@@ -85,6 +89,10 @@ class ServeConfig:
     suggest: SuggestConfig = field(default_factory=SuggestConfig)
     """Agent-assist decoding (temperature, top-p, max_new_tokens) and the next-action threshold under which a
     message is written without an action."""
+
+    def __post_init__(self) -> None:
+        if self.api_key is not None and not self.api_key.strip():
+            raise ValueError("the API key is empty: give a real key, or none to serve without one")
 
 
 # --- request and response bodies ----------------------------------------------------------------------------
@@ -120,16 +128,26 @@ Storable = AfterValidator(_storable)
 Text = Annotated[str, Field(min_length=1, max_length=MAX_TEXT, pattern=r"\S"), Storable]
 Name = Annotated[str, Field(min_length=1, max_length=MAX_ID), Storable]
 Action = Annotated[str, Field(min_length=1, max_length=MAX_ACTION), Storable]
-Meta = Annotated[dict[str, JsonValue], Field(max_length=50), Storable]
+Meta = Annotated[
+    dict[str, JsonValue], Field(max_length=50), AfterValidator(lambda meta: check_json(meta, MAX_NESTING - 1)), Storable
+]
+"""A client's free-form meta: the format's limits (finite numbers; nesting one level under the format's, since the
+server may file it one level down, under a turn's "client"), and what the store can keep."""
 
 
-class Message(BaseModel):
+class Body(BaseModel):
+    """A request body: a misspelt field is an error (422), as in the JSON Lines format, not silently dropped."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class Message(Body):
     speaker: Literal["agent", "user"]
     text: Text
     action: Action | None = None
 
 
-class SuggestRequest(BaseModel):
+class SuggestRequest(Body):
     conversation: list[Message] = Field(default_factory=list)
     """The conversation so far (or give session_id to use a stored session's)."""
     session_id: Name | None = None
@@ -162,7 +180,7 @@ class SuggestResponse(BaseModel):
     seconds: float
 
 
-class SessionRequest(BaseModel):
+class SessionRequest(Body):
     user_id: Name | None = None
     """Decides the A/B arm (the same user always gets the same arm); a random one when absent."""
     mode: Literal["bot", "assist"] = "bot"
@@ -177,7 +195,7 @@ class SessionOut(BaseModel):
     created_at: str
 
 
-class MessageRequest(BaseModel):
+class MessageRequest(Body):
     text: Text
     speaker: Literal["agent", "user"] = "user"
     """Bot sessions take user messages only; assist sessions store either."""
@@ -215,7 +233,7 @@ class MessageResponse(BaseModel):
     """The bot ended the conversation."""
 
 
-class FeedbackRequest(BaseModel):
+class FeedbackRequest(Body):
     position: int = Field(ge=0)
     """The turn the feedback is about (a bot response's `response_position`)."""
     value: Literal["positive", "negative"]
@@ -312,6 +330,8 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         title="convoplan",
         version="0.1.0",
         description="Next actions and suggestions for agents, composed bot responses, and the conversation store.",
+        docs_url=None,  # served below from local files: the default page loads Swagger UI from a CDN
+        redoc_url=None,
     )
     sessions = app.state.sessions = _Sessions(artifacts, store, config.cached_bots)
     computing = threading.BoundedSemaphore(config.model_workers)
@@ -332,7 +352,11 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         body = json.dumps({"detail": jsonable_encoder(error.errors())}, ensure_ascii=True, default=repr)
         return Response(body, status_code=422, media_type="application/json")
 
-    app.add_middleware(BodyLimit, limit=config.max_body_bytes)  # inside `measure` (added later = outer): 413s count
+    # Added later = outer: the key is checked first, then the body's size, both before any body is parsed; the
+    # headers go on every response, and `measure` (outermost) counts 401s and 413s too.
+    app.add_middleware(BodyLimit, limit=config.max_body_bytes)
+    app.add_middleware(ApiKey, key=config.api_key)
+    app.add_middleware(SecurityHeaders)
 
     @app.middleware("http")
     async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
@@ -342,16 +366,6 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         latency.labels(route).observe(time.perf_counter() - started)
         requests.labels(route, str(response.status_code)).inc()
         return response
-
-    def authorised(request: Request) -> None:
-        if config.api_key is None:
-            return
-        given = request.headers.get("x-api-key") or request.headers.get("authorization", "").removeprefix("Bearer ")
-        if not hmac.compare_digest(given.encode(), config.api_key.encode()):
-            detail = "missing or wrong API key (send it in the X-API-Key header)"
-            raise HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
-
-    v1 = [Depends(authorised)]
 
     def record_of(session_id: str) -> SessionRecord:
         # Session ids are 32 hex digits (uuid4().hex); anything else is no session, and never reaches the database.
@@ -363,6 +377,16 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
     @app.get("/", include_in_schema=False)
     def root(request: Request) -> RedirectResponse:
         return RedirectResponse(request.url_for("console", path="/"))
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title="convoplan API",
+            swagger_js_url="/docs/assets/swagger-ui-bundle.js",
+            swagger_css_url="/docs/assets/swagger-ui.css",
+            swagger_favicon_url="/docs/assets/favicon-32x32.png",
+        )
 
     @app.get("/healthz")
     def healthz() -> JSONResponse:
@@ -385,7 +409,7 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/suggest", dependencies=v1)
+    @app.post("/v1/suggest")
     def suggest(body: SuggestRequest) -> SuggestResponse:
         """Next actions with their scores, and suggestions for each, after the conversation so far."""
         suggester = artifacts.suggester
@@ -411,7 +435,7 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
             seconds=time.perf_counter() - started,
         )
 
-    @app.post("/v1/sessions", dependencies=v1, status_code=201)
+    @app.post("/v1/sessions", status_code=201)
     def create_session(body: SessionRequest) -> SessionOut:
         """Start a session; its A/B arm follows from a hash of the user id (stored with it)."""
         session_id = uuid.uuid4().hex
@@ -422,13 +446,13 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         )
         return _session_out(record)
 
-    @app.get("/v1/sessions/{session_id}", dependencies=v1)
+    @app.get("/v1/sessions/{session_id}")
     def get_session(session_id: str) -> SessionDetail:
         record = record_of(session_id)
         conversation = json.loads(to_json(store.export(record)))
         return SessionDetail(session=_session_out(record), conversation=conversation)
 
-    @app.post("/v1/sessions/{session_id}/messages", dependencies=v1)
+    @app.post("/v1/sessions/{session_id}/messages")
     def post_message(session_id: str, body: MessageRequest) -> MessageResponse:
         """Bot mode: the user's message -> the bot's response. Assist mode: store the message."""
         record = record_of(session_id)
@@ -491,7 +515,7 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
             ended=response.ends_conversation,
         )
 
-    @app.post("/v1/sessions/{session_id}/feedback", dependencies=v1, status_code=201)
+    @app.post("/v1/sessions/{session_id}/feedback", status_code=201)
     def feedback(session_id: str, body: FeedbackRequest) -> dict[str, str]:
         """A reaction to a turn (thumbs up or down on a bot response, or on an agent message)."""
         record_of(session_id)
@@ -502,42 +526,5 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         return {"status": "stored"}
 
     app.mount("/console", StaticFiles(directory=CONSOLE, html=True), name="console")
+    app.mount("/docs/assets", StaticFiles(directory=SWAGGER_UI), name="docs-assets")
     return app
-
-
-class _TooLarge(Exception):
-    pass
-
-
-class BodyLimit:
-    """ASGI middleware: a request body over `limit` bytes gets 413, whether it declares its length or not."""
-
-    def __init__(self, app: Any, limit: int) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        declared = dict(scope["headers"]).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
-            await self._refuse(scope, receive, send)
-            return
-        received = 0
-
-        async def counted() -> Any:
-            nonlocal received
-            message = await receive()
-            received += len(message.get("body", b""))
-            if received > self.limit:
-                raise _TooLarge
-            return message
-
-        try:
-            await self.app(scope, counted, send)
-        except _TooLarge:
-            await self._refuse(scope, receive, send)
-
-    async def _refuse(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        detail = f"request body larger than {self.limit} bytes"
-        await JSONResponse({"detail": detail}, status_code=413)(scope, receive, send)

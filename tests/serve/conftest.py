@@ -104,3 +104,12 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     url = server.createdb()
     yield url
     server.dropdb(url.rsplit("/", 1)[1])
+
+
+@pytest.fixture
+def api(artifacts: Artifacts, db_url: str) -> Iterator[tuple[TestClient, Store]]:
+    """The app in process over a fresh store (SQLite, then PostgreSQL); a server error comes back as a 500, as it
+    would over HTTP."""
+    store = Store(db_url)
+    yield TestClient(create_app(artifacts, store, ServeConfig()), raise_server_exceptions=False), store
+    store.close()

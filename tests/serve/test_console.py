@@ -191,3 +191,22 @@ def test_a_401_asks_for_the_api_key_and_retries_with_it(page: Page) -> None:
     expect(key_form).to_be_hidden()
     assert page.evaluate("sessionStorage.getItem('convoplan.apiKey')") == "sesame"
     assert keys == [None, "sesame", "sesame", "sesame"]  # sessions (refused); sessions, messages, suggest
+
+
+def test_the_console_and_the_api_docs_run_under_their_content_security_policy(
+    page: Page, server: ServerProcess
+) -> None:
+    """No CSP violation on either page, and Swagger UI renders from this server's own files (no CDN)."""
+    violations: list[str] = []
+    page.on(
+        "console",
+        lambda message: violations.append(message.text) if "Content Security Policy" in message.text else None,
+    )
+    requests: list[str] = []
+    page.on("request", lambda request: requests.append(request.url))
+    page.goto(f"{server.url}/console/")
+    expect(page.locator("#tab-bot")).to_be_visible(timeout=WAIT)
+    page.goto(f"{server.url}/docs")
+    expect(page.locator(".swagger-ui .info .title")).to_contain_text("convoplan", timeout=WAIT)
+    assert violations == []
+    assert [url for url in requests if not url.startswith(server.url)] == []

@@ -9,7 +9,6 @@ import json
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,8 +17,6 @@ import pytest
 from fastapi.testclient import TestClient
 
 from convoplan.schema import write_jsonl
-from convoplan.serve.app import ServeConfig, create_app
-from convoplan.serve.artifacts import Artifacts
 from convoplan.serve.process import ServerProcess, free_port
 from convoplan.serve.store import Store
 
@@ -86,14 +83,6 @@ def test_fuzzing_every_operation_over_postgresql_finds_no_server_error(
 
 
 # --- the 500s found, one request each -----------------------------------------------------------------------
-
-
-@pytest.fixture
-def api(artifacts: Artifacts, db_url: str) -> Iterator[tuple[TestClient, Store]]:
-    """The app in process over a fresh store; a server error comes back as a 500, as it would over HTTP."""
-    store = Store(db_url)
-    yield TestClient(create_app(artifacts, store, ServeConfig()), raise_server_exceptions=False), store
-    store.close()
 
 
 def sessions(client: TestClient) -> tuple[str, str]:
