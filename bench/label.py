@@ -24,7 +24,7 @@ import numpy as np
 from convoplan.actions.labeller import ActionClassifier, apply_labels, message_contexts
 from convoplan.actions.train_labeller import LabellerConfig, LabellerMetrics, evaluate_labeller, train_labeller
 from convoplan.corpora.persuasion import STRATEGIES
-from convoplan.embed import SentenceEmbedder
+from convoplan.embed import SentenceEmbedder, default_cache_dir
 from convoplan.schema import Conversation, Turn, read_jsonl
 
 
@@ -76,7 +76,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--persuasion", type=Path, default=Path("runs/data/persuasion.jsonl"))
     parser.add_argument("--star", type=Path, default=Path("runs/data/star.jsonl"))
-    parser.add_argument("--cache", type=Path, default=Path("runs/embeddings"))
+    parser.add_argument("--embedding-cache", type=Path, default=default_cache_dir(), help="sentence embedding cache")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-label"))
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--finetune", action="store_true", help="also fine-tune the encoder (published set)")
@@ -85,7 +85,7 @@ def main() -> None:
         "--sections", default="persuasion,cv,star,speed", help="which parts to run (comma-separated, default all)"
     )
     args = parser.parse_args()
-    embedder = SentenceEmbedder(cache_dir=args.cache)
+    embedder = SentenceEmbedder(cache_dir=args.embedding_cache)
     args.out.mkdir(parents=True, exist_ok=True)
     print(f"machine: {platform.machine()}, Python {platform.python_version()}, 2 cores\n")
 

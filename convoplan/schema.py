@@ -74,17 +74,18 @@ def max_text() -> int:
 _J = TypeVar("_J")
 
 
-def _bounded_json(value: _J) -> _J:
-    """Refuse a JSON value nested deeper than `MAX_NESTING`, or holding a number that is not finite (JSON has no
-    NaN or infinity; Python's parser would take them, a PostgreSQL json column would not)."""
+def check_json(value: _J, max_nesting: int = MAX_NESTING) -> _J:
+    """`value`, if it nests objects and lists at most `max_nesting` levels deep and holds only finite numbers
+    (JSON has no NaN or infinity; Python's parser would take them, a PostgreSQL json column would not); else a
+    ValueError saying which."""
     stack: list[tuple[object, int]] = [(value, 1)]
     while stack:
         item, depth = stack.pop()
         if isinstance(item, float) and not math.isfinite(item):
             raise ValueError(f"numbers must be finite (got {item})")
         if isinstance(item, dict | list):
-            if depth > MAX_NESTING:
-                raise ValueError(f"objects and lists nest deeper than {MAX_NESTING} levels")
+            if depth > max_nesting:
+                raise ValueError(f"objects and lists nest deeper than {max_nesting} levels")
             children = item.values() if isinstance(item, dict) else item
             stack.extend((child, depth + 1) for child in children)
     return value
@@ -92,7 +93,7 @@ def _bounded_json(value: _J) -> _J:
 
 Text = Annotated[str, Field(min_length=1, pattern=r"\S")]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
-JsonObject = Annotated[dict[str, JsonValue], AfterValidator(_bounded_json)]
+JsonObject = Annotated[dict[str, JsonValue], AfterValidator(check_json)]
 """A free-form JSON object (`meta`, an event's `data`): finite numbers, at most `MAX_NESTING` levels deep."""
 Rating = Annotated[int, Field(ge=-3, le=7, json_schema_extra={"not": {"const": 0}}), AfterValidator(_not_zero)]
 Probability = Annotated[float, Field(ge=0.0, le=1.0)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -61,6 +62,14 @@ def star(star_dir: Path) -> list[Conversation]:
     from convoplan.corpora import read_star
 
     return read_star(star_dir)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def embedding_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Commands cache embeddings per user by default (~/.cache/convoplan): the suite's go to a folder of its own."""
+    folder = tmp_path_factory.mktemp("default-embedding-cache")
+    os.environ["CONVOPLAN_EMBEDDING_CACHE"] = str(folder)  # subprocesses inherit it
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from convoplan.cli import app
@@ -98,3 +99,36 @@ def test_convert_bad_source_exits_2(tmp_path: Path) -> None:
     )
     assert result.exit_code == 2 and "no dialogue files" in result.stderr
     assert not (tmp_path / "x.jsonl").exists()
+
+
+def test_every_output_is_checked_before_the_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad --out fails in one line (exit 2) when the command line is read: no data read, nothing trained."""
+    data = tmp_path / "data.jsonl"
+    data.write_text(line("a") + "\n")
+    a_file, a_folder = tmp_path / "taken.txt", tmp_path / "folder"
+    a_file.write_text("x")
+    a_folder.mkdir()
+    cases = [
+        (["label", "train", str(data), "--out", str(a_file)], f"--out {a_file}: is a file; give a folder"),
+        (["nba", "train", str(data), "--out", str(a_file)], f"--out {a_file}: is a file; give a folder"),
+        (["lm", "train", str(data), "--out", str(a_file)], f"--out {a_file}: is a file; give a folder"),
+        (["dm", "train", str(data), "--out", str(a_file)], f"--out {a_file}: is a file; give a folder"),
+        (["label", "apply", str(a_folder), str(data), "--out", str(a_folder)], f"--out {a_folder}: is a folder"),
+        (["world", "simulate", "--out", str(a_folder)], f"--out {a_folder}: is a folder; give a file path"),
+        (
+            ["world", "simulate", "--out", str(a_file / "logs.jsonl")],
+            f"--out {a_file / 'logs.jsonl'}: {a_file} is a file, not a folder",
+        ),
+        (
+            ["data", "convert", "--corpus", "star", "--src", str(a_folder), "--out", str(a_file / "x" / "y.jsonl")],
+            f"{a_file} is a file, not a folder",
+        ),
+    ]
+    for command, message in cases:
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2, command
+        assert result.stderr.startswith("error: ") and message in result.stderr, command
+        assert len(result.stderr.strip().splitlines()) == 1, command
+    monkeypatch.setattr("os.access", lambda path, mode: False)  # a read-only folder (root could write anyway)
+    result = runner.invoke(app, ["world", "simulate", "--out", str(tmp_path / "new" / "logs.jsonl")])
+    assert result.exit_code == 2 and f"cannot write in {tmp_path} (permission denied)" in result.stderr

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from convoplan.cli.common import FileArg, SkipInvalid, errors, fail, load, say
+from convoplan.cli.common import FileArg, SkipInvalid, errors, fail, load, output_file, output_folder, say
 from convoplan.schema import CallFlow, Conversation, FormatError
 
 if TYPE_CHECKING:
@@ -140,7 +140,10 @@ def _score(
 @callflow_app.command("mine")
 def callflow_mine(
     path: FileArg,
-    out: Annotated[Path, typer.Option(help="Where to write the mined call-flow(s) as JSON.", show_default=False)],
+    out: Annotated[
+        Path,
+        typer.Option(help="Where to write the mined call-flow(s) as JSON.", show_default=False, callback=output_file),
+    ],
     by_task: Annotated[bool, typer.Option("--by-task", help="Mine one flow per meta.<task-key> value.")] = False,
     task_key: TaskKey = "task",
     name: Annotated[str, typer.Option(help="Name of the flow when not --by-task.")] = "all",
@@ -193,7 +196,11 @@ def callflow_score(
     flow: FlowOption,
     out: Annotated[
         Path,
-        typer.Option(help="Per-conversation distances: CSV if it ends in .csv, else JSON Lines.", show_default=False),
+        typer.Option(
+            help="Per-conversation distances: CSV if it ends in .csv, else JSON Lines.",
+            show_default=False,
+            callback=output_file,
+        ),
     ],
     nodes: NodesOption = NodeChoice.auto,
     keep_repeats: KeepRepeats = False,
@@ -223,7 +230,12 @@ def callflow_score(
 def callflow_report(
     path: FileArg,
     flow: FlowOption,
-    out: Annotated[Path, typer.Option(help="Folder for report.md, report.json and report.png.", show_default=False)],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Folder for report.md, report.json and report.png.", show_default=False, callback=output_folder
+        ),
+    ],
     title: Annotated[str | None, typer.Option(help="Report title (default: the two file names).")] = None,
     by_task: Annotated[
         bool, typer.Option("--by-task/--pooled-only", help="One row per task (meta.<task-key>) besides the pooled one.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import sys
 import time
@@ -16,7 +17,7 @@ from rich.table import Table
 
 from convoplan.compose.loop import STOP, DialogueManager
 from convoplan.imports import import_object
-from convoplan.progress import ProgressDisplay
+from convoplan.progress import Progress, ProgressDisplay
 from convoplan.report import write_report
 from convoplan.schema import (
     Conversation,
@@ -26,6 +27,7 @@ from convoplan.schema import (
 )
 
 if TYPE_CHECKING:
+    from convoplan.embed import SentenceEmbedder
     from convoplan.sim.experiment import ABReport
     from convoplan.sim.run import SimulationConfig, World
 
@@ -51,6 +53,52 @@ def progress_display() -> ProgressDisplay:
     """The progress of a long job on stderr: bars on a terminal, a plain line per task every few seconds otherwise
     (a log file, CI, nohup). Pass it as the job's `progress` inside its `with` block."""
     return ProgressDisplay(errors)
+
+
+def _check_output(option: str, path: Path, folder: bool) -> None:
+    """Fail in one line, before any work, when `path` cannot be written as a file (or a folder)."""
+    if path.exists() and path.is_dir() != folder:
+        kind = "a folder; give a file path" if path.is_dir() else "a file; give a folder"
+        fail(f"{option} {path}: is {kind}")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        fail(f"{option} {path}: {ancestor} is a file, not a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):  # the write lands as a rename in this folder (or one below)
+        fail(f"{option} {path}: cannot write in {ancestor} (permission denied)")
+
+
+def output_file(param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """Typer callback of an option naming a file to write: checked when the command line is read."""
+    if value is not None:
+        _check_output(param.opts[0], value, folder=False)
+    return value
+
+
+def output_folder(param: typer.CallbackParam, value: Path | None) -> Path | None:
+    """Typer callback of an option naming a folder to write: checked when the command line is read."""
+    if value is not None:
+        _check_output(param.opts[0], value, folder=True)
+    return value
+
+
+EmbeddingCache = Annotated[
+    Path | None,
+    typer.Option(
+        help="Sentence-embedding cache folder, shared by every command that embeds [default: "
+        "$CONVOPLAN_EMBEDDING_CACHE, else ~/.cache/convoplan/embeddings].",
+        callback=output_folder,
+        show_default=False,
+    ),
+]
+
+
+def embedder(cache: Path | None, progress: Progress | None = None) -> SentenceEmbedder:
+    """The sentence embedder of a command: its disk cache (--embedding-cache, else the default one), its progress."""
+    from convoplan.embed import SentenceEmbedder, default_cache_dir
+
+    return SentenceEmbedder(cache_dir=cache or default_cache_dir(), progress=progress)
 
 
 def load(path: Path, skip_invalid: bool) -> list[Conversation]:
@@ -89,12 +137,14 @@ SimulatorOption = Annotated[
 RaterOption = Annotated[str | None, typer.Option(help="A rater class by import path, called as Class(name, rng).")]
 
 
-def resolve_dm(spec: str, world: World, rng: random.Random) -> DialogueManager:
+def resolve_dm(
+    spec: str, world: World, rng: random.Random, sentences: SentenceEmbedder | None = None
+) -> DialogueManager:
     """A DM of `world` from the --dm option (see convoplan.sim.arms); a bad one exits 2."""
     from convoplan.sim.arms import load_arm
 
     try:
-        return load_arm(spec, world, rng)
+        return load_arm(spec, world, rng, sentences)
     except ValueError as error:
         fail(f"--dm {error}")
 

@@ -18,6 +18,7 @@ from convoplan.cli.common import (
     errors,
     fail,
     load,
+    output_file,
     progress_display,
     say,
 )
@@ -43,10 +44,11 @@ class CorpusName(StrEnum):
 def data_convert(
     corpus: Annotated[CorpusName, typer.Option(help="Which corpus reader to use.")],
     src: Annotated[Path, typer.Option(help="The corpus release folder as published (docs/corpora.md).")],
-    out: Annotated[Path, typer.Option(help="Where to write the canonical JSON Lines file.")],
+    out: Annotated[Path, typer.Option(help="Where to write the canonical JSON Lines file.", callback=output_file)],
     seed: Annotated[int, typer.Option(help="Seed of the train/validation/test split (by conversation id).")] = 0,
     flows: Annotated[
-        Path | None, typer.Option(help="STAR only: also write the task call-flow graphs to this JSON file.")
+        Path | None,
+        typer.Option(help="STAR only: also write the task call-flow graphs to this JSON file.", callback=output_file),
     ] = None,
 ) -> None:
     """Read a real corpus and write it in the canonical format, with seeded splits in meta.split."""
@@ -126,7 +128,7 @@ def data_stats(
 @data_app.command("export")
 def data_export(
     db: Annotated[str, typer.Option(help="A conversation store's URL (convoplan serve --db).")],
-    out: Annotated[Path, typer.Option(help="Where to write the canonical JSON Lines file.")],
+    out: Annotated[Path, typer.Option(help="Where to write the canonical JSON Lines file.", callback=output_file)],
     mode: Annotated[str | None, typer.Option(help="Only 'bot' or 'assist' sessions (default: both).")] = None,
 ) -> None:
     """Export the stored sessions of a live server as canonical conversations (arm and user in meta), ready for

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from convoplan.cli.common import (
+    EmbeddingCache,
     RaterOption,
     SetOption,
     ShowConfig,
@@ -16,9 +17,11 @@ from convoplan.cli.common import (
     SkipInvalid,
     build_world,
     configured,
+    embedder,
     errors,
     fail,
     load,
+    output_folder,
     progress_display,
     say,
 )
@@ -28,7 +31,9 @@ dm_app = typer.Typer(help="Train dialogue managers on rated logs: supervised, SA
 
 @dm_app.command("pipeline")
 def dm_pipeline(
-    out: Annotated[Path, typer.Option(help="Folder for the logs and the trained DMs.")] = Path("runs/dm"),
+    out: Annotated[Path, typer.Option(help="Folder for the logs and the trained DMs.", callback=output_folder)] = Path(
+        "runs/dm"
+    ),
     conversations: Annotated[int, typer.Option(min=2, help="Simulated conversations per collection round.")] = 400,
     seed: Annotated[int, typer.Option(help="Seed of the whole pipeline.")] = 0,
     resume: Annotated[
@@ -38,6 +43,7 @@ def dm_pipeline(
     show_config: ShowConfig = False,
     simulator: SimulatorOption = None,
     rater: RaterOption = None,
+    embedding_cache: EmbeddingCache = None,
 ) -> None:
     """Collect logs with a first DM, train the supervised RNN DM, collect its logs, train the RL DMs on them."""
     from convoplan.sim.pipeline import PipelineConfig, run_pipeline
@@ -46,9 +52,9 @@ def dm_pipeline(
     world = build_world(simulator, rater)
     with progress_display() as progress:
         try:
-            checkpoints = run_pipeline(
-                world, out, config, report=lambda m: say(m, to=errors), progress=progress, resume=resume
-            )
+            sentences = embedder(embedding_cache, progress)
+            report = lambda m: say(m, to=errors)  # noqa: E731
+            checkpoints = run_pipeline(world, out, config, sentences, report, progress, resume)
         except ValueError as error:
             fail(str(error))
     for name, folder in checkpoints.items():
@@ -64,7 +70,7 @@ class Algorithm(StrEnum):
 @dm_app.command("train")
 def dm_train(
     logs: Annotated[Path, typer.Argument(help="Rated logs (canonical JSONL with candidates and ratings).")],
-    out: Annotated[Path, typer.Option(help="Folder for the trained DM.")],
+    out: Annotated[Path, typer.Option(help="Folder for the trained DM.", callback=output_folder)],
     algorithm: Annotated[Algorithm, typer.Option(help="What to train.")] = Algorithm.saql,
     init: Annotated[Path | None, typer.Option(help="Warm-start from this trained DM (same feature space).")] = None,
     behaviour: Annotated[
@@ -73,6 +79,7 @@ def dm_train(
     overrides: SetOption = None,
     show_config: ShowConfig = False,
     skip_invalid: SkipInvalid = False,
+    embedding_cache: EmbeddingCache = None,
 ) -> None:
     """Train one DM on rated logs and write it as a checkpoint folder (config.json + model.safetensors).
 
@@ -84,7 +91,6 @@ def dm_train(
     from convoplan.dm.checkpoint import load_network, save_policy
     from convoplan.dm.configs import QConfig, SupervisedConfig
     from convoplan.dm.train import prepare, train_q, train_supervised
-    from convoplan.embed import SentenceEmbedder
     from convoplan.progress import renamed
 
     config: SupervisedConfig | QConfig = (
@@ -96,8 +102,8 @@ def dm_train(
         warm = load_network(init) if init is not None else None
         guide = load_network(behaviour)[0] if behaviour is not None else None
         with progress_display() as progress:
-            embedder = SentenceEmbedder(cache_dir=out.parent / "embeddings", progress=progress)
-            data = prepare(conversations, embedder, warm[1] if warm is not None else None)
+            sentences = embedder(embedding_cache, progress)
+            data = prepare(conversations, sentences, warm[1] if warm is not None else None)
             track = renamed(progress, f"training {algorithm.value}")
             if isinstance(config, SupervisedConfig):
                 result = train_supervised(data, config, track)

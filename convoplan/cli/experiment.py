@@ -10,13 +10,16 @@ from typing import Annotated
 import typer
 
 from convoplan.cli.common import (
+    EmbeddingCache,
     RaterOption,
     SimulatorOption,
     SkipInvalid,
     build_world,
+    embedder,
     errors,
     fail,
     load,
+    output_folder,
     progress_display,
     say,
     show_report,
@@ -52,13 +55,19 @@ def experiment_ab(
         typer.Option(help="The control DM: random, heuristic, greedy, a DM folder, 'pkg.module:Factory'; name=SPEC."),
     ],
     arm: Annotated[list[str], typer.Option(help="A DM to compare with the control (as --control); repeat it.")],
-    out: Annotated[Path, typer.Option(help="Folder for report.md, report.json, report.png and <arm>.jsonl logs.")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Folder for report.md, report.json, report.png and <arm>.jsonl logs.", callback=output_folder
+        ),
+    ],
     users: Annotated[int, typer.Option(min=2, help="Simulated users per arm (the same users meet every arm).")] = 300,
     seed: Annotated[int, typer.Option(help="Seed of the users, raters and bootstrap.")] = 0,
     raters: Annotated[int, typer.Option(min=0, help="Raters per conversation, for the mean rating.")] = 3,
     resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples per interval.")] = 2000,
     simulator: SimulatorOption = None,
     rater: RaterOption = None,
+    embedding_cache: EmbeddingCache = None,
 ) -> None:
     """Simulate the same users with the control and every arm; print and write the A/B report and the logs."""
     from convoplan.sim.arms import load_arm
@@ -73,10 +82,11 @@ def experiment_ab(
     if len(set(files)) < len(files):
         fail("two arm names give the same log file name; name arms apart with name=SPEC")
     world = build_world(simulator, rater)
+    sentences = embedder(embedding_cache)
     dms: dict[str, DialogueManager] = {}
     for (name, spec), option in zip(named, ["--control", *["--arm"] * len(arm)], strict=True):
         try:
-            dms[name] = load_arm(spec, world, random.Random(f"{seed}:dm"))
+            dms[name] = load_arm(spec, world, random.Random(f"{seed}:dm"), sentences)
         except (ValueError, ImportError) as error:
             fail(f"{option} {error}")
     with progress_display() as progress:
@@ -90,7 +100,9 @@ def experiment_ab(
 @experiment_app.command("report")
 def experiment_report(
     control: Annotated[str, typer.Option(help="The control arm: a --logs file's stem, or an arm stored in --db.")],
-    out: Annotated[Path, typer.Option(help="Folder for report.md, report.json and report.png.")],
+    out: Annotated[
+        Path, typer.Option(help="Folder for report.md, report.json and report.png.", callback=output_folder)
+    ],
     logs: Annotated[
         list[Path] | None, typer.Option(help="An arm's canonical logs (.jsonl), named by its stem; repeat it.")
     ] = None,

@@ -11,14 +11,18 @@ import typer
 from rich.table import Table
 
 from convoplan.cli.common import (
+    EmbeddingCache,
     FileArg,
     SetOption,
     ShowConfig,
     SkipInvalid,
     console,
+    embedder,
     errors,
     fail,
     load,
+    output_file,
+    output_folder,
     progress_display,
     say,
 )
@@ -27,7 +31,6 @@ from convoplan.progress import Progress, Update
 
 if TYPE_CHECKING:
     from convoplan.actions.labeller import ActionClassifier
-    from convoplan.embed import SentenceEmbedder
 
 label_app = typer.Typer(
     help="Action labelling: train a classifier of agent messages, evaluate it, label the unlabelled ones.",
@@ -35,23 +38,13 @@ label_app = typer.Typer(
 )
 
 ModelArg = Annotated[Path, typer.Argument(help="A labeller folder written by `convoplan label train`.")]
-CacheOption = Annotated[
-    Path, typer.Option("--cache", help="Sentence-embedding cache folder (shared by every command that embeds).")
-]
-DEFAULT_CACHE = Path("runs/embeddings")
 
 
-def _embedder(cache: Path, progress: Progress | None = None) -> SentenceEmbedder:
-    from convoplan.embed import SentenceEmbedder
-
-    return SentenceEmbedder(cache_dir=cache, progress=progress)
-
-
-def _labeller(model: Path, cache: Path, progress: Progress | None = None) -> ActionClassifier:
+def _labeller(model: Path, cache: Path | None, progress: Progress | None = None) -> ActionClassifier:
     from convoplan.actions.labeller import load_labeller
 
     try:
-        return load_labeller(model, _embedder(cache, progress))
+        return load_labeller(model, embedder(cache, progress))
     except ValueError as error:
         fail(str(error))
 
@@ -59,8 +52,8 @@ def _labeller(model: Path, cache: Path, progress: Progress | None = None) -> Act
 @label_app.command("train")
 def label_train(
     file: FileArg,
-    out: Annotated[Path, typer.Option(help="Folder for the trained labeller.")],
-    cache: CacheOption = DEFAULT_CACHE,
+    out: Annotated[Path, typer.Option(help="Folder for the trained labeller.", callback=output_folder)],
+    embedding_cache: EmbeddingCache = None,
     overrides: SetOption = None,
     show_config: ShowConfig = False,
     skip_invalid: SkipInvalid = False,
@@ -80,8 +73,9 @@ def label_train(
     train, validation = in_split(conversations, "train"), in_split(conversations, "validation")
     with progress_display() as progress:
         try:
-            embedder = _embedder(cache, progress)
-            classifier, record = train_labeller(train, validation, config, embedder, out.name, progress)
+            classifier, record = train_labeller(
+                train, validation, config, embedder(embedding_cache, progress), out.name, progress
+            )
         except ValueError as error:
             fail(f"{file}: {error}")
     save_labeller(out, classifier, config, record | {"file": str(file)})
@@ -96,8 +90,10 @@ def label_eval(
     model: ModelArg,
     file: FileArg,
     split: Annotated[str, typer.Option(help="Which split to evaluate on ('all' for every conversation).")] = "test",
-    cache: CacheOption = DEFAULT_CACHE,
-    json_out: Annotated[Path | None, typer.Option("--json", help="Also write the metrics as JSON here.")] = None,
+    embedding_cache: EmbeddingCache = None,
+    json_out: Annotated[
+        Path | None, typer.Option("--json", help="Also write the metrics as JSON here.", callback=output_file)
+    ] = None,
     skip_invalid: SkipInvalid = False,
 ) -> None:
     """Accuracy, macro-F1, per-label F1 and calibration on the human-labelled agent messages of a split, labelled
@@ -107,7 +103,7 @@ def label_eval(
     from convoplan.actions.train_labeller import evaluate_labeller
     from convoplan.atomic import atomic_write
 
-    classifier = _labeller(model, cache)
+    classifier = _labeller(model, embedding_cache)
     conversations = load(file, skip_invalid)
     chosen = conversations if split == "all" else in_split(conversations, split)
     try:
@@ -135,14 +131,16 @@ class Engine(StrEnum):
 def label_apply(
     model: ModelArg,
     file: FileArg,
-    out: Annotated[Path, typer.Option(help="Where to write the labelled conversations (.jsonl).")],
+    out: Annotated[
+        Path, typer.Option(help="Where to write the labelled conversations (.jsonl).", callback=output_file)
+    ],
     engine: Annotated[Engine, typer.Option(help="local, or ray: a Ray Data job (pip install 'convoplan[ray]').")] = (
         Engine.local
     ),
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one).")] = None,
     cpus: Annotated[int | None, typer.Option(help="CPUs of the local Ray cluster (default: all).")] = None,
     batch_size: Annotated[int, typer.Option(min=1, help="Conversations per labelling batch.")] = 64,
-    cache: CacheOption = DEFAULT_CACHE,
+    embedding_cache: EmbeddingCache = None,
     skip_invalid: SkipInvalid = False,
 ) -> None:
     """Label the agent messages that have no human label, recording action, confidence and the labeller's version.
@@ -165,7 +163,7 @@ def label_apply(
     else:
         labelled, count = [], 0
         with progress_display() as progress:
-            classifier = _labeller(model, cache)
+            classifier = _labeller(model, embedding_cache)
             for start in range(0, len(conversations), batch_size):
                 chunk, added = apply_labels(conversations[start : start + batch_size], classifier)
                 labelled.extend(chunk)

@@ -16,6 +16,7 @@ from convoplan.cli.common import (
     errors,
     fail,
     load,
+    output_folder,
     progress_display,
     say,
 )
@@ -36,7 +37,9 @@ def lm() -> None:
 @lm_app.command("train")
 def lm_train(
     conversations: Annotated[Path, typer.Argument(help="Canonical conversations (.jsonl) with meta.split.")],
-    out: Annotated[Path, typer.Option(help="Model folder to write (holds checkpoint/ while training).")],
+    out: Annotated[
+        Path, typer.Option(help="Model folder to write (holds checkpoint/ while training).", callback=output_folder)
+    ],
     vanilla: Annotated[bool, typer.Option(help="Train the vanilla baseline: no action tags.")] = False,
     base_model: Annotated[
         str | None,

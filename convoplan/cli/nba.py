@@ -10,14 +10,17 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from convoplan.cli.common import (
+    EmbeddingCache,
     FileArg,
     SetOption,
     ShowConfig,
     SkipInvalid,
     configured,
+    embedder,
     errors,
     fail,
     load,
+    output_folder,
     progress_display,
     say,
 )
@@ -49,7 +52,7 @@ def _labelled(conversations: list[Conversation]) -> list[Conversation]:
 @nba_app.command("train")
 def nba_train(
     logs: FileArg,
-    out: Annotated[Path, typer.Option(help="Folder for the trained model.")],
+    out: Annotated[Path, typer.Option(help="Folder for the trained model.", callback=output_folder)],
     kind: Annotated[Kind, typer.Option(help="supervised: classify the next action; outcome: Q-learning.")] = (
         Kind.supervised
     ),
@@ -60,6 +63,7 @@ def nba_train(
     overrides: SetOption = None,
     show_config: ShowConfig = False,
     skip_invalid: SkipInvalid = False,
+    embedding_cache: EmbeddingCache = None,
 ) -> None:
     """Train on the conversations of one split whose agent turns carry actions; write config.json +
     model.safetensors to OUT. The outcome kind uses only conversations with an outcome."""
@@ -67,7 +71,6 @@ def nba_train(
     from convoplan.actions.outcome import OutcomeConfig
     from convoplan.actions.train_nba import train_nba
     from convoplan.actions.train_outcome import train_outcome
-    from convoplan.embed import SentenceEmbedder
     from convoplan.progress import renamed
 
     config: NBAConfig | OutcomeConfig = NBAConfig() if kind is Kind.supervised else OutcomeConfig()
@@ -79,18 +82,18 @@ def nba_train(
     model: SupervisedNBA | OutcomeNBA
     try:
         with progress_display() as progress:
-            embedder = SentenceEmbedder(cache_dir=out.parent / "embeddings", progress=progress)
+            sentences = embedder(embedding_cache, progress)
             track = renamed(progress, f"training {kind.value}")
             if isinstance(config, NBAConfig):
                 validation = _labelled(_split(conversations, validation_split))
-                result = train_nba(train, embedder, config, validation, track)
+                result = train_nba(train, sentences, config, validation, track)
                 model = result.model
                 summary = (
                     f"best epoch {result.best_epoch}: validation loss {model.training['best_validation_loss']:.3f}, "
                     f"top-1 {model.training['best_validation_top1']:.3f} on {len(validation)} conversations"
                 )
             else:
-                outcome = train_outcome(train, embedder, config, track)
+                outcome = train_outcome(train, sentences, config, track)
                 model = outcome.model
                 summary = f"{outcome.steps} steps of {outcome.conversations} conversations with an outcome"
     except ValueError as error:
@@ -108,15 +111,15 @@ def nba_eval(
     ),
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     skip_invalid: SkipInvalid = False,
+    embedding_cache: EmbeddingCache = None,
 ) -> None:
     """Top-1 and top-3 accuracy of the model's ranking against the logged action of every labelled agent message
     of the split, each predicted from the conversation before it."""
     from convoplan.actions.evaluate import evaluate_next_actions
     from convoplan.actions.load import load_nba
-    from convoplan.embed import SentenceEmbedder
 
     try:
-        model = load_nba(model_folder, SentenceEmbedder(cache_dir=model_folder.parent / "embeddings"))
+        model = load_nba(model_folder, embedder(embedding_cache))
     except ValueError as error:
         fail(str(error))
     conversations = load(logs, skip_invalid)

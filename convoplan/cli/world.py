@@ -11,13 +11,17 @@ from rich.table import Table
 
 from convoplan.cli.common import (
     DmOption,
+    EmbeddingCache,
     RaterOption,
     SetOption,
     SimulatorOption,
     build_world,
     configured,
     console,
+    embedder,
     errors,
+    output_file,
+    output_folder,
     print_conversation,
     print_summary,
     progress_display,
@@ -33,7 +37,7 @@ world_app = typer.Typer(help="The built-in animals world: simulate rated convers
 
 @world_app.command("simulate")
 def world_simulate(
-    out: Annotated[Path, typer.Option(help="Where to write the rated logs (canonical JSONL).")],
+    out: Annotated[Path, typer.Option(help="Where to write the rated logs (canonical JSONL).", callback=output_file)],
     dm: DmOption = "heuristic",
     conversations: Annotated[int, typer.Option(min=1, help="How many conversations to simulate.")] = 100,
     raters: Annotated[int, typer.Option(min=0, help="Raters per conversation; each rates every candidate.")] = 3,
@@ -44,6 +48,7 @@ def world_simulate(
     ] = 0.0,
     simulator: SimulatorOption = None,
     rater: RaterOption = None,
+    embedding_cache: EmbeddingCache = None,
 ) -> None:
     """Simulate users talking with the bot, every candidate rated; write canonical logs and print a summary."""
     from convoplan.compose.loop import ComposerConfig
@@ -54,7 +59,8 @@ def world_simulate(
     config = SimulationConfig(
         conversations=conversations, raters=raters, seed=seed, max_turns=max_turns, composer=composer
     )
-    logs, seconds = simulate_with_progress(world, resolve_dm(dm, world, random.Random(f"{seed}:dm")), config, dm)
+    manager = resolve_dm(dm, world, random.Random(f"{seed}:dm"), embedder(embedding_cache))
+    logs, seconds = simulate_with_progress(world, manager, config, dm)
     write_jsonl(out, logs)
     say(f"wrote {len(logs)} conversations to {out}")
     print_summary(logs, f"{dm}: {len(logs)} simulated conversations", seconds)
@@ -64,6 +70,7 @@ def chat(
     dm: DmOption = "heuristic",
     explain: Annotated[bool, typer.Option(help="Show the focus, every candidate and its score at each step.")] = False,
     seed: Annotated[int, typer.Option(help="Seed of the bot's random choices.")] = 0,
+    embedding_cache: EmbeddingCache = None,
 ) -> None:
     """Talk with the animals bot in the terminal (type 'quit' or press Ctrl-D to leave)."""
     from convoplan.compose.loop import Bot, DialogueState
@@ -81,7 +88,7 @@ def chat(
 
     bot = Bot(
         world.providers(rng),
-        resolve_dm(dm, world, rng),
+        resolve_dm(dm, world, rng, embedder(embedding_cache)),
         world.fuser,
         world.lexicon,
         world.entity,
@@ -110,11 +117,14 @@ def chat(
 def demo(
     conversations: Annotated[int, typer.Option(min=10, help="Simulated conversations per collection round.")] = 300,
     users: Annotated[int, typer.Option(min=10, help="Simulated users per arm of the final A/B test.")] = 300,
-    out: Annotated[Path, typer.Option(help="Folder for the logs, the trained DMs and the report.")] = Path("runs/demo"),
+    out: Annotated[
+        Path, typer.Option(help="Folder for the logs, the trained DMs and the report.", callback=output_folder)
+    ] = Path("runs/demo"),
     seed: Annotated[int, typer.Option(help="Seed of the run.")] = 0,
     serve: Annotated[bool, typer.Option(help="End by serving the trained artifacts and the web console.")] = True,
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the server (on 127.0.0.1).")] = 8000,
     overrides: SetOption = None,
+    embedding_cache: EmbeddingCache = None,
 ) -> None:
     """The main job on the built-in animals world, as in the RL paper: collect rated logs with the hand-written DM,
     train the supervised RNN DM, collect its logs, train SAQL on them, then A/B test SAQL, the hand-written planner
@@ -133,20 +143,21 @@ def demo(
     config = configured(quick, overrides, False)
     world = build_world(None, None)
     with progress_display() as progress:
-        checkpoints = run_pipeline(world, out, config, report=lambda m: say(m, to=errors), progress=progress)
+        sentences = embedder(embedding_cache, progress)
+        checkpoints = run_pipeline(world, out, config, sentences, lambda m: say(m, to=errors), progress)
     arms = {
         "supervised_rnn": str(checkpoints["supervised_rnn"]),
         "saql": str(checkpoints["saql"]),
         "heuristic": "heuristic",
         "greedy": "greedy",
     }
-    dms = {name: resolve_dm(spec, world, random.Random(seed)) for name, spec in arms.items()}
+    dms = {name: resolve_dm(spec, world, random.Random(seed), sentences) for name, spec in arms.items()}
     with progress_display() as progress:
         logs = run_ab(world, dms, "supervised_rnn", users, seed + 7, progress=progress)
     show_report(ab_report(logs, "supervised_rnn", resamples=2000, seed=seed), out / "ab")
     print_conversation(max(logs["saql"][:50], key=lambda c: len(c.turns)))
     say(f"trained DMs in {out}/ (try: convoplan chat --dm {checkpoints['saql']} --explain)")
-    artifacts = serving_artifacts(out, checkpoints["saql"], checkpoints["supervised_rnn"], seed)
+    artifacts = serving_artifacts(out, checkpoints["saql"], checkpoints["supervised_rnn"], seed, embedding_cache)
     if serve:
         from convoplan.cli.serve import start_server
         from convoplan.serve.app import ServeConfig
@@ -154,14 +165,13 @@ def demo(
         start_server(artifacts, f"sqlite:///{out / 'serve.db'}", "127.0.0.1", port, ServeConfig())
 
 
-def serving_artifacts(out: Path, arm: Path, control: Path, seed: int) -> Path:
+def serving_artifacts(out: Path, arm: Path, control: Path, seed: int, embedding_cache: Path | None = None) -> Path:
     """Train the agent-assist models on the world's logs and write OUT/artifacts: the A/B arms (the trained DM
     against its control, half the users each), the LM (also the bot's LM provider) and the next-action model."""
     import shutil
 
     from convoplan.actions.nba import NBAConfig
     from convoplan.actions.train_nba import train_nba
-    from convoplan.embed import SentenceEmbedder
     from convoplan.progress import renamed
     from convoplan.serve.artifacts import Arm, Manifest, write_manifest
     from convoplan.worlds.animals.lm_world import LMWorldConfig, lm_world_demo, transcript
@@ -172,9 +182,9 @@ def serving_artifacts(out: Path, arm: Path, control: Path, seed: int) -> Path:
     say(transcript(demo.conversations[0]))
     logs = read_jsonl(demo.logs)
     with progress_display() as progress:
-        embedder = SentenceEmbedder(cache_dir=out / "embeddings", progress=progress)
         train = [c for c in logs if c.meta.get("split") == "train"]
-        trained = train_nba(train, embedder, NBAConfig(epochs=6), progress=renamed(progress, "training the NBA model"))
+        nba = renamed(progress, "training the NBA model")
+        trained = train_nba(train, embedder(embedding_cache, progress), NBAConfig(epochs=6), progress=nba)
     folder = out / "artifacts"
     for name, source in (("lm", demo.model), (f"dm/{arm.name}", arm), (f"dm/{control.name}", control)):
         shutil.rmtree(folder / name, ignore_errors=True)

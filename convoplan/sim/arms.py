@@ -13,21 +13,25 @@ from pathlib import Path
 from typing import cast
 
 from convoplan.compose.loop import DialogueManager
+from convoplan.embed import SentenceEmbedder
 from convoplan.imports import import_object
 from convoplan.sim.run import World
 
 __all__ = ["load_arm"]
 
 
-def load_arm(spec: str, world: World, rng: random.Random | None = None) -> DialogueManager:
-    """The DM a specification names in `world`; a ValueError says what is wrong with a bad one."""
+def load_arm(
+    spec: str, world: World, rng: random.Random | None = None, embedder: SentenceEmbedder | None = None
+) -> DialogueManager:
+    """The DM a specification names in `world`; a ValueError says what is wrong with a bad one. A trained DM embeds
+    with `embedder` (default: the process's shared one, which keeps no disk cache)."""
     if spec in world.dms:
         return world.dms[spec](rng or random.Random(0))
     path = Path(spec)
     if path.is_dir():
         from convoplan.dm.checkpoint import load_policy
 
-        return load_policy(path)
+        return load_policy(path, embedder)
     if ":" not in spec:
         builtin = f"one of the {world.name} world's DMs ({', '.join(world.dms)}), " if world.dms else ""
         raise ValueError(f"{spec!r}: expected {builtin}a trained DM folder, or an import path 'pkg.module:Factory'")

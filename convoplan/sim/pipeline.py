@@ -30,7 +30,7 @@ from convoplan.dm.train_crossencoder import (
     train_e2e,
     train_supervised_transformer,
 )
-from convoplan.embed import SentenceEmbedder
+from convoplan.embed import SentenceEmbedder, default_cache_dir
 from convoplan.progress import Progress, renamed
 from convoplan.schema import Conversation, read_jsonl, write_jsonl
 from convoplan.sim.arms import load_arm
@@ -108,7 +108,7 @@ def run_pipeline(
     an uninterrupted run gives.
     """
     out = Path(out)
-    embedder = embedder or SentenceEmbedder(cache_dir=out / "embeddings")
+    embedder = embedder or SentenceEmbedder(cache_dir=default_cache_dir())
     say = report or (lambda message: None)
     checkpoints: dict[str, Path] = {}
 

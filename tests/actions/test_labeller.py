@@ -167,7 +167,7 @@ def test_cli_train_eval_apply(embedder: SentenceEmbedder, tmp_path: Path) -> Non
     ]
     write_jsonl(data, synthetic(16, 0, "train") + synthetic(4, 1, "validation") + synthetic(4, 2, "test"))
     write_jsonl(tmp_path / "new.jsonl", unlabelled)
-    cache = ["--cache", str(embedder.cache_dir)]
+    cache = ["--embedding-cache", str(embedder.cache_dir)]
     runner = CliRunner()
     model = tmp_path / "model"
     result = runner.invoke(

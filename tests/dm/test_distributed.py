@@ -38,6 +38,7 @@ def test_two_processes_train_like_one(tmp_path: Path, animal_logs: list[Conversa
     assert one.keys() == two.keys()
     for name in one:
         assert torch.allclose(one[name], two[name], atol=1e-4, rtol=1e-3), name
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["logs.jsonl", "one", "two"]  # writes stay under --out
     _, space, saved = load_network(tmp_path / "one")
     torch.manual_seed(0)  # the seeded initialisation of both runs (config seed 0), untrained
     start = QNetwork(space.utterance_dim, space.candidate_dim, RNNConfig(**saved["network"])).state_dict()
