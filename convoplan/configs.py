@@ -101,11 +101,12 @@ def _set(config: Any, parts: list[str], raw: str, path: str) -> Any:
     return dataclasses.replace(config, **{name: _parse(raw, hints[name], path)})
 
 
-def config_from_dict(cls: type[T], data: Any, where: str = "config") -> T:
+def config_from_dict(cls: type[T], data: Any, where: str = "config", name: str = "") -> T:
     """The dataclass `cls` from its `asdict` form as JSON gives it back (tuples as lists), every value checked
-    against its field's type; fields left out keep their defaults. ValueError naming `where` and the field, e.g.
-    "config.json: network.hidden: expected int, got '200'"."""
-    return typing.cast(T, _convert(data, cls, where, ""))
+    against its field's type; fields left out keep their defaults. ValueError naming `where` (the file) and the
+    field, under `name` where the config sits in the file: "config.json: network.hidden: expected an integer,
+    got \"200\""."""
+    return typing.cast(T, _convert(data, cls, where, name))
 
 
 def _convert(value: Any, annotation: Any, where: str, path: str) -> Any:

@@ -314,7 +314,7 @@ def read_nba_config(folder: str | Path) -> dict[str, Any]:
 def load_supervised(folder: Path, record: dict[str, Any], embedder: SentenceEmbedder | None = None) -> SupervisedNBA:
     """The supervised model of a folder whose config.json is `record`; ValueError naming the file and field."""
     where = str(folder / "config.json")
-    config = config_from_dict(NBAConfig, record.get("config"), where)
+    config = config_from_dict(NBAConfig, record.get("config"), where, "config")
     actions = record.get("actions")
     if not isinstance(actions, list) or not actions or not all(isinstance(a, str) for a in actions):
         raise ValueError(f"{where}: actions: expected a non-empty list of strings")

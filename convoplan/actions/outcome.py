@@ -253,8 +253,8 @@ class OutcomeNBA:
 def load_outcome(folder: Path, record: dict[str, Any], embedder: SentenceEmbedder | None = None) -> OutcomeNBA:
     """The outcome-driven model of a folder whose config.json is `record`; ValueError naming the file and field."""
     where = str(folder / "config.json")
-    config = config_from_dict(OutcomeConfig, record.get("config"), where)
-    space = config_from_dict(FeatureSpace, record.get("space"), where)
+    config = config_from_dict(OutcomeConfig, record.get("config"), where, "config")
+    space = config_from_dict(FeatureSpace, record.get("space"), where, "space")
     network = QNetwork(space.utterance_dim, space.candidate_dim, config.q.network)
     load_weights(folder, network)
     return OutcomeNBA(network, space, config, embedder, record.get("training", {}))

@@ -82,8 +82,8 @@ def load_network(folder: str | Path) -> tuple[QNetwork, FeatureSpace, dict[str, 
     if config.get("architecture", "rnn") != "rnn":
         raise ValueError(f"{folder}: a {config['architecture']} DM, not an RNN one")
     where = str(folder / CONFIG_FILE)
-    space = config_from_dict(FeatureSpace, config.get("space"), where)
-    network_config = config_from_dict(RNNConfig, config.get("network"), where)
+    space = config_from_dict(FeatureSpace, config.get("space"), where, "space")
+    network_config = config_from_dict(RNNConfig, config.get("network"), where, "network")
     network = QNetwork(space.utterance_dim, space.candidate_dim, network_config)
     load_weights(folder, network)
     return network.eval(), space, config
@@ -117,8 +117,8 @@ def load_cross_encoder(folder: Path, config: dict[str, Any]) -> CrossEncoderPoli
     from transformers import AutoTokenizer
 
     where = str(folder / CONFIG_FILE)
-    space = config_from_dict(FeatureSpace, config.get("space"), where)
-    transformer = config_from_dict(TransformerConfig, config.get("transformer"), where)
+    space = config_from_dict(FeatureSpace, config.get("space"), where, "space")
+    transformer = config_from_dict(TransformerConfig, config.get("transformer"), where, "transformer")
     if not isinstance(config.get("bert"), dict):
         raise ValueError(f"{where}: bert: expected an object")
     model = CrossEncoder(space.candidate_dim, transformer, bert_config=config["bert"])

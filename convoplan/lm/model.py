@@ -9,6 +9,8 @@ imports training code, so a server can load a model without the training stack.
 
 from __future__ import annotations
 
+import json
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convoplan.checkpoint import read_config, write_folder
+from convoplan.configs import config_from_dict
 from convoplan.lm.tokenizer import Codec, add_format_tokens, format_actions
 
 if TYPE_CHECKING:
@@ -144,9 +147,56 @@ def save_model(
     return write_folder(folder, FORMAT, record, extra=write, config_file=INFO_FILE)
 
 
+@dataclass
+class _Info:
+    """What convoplan-lm.json must hold, with its types (checked on load)."""
+
+    vanilla: bool
+    actions: list[str]
+    base_model: str | None = None
+    training: dict[str, Any] | None = None
+
+
 def read_info(folder: str | Path) -> dict[str, Any]:
-    """A model folder's convoplan-lm.json; ValueError naming the file if the folder is not a convoplan LM."""
-    return read_config(folder, FORMAT, "language model", config_file=INFO_FILE)
+    """A model folder's convoplan-lm.json, its fields checked; ValueError naming the file (and the field) if the
+    folder is not a convoplan LM ("vanilla": "no" would otherwise run a directed model as vanilla)."""
+    info = read_config(folder, FORMAT, "language model", config_file=INFO_FILE)
+    config_from_dict(_Info, {k: v for k, v in info.items() if k != "format"}, str(Path(folder) / INFO_FILE))
+    return info
+
+
+_SIZE = re.compile(r"^(n|num)_|_size$|^max_position_embeddings$")
+"""Fields of a transformers config that are sizes: a count must be positive."""
+
+
+def check_model_config(folder: str | Path) -> None:
+    """Check the transformers `config.json` of a model folder against its model type's defaults: every field the
+    defaults have keeps their type (no "n_layer": "four"), and sizes are positive (no "vocab_size": -1); else a
+    ValueError naming the file and the field, before transformers builds anything."""
+    from transformers import AutoConfig
+
+    path = Path(folder) / "config.json"
+    try:
+        saved = json.loads(path.read_text("utf-8"))
+        defaults = AutoConfig.for_model(saved["model_type"]).to_dict()
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError, ValueError) as error:
+        raise ValueError(f"{path}: not a transformers model config ({error})") from None
+    for name, value in saved.items():
+        default = defaults.get(name)
+        if isinstance(default, bool):
+            ok = isinstance(value, bool)
+        elif isinstance(default, int):
+            ok = isinstance(value, int) and not isinstance(value, bool)
+            if ok and _SIZE.search(name) and default > 0 and value <= 0:
+                raise ValueError(f"{path}: {name}: expected a positive size, got {value}")
+        elif isinstance(default, float):
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        elif isinstance(default, str):
+            ok = isinstance(value, str)
+        else:
+            continue  # None, lists and objects: left to transformers
+        if not ok:
+            raise ValueError(f"{path}: {name}: expected {type(default).__name__}, got {json.dumps(value)}")
 
 
 def load_model(folder: str | Path) -> LanguageModel:
@@ -155,6 +205,7 @@ def load_model(folder: str | Path) -> LanguageModel:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     info = read_info(folder)
+    check_model_config(folder)
     try:
         with _quiet():
             tokenizer = AutoTokenizer.from_pretrained(str(folder))

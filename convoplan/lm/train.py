@@ -294,7 +294,7 @@ def train(
         if not folder.is_dir():
             raise ValueError(f"{out}: no interrupted run to resume (no {CHECKPOINT}/ folder)")
         lm, snapshot, interrupted = load_checkpoint(folder)
-        saved = config_from_dict(TrainConfig, interrupted.get("config"), str(folder / STATE_FILE))
+        saved = config_from_dict(TrainConfig, interrupted.get("config"), str(folder / STATE_FILE), "config")
         if config is not None and config != saved:
             changed = [f.name for f in dataclasses.fields(saved) if getattr(config, f.name) != getattr(saved, f.name)]
             raise ValueError(f"{out}: a resumed run keeps its own config; this one differs in {', '.join(changed)}")

@@ -235,3 +235,19 @@ def test_real_persuasion_labels(persuasion: list[Conversation], embedder: Senten
     majority = max(gold.count(label) for label in set(gold)) / len(gold)
     assert metrics.messages == len(gold)
     assert metrics.accuracy > majority + 0.1
+
+
+def test_a_wrong_type_in_a_saved_labeller_names_the_field(
+    trained: tuple[ActionClassifier, dict[str, object]], tmp_path: Path
+) -> None:
+    classifier, record = trained
+    folder = save_labeller(tmp_path / "labeller", classifier, LabellerConfig(hidden=32), record)
+    config = json.loads((folder / "config.json").read_text())
+    for field, value, message in [
+        ("temperature", "1.0", r"config\.json: temperature: expected a number, got \"1\.0\""),
+        ("labels", "greet", r"config\.json: labels: expected a list"),
+        ("network", {"hidden": -1.5}, r"config\.json: network\.hidden: expected an integer"),
+    ]:
+        (folder / "config.json").write_text(json.dumps({**config, field: value}))
+        with pytest.raises(ValueError, match=message):
+            load_labeller(folder)

@@ -131,6 +131,15 @@ def test_save_and_load_give_identical_scores(
     (tmp_path / "other" / "config.json").write_text('{"format": "something-else"}')
     with pytest.raises(ValueError, match="not a convoplan next-best-action model"):
         load_nba(tmp_path / "other")
+    config = json.loads((tmp_path / "nba" / "config.json").read_text())
+    for changes, message in [
+        ({"config": {**config["config"], "hidden": "256"}}, r"config\.json: config\.hidden: expected an integer"),
+        ({"actions": "greet"}, r"config\.json: actions: expected a non-empty list of strings"),
+        ({"kind": "magic"}, r"config\.json: kind: expected supervised or outcome, got 'magic'"),
+    ]:
+        (tmp_path / "nba" / "config.json").write_text(json.dumps({**config, **changes}))
+        with pytest.raises(ValueError, match=message):
+            load_nba(tmp_path / "nba")
 
 
 def test_frequency_baselines(cycles: dict[str, list[Conversation]]) -> None:

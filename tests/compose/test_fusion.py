@@ -250,7 +250,7 @@ def test_evaluate_counts_exact_matches_on_normalised_whitespace() -> None:
 
 
 def test_a_subject_named_by_a_synonym_and_the_name_becomes_one_pronoun() -> None:
-    """"komodo" is a synonym of the komodo dragon: "Komodo dragons" is still one subject, not "Komodo" + "dragons"."""
+    """ "komodo" is a synonym of the komodo dragon: "Komodo dragons" is still one subject, not "Komodo" + "dragons"."""
     komodo = animals_world().entity("komodo dragon")
     assert komodo is not None and "komodo" in komodo.words
     fused = RuleFusion().fuse(["Komodo dragons weigh up to 90 kilograms.", "Komodo dragons are carnivores."], komodo)

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from convoplan.cli import app
 from convoplan.dm.checkpoint import RNNPolicy, load_policy, save_policy
 from convoplan.dm.configs import QConfig, SupervisedConfig
 from convoplan.dm.data import FeatureSpace, build_steps
@@ -133,3 +136,29 @@ def test_corrupt_checkpoint_is_named(tmp_path: Path) -> None:
     (tmp_path / "model.safetensors").write_bytes(b"\x00" * 10)
     with pytest.raises(ValueError, match=r"model\.safetensors: cannot load the weights"):
         load_policy(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("section", "changes", "message"),
+    [
+        ("network", {"hidden": "200"}, r"config\.json: network\.hidden: expected an integer, got \"200\""),
+        ("network", {"head": "big"}, r"config\.json: network\.head: expected a list"),
+        ("space", {"actions": [1, 2]}, r"config\.json: space\.actions\[0\]: expected a string"),
+        ("network", {"layers": 3}, r"config\.json: network\.layers: no such field"),
+    ],
+)
+def test_a_wrong_type_in_a_saved_dm_is_one_line_naming_the_field(
+    tmp_path: Path, section: str, changes: dict[str, object], message: str
+) -> None:
+    space = FeatureSpace(["fact"], ["facts"], ["step"])
+    folder = save_policy(
+        tmp_path / "dm", "x", QNetwork(space.utterance_dim, space.candidate_dim, TINY), TINY, space, {}
+    )
+    config = json.loads((folder / "config.json").read_text())
+    config[section].update(changes)
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=message):
+        load_policy(folder)
+    result = CliRunner().invoke(app, ["chat", "--dm", str(folder)], input="hello\nquit\n")
+    assert result.exit_code == 2 and result.stderr.startswith("error: --dm ")
+    assert len(result.stderr.strip().splitlines()) == 1 and "config.json" in result.stderr

@@ -1,0 +1,52 @@
+"""The model folder of the LM: a saved config with a wrong type or an impossible size is one line naming the file
+and the field, in Python and on the command line, before transformers builds anything."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from convoplan.cli import app
+from convoplan.lm.model import load_model
+from convoplan.schema import Conversation, Turn, write_jsonl
+
+runner = CliRunner()
+
+
+def edited(source: Path, folder: Path, file: str, **changes: object) -> Path:
+    shutil.copytree(source, folder)
+    config = json.loads((folder / file).read_text())
+    (folder / file).write_text(json.dumps({**config, **changes}))
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("file", "changes", "message"),
+    [
+        ("convoplan-lm.json", {"vanilla": "no"}, r"convoplan-lm\.json: vanilla: expected true or false"),
+        ("convoplan-lm.json", {"actions": "fact"}, r"convoplan-lm\.json: actions: expected a list"),
+        ("config.json", {"n_layer": "four"}, r"config\.json: n_layer: expected int, got \"four\""),
+        ("config.json", {"vocab_size": -1}, r"config\.json: vocab_size: expected a positive size, got -1"),
+        ("config.json", {"n_positions": 1.5}, r"config\.json: n_positions: expected int, got 1\.5"),
+        ("config.json", {"model_type": "no-such-model"}, r"config\.json: not a transformers model config"),
+    ],
+)
+def test_a_bad_saved_config_names_the_file_and_field(
+    world_lm_dir: Path, tmp_path: Path, file: str, changes: dict[str, object], message: str
+) -> None:
+    folder = edited(world_lm_dir, tmp_path / "lm", file, **changes)
+    with pytest.raises(ValueError, match=message):
+        load_model(folder)
+    history = tmp_path / "history.jsonl"
+    write_jsonl(history, [Conversation(id="h", domain="animals", turns=[Turn(speaker="user", text="hi")])])
+    result = runner.invoke(app, ["suggest", "--model", str(folder), "--conversation", str(history)])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert result.stderr.startswith("error: ") and file in result.stderr
+
+
+def test_the_folder_as_saved_loads(world_lm_dir: Path) -> None:
+    assert load_model(world_lm_dir).codec.vanilla is False
