@@ -45,6 +45,7 @@ def test_a_failed_write_leaves_the_previous_folder(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["model"]
 
 
+@pytest.mark.bad_input("6 checkpoint configs validated")
 def test_every_failure_is_one_value_error_naming_the_file(tmp_path: Path) -> None:
     folder = write_folder(tmp_path / "model", "convoplan-test/1", {}, nn.Linear(3, 2))
     with pytest.raises(ValueError, match=r"model/config\.json: not a convoplan DM \(format 'convoplan-test/1'"):

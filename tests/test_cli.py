@@ -101,6 +101,7 @@ def test_convert_bad_source_exits_2(tmp_path: Path) -> None:
     assert not (tmp_path / "x.jsonl").exists()
 
 
+@pytest.mark.bad_input("4 output paths checked before the work")
 def test_every_output_is_checked_before_the_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A bad --out fails in one line (exit 2) when the command line is read: no data read, nothing trained."""
     data = tmp_path / "data.jsonl"

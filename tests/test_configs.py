@@ -63,6 +63,7 @@ def test_a_saved_config_reads_back_as_it_was() -> None:
     assert config_from_dict(Outer, {"gamma": 1}) == Outer(gamma=1.0)  # left out: the default; an int is a number
 
 
+@pytest.mark.bad_input("6 checkpoint configs validated")
 @pytest.mark.parametrize(
     ("saved", "message"),
     [

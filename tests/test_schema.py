@@ -235,6 +235,7 @@ def test_failed_write_leaves_the_previous_file_untouched(tmp_path: Path) -> None
     assert list(tmp_path.iterdir()) == [path], "the temp file was not cleaned up"
 
 
+@pytest.mark.bad_input("1 non-finite numbers")
 def test_non_finite_features_are_refused_on_write(tmp_path: Path) -> None:
     bad = Conversation(
         id="x",
@@ -263,6 +264,7 @@ def nested(depth: int) -> object:
     return value
 
 
+@pytest.mark.bad_input("2 nesting: what the API accepts, the reader reads")
 def test_meta_may_nest_to_the_limit_and_no_deeper() -> None:
     deepest = nested(MAX_NESTING)
     assert isinstance(parse_line(json.dumps(good_line(meta=deepest))), Conversation)
@@ -276,6 +278,7 @@ def test_meta_may_nest_to_the_limit_and_no_deeper() -> None:
         assert f"nest deeper than {MAX_NESTING} levels" in problem.reason
 
 
+@pytest.mark.bad_input("1 non-finite numbers")
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_numbers_that_are_not_finite_are_refused_in_meta(number: str) -> None:
     line = json.dumps(good_line(meta={"x": 0})).replace('"x": 0', f'"x": {number}')
@@ -283,6 +286,7 @@ def test_numbers_that_are_not_finite_are_refused_in_meta(number: str) -> None:
     assert isinstance(parse_line(line), InvalidLine)
 
 
+@pytest.mark.bad_input("3 bounded text")
 def test_a_text_over_the_limit_is_a_bad_line_naming_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVOPLAN_MAX_TEXT", "15")
     long_turn = [{"speaker": "agent", "text": "ok", "candidates": [{"text": "x" * 16}]}]
@@ -301,6 +305,7 @@ def test_a_text_over_the_limit_is_a_bad_line_naming_it(tmp_path: Path, monkeypat
     assert max_text() == DEFAULT_MAX_TEXT >= 10_000
 
 
+@pytest.mark.bad_input("7 invalid UTF-8")
 def test_a_line_that_is_not_utf8_is_one_bad_line(tmp_path: Path) -> None:
     path = tmp_path / "data.jsonl"
     good = [json.dumps(good_line(id=name)).encode() for name in ("a", "b")]

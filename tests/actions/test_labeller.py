@@ -237,6 +237,7 @@ def test_real_persuasion_labels(persuasion: list[Conversation], embedder: Senten
     assert metrics.accuracy > majority + 0.1
 
 
+@pytest.mark.bad_input("6 checkpoint configs validated")
 def test_a_wrong_type_in_a_saved_labeller_names_the_field(
     trained: tuple[ActionClassifier, dict[str, object]], tmp_path: Path
 ) -> None:

@@ -138,6 +138,7 @@ def test_corrupt_checkpoint_is_named(tmp_path: Path) -> None:
         load_policy(tmp_path)
 
 
+@pytest.mark.bad_input("6 checkpoint configs validated")
 @pytest.mark.parametrize(
     ("section", "changes", "message"),
     [

@@ -24,6 +24,7 @@ def edited(source: Path, folder: Path, file: str, **changes: object) -> Path:
     return folder
 
 
+@pytest.mark.bad_input("6 checkpoint configs validated")
 @pytest.mark.parametrize(
     ("file", "changes", "message"),
     [

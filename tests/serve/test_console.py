@@ -193,6 +193,7 @@ def test_a_401_asks_for_the_api_key_and_retries_with_it(page: Page) -> None:
     assert keys == [None, "sesame", "sesame", "sesame"]  # sessions (refused); sessions, messages, suggest
 
 
+@pytest.mark.bad_input("10 headers, offline docs, unknown fields")
 def test_the_console_and_the_api_docs_run_under_their_content_security_policy(
     page: Page, server: ServerProcess
 ) -> None:

@@ -36,6 +36,7 @@ def post_raw(client: TestClient, path: str, body: str, **headers: str) -> int:
 # --- non-finite numbers and nesting: one limit, where data enters ---------------------------------------------------
 
 
+@pytest.mark.bad_input("1 non-finite numbers")
 @pytest.mark.parametrize("number", ["NaN", "Infinity", "-Infinity", "1e999"])
 def test_a_number_that_is_not_finite_in_meta_gets_422(api: tuple[TestClient, Store], number: str) -> None:
     client, store = api
@@ -48,6 +49,7 @@ def test_a_number_that_is_not_finite_in_meta_gets_422(api: tuple[TestClient, Sto
     assert store.counts()["turns"] == 0
 
 
+@pytest.mark.bad_input("2 nesting: what the API accepts, the reader reads")
 def test_meta_nests_as_deep_as_the_format_allows_and_exports_what_the_reader_reads(
     api: tuple[TestClient, Store], tmp_path: Path
 ) -> None:
@@ -78,6 +80,7 @@ def chunks(size: int, piece: int = 4096) -> Iterator[bytes]:
         yield body[start : start + piece]
 
 
+@pytest.mark.bad_input("8 limits as documented (413, 401 first)")
 def test_a_chunked_body_over_the_limit_gets_413_and_one_under_it_goes_through(
     artifacts: Artifacts, store: Store
 ) -> None:
@@ -88,6 +91,7 @@ def test_a_chunked_body_over_the_limit_gets_413_and_one_under_it_goes_through(
     assert "transfer-encoding" in big.request.headers and "content-length" not in big.request.headers
 
 
+@pytest.mark.bad_input("8 limits as documented (413, 401 first)")
 def test_the_key_is_checked_before_the_body_is_read(artifacts: Artifacts, store: Store) -> None:
     client = TestClient(create_app(artifacts, store, ServeConfig(api_key="sesame")))
     assert post_raw(client, "/v1/sessions", "{not json") == 401
@@ -96,6 +100,7 @@ def test_the_key_is_checked_before_the_body_is_read(artifacts: Artifacts, store:
     assert post_raw(client, "/v1/sessions", "{}", authorization="Bearer sesame") == 201
 
 
+@pytest.mark.bad_input("5 an empty API key")
 def test_an_empty_api_key_is_refused_at_start_up(artifacts_dir: Path) -> None:
     with pytest.raises(ValueError, match="the API key is empty"):
         ServeConfig(api_key="")
@@ -109,6 +114,7 @@ def test_an_empty_api_key_is_refused_at_start_up(artifacts_dir: Path) -> None:
 # --- what a deployment expects -----------------------------------------------------------------------------------
 
 
+@pytest.mark.bad_input("10 headers, offline docs, unknown fields")
 def test_unknown_fields_in_a_body_get_422(client: TestClient) -> None:
     answers = [
         client.post("/v1/sessions", json={"user": "alice"}),  # user_id misspelt
@@ -119,6 +125,7 @@ def test_unknown_fields_in_a_body_get_422(client: TestClient) -> None:
     assert "extra_forbidden" in answers[0].text
 
 
+@pytest.mark.bad_input("10 headers, offline docs, unknown fields")
 def test_every_response_carries_the_security_headers(client: TestClient) -> None:
     for path, policy in [
         ("/console/", CONSOLE_POLICY),
@@ -132,6 +139,7 @@ def test_every_response_carries_the_security_headers(client: TestClient) -> None
     assert "script-src 'self';" in CONSOLE_POLICY and "'unsafe-inline'" not in CONSOLE_POLICY
 
 
+@pytest.mark.bad_input("10 headers, offline docs, unknown fields")
 def test_the_api_docs_load_their_assets_from_this_server(client: TestClient) -> None:
     page = client.get("/docs")
     assert page.status_code == 200 and "swagger-ui-bundle.js" in page.text
