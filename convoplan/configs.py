@@ -85,7 +85,7 @@ def apply_overrides(config: T, overrides: list[str]) -> T:
     for override in overrides:
         path, sep, raw = override.partition("=")
         if not sep:
-            raise ValueError(f"--set {override!r}: expected field=value, e.g. q.gamma=0.95")
+            raise ValueError(f"--set {override!r}: expected field=value (the fields: --show-config)")
         config = _set(config, path.strip().split("."), raw.strip(), path.strip())
     return config
 

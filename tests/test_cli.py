@@ -133,3 +133,34 @@ def test_every_output_is_checked_before_the_work(tmp_path: Path, monkeypatch: py
     monkeypatch.setattr("os.access", lambda path, mode: False)  # a read-only folder (root could write anyway)
     result = runner.invoke(app, ["world", "simulate", "--out", str(tmp_path / "new" / "logs.jsonl")])
     assert result.exit_code == 2 and f"cannot write in {tmp_path} (permission denied)" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("verb", "arguments"),
+    [
+        ("dm pipeline", []),
+        ("dm train", ["logs.jsonl", "--out", "out"]),
+        ("label train", ["data.jsonl", "--out", "out"]),
+        ("nba train", ["data.jsonl", "--out", "out"]),
+        ("lm train", ["data.jsonl", "--out", "out"]),
+        ("suggest", ["--model", "lm", "--conversation", "data.jsonl"]),
+        ("serve", ["--artifacts", "artifacts"]),
+    ],
+)
+def test_the_set_example_of_each_command_names_one_of_its_own_fields(
+    verb: str, arguments: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    shown = " ".join(runner.invoke(app, [*verb.split(), "--help"], env={"COLUMNS": "300"}).output.split())
+    example = shown.split("e.g. --set ", 1)[1].split()[0]
+    result = runner.invoke(app, [*verb.split(), *arguments, "--set", example, "--show-config"])
+    assert result.exit_code == 0, result.output
+    field, value = example.split("=")
+    assert field in result.output and value in result.output
+
+
+def test_help_shows_square_brackets_rather_than_taking_them_for_markup() -> None:
+    shown = runner.invoke(app, ["label", "apply", "--help"], env={"COLUMNS": "300"}).output
+    assert "convoplan[ray]" in shown
+    shown = runner.invoke(app, ["label", "train", "--help"], env={"COLUMNS": "300"}).output
+    assert "[default: $CONVOPLAN_EMBEDDING_CACHE" in shown

@@ -17,6 +17,7 @@ import itertools
 import math
 import random
 import time
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -70,7 +71,9 @@ class LabellerConfig:
     previous_action_dropout: float = 0.6
     """Probability of hiding the gold previous action during training."""
     labels: list[str] = field(default_factory=list)
-    """Train on these labels only and map every other one to `other_label`; empty = every label seen."""
+    """Train on these labels only and map every other one to `other_label`; empty = every label of the train split
+    (a validation message whose label the train split never has is then left out of selection and calibration, and
+    counted in the training record: no classifier can learn a label it never saw)."""
     other_label: str = "other-action"
     """The class that stands for labels outside `labels`."""
     threshold: float = 0.0
@@ -125,9 +128,16 @@ def expected_calibration_error(probabilities: torch.Tensor, targets: torch.Tenso
 
 
 def _label_set(contexts: Sequence[MessageContext], config: LabellerConfig) -> list[str]:
+    """The classes: every label of the train split, or `config.labels` and `other_label`; ValueError (before any
+    slow step) when a chosen label never occurs in the train split or the other label is one of them."""
     seen = sorted({c.gold for c in contexts if c.gold is not None})
     if not config.labels:
         return seen
+    absent = [label for label in config.labels if label not in seen]
+    if absent:
+        raise ValueError(f"labels: {', '.join(map(repr, absent))} never occur in the train split")
+    if config.other_label in config.labels:
+        raise ValueError(f"other_label {config.other_label!r} is also one of labels")
     return [*config.labels, config.other_label]
 
 
@@ -220,6 +230,10 @@ def train_labeller(
 
     train_contexts = [with_targets(c, target) for c in train_contexts]
     val_contexts = [with_targets(c, target) for c in message_contexts(validation)]
+    # With every train label a class, a validation label the train split lacks has no class: such messages stay
+    # as context (the previous message of the next one) but are not scored.
+    unseen = Counter(str(c.gold) for c in val_contexts if c.gold is not None and c.gold not in ids)
+    val_contexts = [replace(c, gold=None) if c.gold is not None and c.gold not in ids else c for c in val_contexts]
     if not any(c.gold for c in train_contexts):
         raise ValueError("no human-labelled agent messages to train on")
     if not any(c.gold for c in val_contexts):
@@ -327,6 +341,7 @@ def train_labeller(
         validation_messages=len(val_rows),
         validation_macro_f1=best_f1,
         temperature=temperature,
+        validation_unseen_labels=dict(unseen),
     )
     return classifier, record
 

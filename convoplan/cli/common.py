@@ -9,7 +9,7 @@ import time
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
@@ -86,7 +86,7 @@ def output_folder(param: typer.CallbackParam, value: Path | None) -> Path | None
 EmbeddingCache = Annotated[
     Path | None,
     typer.Option(
-        help="Sentence-embedding cache folder, shared by every command that embeds [default: "
+        help="Sentence-embedding cache folder, shared by every command that embeds \\[default: "
         "$CONVOPLAN_EMBEDDING_CACHE, else ~/.cache/convoplan/embeddings].",
         callback=output_folder,
         show_default=False,
@@ -216,10 +216,11 @@ def show_report(report: ABReport, out: Path) -> None:
     say(f"wrote {', '.join(str(path) for path in paths.values())}", to=errors)
 
 
-SetOption = Annotated[
-    list[str] | None,
-    typer.Option("--set", help="Override a config field, e.g. --set q.gamma=0.95 (see --show-config)."),
-]
+def set_option(example: str) -> Any:
+    """The --set option of a command whose config has the field of `example` (each command names its own)."""
+    return typer.Option("--set", help=f"Override a config field, e.g. --set {example} (every field: --show-config).")
+
+
 ShowConfig = Annotated[bool, typer.Option(help="Print every config field, its value and meaning, and exit.")]
 
 

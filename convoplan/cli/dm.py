@@ -11,7 +11,6 @@ import typer
 from convoplan.cli.common import (
     EmbeddingCache,
     RaterOption,
-    SetOption,
     ShowConfig,
     SimulatorOption,
     SkipInvalid,
@@ -24,6 +23,7 @@ from convoplan.cli.common import (
     output_folder,
     progress_display,
     say,
+    set_option,
 )
 
 dm_app = typer.Typer(help="Train dialogue managers on rated logs: supervised, SAQL, CAQL, CQL.", no_args_is_help=True)
@@ -39,7 +39,7 @@ def dm_pipeline(
     resume: Annotated[
         bool, typer.Option(help="Reuse the logs and DMs a cut-off run left in --out; go on from the first stage left.")
     ] = False,
-    overrides: SetOption = None,
+    overrides: Annotated[list[str] | None, set_option("q.gamma=0.95")] = None,
     show_config: ShowConfig = False,
     simulator: SimulatorOption = None,
     rater: RaterOption = None,
@@ -76,7 +76,7 @@ def dm_train(
     behaviour: Annotated[
         Path | None, typer.Option(help="The supervised DM used as CQL behaviour policy (with --set cql_alpha=...).")
     ] = None,
-    overrides: SetOption = None,
+    overrides: Annotated[list[str] | None, set_option("steps=3000")] = None,
     show_config: ShowConfig = False,
     skip_invalid: SkipInvalid = False,
     embedding_cache: EmbeddingCache = None,

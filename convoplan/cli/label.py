@@ -13,7 +13,6 @@ from rich.table import Table
 from convoplan.cli.common import (
     EmbeddingCache,
     FileArg,
-    SetOption,
     ShowConfig,
     SkipInvalid,
     console,
@@ -25,6 +24,7 @@ from convoplan.cli.common import (
     output_folder,
     progress_display,
     say,
+    set_option,
 )
 from convoplan.corpora.splits import in_split
 from convoplan.progress import Progress, Update
@@ -54,7 +54,7 @@ def label_train(
     file: FileArg,
     out: Annotated[Path, typer.Option(help="Folder for the trained labeller.", callback=output_folder)],
     embedding_cache: EmbeddingCache = None,
-    overrides: SetOption = None,
+    overrides: Annotated[list[str] | None, set_option("epochs=30")] = None,
     show_config: ShowConfig = False,
     skip_invalid: SkipInvalid = False,
 ) -> None:
@@ -79,6 +79,10 @@ def label_train(
         except ValueError as error:
             fail(f"{file}: {error}")
     save_labeller(out, classifier, config, record | {"file": str(file)})
+    unseen = record["validation_unseen_labels"]
+    if unseen:
+        listed = ", ".join(f"{label} ({count})" for label, count in sorted(unseen.items()))
+        say(f"left out of validation, labels the train split never has: {listed}", to=errors)
     say(
         f"trained {classifier.version} on {record['messages']} messages, {len(classifier.labels)} labels: "
         f"validation macro-F1 {record['validation_macro_f1']:.3f}, temperature {record['temperature']:.2f}; wrote {out}"
@@ -92,12 +96,15 @@ def label_eval(
     split: Annotated[str, typer.Option(help="Which split to evaluate on ('all' for every conversation).")] = "test",
     embedding_cache: EmbeddingCache = None,
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write the metrics as JSON here.", callback=output_file)
+        Path | None,
+        typer.Option(
+            "--json", help="Also write the metrics, per-label F1 included, as JSON here.", callback=output_file
+        ),
     ] = None,
     skip_invalid: SkipInvalid = False,
 ) -> None:
-    """Accuracy, macro-F1, per-label F1 and calibration on the human-labelled agent messages of a split, labelled
-    as `apply` would label them (every previous action predicted)."""
+    """Accuracy, macro-F1 and calibration on the human-labelled agent messages of a split, labelled as `apply`
+    would label them (every previous action predicted). The F1 of every label is in the --json file."""
     from dataclasses import asdict
 
     from convoplan.actions.train_labeller import evaluate_labeller
@@ -134,7 +141,7 @@ def label_apply(
     out: Annotated[
         Path, typer.Option(help="Where to write the labelled conversations (.jsonl).", callback=output_file)
     ],
-    engine: Annotated[Engine, typer.Option(help="local, or ray: a Ray Data job (pip install 'convoplan[ray]').")] = (
+    engine: Annotated[Engine, typer.Option(help="local, or ray: a Ray Data job (pip install 'convoplan\\[ray]').")] = (
         Engine.local
     ),
     address: Annotated[str | None, typer.Option(help="Ray cluster address (default: start a local one).")] = None,

@@ -9,7 +9,6 @@ from typing import Annotated
 import typer
 
 from convoplan.cli.common import (
-    SetOption,
     ShowConfig,
     SkipInvalid,
     configured,
@@ -19,6 +18,7 @@ from convoplan.cli.common import (
     output_folder,
     progress_display,
     say,
+    set_option,
 )
 
 __all__ = ["lm_app", "suggest_command"]
@@ -46,7 +46,7 @@ def lm_train(
         typer.Option(help="Fine-tune this causal LM (a Hugging Face name such as gpt2, or a local folder)."),
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out with its own settings.")] = False,
-    overrides: SetOption = None,
+    overrides: Annotated[list[str] | None, set_option("epochs=3")] = None,
     show_config: ShowConfig = False,
     skip_invalid: SkipInvalid = False,
 ) -> None:
@@ -75,7 +75,7 @@ def lm_train(
         return
     stopped = ", stopped early" if state.stopped else ""
     best = f", best validation loss {state.best:.3f}" if state.best is not None else ""
-    epochs = f"{state.epoch} epoch{'' if state.epoch == 1 else 's'}{stopped}"
+    epochs = f"{result.epochs:.3g} epoch{'' if result.epochs == 1 else 's'}{stopped}"
     say(
         f"trained {state.step} steps ({epochs}): {state.tokens:,} tokens of {result.train_tokens:,} per epoch",
         to=errors,
@@ -104,7 +104,7 @@ def suggest_command(
         int | None, typer.Option(help="Use only the first TURNS messages as the history (default: all).", min=0)
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the sampling (reproducible suggestions).")] = None,
-    overrides: SetOption = None,
+    overrides: Annotated[list[str] | None, set_option("sampling.temperature=0.7")] = None,
     show_config: ShowConfig = False,
     skip_invalid: SkipInvalid = False,
 ) -> None:

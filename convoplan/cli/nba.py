@@ -12,7 +12,6 @@ import typer
 from convoplan.cli.common import (
     EmbeddingCache,
     FileArg,
-    SetOption,
     ShowConfig,
     SkipInvalid,
     configured,
@@ -23,6 +22,7 @@ from convoplan.cli.common import (
     output_folder,
     progress_display,
     say,
+    set_option,
 )
 from convoplan.schema import Conversation
 
@@ -60,7 +60,7 @@ def nba_train(
     validation_split: Annotated[
         str, typer.Option(help="meta.split of the early-stopping conversations (supervised).")
     ] = "validation",
-    overrides: SetOption = None,
+    overrides: Annotated[list[str] | None, set_option("epochs=20")] = None,
     show_config: ShowConfig = False,
     skip_invalid: SkipInvalid = False,
     embedding_cache: EmbeddingCache = None,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from convoplan.cli.common import SetOption, ShowConfig, configured, errors, fail, say
+from convoplan.cli.common import ShowConfig, configured, errors, fail, say, set_option
 
 if TYPE_CHECKING:
     from convoplan.serve.app import ServeConfig
@@ -32,7 +32,7 @@ def serve(
         str | None, typer.Option(envvar="CONVOPLAN_API_KEY", help="Require this key on /v1/* (X-API-Key header).")
     ] = None,
     threads: Annotated[int, typer.Option(min=1, help="torch threads per request (small models: 1).")] = 1,
-    overrides: SetOption = None,
+    overrides: Annotated[list[str] | None, set_option("max_turns=200")] = None,
     show_config: ShowConfig = False,
 ) -> None:
     """Serve trained artifacts: POST /v1/suggest (agent assist), /v1/sessions (the bot, A/B by user), the store,

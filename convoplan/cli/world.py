@@ -13,7 +13,6 @@ from convoplan.cli.common import (
     DmOption,
     EmbeddingCache,
     RaterOption,
-    SetOption,
     SimulatorOption,
     build_world,
     configured,
@@ -27,6 +26,7 @@ from convoplan.cli.common import (
     progress_display,
     resolve_dm,
     say,
+    set_option,
     show_report,
     simulate_with_progress,
 )
@@ -123,7 +123,7 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed of the run.")] = 0,
     serve: Annotated[bool, typer.Option(help="End by serving the trained artifacts and the web console.")] = True,
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the server (on 127.0.0.1).")] = 8000,
-    overrides: SetOption = None,
+    overrides: Annotated[list[str] | None, set_option("q.steps=1000")] = None,
     embedding_cache: EmbeddingCache = None,
 ) -> None:
     """The main job on the built-in animals world, as in the RL paper: collect rated logs with the hand-written DM,

@@ -250,7 +250,18 @@ class LMEvalReport:
 def _bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
     import sacrebleu
 
-    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)]).score)
+    # force: sacrebleu's own warning about text that looks tokenized (" ." endings) would print at every call, one
+    # per system and action; `score_systems` says it once, in the report's notes.
+    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)], force=True).score)
+
+
+def _tokenized_note(found: Sequence[Target], written: Mapping[str, Sequence[str]]) -> list[str]:
+    """A note when many texts end in a tokenized period (" ."), which 13a tokenisation scores as it is (sacrebleu
+    warns the data may not be detokenized; that hurts scores, though every system alike)."""
+    counts = {"references": sum(t.reference.endswith(" .") for t in found)}
+    counts |= {system: sum(text.endswith(" .") for text in texts) for system, texts in written.items()}
+    shown = ", ".join(f"{name} {n}" for name, n in counts.items() if n >= 100)
+    return [f"texts ending in a tokenized period (' .'): {shown}; BLEU reads them as they are"] if shown else []
 
 
 def _assigned(labeller: Labeller, histories: Sequence[Conversation], texts: Sequence[str]) -> list[str | None]:
@@ -294,6 +305,7 @@ def score_systems(
             )
             for group, members in rows.items()
         }
+    notes = [*notes, *_tokenized_note(found, written)]
     return LMEvalReport(title, tuple(written), actions, scores, tuple(notes), tuple(messages))
 
 

@@ -96,6 +96,13 @@ class TrainResult:
     parameters: int
     train_tokens: int
     """Tokens in the packed training data (one epoch)."""
+    steps_per_epoch: int
+    """Optimiser steps of one pass over the training blocks."""
+
+    @property
+    def epochs(self) -> float:
+        """Passes over the training data really made (a budget of steps may end one part way: 1.1, not 2)."""
+        return self.state.step / self.steps_per_epoch
 
     @property
     def tokens_per_second(self) -> float:
@@ -335,7 +342,9 @@ def train(
     state = fit(
         model, train_blocks, validation_blocks, config, resume=snapshot, checkpoint=write_checkpoint, progress=progress
     )
-    result = TrainResult(model, tokenizer, state, sum(p.numel() for p in model.parameters()), train_blocks.tokens())
+    steps_per_epoch = len(train_blocks) // min(config.batch_size, len(train_blocks))  # as `fit` counts them
+    parameters = sum(p.numel() for p in model.parameters())
+    result = TrainResult(model, tokenizer, state, parameters, train_blocks.tokens(), steps_per_epoch)
     if rank == 0:
         training = training_record(
             config,
@@ -345,7 +354,7 @@ def train(
             parameters=result.parameters,
             train_tokens=result.train_tokens,
             validation_tokens=validation_blocks.tokens(),
-            epochs=state.epoch,
+            epochs=round(result.epochs, 3),
             stopped_early=state.stopped,
             best_validation_loss=state.best,
             tokens_per_second=result.tokens_per_second,

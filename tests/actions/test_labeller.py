@@ -252,3 +252,29 @@ def test_a_wrong_type_in_a_saved_labeller_names_the_field(
         (folder / "config.json").write_text(json.dumps({**config, field: value}))
         with pytest.raises(ValueError, match=message):
             load_labeller(folder)
+
+
+def test_a_validation_label_the_train_split_lacks_is_left_out_and_counted(
+    embedder: SentenceEmbedder, tmp_path: Path
+) -> None:
+    validation = synthetic(4, 1, "validation")
+    validation[0].turns[3].action = "other-action"  # a label no train message has
+    config = LabellerConfig(epochs=2, hidden=16, batch_size=16)
+    classifier, record = train_labeller(synthetic(8, 0, "train"), validation, config, embedder, "shop")
+    assert record["validation_unseen_labels"] == {"other-action": 1}
+    assert "other-action" not in classifier.labels
+    path = tmp_path / "data.jsonl"
+    write_jsonl(path, [*synthetic(8, 0, "train"), *validation])
+    options = ["--set", "epochs=2", "--embedding-cache", str(embedder.cache_dir)]
+    result = CliRunner().invoke(app, ["label", "train", str(path), "--out", str(tmp_path / "m"), *options])
+    assert result.exit_code == 0, result.output
+    assert "left out of validation, labels the train split never has: other-action (1)" in result.stderr
+
+
+def test_a_chosen_label_the_train_split_lacks_is_one_line_before_any_embedding(tmp_path: Path) -> None:
+    path = tmp_path / "data.jsonl"
+    write_jsonl(path, [*synthetic(4, 0, "train"), *synthetic(2, 1, "validation")])
+    options = ["--set", "labels=greet,refund", "--embedding-cache", str(tmp_path / "never")]
+    result = CliRunner().invoke(app, ["label", "train", str(path), "--out", str(tmp_path / "m"), *options])
+    assert result.exit_code == 2 and "labels: 'refund' never occur in the train split" in result.stderr
+    assert not (tmp_path / "never").exists()  # failed before embedding anything

@@ -249,3 +249,10 @@ def test_fine_tunes_a_base_checkpoint(tmp_path: Path, corpus: list[Conversation]
     assert lm.info["base_model"] == str(base)
     assert lm.info["actions"] == ["ask for sale", "greeting", "thank"]
     assert lm.model.get_input_embeddings().weight.shape[0] == len(tokenizer) + 3 + 3  # user, agent, end + actions
+
+
+def test_a_step_budget_reports_the_epochs_really_run(tmp_path: Path, corpus: list[Conversation]) -> None:
+    one = train(corpus, tmp_path / "probe", replace(TINY, epochs=1)).steps_per_epoch
+    result = train(corpus, tmp_path / "model", replace(TINY, epochs=3, max_steps=one + 1))
+    assert result.state.step == one + 1 and result.epochs == pytest.approx((one + 1) / one) and result.epochs < 2
+    assert load_model(tmp_path / "model").info["training"]["epochs"] == round(result.epochs, 3)

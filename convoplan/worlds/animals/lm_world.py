@@ -133,7 +133,7 @@ def lm_world_demo(
     result = train(logs, out / "lm", lm_config, progress=renamed(progress, "training the LM"))
     say(
         f"trained the LM ({result.parameters:,} parameters, {result.train_tokens:,} tokens per epoch, "
-        f"{result.state.epoch} epochs in {result.state.seconds:.0f} s): {out / 'lm'}"
+        f"{result.epochs:.3g} epochs in {result.state.seconds:.0f} s): {out / 'lm'}"
     )
 
     provider = LMProvider(load_model(out / "lm"), world.lexicon, config.provider)

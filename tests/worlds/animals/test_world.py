@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -196,3 +198,23 @@ def test_the_world_names_its_built_in_dms() -> None:
     other = replace(world, name="other", dms={})
     with pytest.raises(ValueError, match="import path"):
         load_arm("heuristic", other)  # another world does not get the animals planner
+
+
+def test_the_console_script_finds_a_plugin_in_the_working_directory(tmp_path: Path) -> None:
+    """`convoplan` (the console script) sees the working directory as `python -m convoplan.cli` does."""
+    package = tmp_path / "mypkg"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "users.py").write_text(
+        "from convoplan.sim.protocols import UserReply\n\n"
+        "class Leaver:\n"
+        "    def __init__(self, rng):\n        pass\n\n"
+        "    def opening(self):\n        return 'tell me about owls'\n\n"
+        "    def reply(self, response):\n        return UserReply(text='bye', left=True)\n"
+    )
+    script = Path(sys.executable).with_name("convoplan")
+    command = [str(script), "world", "simulate", "--conversations", "2", "--raters", "0"]
+    command += ["--out", "logs.jsonl", "--simulator", "mypkg.users:Leaver"]
+    completed = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert completed.returncode == 0, completed.stderr
+    assert [c.turns[0].text for c in read_jsonl(tmp_path / "logs.jsonl")] == ["tell me about owls"] * 2
