@@ -7,7 +7,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -18,7 +18,7 @@ from rich.table import Table
 from convoplan.compose.loop import STOP, DialogueManager
 from convoplan.imports import import_object
 from convoplan.progress import Progress, ProgressDisplay
-from convoplan.report import write_report
+from convoplan.report import Report, write_report
 from convoplan.schema import (
     Conversation,
     FormatError,
@@ -28,7 +28,6 @@ from convoplan.schema import (
 
 if TYPE_CHECKING:
     from convoplan.embed import SentenceEmbedder
-    from convoplan.sim.experiment import ABReport
     from convoplan.sim.run import SimulationConfig, World
 
 ConfigT = TypeVar("ConfigT")
@@ -203,8 +202,9 @@ def print_conversation(conversation: Conversation) -> None:
             say(f"  bot:  {turn.text}")
 
 
-def show_report(report: ABReport, out: Path) -> None:
-    """Print the report's tables (rendered in a terminal, as markdown otherwise) and write report.md/json/png."""
+def show_report(report: Report, out: Path, extra: Mapping[str, str] | None = None) -> None:
+    """Print the report's tables (rendered in a terminal, as markdown otherwise) and write report.md/json/png and
+    the `extra` files beside them."""
     from rich.markdown import Markdown
 
     text = report.markdown()
@@ -212,7 +212,7 @@ def show_report(report: ABReport, out: Path) -> None:
         console.print(Markdown(text))
     else:
         sys.stdout.write(text)
-    paths = write_report(report, out)
+    paths = write_report(report, out, extra)
     say(f"wrote {', '.join(str(path) for path in paths.values())}", to=errors)
 
 

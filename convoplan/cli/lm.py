@@ -9,9 +9,11 @@ from typing import Annotated
 import typer
 
 from convoplan.cli.common import (
+    EmbeddingCache,
     ShowConfig,
     SkipInvalid,
     configured,
+    embedder,
     errors,
     fail,
     load,
@@ -19,6 +21,7 @@ from convoplan.cli.common import (
     progress_display,
     say,
     set_option,
+    show_report,
 )
 
 __all__ = ["lm_app", "suggest_command"]
@@ -84,6 +87,78 @@ def lm_train(
         f"loss {state.losses[0]:.3f} -> {state.losses[-1]:.3f}{best}; "
         f"{result.tokens_per_second:,.0f} tokens/s; {result.parameters:,} parameters; wrote {out}"
     )
+
+
+@lm_app.command("eval")
+def lm_eval(
+    conversations: Annotated[
+        Path, typer.Argument(help="Canonical conversations (.jsonl) with meta.split and actions.")
+    ],
+    model: Annotated[Path, typer.Option(help="The action-directed LM folder (`convoplan lm train`).")],
+    vanilla_model: Annotated[
+        Path, typer.Option(help="The vanilla LM folder: same data and budget, no actions (`lm train --vanilla`).")
+    ],
+    labeller: Annotated[Path, typer.Option(help="A labeller folder (`convoplan label train`): adherence.")],
+    out: Annotated[
+        Path, typer.Option(help="Folder for report.md/json/png and messages.jsonl.", callback=output_folder)
+    ],
+    nba: Annotated[
+        Path | None,
+        typer.Option(help="A next-best-action folder for the predicted action [default: the most frequent successor]."),
+    ] = None,
+    title: Annotated[str | None, typer.Option(help="Report title [default: from the file name].")] = None,
+    embedding_cache: EmbeddingCache = None,
+    overrides: Annotated[list[str] | None, set_option("max_messages=500")] = None,
+    show_config: ShowConfig = False,
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """BLEU (sacrebleu, overall and per action) and action adherence of three systems writing every labelled agent
+    message of the test split again from its true history: the vanilla LM, the action-directed LM with the true
+    action, and with the predicted one (docs/lm.md, "Evaluation"). Writes OUT/report.md, report.json, report.png
+    (per-action chart) and messages.jsonl (every message written), and prints the tables.
+
+    The predicted action comes from --nba, or else from the frequency baseline (the most frequent successor of the
+    previous action in the train split). Example:
+
+        convoplan lm eval runs/data/persuasion-labelled.jsonl --model runs/lm --vanilla-model runs/lm-vanilla
+          --labeller runs/labeller-p4g --nba runs/nba --out runs/lm-eval
+    """
+    from convoplan.actions.evaluate import FrequencyBaseline
+    from convoplan.actions.labeller import load_labeller
+    from convoplan.actions.load import load_nba
+    from convoplan.actions.protocols import NextActionModel
+    from convoplan.lm.evaluate import EvalConfig, evaluate_lm
+    from convoplan.lm.model import load_model
+
+    config = configured(EvalConfig(), overrides, show_config)
+    data = load(conversations, skip_invalid)
+    next_action: NextActionModel
+    try:
+        action_lm, vanilla_lm = load_model(model), load_model(vanilla_model)
+        if action_lm.codec.vanilla or not vanilla_lm.codec.vanilla:
+            fail(f"--model {model} must be action-directed and --vanilla-model {vanilla_model} vanilla")
+        reader = load_labeller(labeller, embedder(embedding_cache))
+        if nba is not None:
+            next_action = load_nba(nba, embedder(embedding_cache))
+        else:
+            next_action = FrequencyBaseline(order=1).fit([c for c in data if c.meta.get("split") == "train"])
+    except ValueError as error:
+        fail(str(error))
+    with progress_display() as progress:
+        try:
+            report = evaluate_lm(
+                data,
+                action_lm,
+                vanilla_lm,
+                reader,
+                next_action,
+                config,
+                title=title or f"Action-directed LM on {conversations.name}",
+                progress=progress,
+            )
+        except ValueError as error:
+            fail(f"{conversations}: {error}")
+    show_report(report, out, extra={"messages.jsonl": report.messages_jsonl()})
 
 
 def suggest_command(

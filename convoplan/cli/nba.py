@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from rich.table import Table
 
 from convoplan.cli.common import (
     EmbeddingCache,
@@ -15,6 +16,7 @@ from convoplan.cli.common import (
     ShowConfig,
     SkipInvalid,
     configured,
+    console,
     embedder,
     errors,
     fail,
@@ -114,8 +116,9 @@ def nba_eval(
     embedding_cache: EmbeddingCache = None,
 ) -> None:
     """Top-1 and top-3 accuracy of the model's ranking against the logged action of every labelled agent message
-    of the split, each predicted from the conversation before it."""
-    from convoplan.actions.evaluate import evaluate_next_actions
+    of the split, each predicted from the conversation before it, beside two baselines fitted on the train split:
+    the majority action, and the action that most often followed the previous one."""
+    from convoplan.actions.evaluate import FrequencyBaseline, evaluate_next_actions
     from convoplan.actions.load import load_nba
 
     try:
@@ -126,13 +129,29 @@ def nba_eval(
     chosen = _labelled(conversations if split == "all" else _split(conversations, split))
     if not chosen:
         fail(f"{logs}: no conversations with meta.split == {split!r} whose agent turns carry actions")
+    train = _labelled(_split(conversations, "train"))
+    if not train:
+        fail(f"{logs}: no train split to fit the baselines on (conversations with meta.split == 'train')")
+    systems = {
+        f"{model.kind} model": model,
+        "majority action": FrequencyBaseline(order=0).fit(train),
+        "most frequent after the previous action": FrequencyBaseline(order=1).fit(train),
+    }
     with errors.status("predicting"):
-        accuracy = evaluate_next_actions(model, chosen)
+        scores = {name: evaluate_next_actions(system, chosen) for name, system in systems.items()}
+    accuracy = scores[f"{model.kind} model"]
     if as_json:
-        say(json.dumps({"model": str(model_folder), "kind": model.kind, "split": split, **accuracy.to_dict()}))
+        rows = {name: score.to_dict() for name, score in scores.items()}
+        say(json.dumps({"model": str(model_folder), "kind": model.kind, "split": split, "systems": rows}))
         return
-    say(
-        f"{model.kind} next-best-action on {accuracy.targets} labelled agent messages of {accuracy.conversations} "
-        f"conversations ({split}): top-1 {accuracy.top1:.3f}, top-3 {accuracy.top3:.3f}"
-        + (f"; {accuracy.unseen} with an action unknown to the model" if accuracy.unseen else "")
+    table = Table(
+        title=f"next action on {accuracy.targets} labelled agent messages of {accuracy.conversations} "
+        f"conversations ({split})"
     )
+    for column in ("system", "top-1", "top-3"):
+        table.add_column(column, justify="left" if column == "system" else "right")
+    for name, score in scores.items():
+        table.add_row(name, f"{score.top1:.3f}", f"{score.top3:.3f}")
+    console.print(table)
+    if accuracy.unseen:
+        say(f"{accuracy.unseen} of them carry an action unknown to the model (always a miss)", to=errors)

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from convoplan.actions.protocols import Labeller, NextActionModel
 from convoplan.lm.generate import SamplingConfig, generate_messages, prompt_budget
 from convoplan.lm.model import LanguageModel
+from convoplan.progress import Progress, Update, renamed
 from convoplan.report import figure_png
 from convoplan.schema import Conversation, Turn
 
@@ -103,7 +104,9 @@ def targets(conversations: Sequence[Conversation], config: EvalConfig) -> list[T
 class MessageWriter(Protocol):
     """Writes the next agent message after each history, for an action (None: without one)."""
 
-    def write(self, histories: Sequence[Conversation], actions: Sequence[str | None]) -> list[str]: ...
+    def write(
+        self, histories: Sequence[Conversation], actions: Sequence[str | None], progress: Progress | None = None
+    ) -> list[str]: ...
 
 
 class LMWriter:
@@ -114,7 +117,9 @@ class LMWriter:
         self.sampling = sampling
         self.batch_size = batch_size
 
-    def write(self, histories: Sequence[Conversation], actions: Sequence[str | None]) -> list[str]:
+    def write(
+        self, histories: Sequence[Conversation], actions: Sequence[str | None], progress: Progress | None = None
+    ) -> list[str]:
         codec, budget = self.lm.codec, prompt_budget(self.lm, self.sampling)
         # An action without a tag (or any action, for a vanilla model) is written without one: the fallback.
         prompts = [
@@ -128,6 +133,8 @@ class LMWriter:
             batch = generate_messages(self.lm, [prompts[r] for r in rows], self.sampling)
             for row, (message,) in zip(rows, batch, strict=True):
                 texts[row] = message.text
+            if progress is not None:
+                progress(Update("writing", start + len(rows), len(order), "messages"))
         return texts
 
 
@@ -318,8 +325,10 @@ def evaluate_lm(
     config: EvalConfig | None = None,
     *,
     title: str = "Action-directed LM",
+    progress: Progress | None = None,
 ) -> LMEvalReport:
-    """The three systems on `config.split` of `conversations` (see the module docstring)."""
+    """The three systems on `config.split` of `conversations` (see the module docstring); `progress` hears how
+    many messages each system has written."""
     config = config or EvalConfig()
     found = targets(conversations, config)
     if not found:
@@ -328,10 +337,11 @@ def evaluate_lm(
     true = [t.action for t in found]
     guess, directing = predicted_actions(nba, histories, config.threshold, action_lm.codec.actions)
     directed = LMWriter(action_lm, config.sampling, config.batch_size)
+    vanilla = LMWriter(vanilla_lm, config.sampling, config.batch_size)
     written = {
-        VANILLA: LMWriter(vanilla_lm, config.sampling, config.batch_size).write(histories, [None] * len(found)),
-        TRUE: directed.write(histories, true),
-        PREDICTED: directed.write(histories, directing),
+        VANILLA: vanilla.write(histories, [None] * len(found), renamed(progress, f"writing ({VANILLA})")),
+        TRUE: directed.write(histories, true, renamed(progress, f"writing ({TRUE})")),
+        PREDICTED: directed.write(histories, directing, renamed(progress, f"writing ({PREDICTED})")),
     }
     decoding = "greedy"
     if config.sampling.do_sample:

@@ -262,7 +262,10 @@ def test_cli_trains_and_evaluates(
     result = runner.invoke(cli(), ["nba", "eval", str(tmp_path / "sup"), str(path), "--json"])
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["kind"] == "supervised" and report["targets"] > 0 and 0.0 <= report["top1"] <= report["top3"] <= 1.0
+    model = report["systems"]["supervised model"]
+    assert report["kind"] == "supervised" and model["targets"] > 0 and 0.0 <= model["top1"] <= model["top3"] <= 1.0
+    baselines = [report["systems"][name] for name in ("majority action", "most frequent after the previous action")]
+    assert all(b["targets"] == model["targets"] and 0.0 <= b["top1"] <= b["top3"] <= 1.0 for b in baselines)
 
     result = runner.invoke(
         cli(),
@@ -270,7 +273,9 @@ def test_cli_trains_and_evaluates(
     )
     assert result.exit_code == 0, result.output
     result = runner.invoke(cli(), ["nba", "eval", str(tmp_path / "q"), str(path), "--split", "validation"])
-    assert result.exit_code == 0 and "outcome next-best-action" in result.stdout, result.output
+    assert result.exit_code == 0, result.output
+    for system in ("outcome model", "majority action", "most frequent after the previous action"):
+        assert system in result.stdout
 
     result = runner.invoke(cli(), ["nba", "train", str(path), "--out", str(tmp_path / "x"), "--show-config"])
     assert result.exit_code == 0 and "patience" in result.stdout
