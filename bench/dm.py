@@ -30,11 +30,10 @@ from convoplan.compose.loop import DialogueManager, DialogueState
 from convoplan.configs import apply_overrides
 from convoplan.report import write_report
 from convoplan.schema import Candidate
-from convoplan.sim.arms import load_arm
+from convoplan.sim.arms import ANIMALS, load_arm, load_world
 from convoplan.sim.experiment import ab_report, run_ab
 from convoplan.sim.pipeline import PipelineConfig, run_pipeline
 from convoplan.sim.run import SimulationConfig, simulate
-from convoplan.worlds.animals import animals_world
 
 ARMS = ("saql", "caql", "saql_cql", "caql_cql", "e2e", "supervised_rnn")
 
@@ -67,8 +66,11 @@ def main() -> None:
     parser.add_argument("--skip-training", action="store_true", help="reuse the DMs already in --out")
     parser.add_argument("--resume", action="store_true", help="go on from the stage a cut-off run reached")
     parser.add_argument("--set", action="append", default=[], help="override a PipelineConfig field (field=value)")
+    parser.add_argument("--world", default=ANIMALS, help="import path of a function returning the World")
+    parser.add_argument("--simulator", default=None, help="a user simulator class by import path (pkg.mod:Class)")
+    parser.add_argument("--rater", default=None, help="a rater class by import path (pkg.mod:Class)")
     args = parser.parse_args()
-    world = animals_world()
+    world = load_world(args.world, args.simulator, args.rater)
 
     if not args.skip_training:
         start = time.perf_counter()

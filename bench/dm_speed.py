@@ -24,8 +24,8 @@ from convoplan.dm.train import prepare, train_q
 from convoplan.dm.train_crossencoder import E2EConfig, train_e2e
 from convoplan.embed import SentenceEmbedder
 from convoplan.schema import read_jsonl
+from convoplan.sim.arms import ANIMALS, load_world
 from convoplan.sim.run import SimulationConfig, simulate
-from convoplan.worlds.animals import animals_world
 
 
 def main() -> None:
@@ -34,7 +34,11 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=100, help="logged conversations to train on")
     parser.add_argument("--steps", type=int, default=40, help="optimiser steps of each timed training run")
     parser.add_argument("--users", type=int, default=8, help="simulated conversations per DM for the latency")
+    parser.add_argument("--world", default=ANIMALS, help="import path of a function returning the World")
+    parser.add_argument("--simulator", default=None, help="a user simulator class by import path (pkg.mod:Class)")
+    parser.add_argument("--rater", default=None, help="a rater class by import path (pkg.mod:Class)")
     args = parser.parse_args()
+    world = load_world(args.world, args.simulator, args.rater)
 
     logs = read_jsonl(args.dms / "logs" / "supervised_rnn.jsonl")[: args.conversations]
     network, space, _ = load_network(args.dms / "saql")
@@ -56,13 +60,13 @@ def main() -> None:
 
     # One untimed pass first, so that every DM is timed with the same warm sentence-embedding cache (the KB's texts
     # recur across conversations, as they do in serving) rather than the first one paying for all the misses.
-    list(simulate(animals_world(), load_policy(args.dms / "saql"), SimulationConfig(conversations=args.users, seed=99)))
+    list(simulate(world, load_policy(args.dms / "saql"), SimulationConfig(conversations=args.users, seed=99)))
     print("\n| DM | scoring p50 (ms/step) | scoring p95 (ms/step) | steps timed |")
     print("|---|---|---|---|")
     for name in ("supervised_rnn", "saql", "supervised_transformer"):
         timed = Timed(load_policy(args.dms / name))
         start = time.perf_counter()
-        list(simulate(animals_world(), timed, SimulationConfig(conversations=args.users, seed=99)))
+        list(simulate(world, timed, SimulationConfig(conversations=args.users, seed=99)))
         p50, p95 = percentile(timed.seconds, 0.5) * 1000, percentile(timed.seconds, 0.95) * 1000
         print(f"| {name} | {p50:.1f} | {p95:.1f} | {len(timed.seconds)} ({time.perf_counter() - start:.0f} s) |")
 

@@ -1,6 +1,7 @@
-"""Next-best-action on PersuasionForGood and STAR (issue 5, item 3).
+"""Next-best-action on any corpora in the canonical format (issue 5, item 3; by default PersuasionForGood and STAR).
 
-For each corpus (its conversations whose agent turns carry actions, split by `meta.split`):
+For each corpus (`--data NAME=PATH`, repeated; its conversations whose agent turns carry actions, split by
+`meta.split`):
 
 1. top-1 / top-3 accuracy on the test split of every labelled agent message, predicted from the conversation before
    it, for: the majority action, the most frequent successor of the previous action (bigram), the supervised model
@@ -14,10 +15,12 @@ For each corpus (its conversations whose agent turns carry actions, split by `me
    encoder, frozen (16 principal components, plus the step's position), and 16 components of the candidates. The
    estimators' value for the logged policy itself, against its empirical value, says how far to trust them.
 
-Models are saved under --out. STAR's training split can be capped (--star-train, a seeded sample) to keep the run
-to minutes on a small CPU; embeddings are cached under --embeddings (first run: ~50k STAR texts to embed).
+Models are saved under --out. A corpus's training split can be capped (`--train-cap NAME=N`, a seeded sample; STAR's
+is 2,000 by default) to keep the run to minutes on a small CPU; embeddings are cached in the --embedding-cache
+(first run: ~50k STAR texts to embed).
 
     .venv/bin/python bench/nba.py
+    .venv/bin/python bench/nba.py --data mine=runs/data/mine.jsonl --train-cap mine=1000
 """
 
 from __future__ import annotations
@@ -262,14 +265,27 @@ def report(reports: list[CorpusReport], args: argparse.Namespace, seconds: float
         )
 
 
+DEFAULT_DATA = ["persuasion=runs/data/persuasion.jsonl", "star=runs/data/star.jsonl"]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--persuasion", type=Path, default=Path("runs/data/persuasion.jsonl"))
-    parser.add_argument("--star", type=Path, default=Path("runs/data/star.jsonl"))
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=None,
+        metavar="NAME=PATH",
+        help="a corpus in the canonical format (repeat it; default: persuasion and star under runs/data)",
+    )
+    parser.add_argument(
+        "--train-cap",
+        action="append",
+        default=["star=2000"],
+        metavar="NAME=N",
+        help="cap on a corpus's training conversations, a seeded sample (default: star=2000; 0: all)",
+    )
     parser.add_argument("--embedding-cache", type=Path, default=default_cache_dir(), help="sentence embedding cache")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-nba"), help="folder for the trained models")
-    parser.add_argument("--star-train", type=int, default=2000, help="cap on STAR training dialogues (0: all)")
-    parser.add_argument("--corpora", nargs="*", default=["persuasion", "star"])
     parser.add_argument("--q-steps", type=int, default=0, help="Q-learning steps (0: the OutcomeConfig default)")
     parser.add_argument("--fqe-steps", type=int, default=2000)
     parser.add_argument("--dice-steps", type=int, default=2000)
@@ -277,15 +293,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    for path in (args.persuasion, args.star):
-        if not path.is_file():
-            sys.exit(f"{path} is missing: convert the corpora first (docs/corpora.md)")
+    corpora = dict(item.split("=", 1) for item in args.data or DEFAULT_DATA)
+    caps = {name: int(n) for name, n in (item.split("=", 1) for item in args.train_cap)}
+    for path in corpora.values():
+        if not Path(path).is_file():
+            sys.exit(f"{path} is missing: convert the corpora first (docs/corpora.md, docs/your-data.md)")
     start = time.perf_counter()
     embedder = SentenceEmbedder(cache_dir=args.embedding_cache)
-    reports = []
-    for name in args.corpora:
-        path, cap = (args.persuasion, 0) if name == "persuasion" else (args.star, args.star_train)
-        reports.append(run_corpus(name, path, cap, embedder, args))
+    reports = [run_corpus(name, Path(path), caps.get(name, 0), embedder, args) for name, path in corpora.items()]
     report(reports, args, time.perf_counter() - start)
 
 

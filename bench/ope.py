@@ -68,8 +68,8 @@ from convoplan.ope import (
     with_position,
 )
 from convoplan.schema import Candidate, Conversation, write_jsonl
+from convoplan.sim.arms import ANIMALS, load_world
 from convoplan.sim.run import SimulationConfig, simulate, simulate_one
-from convoplan.worlds.animals import animals_world
 
 RL_ARMS = ("saql", "caql", "saql_cql", "caql_cql")
 
@@ -181,7 +181,7 @@ def truth(target: Target, space: FeatureSpace, args: argparse.Namespace) -> dict
             max_turns=args.max_turns,
             composer=ComposerConfig(epsilon=0.0),
         )
-        world, dm = animals_world(), target.dm()
+        world, dm = load_world(args.world, args.simulator, args.rater), target.dm()
         conversations = []
         for index in range(have, config.conversations):
             conversations.append(simulate_one(world, dm, index, config, target.name))
@@ -226,7 +226,8 @@ def logged_conversations(args: argparse.Namespace, space: FeatureSpace, embedder
         )
         say(f"simulating {args.fresh_logs} held-out logs of the supervised DM (epsilon {args.epsilon})")
         dm = RNNPolicy(network, space, embedder)
-        write_jsonl(path, list(simulate(animals_world(), dm, config, "supervised_rnn")))
+        world = load_world(args.world, args.simulator, args.rater)
+        write_jsonl(path, list(simulate(world, dm, config, "supervised_rnn")))
     return path
 
 
@@ -257,6 +258,9 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the estimators")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--truth-only", action="store_true", help="only simulate (and cache) the truths")
+    parser.add_argument("--world", default=ANIMALS, help="import path of a function returning the World")
+    parser.add_argument("--simulator", default=None, help="a user simulator class by import path (pkg.mod:Class)")
+    parser.add_argument("--rater", default=None, help="a rater class by import path (pkg.mod:Class)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out, run = Path(args.out), Path(args.run)

@@ -3,10 +3,12 @@
 The property (issue 3): a DM that greedily maximises the raters' immediate score gets a higher mean rating, but
 shorter conversations and less explicit positive feedback than the hand-written planning DM. Both DMs talk with the
 same simulated users (same seeds); each metric is compared as the greedy arm's relative change against the planner
-(control), with a bootstrap 95% confidence interval over conversations. Simulation speed is the heuristic DM's,
-in conversations per second, measured in the same run.
+(control), with a bootstrap 95% confidence interval over conversations. Simulation speed is each DM's, in
+conversations per second, measured in the same run. Another world, user simulator or rater, and other DMs of the
+world (the first is the control), are arguments.
 
     .venv/bin/python bench/world_property.py --conversations 1000
+    .venv/bin/python bench/world_property.py --simulator my_pkg.users:MyUsers --dms heuristic greedy
 """
 
 from __future__ import annotations
@@ -16,9 +18,9 @@ import platform
 import random
 import time
 
-from convoplan.sim.metrics import METRICS, compare
+from convoplan.sim.arms import ANIMALS, load_world
+from convoplan.sim.metrics import METRICS, compare, metric_values
 from convoplan.sim.run import SimulationConfig, simulate
-from convoplan.worlds.animals import animals_world
 
 
 def main() -> None:
@@ -26,12 +28,16 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--resamples", type=int, default=5000)
+    parser.add_argument("--dms", nargs="*", default=["heuristic", "greedy", "random"], help="the world's DMs to run")
+    parser.add_argument("--world", default=ANIMALS, help="import path of a function returning the World")
+    parser.add_argument("--simulator", default=None, help="a user simulator class by import path (pkg.mod:Class)")
+    parser.add_argument("--rater", default=None, help="a rater class by import path (pkg.mod:Class)")
     args = parser.parse_args()
 
-    world = animals_world()
+    world = load_world(args.world, args.simulator, args.rater)
     config = SimulationConfig(conversations=args.conversations, seed=args.seed)
     logs, seconds = {}, {}
-    for name in ("heuristic", "greedy", "random"):
+    for name in args.dms:
         start = time.perf_counter()
         logs[name] = list(simulate(world, world.dms[name](random.Random(args.seed)), config, name))
         seconds[name] = time.perf_counter() - start
@@ -40,16 +46,16 @@ def main() -> None:
         f"machine: {platform.machine()}, Python {platform.python_version()}; {args.conversations} conversations per DM"
     )
     print()
-    print(
-        "| metric | heuristic (control) | greedy | greedy vs control | 95% CI | random | random vs control | 95% CI |"
-    )
-    print("|---|---|---|---|---|---|---|---|")
+    control, *arms = args.dms
+    print(f"| metric | {control} (control) | " + " | ".join(f"{a} | {a} vs control | 95% CI" for a in arms) + " |")
+    print("|---|---|" + "---|---|---|" * len(arms))
     for metric in METRICS:
-        g = compare(logs["heuristic"], logs["greedy"], metric, resamples=args.resamples, seed=args.seed)
-        r = compare(logs["heuristic"], logs["random"], metric, resamples=args.resamples, seed=args.seed)
-        greedy = f"{g.arm_mean:.2f} | {g.relative_change:+.1%} | [{g.low:+.1%}, {g.high:+.1%}]"
-        random_ = f"{r.arm_mean:.2f} | {r.relative_change:+.1%} | [{r.low:+.1%}, {r.high:+.1%}]"
-        print(f"| {metric.replace('_', ' ')} | {g.control_mean:.2f} | {greedy} | {random_} |")
+        cells = []
+        for arm in arms:
+            c = compare(logs[control], logs[arm], metric, resamples=args.resamples, seed=args.seed)
+            cells.append(f"{c.arm_mean:.2f} | {c.relative_change:+.1%} | [{c.low:+.1%}, {c.high:+.1%}]")
+        base = float(metric_values(logs[control], metric).mean())
+        print(f"| {metric.replace('_', ' ')} | {base:.2f} | " + " | ".join(cells) + " |")
     print()
     print("| DM | conversations/s | seconds for 1,000 conversations |")
     print("|---|---|---|")

@@ -16,7 +16,6 @@ from rich.console import Console
 from rich.table import Table
 
 from convoplan.compose.loop import STOP, DialogueManager
-from convoplan.imports import import_object
 from convoplan.progress import Progress, ProgressDisplay
 from convoplan.report import Report, write_report
 from convoplan.schema import (
@@ -149,19 +148,13 @@ def resolve_dm(
 
 
 def build_world(simulator: str | None, rater: str | None) -> World:
-    """The animals world, with a user simulator and rater plugged in by import path where given."""
-    from convoplan.worlds.animals import animals_world
+    """The animals world, with a user simulator and rater plugged in by import path where given; a bad one exits 2."""
+    from convoplan.sim.arms import load_world
 
-    plugged = {}
-    for option, spec in (("--simulator", simulator), ("--rater", rater)):
-        if spec is not None:
-            try:
-                plugged[option] = import_object(spec)
-            except ValueError as error:
-                fail(f"{option} {error}")
-            if not callable(plugged[option]):
-                fail(f"{option} {spec!r} is not callable")
-    return animals_world(new_user=plugged.get("--simulator"), new_rater=plugged.get("--rater"))  # type: ignore[arg-type]
+    try:
+        return load_world(simulator=simulator, rater=rater)
+    except ValueError as error:
+        fail(f"--simulator/--rater {error}")
 
 
 def simulate_with_progress(

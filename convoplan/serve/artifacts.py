@@ -30,10 +30,10 @@ from typing import Any
 from convoplan.actions.protocols import Labeller, NextActionModel
 from convoplan.atomic import atomic_write
 from convoplan.compose.loop import Bot, DialogueManager, Provider
-from convoplan.imports import import_object
 from convoplan.lm.model import LanguageModel
 from convoplan.lm.suggest import SuggestConfig, Suggester
 from convoplan.schema import Turn
+from convoplan.sim.arms import ANIMALS
 from convoplan.sim.run import World
 
 __all__ = ["Arm", "Artifacts", "Manifest", "write_manifest"]
@@ -53,7 +53,7 @@ class Arm:
 class Manifest:
     arms: dict[str, Arm]
     """The bot's A/B arms by name."""
-    world: str = "convoplan.worlds.animals:animals_world"
+    world: str = ANIMALS
     """Import path of a function returning the World the bot runs in."""
     control: str | None = None
     """The arm others are compared with in `convoplan experiment report` (default: the first)."""
@@ -112,7 +112,7 @@ class Artifacts:
 
     @classmethod
     def load(cls, folder: str | Path, suggest: SuggestConfig | None = None) -> Artifacts:
-        from convoplan.sim.arms import load_arm
+        from convoplan.sim.arms import load_arm, load_world
 
         root = Path(folder)
         manifest = read_manifest(root)
@@ -124,12 +124,9 @@ class Artifacts:
             return ValueError(f"{root / MANIFEST}: {name}: {error}")
 
         try:
-            make_world = import_object(manifest.world)
-            world = make_world() if callable(make_world) else None
+            world = load_world(manifest.world)
         except (ValueError, TypeError) as error:
             raise where("world", error) from None
-        if not isinstance(world, World):
-            raise where("world", ValueError(f"{manifest.world!r} did not return a World"))
         dms: dict[str, DialogueManager] = {}
         for name, arm in manifest.arms.items():
             try:

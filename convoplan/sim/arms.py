@@ -1,23 +1,52 @@
-"""Turn a DM specification into a dialogue manager: a DM the world has built in, an import path, or a trained
-checkpoint.
+"""What a run is made of, by name: the world (an import path, with a user simulator and a rater of one's own plugged
+in), and the DMs of its arms.
 
-heuristic | greedy | random      the world's built-in DMs, by name (`World.dms`; the animals world's are these)
-my_pkg.module:Factory            a class or function called with no arguments, returning a DM
-runs/dm/saql                     a folder written by `convoplan dm train` (config.json + model.safetensors)
+A DM specification is one of
+    heuristic | greedy | random      the world's built-in DMs, by name (`World.dms`; the animals world's are these)
+    my_pkg.module:Factory            a class or function called with no arguments, returning a DM
+    runs/dm/saql                     a folder written by `convoplan dm train` (config.json + model.safetensors)
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import cast
 
 from convoplan.compose.loop import DialogueManager
 from convoplan.embed import SentenceEmbedder
 from convoplan.imports import import_object
+from convoplan.sim.protocols import RaterFactory, UserFactory
 from convoplan.sim.run import World
 
-__all__ = ["load_arm"]
+__all__ = ["ANIMALS", "load_arm", "load_world"]
+
+ANIMALS = "convoplan.worlds.animals:animals_world"
+"""The built-in world's import path: the default wherever a world is named."""
+
+
+def load_world(spec: str = ANIMALS, simulator: str | None = None, rater: str | None = None) -> World:
+    """The world a function named by import path returns, with the user simulator class (called as `Class(rng)`)
+    and the rater class (`Class(name, rng)`) named by import path plugged in where given; ValueError naming what
+    is wrong with a bad one."""
+    make = import_object(spec)
+    world = make() if callable(make) else None
+    if not isinstance(world, World):
+        raise ValueError(f"{spec!r} did not return a World (convoplan.sim.run.World)")
+    if simulator is not None:
+        world = replace(world, new_user=cast(UserFactory, _callable(simulator)))
+    if rater is not None:
+        world = replace(world, new_rater=cast(RaterFactory, _callable(rater)))
+    return world
+
+
+def _callable(spec: str) -> object:
+    factory = import_object(spec)
+    if not callable(factory):
+        raise ValueError(f"{spec!r} is not callable")
+    return factory
 
 
 def load_arm(
@@ -35,10 +64,7 @@ def load_arm(
     if ":" not in spec:
         builtin = f"one of the {world.name} world's DMs ({', '.join(world.dms)}), " if world.dms else ""
         raise ValueError(f"{spec!r}: expected {builtin}a trained DM folder, or an import path 'pkg.module:Factory'")
-    factory = import_object(spec)
-    if not callable(factory):
-        raise ValueError(f"{spec!r} is not callable")
-    dm = factory()
+    dm = cast(Callable[[], object], _callable(spec))()
     if not callable(getattr(dm, "score", None)):
         raise ValueError(f"{spec!r} made {type(dm).__name__}, which has no score(state, candidates) method")
     return cast(DialogueManager, dm)
