@@ -54,8 +54,13 @@ def _duration(seconds: float) -> str:
     return f"{hours}:{minutes:02d}:{seconds:02d}"
 
 
+def _number(value: float) -> str:
+    """4 significant digits, but never an exponent for a big number: 0.4127, 35.2, 44,960."""
+    return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4g}"
+
+
 def _metrics(update: Update) -> str:
-    return ", ".join(f"{name} {value:.4g}" for name, value in update.metrics.items())
+    return ", ".join(f"{name} {_number(value)}" for name, value in update.metrics.items())
 
 
 @dataclass
@@ -125,7 +130,7 @@ class ProgressDisplay:
             parts[0] += f" ({update.done / update.total:.0%})"
         rate = progressed / seconds if seconds > 0 else 0.0
         if rate > 0:
-            parts.append(f"{rate:.3g} {update.unit}/s")
+            parts.append(f"{_number(rate)} {update.unit}/s")
             if update.total is not None and update.done < update.total:
                 parts.append(f"{_duration((update.total - update.done) / rate)} left")
         numbers = _metrics(update)

@@ -73,3 +73,8 @@ def test_long_embeddings_report_progress_per_chunk(monkeypatch: pytest.MonkeyPat
     vectors = SentenceEmbedder(model=model, progress=seen.append).embed([f"text {i}" for i in range(10)] + ["text 0"])
     assert vectors.shape == (11, 384) and model.calls == [4, 4, 2]
     assert [(u.task, u.done, u.total) for u in seen] == [("embedding", n, 10) for n in (4, 8, 10)]
+
+
+def test_big_numbers_read_without_an_exponent() -> None:
+    line = ProgressDisplay.line(Update("reading", 6652, 6652, "files", {"tokens/s": 44960.2}), 2.0, 6652)
+    assert line == "reading: 6652/6652 files (100%), 3,326 files/s, tokens/s 44,960"

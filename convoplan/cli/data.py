@@ -125,6 +125,40 @@ def data_stats(
         console.print(histogram)
 
 
+class ActRule(StrEnum):
+    first = "first"
+    priority = "priority"
+    combined = "combined"
+
+
+@data_app.command("acts")
+def data_acts(
+    path: FileArg,
+    out: Annotated[Path, typer.Option(help="Where to write the mapped conversations (.jsonl).", callback=output_file)],
+    mode: Annotated[
+        ActRule, typer.Option(help="first act; the act first in --priority (else the rarest); all acts joined by +.")
+    ] = ActRule.priority,
+    priority: Annotated[
+        str, typer.Option(help="Acts by importance, comma-separated (priority mode), e.g. book,inform,request.")
+    ] = "",
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """Give every agent message that performs several acts (its meta.acts, a list a converter writes) the one
+    action the format allows, by the --mode rule (docs/your-data.md compares them); messages that already have an
+    action keep it."""
+    from convoplan.corpora.acts import map_acts
+
+    listed = [act.strip() for act in priority.split(",") if act.strip()]
+    if listed and mode is not ActRule.priority:
+        fail("--priority applies to --mode priority only")
+    try:
+        mapped, chosen = map_acts(load(path, skip_invalid), mode.value, listed)
+    except ValueError as error:
+        fail(f"{path}: {error}")
+    write_jsonl(out, mapped)
+    say(f"wrote {len(mapped)} conversations to {out}: {sum(chosen.values()):,} agent actions, {len(chosen)} distinct")
+
+
 @data_app.command("export")
 def data_export(
     db: Annotated[str, typer.Option(help="A conversation store's URL (convoplan serve --db).")],
