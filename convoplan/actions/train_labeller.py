@@ -229,11 +229,12 @@ def train_labeller(
         return action if action in ids else config.other_label
 
     train_contexts = [with_targets(c, target) for c in train_contexts]
-    val_contexts = [with_targets(c, target) for c in message_contexts(validation)]
-    # With every train label a class, a validation label the train split lacks has no class: such messages stay
-    # as context (the previous message of the next one) but are not scored.
-    unseen = Counter(str(c.gold) for c in val_contexts if c.gold is not None and c.gold not in ids)
-    val_contexts = [replace(c, gold=None) if c.gold is not None and c.gold not in ids else c for c in val_contexts]
+    val_contexts = message_contexts(validation)
+    # With every train label a class (no `labels` chosen), a validation label the train split lacks has no class:
+    # such messages stay as context (the previous message of the next one) but are not scored.
+    unknown = set() if config.labels else {c.gold for c in val_contexts if c.gold is not None and c.gold not in ids}
+    unseen = Counter(str(c.gold) for c in val_contexts if c.gold in unknown)
+    val_contexts = [with_targets(replace(c, gold=None) if c.gold in unknown else c, target) for c in val_contexts]
     if not any(c.gold for c in train_contexts):
         raise ValueError("no human-labelled agent messages to train on")
     if not any(c.gold for c in val_contexts):
