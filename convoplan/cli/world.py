@@ -124,7 +124,15 @@ def demo(
     serve: Annotated[bool, typer.Option(help="End by serving the trained artifacts and the web console.")] = True,
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port of the server (on 127.0.0.1).")] = 8000,
     overrides: Annotated[list[str] | None, set_option("q.steps=1000")] = None,
-    embedding_cache: EmbeddingCache = None,
+    embedding_cache: Annotated[
+        Path | None,
+        typer.Option(
+            help="Sentence-embedding cache folder \\[default: OUT/embeddings, so that the seeded figures do not depend "
+            "on what other runs cached].",
+            callback=output_folder,
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """The main job on the built-in animals world, as in the RL paper: collect rated logs with the hand-written DM,
     train the supervised RNN DM, collect its logs, train SAQL on them, then A/B test SAQL, the hand-written planner
@@ -142,22 +150,24 @@ def demo(
     quick.q.steps, quick.q.batch_size = 500, 8
     config = configured(quick, overrides, False)
     world = build_world(None, None)
+    # The demo keeps its own cache in OUT: a vector read from a cache can differ from one computed beside other texts
+    # in the last bits, so the seeded figures would otherwise depend on what earlier runs of anything cached.
+    cache = embedding_cache or out / "embeddings"
     with progress_display() as progress:
-        sentences = embedder(embedding_cache, progress)
-        checkpoints = run_pipeline(world, out, config, sentences, lambda m: say(m, to=errors), progress)
+        checkpoints = run_pipeline(world, out, config, embedder(cache, progress), lambda m: say(m, to=errors), progress)
     arms = {
         "supervised_rnn": str(checkpoints["supervised_rnn"]),
         "saql": str(checkpoints["saql"]),
         "heuristic": "heuristic",
         "greedy": "greedy",
     }
-    dms = {name: resolve_dm(spec, world, random.Random(seed), sentences) for name, spec in arms.items()}
+    dms = {name: resolve_dm(spec, world, random.Random(seed)) for name, spec in arms.items()}
     with progress_display() as progress:
         logs = run_ab(world, dms, "supervised_rnn", users, seed + 7, progress=progress)
     show_report(ab_report(logs, "supervised_rnn", resamples=2000, seed=seed), out / "ab")
     print_conversation(max(logs["saql"][:50], key=lambda c: len(c.turns)))
     say(f"trained DMs in {out}/ (try: convoplan chat --dm {checkpoints['saql']} --explain)")
-    artifacts = serving_artifacts(out, checkpoints["saql"], checkpoints["supervised_rnn"], seed, embedding_cache)
+    artifacts = serving_artifacts(out, checkpoints["saql"], checkpoints["supervised_rnn"], seed, cache)
     if serve:
         from convoplan.cli.serve import start_server
         from convoplan.serve.app import ServeConfig
