@@ -118,8 +118,11 @@ class LanguageModel:
 
     @property
     def context(self) -> int:
-        """Longest input in tokens (prompt plus generated tokens)."""
-        return int(getattr(self.model.config, "n_positions", None) or self.model.config.max_position_embeddings)
+        """Longest input in tokens (prompt plus generated tokens): the training block length where the folder
+        records one (what the model learnt to read), else the architecture's context."""
+        positions = int(getattr(self.model.config, "n_positions", None) or self.model.config.max_position_embeddings)
+        block = self.info.get("block_size")
+        return min(positions, block) if isinstance(block, int) and block > 0 else positions
 
 
 def save_model(
@@ -154,6 +157,7 @@ class _Info:
     vanilla: bool
     actions: list[str]
     base_model: str | None = None
+    block_size: int | None = None
     training: dict[str, Any] | None = None
 
 

@@ -54,8 +54,9 @@ class TrainConfig:
     """Train the vanilla baseline: the same conversations rendered without action tags."""
     vocab_size: int = 8000
     """Entries of a from-scratch byte-level BPE tokenizer, format tags included (action tags come on top)."""
-    block_size: int = 0
-    """Tokens per training block; 0 = the model's context length."""
+    block_size: int = 256
+    """Tokens per training block, capped at the model's context; recorded with the model, whose prompts at inference
+    then fit in it too. A pretrained base's context (8,192 tokens for SmolLM2) would take gigabytes per block."""
     batch_size: int = 16
     """Blocks per optimiser step, over all processes."""
     lr: float = 1e-3
@@ -323,16 +324,16 @@ def train(
 
     codec = Codec(tokenizer, vanilla=config.vanilla)
     context = int(getattr(model.config, "n_positions", 0) or model.config.max_position_embeddings)
-    block_size = config.block_size or context
-    if block_size > context:
-        raise ValueError(f"block_size {block_size} is longer than the model's context ({context} tokens)")
+    if config.block_size < 1:
+        raise ValueError(f"block_size must be positive, got {config.block_size}")
+    block_size = min(config.block_size, context)
     train_blocks = pack(codec.encode_conversations(train_set), block_size, codec.eos)
     validation_blocks = pack(codec.encode_conversations(validation_set), block_size, codec.eos)
     fingerprint = _fingerprint(train_blocks, validation_blocks)
     run = {"config": dataclasses.asdict(config), "base_model": base_model, "data": fingerprint}
     if resume and interrupted["data"] != fingerprint:
         raise ValueError(f"{out}: these conversations are not the ones the interrupted run was training on")
-    info = {"vanilla": config.vanilla, "base_model": base_model}
+    info = {"vanilla": config.vanilla, "base_model": base_model, "block_size": block_size}
 
     def write_checkpoint(snap: Snapshot) -> None:
         if rank == 0:

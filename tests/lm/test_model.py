@@ -5,14 +5,18 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from convoplan.cli import app
-from convoplan.lm.model import load_model
+from convoplan.lm.generate import SamplingConfig, prompt_budget
+from convoplan.lm.model import ModelConfig, load_model
+from convoplan.lm.train import train
 from convoplan.schema import Conversation, Turn, write_jsonl
+from tests.lm.conftest import TINY, synthetic
 
 runner = CliRunner()
 
@@ -51,3 +55,16 @@ def test_a_bad_saved_config_names_the_file_and_field(
 
 def test_the_folder_as_saved_loads(world_lm_dir: Path) -> None:
     assert load_model(world_lm_dir).codec.vanilla is False
+
+
+def test_the_block_length_is_recorded_and_bounds_the_prompt(tmp_path: Path) -> None:
+    """A model whose context is longer than its training blocks is prompted with at most a block at inference (a
+    pretrained base's 8k context would otherwise feed 8k tokens of history it never learnt to read)."""
+    wide = replace(TINY, model=replace(TINY.model, n_positions=512), block_size=96, epochs=1)
+    train(synthetic(16), tmp_path / "lm", wide)
+    lm = load_model(tmp_path / "lm")
+    assert lm.info["block_size"] == 96 and lm.context == 96
+    assert prompt_budget(lm, SamplingConfig(max_new_tokens=40)) == 56
+    narrow = replace(TINY, model=ModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=64), epochs=1)
+    train(synthetic(16), tmp_path / "narrow", narrow)  # the default 256 is capped at the model's context
+    assert load_model(tmp_path / "narrow").info["block_size"] == 64
