@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping
+from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -94,8 +95,6 @@ def load_weights(folder: str | Path, module: nn.Module, *, file: str = WEIGHTS_F
 def training_record(config: Any, losses: list[float], seconds: float, **extra: Any) -> dict[str, Any]:
     """What a model folder says about how it was trained: the same keys for every model, then `extra` (the data
     used, throughput, validation results, ...). `config` is the training config dataclass."""
-    from dataclasses import asdict
-
     return {
         "config": asdict(config),
         "steps": len(losses),

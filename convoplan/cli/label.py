@@ -170,7 +170,7 @@ def label_apply(
     else:
         labelled, count = [], 0
         with progress_display() as progress:
-            classifier = _labeller(model, embedding_cache)
+            classifier = _labeller(model, embedding_cache, progress)
             for start in range(0, len(conversations), batch_size):
                 chunk, added = apply_labels(conversations[start : start + batch_size], classifier)
                 labelled.extend(chunk)

@@ -175,7 +175,7 @@ def demo(
         start_server(artifacts, f"sqlite:///{out / 'serve.db'}", "127.0.0.1", port, ServeConfig())
 
 
-def serving_artifacts(out: Path, arm: Path, control: Path, seed: int, embedding_cache: Path | None = None) -> Path:
+def serving_artifacts(out: Path, arm: Path, control: Path, seed: int, cache: Path) -> Path:
     """Train the agent-assist models on the world's logs and write OUT/artifacts: the A/B arms (the trained DM
     against its control, half the users each), the LM (also the bot's LM provider) and the next-action model."""
     import shutil
@@ -194,7 +194,7 @@ def serving_artifacts(out: Path, arm: Path, control: Path, seed: int, embedding_
     with progress_display() as progress:
         train = [c for c in logs if c.meta.get("split") == "train"]
         nba = renamed(progress, "training the NBA model")
-        trained = train_nba(train, embedder(embedding_cache, progress), NBAConfig(epochs=6), progress=nba)
+        trained = train_nba(train, embedder(cache, progress), NBAConfig(epochs=6), progress=nba)
     folder = out / "artifacts"
     for name, source in (("lm", demo.model), (f"dm/{arm.name}", arm), (f"dm/{control.name}", control)):
         shutil.rmtree(folder / name, ignore_errors=True)

@@ -152,6 +152,11 @@ def validation_loss(
     return summed / tokens
 
 
+def _steps_per_epoch(blocks: Blocks, config: TrainConfig) -> int:
+    """Optimiser steps of one pass over `blocks`: the last partial batch of an epoch is left out."""
+    return len(blocks) // min(config.batch_size, len(blocks))
+
+
 def fit(
     model: PreTrainedModel,
     train_blocks: Blocks,
@@ -171,7 +176,7 @@ def fit(
             f"a batch of {min(config.batch_size, len(train_blocks))} block(s) cannot be shared by {world} processes"
         )
     batch_size = min(config.batch_size, len(train_blocks))
-    steps_per_epoch = len(train_blocks) // batch_size  # the last partial batch of an epoch is left out
+    steps_per_epoch = _steps_per_epoch(train_blocks, config)
     total = config.epochs * steps_per_epoch
     if config.max_steps > 0:
         total = min(total, config.max_steps)
@@ -343,9 +348,10 @@ def train(
     state = fit(
         model, train_blocks, validation_blocks, config, resume=snapshot, checkpoint=write_checkpoint, progress=progress
     )
-    steps_per_epoch = len(train_blocks) // min(config.batch_size, len(train_blocks))  # as `fit` counts them
     parameters = sum(p.numel() for p in model.parameters())
-    result = TrainResult(model, tokenizer, state, parameters, train_blocks.tokens(), steps_per_epoch)
+    result = TrainResult(
+        model, tokenizer, state, parameters, train_blocks.tokens(), _steps_per_epoch(train_blocks, config)
+    )
     if rank == 0:
         training = training_record(
             config,
