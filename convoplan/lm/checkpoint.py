@@ -1,11 +1,11 @@
 """Resumable training checkpoints of the language model.
 
 A checkpoint is a folder written as a whole (a temp folder renamed into place, so a kill mid-write leaves the
-previous checkpoint intact): the model folder of the current weights (`convoplan.lm.model.save_model`), the best
-weights so far (`best.safetensors`), the optimiser and scheduler state (`optimizer.pt`, loaded back with
-`torch.load(weights_only=True)`: tensors and plain values only, no code), and `trainer_state.json`: where the loop
-is (step, epoch, batch within the epoch), early-stopping state, loss history, the run's config and a fingerprint
-of its data.
+previous checkpoint intact): the model folder of the current weights (`convoplan.lm.model.save_model`; in a LoRA
+run, the adapter: `convoplan.lm.lora`), the trainable parameters at the best validation loss (`best.safetensors`),
+the optimiser and scheduler state (`optimizer.pt`, loaded back with `torch.load(weights_only=True)`: tensors and
+plain values only, no code), and `trainer_state.json`: where the loop is (step, epoch, batch within the epoch),
+early-stopping state, loss history, the run's config and a fingerprint of its data.
 """
 
 from __future__ import annotations
@@ -17,7 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from convoplan.lm.model import LanguageModel, load_model, save_model
+from convoplan.lm.lora import ADAPTER_FILE, load_adapter
+from convoplan.lm.model import LanguageModel, load_base, load_model, read_info, save_model
+from convoplan.lm.tokenizer import Codec
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -63,7 +65,7 @@ class Snapshot:
     optimizer: dict[str, Any]
     scheduler: dict[str, Any]
     best: dict[str, torch.Tensor] | None
-    """Weights of the best validation loss so far (None before the first validation)."""
+    """Trainable parameters at the best validation loss so far (None before the first validation)."""
 
 
 def save_checkpoint(
@@ -91,9 +93,15 @@ def load_checkpoint(folder: Path) -> tuple[LanguageModel, Snapshot, dict[str, An
     """(the model at the checkpoint, the training state, the `run` entries); ValueError naming what is wrong."""
     from safetensors.torch import load_file
 
-    lm = load_model(folder)
     try:
         saved = json.loads((folder / STATE_FILE).read_text())
+        if (folder / ADAPTER_FILE).exists():  # a LoRA run: the base, rebuilt as it started, plus the adapter
+            info = read_info(folder)
+            tokenizer, base = load_base(saved["base_model"], info["actions"])
+            model = load_adapter(base, folder)
+            lm = LanguageModel(model, tokenizer, Codec(tokenizer, vanilla=bool(info["vanilla"])), info)
+        else:
+            lm = load_model(folder)
         state = LoopState(**saved.pop("state"))
         optimiser = torch.load(folder / OPTIMIZER_FILE, weights_only=True)
         best = load_file(folder / BEST_FILE) if (folder / BEST_FILE).exists() else None

@@ -160,6 +160,8 @@ class Score:
     """Corpus BLEU (0-100)."""
     adherence: float
     """Share of messages the labeller assigns to the intended action (0-1)."""
+    length_ratio: float = math.nan
+    """Words written / words of the references (BLEU's 13a tokens, summed over the messages): 1 = as long."""
 
 
 def _cell(value: float, spec: str) -> str:
@@ -184,10 +186,11 @@ class LMEvalReport:
 
     def markdown(self, level: int = 2) -> str:
         lines = [f"{'#' * level} {self.title}", "", *(f"- {note}" for note in self.notes)]
-        lines += ["", "| system | messages | BLEU | adherence |", "|---|---:|---:|---:|"]
+        lines += ["", "| system | messages | BLEU | adherence | length ratio |", "|---|---:|---:|---:|---:|"]
         for system in self.systems:
             s = self.scores[system][ALL]
-            lines.append(f"| {system} | {s.messages} | {s.bleu:.2f} | {_cell(s.adherence, '.1%')} |")
+            cells = f"{s.bleu:.2f} | {_cell(s.adherence, '.1%')} | {_cell(s.length_ratio, '.2f')}"
+            lines.append(f"| {system} | {s.messages} | {cells} |")
         baseline = self.systems[0]
         for system in self.systems[1:]:
             won, of = self.wins(system, baseline)
@@ -254,12 +257,14 @@ class LMEvalReport:
         return "".join(json.dumps(message, ensure_ascii=False) + "\n" for message in self.messages)
 
 
-def _bleu(hypotheses: Sequence[str], references: Sequence[str]) -> float:
+def _bleu(hypotheses: Sequence[str], references: Sequence[str]) -> tuple[float, float]:
+    """(corpus BLEU, hypothesis length / reference length in BLEU's tokens)."""
     import sacrebleu
 
     # force: sacrebleu's own warning about text that looks tokenized (" ." endings) would print at every call, one
     # per system and action; `score_systems` says it once, in the report's notes.
-    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)], force=True).score)
+    bleu = sacrebleu.corpus_bleu(list(hypotheses), [list(references)], force=True)
+    return float(bleu.score), bleu.sys_len / bleu.ref_len if bleu.ref_len else math.nan
 
 
 def _tokenized_note(found: Sequence[Target], written: Mapping[str, Sequence[str]]) -> list[str]:
@@ -304,14 +309,11 @@ def score_systems(
             message[system] = {"text": text, "intended": goal, "assigned": verdict}
         hits = [a is not None and a == i for a, i in zip(assigned, intended[system], strict=True)]
         rows = {ALL: list(range(len(found)))} | {a: [i for i, t in enumerate(found) if t.action == a] for a in actions}
-        scores[system] = {
-            group: Score(
-                len(members),
-                _bleu([texts[i] for i in members], [found[i].reference for i in members]),
-                sum(hits[i] for i in members) / len(members) if members else math.nan,
-            )
-            for group, members in rows.items()
-        }
+        scores[system] = {}
+        for group, members in rows.items():
+            bleu, length = _bleu([texts[i] for i in members], [found[i].reference for i in members])
+            adherence = sum(hits[i] for i in members) / len(members) if members else math.nan
+            scores[system][group] = Score(len(members), bleu, adherence, length)
     notes = [*notes, *_tokenized_note(found, written)]
     return LMEvalReport(title, tuple(written), actions, scores, tuple(notes), tuple(messages))
 

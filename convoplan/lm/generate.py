@@ -1,4 +1,4 @@
-"""Writing agent messages with a loaded model: one batched, KV-cached `generate` call that stops at `<|end|>`.
+"""Writing agent messages with a loaded model: one batched, KV-cached `generate` call that stops at `<|end|>` (or EOS).
 
 Every caller (suggestions, evaluation, the composition loop's LM provider) goes through `generate_messages`: the
 prompts (token ids from `Codec.prompt`) are left-padded into one batch with an attention mask, transformers'
@@ -48,11 +48,11 @@ class Generated:
 
     text: str
     tokens: tuple[int, ...]
-    """The generated ids, up to and including `<|end|>` where it was written (nothing after it)."""
+    """The generated ids, up to and including `<|end|>` (or EOS) where it was written (nothing after it)."""
     score: float
     """Mean log-probability of those tokens under the model (untempered); NaN for no tokens."""
     finished: bool
-    """Whether the message ended with `<|end|>` within `max_new_tokens`."""
+    """Whether the message ended with `<|end|>` (or EOS) within `max_new_tokens`."""
 
 
 def prompt_budget(lm: LanguageModel, config: SamplingConfig) -> int:
@@ -104,7 +104,7 @@ def generate_messages(
         input_ids=inputs,
         attention_mask=mask,
         max_new_tokens=config.max_new_tokens,
-        eos_token_id=codec.end,  # a sequence is done at the end of its message ...
+        eos_token_id=[codec.end, codec.eos],  # a sequence is done at the end of its message (or conversation) ...
         pad_token_id=codec.eos,  # ... and filled with EOS while the others finish
         use_cache=True,
         return_dict_in_generate=True,
@@ -141,8 +141,10 @@ def _read_prompts(lm: LanguageModel, inputs: torch.Tensor, mask: torch.Tensor) -
 
 
 def _message(lm: LanguageModel, ids: torch.Tensor, logprobs: torch.Tensor) -> Generated:
-    """The message in one row of generated ids [S]: everything up to the first `<|end|>` (padding follows it)."""
-    ends = (ids == lm.codec.end).nonzero()
+    """The message in one row of generated ids [S]: everything up to the first `<|end|>` or EOS (padding follows).
+    EOS ends a message too: it closes the conversation, and an untuned pretrained base ends its turn with its own
+    EOS (`<|im_end|>`), which `<|end|>` starts out equal to (`convoplan.lm.model.init_tags`)."""
+    ends = ((ids == lm.codec.end) | (ids == lm.codec.eos)).nonzero()
     length = int(ends[0, 0]) + 1 if len(ends) else len(ids)
     tokens = tuple(int(i) for i in ids[:length])
     score = float(logprobs[:length].mean()) if length else float("nan")

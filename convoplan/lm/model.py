@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from convoplan.checkpoint import read_config, write_folder
 from convoplan.configs import config_from_dict
 from convoplan.lm.base import quiet
+from convoplan.lm.text import AGENT, END, USER, action_token
 from convoplan.lm.tokenizer import Codec, add_format_tokens, format_actions
 
 if TYPE_CHECKING:
@@ -82,12 +83,46 @@ def load_base(name_or_path: str, actions: Sequence[str] = ()) -> tuple[PreTraine
         raise ValueError(
             f"--base-model {name_or_path!r}: cannot load a causal LM and its tokenizer ({error})"
         ) from None
+    meanings = tag_meanings(tokenizer, actions)  # before the tags are added: the base's own end-of-turn token
     add_format_tokens(tokenizer, actions)
     rows = int(model.get_input_embeddings().weight.shape[0])  # type: ignore[index]
-    if len(tokenizer) > rows:  # new rows start at the mean of the old ones (transformers' default)
+    if len(tokenizer) > rows:
         with quiet():
             model.resize_token_embeddings(len(tokenizer))
+    init_tags(tokenizer, model, meanings)
     return tokenizer, model
+
+
+def tag_meanings(tokenizer: PreTrainedTokenizerBase, actions: Sequence[str]) -> dict[str, str]:
+    """What each tag the base lacks means, in its own tokens: `<|end|>` is its end-of-turn (EOS)
+    token, the speaker tags the words "user" and "assistant", an action tag the words of the action's name."""
+    words = {USER: " user", AGENT: " assistant", END: tokenizer.eos_token or "."}
+    words.update({action_token(a): " " + re.sub(r"[_\-.]+", " ", a) for a in actions})
+    known = tokenizer.get_vocab()  # a tag the base already has (a convoplan model trained further) keeps its row
+    return {tag: meaning for tag, meaning in words.items() if tag not in known}
+
+
+def init_tags(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, meanings: dict[str, str]) -> None:
+    """Start every tag's embedding (input and, when untied, output) at the mean embedding of the tokens of its
+    meaning. A pretrained model then reads `<|agent|><|action:ask_price|>` roughly as "assistant ask price" and,
+    above all, predicts `<|end|>` wherever it would end a turn: tags that start at the mean of all rows
+    (transformers' default) are never predicted until training has moved them, and an LM fine-tuned for minutes
+    then writes on past the end of the message. (Hewitt, "Initializing new word embeddings", 2021, argues for
+    the mean; a meaningful mean keeps its benefit and adds the tag's role.)"""
+    import torch
+
+    tables: list[torch.Tensor] = [model.get_input_embeddings().weight]  # type: ignore[list-item]
+    output: torch.nn.Module | None = model.get_output_embeddings()  # type: ignore[no-untyped-call]
+    if output is not None and output.weight is not tables[0]:  # untied: the output rows decide what is predicted
+        tables.append(output.weight)  # type: ignore[arg-type]
+    with torch.no_grad():
+        for tag, meaning in meanings.items():
+            ids = tokenizer(meaning, add_special_tokens=False)["input_ids"]
+            if not ids:
+                continue
+            row = tokenizer.convert_tokens_to_ids(tag)
+            for table in tables:  # [V, D]
+                table[row] = table[ids].mean(0)
 
 
 @dataclass

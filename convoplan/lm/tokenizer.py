@@ -102,6 +102,10 @@ class Codec:
         """Action name -> its tag's token id (empty for a vanilla tokenizer)."""
         self._tags = {USER: vocabulary[USER], AGENT: vocabulary[AGENT]}
 
+    def tag_ids(self) -> list[int]:
+        """The ids of every tag of the format: speakers, end of message, actions (what a base model lacks)."""
+        return [*self._tags.values(), self.end, *self.actions.values()]
+
     def action_id(self, action: str) -> int:
         """The token id of an action's tag; ValueError when the tokenizer has none (e.g. an action never seen in
         training: generate without it)."""

@@ -13,6 +13,7 @@ The vanilla baseline is the same call with `vanilla=True`: same architecture, da
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import time
@@ -30,6 +31,7 @@ from convoplan.configs import config_from_dict
 from convoplan.distributed import all_sum, barrier, process_group
 from convoplan.lm.checkpoint import STATE_FILE, LoopState, Snapshot, load_checkpoint, save_checkpoint
 from convoplan.lm.data import IGNORE, Blocks, pack, split
+from convoplan.lm.lora import LoraConfig, add_lora, merge
 from convoplan.lm.model import INFO_FILE, ModelConfig, load_base, new_model, save_model
 from convoplan.lm.tokenizer import Codec, train_tokenizer, wrap_tokenizer
 from convoplan.progress import Progress, Update
@@ -38,7 +40,7 @@ from convoplan.schema import Conversation
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["TrainConfig", "TrainResult", "fit", "lm_loss", "train"]
+__all__ = ["LoraConfig", "TrainConfig", "TrainResult", "fit", "lm_loss", "train"]
 
 CHECKPOINT = "checkpoint"
 """Sub-folder of the output folder that holds the resumable state while a run is in progress."""
@@ -59,8 +61,8 @@ class TrainConfig:
     then fit in it too. A pretrained base's context (8,192 tokens for SmolLM2) would take gigabytes per block."""
     batch_size: int = 16
     """Blocks per optimiser step, over all processes."""
-    lr: float = 1e-3
-    """Peak AdamW learning rate (use ~5e-5 to fine-tune a pretrained base model)."""
+    lr: float | None = None
+    """Peak AdamW learning rate; None = by what trains: 1e-3 from scratch, 5e-5 a whole base, 2e-4 LoRA."""
     weight_decay: float = 0.1
     """AdamW weight decay of the weight matrices (not of biases, layer norms)."""
     warmup: float = 0.05
@@ -81,10 +83,21 @@ class TrainConfig:
     """Blocks per forward pass when computing the validation loss."""
     checkpoint_every: int = 200
     """Optimiser steps between checkpoints (one is also written after every epoch); 0 = only after epochs."""
+    micro_batch_size: int = 4
+    """Most blocks in one forward-backward pass: a process's share of a batch that holds more takes several passes,
+    their gradients accumulated (the same gradient; memory grows with this, not with batch_size: SmolLM2 needs
+    about 1 GB per 256-token block). 0 = the whole share in one pass."""
+    gradient_checkpointing: bool = False
+    """Recompute each layer's activations in the backward pass instead of keeping them (less memory, ~30% slower)."""
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    """LoRA on a pretrained base (rank 0 = full fine-tuning)."""
     seed: int = 0
     """Seed of initialisation, batch order, dropout and the validation hold-out."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to train: auto = CUDA when available, else CPU."""
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    """Arithmetic of forward passes: bf16 = autocast to bfloat16 (weights and optimiser stay fp32); auto = bf16 on a
+    CUDA device that supports it, else fp32 (CPU autocast is slower than fp32 on most CPUs)."""
 
 
 @dataclass
@@ -131,7 +144,29 @@ def _optimiser(model: nn.Module, config: TrainConfig) -> torch.optim.AdamW:
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
     # fused: one kernel updates every parameter (CPU and CUDA), the Trainer's default too
+    assert config.lr is not None, "train() resolves the default learning rate"
     return torch.optim.AdamW(groups, lr=config.lr, betas=(0.9, 0.95), fused=True)
+
+
+def learning_rate(config: TrainConfig, pretrained: bool) -> float:
+    """The peak learning rate: the config's, or the default for what trains (see `TrainConfig.lr`)."""
+    if config.lr is not None:
+        return config.lr
+    return 1e-3 if not pretrained else 2e-4 if config.lora.rank > 0 else 5e-5
+
+
+def _bf16(config: TrainConfig, device: torch.device) -> bool:
+    """Whether forward passes autocast to bfloat16 (`TrainConfig.precision`)."""
+    if config.precision == "auto":
+        return device.type == "cuda" and torch.cuda.is_bf16_supported()
+    return config.precision == "bf16"
+
+
+def _forward(model: nn.Module, inputs: torch.Tensor, bf16: bool) -> torch.Tensor:
+    """Logits [b, T, V] of input ids [b, T], under bf16 autocast when asked (the loss is taken in fp32)."""
+    with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits: torch.Tensor = model(input_ids=inputs, use_cache=False).logits
+    return logits
 
 
 def validation_loss(
@@ -141,10 +176,11 @@ def validation_loss(
     model.eval()
     total, count = 0.0, 0
     mine = torch.arange(len(blocks))[rank::world]
+    bf16 = _bf16(config, device)
     with torch.no_grad():
         for start in range(0, len(mine), config.eval_batch_size):
             rows = mine[start : start + config.eval_batch_size]
-            logits = model(input_ids=blocks.inputs[rows].to(device), use_cache=False).logits  # [b, T, V]
+            logits = _forward(model, blocks.inputs[rows].to(device), bf16)  # [b, T, V]
             loss, n = lm_loss(logits, blocks.targets[rows].to(device))
             total, count = total + float(loss), count + n
     model.train()
@@ -171,11 +207,11 @@ def fit(
     checkpoint's state; `checkpoint(snapshot)` is called every `checkpoint_every` steps and after every epoch (on
     every process: the caller writes on rank 0); `progress` is called on rank 0 only."""
     rank, world, device = process_group(config.device)
-    if len(train_blocks) < world or config.batch_size < world:
-        raise ValueError(
-            f"a batch of {min(config.batch_size, len(train_blocks))} block(s) cannot be shared by {world} processes"
-        )
     batch_size = min(config.batch_size, len(train_blocks))
+    if batch_size < world:
+        raise ValueError(f"a batch of {batch_size} block(s) cannot be shared by {world} processes")
+    if config.micro_batch_size < 0:
+        raise ValueError(f"micro_batch_size must be 0 (no accumulation) or positive, got {config.micro_batch_size}")
     steps_per_epoch = _steps_per_epoch(train_blocks, config)
     total = config.epochs * steps_per_epoch
     if config.max_steps > 0:
@@ -187,6 +223,9 @@ def fit(
 
     model.to(device)  # type: ignore[arg-type]
     model.train()
+    if config.gradient_checkpointing:  # non-reentrant: works with frozen inputs (LoRA) and needs no input grads
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})  # type: ignore[no-untyped-call]
+    bf16 = _bf16(config, device)
     optimiser = _optimiser(model, config)
     scheduler = get_linear_schedule_with_warmup(optimiser, round(config.warmup * total), total)  # type: ignore[no-untyped-call]
     state, best = LoopState(), None
@@ -209,14 +248,21 @@ def fit(
             mine = rows[rank::world]  # this process's share
             count = train_blocks.tokens(rows)  # targets in the global batch: every process knows it
             torch.manual_seed(config.seed + 1_000_003 * (state.step + 1) + rank)  # dropout masks
-            logits = network(input_ids=train_blocks.inputs[mine].to(device), use_cache=False).logits  # [b, T, V]
-            loss, _ = lm_loss(logits, train_blocks.targets[mine].to(device))
-            (loss * (world / count)).backward()  # type: ignore[no-untyped-call]  # DDP averages over processes
+            micro = torch.split(mine, config.micro_batch_size or len(mine))  # forward-backward passes of this step
+            loss_sum = 0.0
+            for i, part in enumerate(micro):
+                last = i == len(micro) - 1  # DDP averages gradients over processes on the last pass only
+                with network.no_sync() if world > 1 and not last else contextlib.nullcontext():  # type: ignore[operator]
+                    logits = _forward(network, train_blocks.inputs[part].to(device), bf16)  # [b, T, V]
+                    loss, _ = lm_loss(logits, train_blocks.targets[part].to(device))
+                    # summed loss scaled by N / (targets in the global batch): the passes add up to the mean's gradient
+                    (loss * (world / count)).backward()  # type: ignore[no-untyped-call]
+                loss_sum += float(loss.detach())
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimiser.step()
             scheduler.step()
             optimiser.zero_grad(set_to_none=True)
-            (summed,) = all_sum([float(loss.detach())], world, device)
+            (summed,) = all_sum([loss_sum], world, device)
             state.step, state.batch = state.step + 1, state.batch + 1
             state.tokens += count
             state.seconds += time.perf_counter() - started
@@ -233,7 +279,7 @@ def fit(
             state.validation.append(loss_now)
             if state.best is None or loss_now < state.best - config.min_delta:
                 state.best, state.bad_epochs = loss_now, 0
-                best = {name: tensor.detach().to("cpu", copy=True) for name, tensor in model.state_dict().items()}
+                best = _trainable(model)
             else:
                 state.bad_epochs += 1
                 state.stopped = state.bad_epochs >= config.patience
@@ -245,9 +291,30 @@ def fit(
             progress(Update("validation", state.epoch, config.epochs, "epochs", metrics))
 
     if best is not None:
-        model.load_state_dict(best)
+        unexpected = model.load_state_dict(best, strict=False).unexpected_keys  # frozen weights are not in it
+        assert not unexpected, f"best weights of unknown parameters {unexpected[:3]}"
+    if config.gradient_checkpointing:
+        model.gradient_checkpointing_disable()  # type: ignore[no-untyped-call]
     model.eval()  # type: ignore[no-untyped-call]
     return state
+
+
+def _trainable(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of the parameters that train (all of them, or LoRA's and the tag rows), by state-dict name."""
+    return {name: p.detach().to("cpu", copy=True) for name, p in model.named_parameters() if p.requires_grad}
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak memory of this process so far in MB: resident set (`peak_rss_mb`, Linux/macOS) and, where CUDA was
+    used, the most ever allocated on the device (`peak_cuda_mb`)."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KB on Linux, bytes on macOS
+    peaks = {"peak_rss_mb": rss / (2**20 if sys.platform == "darwin" else 2**10)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():  # type: ignore[no-untyped-call]
+        peaks["peak_cuda_mb"] = torch.cuda.max_memory_allocated() / 2**20
+    return peaks
 
 
 # --- the whole job ---------------------------------------------------------------------------------------------
@@ -273,8 +340,14 @@ def _start(
 ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     """A new tokenizer and model: from a base checkpoint, or trained from scratch (the tokenizer on rank 0, sent to
     the others, so every process has the very same one)."""
+    torch.manual_seed(config.seed)  # LoRA's A matrices, a from-scratch model: drawn from the seed
     if base_model is not None:
-        return load_base(base_model, actions)
+        tokenizer, model = load_base(base_model, actions)
+        if config.lora.rank > 0:
+            model = add_lora(model, config.lora, Codec(tokenizer).tag_ids())
+        return tokenizer, model
+    if config.lora.rank > 0:
+        raise ValueError("LoRA (lora.rank > 0) adapts a pretrained base: give --base-model, or set lora.rank=0")
     texts = [" " + turn.text for conversation in train_set for turn in conversation.turns]
     if world == 1:
         tokenizer = train_tokenizer(texts, config.vocab_size, actions)
@@ -284,7 +357,6 @@ def _start(
             message = [train_tokenizer(texts, config.vocab_size, actions).backend_tokenizer.to_str()]
         dist.broadcast_object_list(message, src=0)
         tokenizer = wrap_tokenizer(message[0], actions)
-    torch.manual_seed(config.seed)
     return tokenizer, new_model(config.model, tokenizer)
 
 
@@ -345,9 +417,12 @@ def train(
             save_checkpoint(folder, model, tokenizer, snap, info, run)
         barrier(world)
 
+    config = dataclasses.replace(config, lr=learning_rate(config, base_model is not None))  # (run keeps None)
     state = fit(
         model, train_blocks, validation_blocks, config, resume=snapshot, checkpoint=write_checkpoint, progress=progress
     )
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    model = merge(model)  # a LoRA run is saved merged: an ordinary model folder (convoplan.lm.lora)
     parameters = sum(p.numel() for p in model.parameters())
     result = TrainResult(
         model, tokenizer, state, parameters, train_blocks.tokens(), _steps_per_epoch(train_blocks, config)
@@ -365,7 +440,18 @@ def train(
             stopped_early=state.stopped,
             best_validation_loss=state.best,
             tokens_per_second=result.tokens_per_second,
+            trainable_parameters=trainable,
+            **peak_memory(),
         )
+        if base_model is not None:  # the base brings its own architecture: the from-scratch one was not used
+            del training["config"]["model"], training["config"]["vocab_size"]
+            training["base"] = {
+                "model": base_model,
+                "architecture": model.config.architectures,
+                "parameters": parameters,
+            }
+        else:
+            del training["config"]["lora"]
         save_model(out, model, tokenizer, {**info, "training": training})  # replaces out/ and its checkpoint/
     barrier(world)
     return result

@@ -13,7 +13,9 @@
 - `arms`: the live A/B arms, each a DM (a trained folder, a built-in name, or `pkg.module:Factory`) and a weight;
 - `control`: the arm the A/B report compares the others with;
 - `lm`, `nba`, `labeller`: the agent-assist models (docs/lm.md, docs/actions.md); any may be left out;
-- `lm_provider`: add the LM to the bot's content providers (one candidate per action, `convoplan.lm.provider`).
+- `lm_provider`: add an LM to the bot's content providers (one candidate per action, `convoplan.lm.provider`):
+  `true` for `lm`, or a folder of its own (a smaller LM: the provider writes inside every bot turn, a suggestion
+  only when an agent asks).
 
 Folders are relative to the manifest. Loading uses the checkpoint readers only, never training code.
 """
@@ -63,8 +65,9 @@ class Manifest:
     """Next-best-action model folder (ranks the next actions for agent assist)."""
     labeller: str | None = None
     """Labeller folder (labels the agent messages of a history that carry no action)."""
-    lm_provider: bool = False
-    """Offer the bot one LM-written candidate per action besides the world's providers."""
+    lm_provider: bool | str = False
+    """Offer the bot one LM-written candidate per action besides the world's providers: true = from `lm`, or the
+    folder of another LM (a smaller one that fits the per-turn latency)."""
     domain: str = "animals"
     """The `domain` of stored sessions."""
 
@@ -75,8 +78,8 @@ class Manifest:
             raise ValueError("arm weights must be >= 0 and not all 0")
         if self.control is not None and self.control not in self.arms:
             raise ValueError(f"control {self.control!r} is not one of the arms ({', '.join(self.arms)})")
-        if self.lm_provider and self.lm is None:
-            raise ValueError("lm_provider needs an lm")
+        if self.lm_provider is True and self.lm is None:
+            raise ValueError("lm_provider true needs an lm (or name the provider's own LM folder)")
 
 
 def read_manifest(folder: str | Path) -> Manifest:
@@ -149,13 +152,18 @@ class Artifacts:
                 from convoplan.actions.labeller import load_labeller
 
                 labeller = load_labeller(resolve(manifest.labeller))
+            provider_lm = lm
+            if isinstance(manifest.lm_provider, str):
+                from convoplan.lm.model import load_model
+
+                provider_lm = load_model(resolve(manifest.lm_provider))
         except (ValueError, OSError) as error:
             raise where("models", error) from None
         extra: list[Provider] = []
-        if manifest.lm_provider and lm is not None:
+        if manifest.lm_provider and provider_lm is not None:
             from convoplan.lm.provider import LMProvider
 
-            extra.append(LMProvider(lm, world.lexicon))
+            extra.append(LMProvider(provider_lm, world.lexicon))
         suggester = Suggester(lm, labeller, nba, suggest) if lm is not None else None
         return cls(manifest, world, dms, suggester, extra)
 

@@ -98,7 +98,7 @@ def test_n_suggestions_from_one_generate_call_with_the_action_tag(
     assert call["use_cache"] and call["cached"] == len(prompt) - 1  # all but the last token read before
     assert prompt[-1] == lm.codec.action_id("thank")  # <|agent|><|action:thank|> ends the prompt
     assert prompt[-2] == lm.tokenizer.convert_tokens_to_ids("<|agent|>")
-    assert call["eos_token_id"] == lm.codec.end and call["max_new_tokens"] == 20
+    assert call["eos_token_id"] == [lm.codec.end, lm.codec.eos] and call["max_new_tokens"] == 20
     # The same seed gives the same suggestions.
     assert [s.text for s in suggest(lm, history, "thank", n=3, config=SEEDED)] == [s.text for s in suggestions]
 
