@@ -435,6 +435,7 @@ def train(
             processes=world,
             parameters=result.parameters,
             train_tokens=result.train_tokens,
+            tokens_trained=state.tokens,
             validation_tokens=validation_blocks.tokens(),
             epochs=round(result.epochs, 3),
             stopped_early=state.stopped,
