@@ -8,16 +8,17 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from fastapi.testclient import TestClient
 
 import convoplan
 from convoplan.actions.outcome import OutcomeConfig
 from convoplan.actions.train_outcome import train_outcome
 from convoplan.embed import SentenceEmbedder
-from convoplan.lm.provider import lm_conversations
+from convoplan.lm.provider import LMProvider, lm_conversations
 from convoplan.schema import Conversation
 from convoplan.serve.app import ServeConfig, create_app
-from convoplan.serve.artifacts import Artifacts
+from convoplan.serve.artifacts import Artifacts, read_manifest, write_manifest
 from convoplan.serve.store import Store
 
 
@@ -38,6 +39,22 @@ def test_suggest_ranks_actions_and_writes_for_each(client: TestClient) -> None:
     assert 1 <= len(body["actions"]) <= 2
     assert all(len(group["suggestions"]) == 2 for group in body["actions"])
     assert client.post("/v1/suggest", json={"conversation": history, "action": "no-such-act"}).status_code == 422
+
+
+def test_the_bot_s_lm_provider_may_have_an_lm_of_its_own(artifacts_dir: Path, tmp_path: Path) -> None:
+    """The demo's layout: agent assist on one LM (`lm`), the bot's provider on another (`lm_provider`: a folder)."""
+    root = tmp_path / "artifacts"
+    shutil.copytree(artifacts_dir, root)
+    (root / "lm").rename(root / "small")
+    manifest = read_manifest(root)
+    write_manifest(root, replace(manifest, lm=None, lm_provider="small"))
+    loaded = Artifacts.load(root)
+    assert loaded.suggester is None  # no agent-assist LM ...
+    [provider] = loaded.extra_providers  # ... yet the bot has its LM provider
+    assert isinstance(provider, LMProvider) and provider.lm.codec.actions
+    assert loaded.new_bot("heuristic", "s").providers[0] is provider
+    with pytest.raises(ValueError, match="lm_provider true needs an lm"):
+        replace(manifest, lm=None, lm_provider=True)
 
 
 def test_a_rebuilt_bot_continues_where_the_stored_session_left_off(artifacts: Artifacts, store: Store) -> None:

@@ -1,0 +1,66 @@
+"""Per-turn latency of the bot with an LM content provider, for each LM a serving artifacts folder could give it
+(`convoplan demo` writes one: `lm`, the agent-assist LM, and `lm-provider`, the provider's own): the same arm, the
+same user messages and the same sessions, one bot turn (hear + respond, every composition step's candidates
+written) timed at a time, and a baseline without the LM provider.
+
+    .venv/bin/python bench/provider_latency.py --artifacts runs/demo/artifacts --turns 12
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import time
+
+import torch
+
+from convoplan.lm.model import load_model
+from convoplan.lm.provider import LMProvider
+from convoplan.serve.artifacts import Artifacts
+
+MESSAGES = ["hi! tell me about lions", "what do they eat?", "how big are they?", "what about penguins?"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--artifacts", default="runs/demo/artifacts")
+    parser.add_argument("--lm", action="append", default=None, help="LM folders to compare (default: lm, lm-provider)")
+    parser.add_argument("--turns", type=int, default=12, help="bot turns timed per LM")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    artifacts = Artifacts.load(args.artifacts)
+    arm = artifacts.control
+    folders = args.lm or [f"{args.artifacts}/lm", f"{args.artifacts}/lm-provider"]
+    print("| provider LM | parameters | turns | median s per turn | p90 s | LM candidates per turn |")
+    print("|---|---:|---:|---:|---:|---:|")
+    for folder in [None, *folders]:
+        providers = [] if folder is None else [LMProvider(load_model(folder), artifacts.world.lexicon)]
+        artifacts.extra_providers = providers
+        times, offered = [], 0
+        for turn in range(args.turns + 1):  # the first turn of all warms up (not timed)
+            if turn % len(MESSAGES) == 0:
+                bot = artifacts.new_bot(arm, f"latency-{turn}")
+            started = time.perf_counter()
+            bot.hear(MESSAGES[turn % len(MESSAGES)])
+            response = bot.respond()
+            if turn:
+                times.append(time.perf_counter() - started)
+                offered += sum(c.provider == "lm" for step in response.steps for c in step.candidates)
+        parameters = sum(p.numel() for p in providers[0].lm.model.parameters()) if providers else 0
+        name = folder or "no LM provider"
+        quantiles = statistics.quantiles(times, n=10)
+        print(
+            f"| {name} | {parameters:,} | {len(times)} | {statistics.median(times):.2f} | {quantiles[-1]:.2f} "
+            f"| {offered / len(times):.1f} |"
+        )
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
+        f"torch {torch.__version__}, {args.threads} thread(s); arm {arm}"
+    )
+
+
+if __name__ == "__main__":
+    main()
