@@ -1,15 +1,17 @@
-"""LM training throughput: our loop (`convoplan.lm.train.fit`) against the transformers `Trainer` (issue 6).
+"""LM training throughput: our loop (`convoplan.lm.train.fit`) against the transformers `Trainer` (issues 6, 15).
 
-Both train copies of the same freshly initialised GPT-2 on the same packed blocks of PersuasionForGood's training
-split (a from-scratch byte-level BPE), with the same batch size, AdamW settings, linear warm-up and decay, and
-gradient clipping, for the same number of steps, on the CPU. The rounds alternate which loop goes first, so that
-load on a shared machine hits both alike. Throughput = target tokens per second of training steps: for our loop
-the gap between consecutive progress callbacks (one step, batch slicing included), for the Trainer the time from
-its `on_step_begin` to its `on_step_end` callback (data loading excluded, in its favour). The headline uses the
-median step after the first (robust to load spikes on a shared machine); the rate over all steps of each round
-and the wall time of each whole call are shown beside it.
+Both train copies of the same model (a freshly initialised GPT-2, or with --base-model a pretrained base, whole or
+with --lora-rank LoRA) on the same packed blocks of PersuasionForGood's training split (a from-scratch byte-level
+BPE, or the base's tokenizer), with the same batch size and passes per step (gradient accumulation), AdamW settings,
+linear warm-up and decay, and gradient clipping, for the same number of steps, on the CPU. The rounds alternate
+which loop goes first, so that load on a shared machine hits both alike. Throughput = target tokens per second of
+training steps: for our loop the gap between consecutive progress callbacks (one step, batch slicing included), for
+the Trainer the time from its `on_step_begin` to its `on_step_end` callback (data loading excluded, in its favour).
+The headline uses the median step after the first (robust to load spikes on a shared machine); the rate over all
+steps of each round and the wall time of each whole call are shown beside it.
 
     .venv/bin/python bench/lm_train.py --data runs/data/persuasion.jsonl
+    .venv/bin/python bench/lm_train.py --base-model runs/smollm2 --lora-rank 16 --steps 6 --rounds 2 --micro-batch 4
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ import torch
 import transformers
 
 from convoplan.lm.data import Blocks, pack, split
-from convoplan.lm.model import ModelConfig, new_model
+from convoplan.lm.lora import LoraConfig, add_lora
+from convoplan.lm.model import ModelConfig, load_base, new_model
 from convoplan.lm.tokenizer import Codec, train_tokenizer
 from convoplan.lm.train import TrainConfig, fit
 from convoplan.schema import read_jsonl
@@ -89,7 +92,8 @@ def run_trainer(model: Any, blocks: Blocks, config: TrainConfig) -> Run:
     with tempfile.TemporaryDirectory() as folder:
         arguments = transformers.TrainingArguments(
             output_dir=folder,
-            per_device_train_batch_size=config.batch_size,
+            per_device_train_batch_size=config.micro_batch_size or config.batch_size,
+            gradient_accumulation_steps=config.batch_size // (config.micro_batch_size or config.batch_size),
             max_steps=config.max_steps,
             learning_rate=config.lr,
             weight_decay=config.weight_decay,
@@ -126,6 +130,9 @@ def main() -> None:
     parser.add_argument("--context", type=int, default=256, help="block size = context length")
     parser.add_argument("--vocab", type=int, default=8000)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--base-model", default=None, help="a pretrained base (e.g. a `lm base smollm2` folder)")
+    parser.add_argument("--lora-rank", type=int, default=0, help="LoRA on the base (0: every weight trains)")
+    parser.add_argument("--micro-batch", type=int, default=0, help="blocks per pass (0: the whole batch)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     transformers.utils.logging.set_verbosity_error()
@@ -133,7 +140,11 @@ def main() -> None:
     train_set, _ = split(read_jsonl(args.data), 0.1, 0)
     texts = [" " + turn.text for conversation in train_set for turn in conversation.turns]
     actions = sorted({t.action for c in train_set for t in c.turns if t.action is not None})
-    codec = Codec(train_tokenizer(texts, args.vocab, actions))
+    if args.base_model is not None:
+        tokenizer, base = load_base(args.base_model, actions)
+    else:
+        tokenizer = train_tokenizer(texts, args.vocab, actions)
+    codec = Codec(tokenizer)
     # Only full blocks, so both sides train on exactly steps * batch * context target tokens.
     packed = pack(codec.encode_conversations(train_set), args.context, codec.eos)
     full = args.steps * args.batch_size
@@ -141,17 +152,25 @@ def main() -> None:
     validation = Blocks(packed.inputs[full : full + 1], packed.targets[full : full + 1])  # a token validation pass
     model_config = ModelConfig(n_layer=args.layers, n_head=4, n_embd=args.width, n_positions=args.context)
     config = TrainConfig(model=model_config, batch_size=args.batch_size, epochs=1, max_steps=args.steps)
-    config = replace(config, lr=5e-4, warmup=0.1, device="cpu")
+    lora = LoraConfig(rank=args.lora_rank)
+    config = replace(config, lr=5e-4, warmup=0.1, device="cpu", micro_batch_size=args.micro_batch, lora=lora)
     torch.manual_seed(0)
-    initial = new_model(model_config, codec.tokenizer)
+    initial = new_model(model_config, codec.tokenizer) if args.base_model is None else base
+    if args.lora_rank > 0:
+        initial = add_lora(initial, lora, codec.tag_ids())
     initial.config.use_cache = False  # a training step needs no KV cache, in either loop
     parameters = sum(p.numel() for p in initial.parameters())
+    trainable = sum(p.numel() for p in initial.parameters() if p.requires_grad)
+    described = f"GPT-2, {args.layers} layers x {args.width}" if args.base_model is None else args.base_model
+    if args.lora_rank:
+        described += f" with LoRA rank {args.lora_rank}"
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, torch "
         f"{torch.__version__}, transformers {transformers.__version__} ({args.threads} thread(s)); "
-        f"{time.strftime('%Y-%m-%d')}\nmodel: GPT-2, {args.layers} layers x {args.width}, context {args.context}, "
-        f"vocabulary {len(codec.tokenizer):,}, {parameters:,} parameters; {args.steps} steps of "
-        f"{args.batch_size} blocks = {blocks.tokens():,} target tokens per run, {args.rounds} rounds each\n"
+        f"{time.strftime('%Y-%m-%d')}\nmodel: {described}, block {args.context}, "
+        f"vocabulary {len(codec.tokenizer):,}, {parameters:,} parameters ({trainable:,} trainable); {args.steps} steps "
+        f"of {args.batch_size} blocks in passes of {args.micro_batch or args.batch_size} = {blocks.tokens():,} target "
+        f"tokens per run, {args.rounds} rounds each\n"
     )
     tokens_per_step = args.batch_size * args.context
     runs: dict[str, list[Run]] = {"ours": [], "Trainer": []}

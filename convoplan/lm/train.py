@@ -79,8 +79,9 @@ class TrainConfig:
     """Least decrease of the validation loss that counts as better."""
     validation_fraction: float = 0.1
     """Share of training conversations held out for validation when the data has no validation split."""
-    eval_batch_size: int = 32
-    """Blocks per forward pass when computing the validation loss."""
+    eval_batch_size: int = 8
+    """Blocks per forward pass when computing the validation loss (memory grows with it: SmolLM2's logits alone
+    take 50 MB per 256-token block)."""
     checkpoint_every: int = 200
     """Optimiser steps between checkpoints (one is also written after every epoch); 0 = only after epochs."""
     micro_batch_size: int = 4
