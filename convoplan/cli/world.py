@@ -187,7 +187,7 @@ ASSIST_BASE = "smollm2"
 
 def assist_config() -> TrainConfig:
     """LoRA on SmolLM2 for the agent-assist suggestions, sized to a few CPU minutes: the base already writes English
-    and knows the animals; the steps teach it the world's acts and wording (docs/lm.md, "The demo")."""
+    and knows the animals; the steps teach it the world's acts and wording (docs/lm.md, "A pretrained base")."""
     from convoplan.lm.lora import LoraConfig
     from convoplan.lm.train import TrainConfig
 

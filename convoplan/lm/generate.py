@@ -104,6 +104,7 @@ def generate_messages(
         input_ids=inputs,
         attention_mask=mask,
         max_new_tokens=config.max_new_tokens,
+        min_new_tokens=1,  # a message has text: its first token is neither the end nor EOS
         eos_token_id=[codec.end, codec.eos],  # a sequence is done at the end of its message (or conversation) ...
         pad_token_id=codec.eos,  # ... and filled with EOS while the others finish
         use_cache=True,

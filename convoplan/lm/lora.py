@@ -10,8 +10,9 @@ tokens the base has never seen: their embedding rows train too (peft's trainable
 A LoRA run is saved **merged**: W0 + (alpha / r) B A written into the base weights, an ordinary model folder.
 `suggest`, `serve` and `lm eval` then load it like any other (no peft at inference, so serving imports no training
 code), and it runs at the base model's speed; the price is disk, the whole model (540 MB for SmolLM2 in fp32)
-rather than an adapter of a few MB. Checkpoints of a run in progress hold the adapter alone
-(`adapter_model.safetensors`): resuming rebuilds the base and puts the adapter back on it.
+rather than an adapter of a few MB. Checkpoints of a run in progress hold the adapter instead of the model
+(`adapter_model.safetensors`, with the resized embedding table peft keeps beside it): resuming rebuilds the base
+and puts the adapter back on it.
 """
 
 from __future__ import annotations

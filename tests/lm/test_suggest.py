@@ -177,6 +177,20 @@ def test_generation_stops_at_the_end_of_the_message(lm: LanguageModel, history: 
         assert message.text == lm.codec.decode_text(message.tokens) and "<|" not in message.text
 
 
+def test_a_message_is_never_empty(lm: LanguageModel, history: list[Turn]) -> None:
+    """Even a model that would end every message at once (an untuned base opening a conversation does) writes one
+    token of text first."""
+    bias = torch.zeros(len(lm.tokenizer))
+    bias[[lm.codec.end, lm.codec.eos]] = 100.0  # the end of the message (or conversation) is all it would write
+    handle = lm.model.get_output_embeddings().register_forward_hook(lambda module, inputs, output: output + bias)
+    try:
+        prompt = lm.codec.prompt(history, "greeting", lm.context - 10)
+        [[message]] = generate_messages(lm, [prompt], SamplingConfig(do_sample=False, max_new_tokens=10))
+    finally:
+        handle.remove()
+    assert len(message.tokens) == 2 and message.finished and message.tokens[0] not in (lm.codec.end, lm.codec.eos)
+
+
 def test_a_left_padded_batch_generates_what_each_prompt_does_alone(lm: LanguageModel) -> None:
     conversation = synthetic()[-2]
     greedy = SamplingConfig(do_sample=False, max_new_tokens=12)
