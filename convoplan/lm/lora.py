@@ -36,7 +36,7 @@ class LoraConfig:
     """LoRA on a pretrained base (rank 0 = full fine-tuning: every weight trains)."""
 
     rank: int = 0
-    """Rank r of each layer's update; 0 = no LoRA, full fine-tuning. 8-16 is usual; try lr ~2e-4 with LoRA."""
+    """Rank r of each layer's update; 0 = no LoRA, full fine-tuning. 8-16 is usual."""
     alpha: int = 32
     """Scale of the update: (alpha / r) B A."""
     dropout: float = 0.05

@@ -62,7 +62,8 @@ class TrainConfig:
     batch_size: int = 16
     """Blocks per optimiser step, over all processes."""
     lr: float | None = None
-    """Peak AdamW learning rate; None = by what trains: 1e-3 from scratch, 5e-5 a whole base, 2e-4 LoRA."""
+    """Peak AdamW learning rate; None = by what trains: 1e-3 from scratch, 5e-5 a whole base, 1e-3 LoRA (short CPU
+    budgets: 2e-4, the usual LoRA rate, left SmolLM2 far behind after 60 steps; BENCHMARKS.md)."""
     weight_decay: float = 0.1
     """AdamW weight decay of the weight matrices (not of biases, layer norms)."""
     warmup: float = 0.05
@@ -153,7 +154,7 @@ def learning_rate(config: TrainConfig, pretrained: bool) -> float:
     """The peak learning rate: the config's, or the default for what trains (see `TrainConfig.lr`)."""
     if config.lr is not None:
         return config.lr
-    return 1e-3 if not pretrained else 2e-4 if config.lora.rank > 0 else 5e-5
+    return 1e-3 if not pretrained or config.lora.rank > 0 else 5e-5
 
 
 def _bf16(config: TrainConfig, device: torch.device) -> bool:
