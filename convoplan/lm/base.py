@@ -51,6 +51,7 @@ def quiet() -> Iterator[None]:
             warnings.catch_warnings()
         ):  # peft, saving an adapter beside resized embeddings: it saves them, as it should
             warnings.filterwarnings("ignore", message="Setting `save_embedding_layers`")
+            warnings.filterwarnings("ignore", message="Could not find a config file")  # a base read from a .gguf
             yield
     finally:
         logging.set_verbosity(verbosity)
