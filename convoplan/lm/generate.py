@@ -149,5 +149,6 @@ def _message(lm: LanguageModel, ids: torch.Tensor, logprobs: torch.Tensor) -> Ge
     length = int(ends[0, 0]) + 1 if len(ends) else len(ids)
     tokens = tuple(int(i) for i in ids[:length])
     score = float(logprobs[:length].mean()) if length else float("nan")
-    text = lm.codec.decode_text(tokens)
+    # surrounding whitespace dropped: a pretrained chat model may open its turn with a newline, as its template does
+    text = lm.codec.decode_text(tokens).strip()
     return Generated(text=text, tokens=tokens, score=score, finished=bool(len(ends)))

@@ -152,7 +152,6 @@ class Codec:
         return [*kept, *head]
 
     def decode_text(self, ids: Sequence[int]) -> str:
-        """The text of one generated message from its ids (tags and `<|end|>` dropped, surrounding whitespace removed:
-        a pretrained chat model may open its turn with a newline, as its chat template does)."""
+        """The text of one message from its ids (tags and `<|end|>` dropped, the leading space removed)."""
         text = self.tokenizer.decode(list(ids), skip_special_tokens=True, clean_up_tokenization_spaces=False)
-        return str(text).strip()
+        return str(text).removeprefix(" ")
