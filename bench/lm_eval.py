@@ -65,7 +65,7 @@ def model_row(name: str, lm: LanguageModel) -> str:
         return "n/a" if training.get(key) is None else format(training[key], spec)
 
     return (
-        f"| {name} | {parameters:,} | {value('train_tokens', ',')} | {value('epochs', 'd')} | {value('steps', 'd')} "
+        f"| {name} | {parameters:,} | {value('train_tokens', ',')} | {value('epochs', '.3g')} | {value('steps', 'd')} "
         f"| {value('seconds', '.0f')} | {value('tokens_per_second', ',.0f')} | {value('best_validation_loss', '.3f')} |"
     )
 

@@ -64,17 +64,11 @@ def add_lora(model: PreTrainedModel, config: LoraConfig, tag_ids: list[int]) -> 
         return peft.get_peft_model(model, settings)  # type: ignore[return-value]
 
 
-def is_adapter(model: object) -> bool:
-    """Whether `model` is a peft-wrapped model (a LoRA run in progress)."""
-    import sys
-
-    peft = sys.modules.get("peft")  # not imported: nothing can be wrapped
-    return peft is not None and isinstance(model, peft.PeftModel)
-
-
 def merge(model: PreTrainedModel) -> PreTrainedModel:
-    """The plain model with the updates added into its weights (W0 + (alpha / r) B A); the adapter is gone."""
-    return model.merge_and_unload() if is_adapter(model) else model  # type: ignore[operator]
+    """The plain model with the updates added into its weights (W0 + (alpha / r) B A); a model without an adapter
+    (whole-model fine-tuning) as it is."""
+    merge_and_unload = getattr(model, "merge_and_unload", None)  # peft's models have it, transformers' do not
+    return merge_and_unload() if merge_and_unload is not None else model
 
 
 def load_adapter(model: PreTrainedModel, folder: Path) -> PreTrainedModel:

@@ -40,7 +40,7 @@ from convoplan.schema import Conversation
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["LoraConfig", "TrainConfig", "TrainResult", "fit", "lm_loss", "train"]
+__all__ = ["TrainConfig", "TrainResult", "fit", "lm_loss", "train"]
 
 CHECKPOINT = "checkpoint"
 """Sub-folder of the output folder that holds the resumable state while a run is in progress."""
