@@ -4,9 +4,17 @@ Every caller (suggestions, evaluation, the composition loop's LM provider) goes 
 prompts (token ids from `Codec.prompt`) are left-padded into one batch with an attention mask, transformers'
 `generate` samples (or decodes greedily) with its KV cache until every sequence has written the end-of-message
 token or `max_new_tokens` tokens, and each message comes back with its text and its mean token log-probability
-under the model (before temperature and top-p, so scores are comparable across sampling settings). For n > 1
-messages per prompt (suggestions), each prompt is read once and its KV cache copied to its n sequences, which
-then decode together.
+under the model (before temperature and top-p, so scores are comparable across sampling settings).
+
+Nothing is read twice (`_prefill`). Prompts for k actions after one history differ only in their last tag, so the
+history is read once, its KV cache branched to the k x n sequences, and only the tags are read per sequence. A
+`PrefixCache` keeps the last prefix read, so the next call whose prompts extend it (the next composition step of a
+bot turn, the next suggest request of a conversation) reads only what is new. Prompts that share nothing (padded
+ones, in evaluation) are each read once and copied to their n sequences.
+
+Sequences are not dropped from the batch when they finish: on this CPU a decoding step of 9 sequences costs about
+what one of 3 does (the weights are read once per step either way; `bench/suggest_latency.py` measures it), and
+`generate` stops as soon as every sequence has ended.
 
 Left padding is what batched generation of a decoder-only model needs: every prompt then ends at the same
 position, where the first new token goes; transformers derives GPT-2's position ids from the attention mask, so a
@@ -15,15 +23,21 @@ padded prompt generates what it would alone (tested).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import copy
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
+from transformers.generation.streamers import BaseStreamer
 
 from convoplan.lm.model import LanguageModel
 
-__all__ = ["SamplingConfig", "generate_messages"]
+__all__ = ["OnText", "PrefixCache", "SamplingConfig", "generate_messages"]
+
+OnText = Callable[[int, str], None]
+"""Called as a message grows: (row, new text), row b*n + k for prompt b's k-th message. Raising stops generation."""
 
 
 @dataclass
@@ -64,12 +78,21 @@ def prompt_budget(lm: LanguageModel, config: SamplingConfig) -> int:
 
 
 def generate_messages(
-    lm: LanguageModel, prompts: Sequence[Sequence[int]], config: SamplingConfig, n: int = 1
+    lm: LanguageModel,
+    prompts: Sequence[Sequence[int]],
+    config: SamplingConfig,
+    n: int = 1,
+    *,
+    prefix: PrefixCache | None = None,
+    on_text: OnText | None = None,
+    share_prefix: bool = True,
 ) -> list[list[Generated]]:
     """`n` messages for every prompt (a list per prompt, in order) from one `generate` call over all of them.
 
-    With `n > 1` each prompt is read once and its KV cache copied to its n sequences (`_read_prompts`), which then
-    decode together, one forward pass per step for the whole batch. Greedy decoding needs `n == 1`.
+    What the prompts share is read once (`_prefill`; through `prefix`, which also remembers it for the next call),
+    then all n messages of every prompt decode together, one forward pass per step. `on_text` hears each message's
+    text as it grows (streaming). `share_prefix=False` reads every prompt in full, as before issue 16 (kept to
+    measure the difference). Greedy decoding needs `n == 1`.
     """
     if not prompts:
         return []
@@ -94,12 +117,13 @@ def generate_messages(
         decoding.update(temperature=config.temperature, top_p=config.top_p, top_k=0)  # top-p alone, no top-k cut
         if config.seed is not None:
             torch.manual_seed(config.seed)
+    cache = _prefill(lm, inputs, mask, n, prefix if share_prefix else None, share_prefix)
+    if cache is not None:
+        decoding["cache"] = cache
     if n > 1:  # n sequences per prompt: rows b*n .. b*n + n-1 are prompt b's
-        cache = _read_prompts(lm, inputs, mask) if width > 1 else None
         inputs, mask = inputs.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)  # [B*n, W]
-        if cache is not None:
-            cache.batch_repeat_interleave(n)  # the same copy, each prompt's n rows together
-            decoding["past_key_values"] = cache
+    if on_text is not None:
+        decoding["streamer"] = _TextStreamer(lm, len(prompts) * n, on_text)
     output = lm.model.generate(  # type: ignore[operator]
         input_ids=inputs,
         attention_mask=mask,
@@ -119,26 +143,120 @@ def generate_messages(
     return [messages[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 
-def _read_prompts(lm: LanguageModel, inputs: torch.Tensor, mask: torch.Tensor) -> Any:
-    """The KV cache of the prompts [B, W] but their last token, read in one forward pass.
+class PrefixCache:
+    """The KV cache of the last prefix read, so that a later prompt extending it reads only its new tokens.
 
-    Given n > 1, transformers' `num_return_sequences` would repeat every prompt n times before the first forward
-    pass, so the prompt (hundreds of tokens, where the n new messages have tens) would be read n times. Instead it
-    is read once, the cache is copied to the n sequences, and `generate` continues from it with the last prompt
-    token, as it does with any cache it is given. The position ids are those `generate` derives from the mask (left
-    padding), so the messages are the ones repeating the prompts would give (tested).
+    One entry, safe to share between threads: `read` never hands out the stored cache, only a copy (`generate`
+    extends the cache it is given). A caller whose prompts grow by whole messages (a bot turn's composition steps,
+    a conversation's suggest requests) then reads each message once; once a history outgrows the prompt budget it
+    is cut at the front, every position shifts and the prefix is read afresh.
     """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ids: tuple[int, ...] = ()
+        self._cache: Any = None
+        self.reused = 0
+        """Tokens whose reading the cache saved, in all (a measure; tests read it)."""
+
+    def read(self, lm: LanguageModel, ids: Sequence[int]) -> Any:
+        """A KV cache of `ids` (positions 0..len-1) of one sequence, batch 1, the caller's own to extend."""
+        with self._lock:
+            kept_ids, kept = self._ids, self._cache
+        same = 0
+        if kept is not None:
+            for a, b in zip(kept_ids, ids, strict=False):
+                if a != b:
+                    break
+                same += 1
+        cache = None
+        if same:
+            cache = copy.deepcopy(kept)
+            if same < len(kept_ids):
+                cache.crop(same - len(kept_ids))  # drop what no longer matches (a negative count: from the end)
+            self.reused += same
+        cache = _extend(lm, cache, ids, same)
+        with self._lock:
+            self._ids, self._cache = tuple(ids), copy.deepcopy(cache)
+        return cache
+
+
+def _prefill(
+    lm: LanguageModel, inputs: torch.Tensor, mask: torch.Tensor, n: int, prefix: PrefixCache | None, share: bool
+) -> Any:
+    """The KV cache `generate` continues from, for the B*n sequences of the prompts [B, W] (None: none needed).
+
+    Unpadded prompts that begin alike (one history, k action tags) have their common beginning read once, as one
+    sequence, and its cache copied to all B*n rows; `generate` then reads the rest (the tags) per row. Otherwise,
+    given n > 1, each prompt but its last token is read once and copied to its n rows: transformers'
+    `num_return_sequences` would read every prompt n times, where the n new messages have tens of tokens and the
+    prompt hundreds. The positions are those `generate` derives from the mask (left padding), so the messages are
+    the ones a plain `generate` call would write (tested).
+    """
+    rows, width = inputs.shape
+    if share and bool(mask.all()) and width > 1:
+        differs = (inputs != inputs[:1]).any(dim=0).nonzero()  # columns where some prompt differs from the first
+        shared = min(int(differs[0, 0]) if len(differs) else width, width - 1)  # generate reads at least one token
+        if shared:
+            ids = inputs[0, :shared].tolist()
+            cache = prefix.read(lm, ids) if prefix is not None else _extend(lm, None, ids, 0)
+            cache.batch_repeat_interleave(rows * n)
+            return cache
+    if n == 1 or width == 1:
+        return None
     positions = mask.cumsum(-1) - 1
     positions.masked_fill_(mask == 0, 1)  # padding: any position, it is masked out
     with torch.no_grad():
-        prefix = lm.model(  # [B, W-1]: a cache of W-1 positions per layer
+        cache = lm.model(  # [B, W-1]: a cache of W-1 positions per layer
             input_ids=inputs[:, :-1],
             attention_mask=mask[:, :-1],
             position_ids=positions[:, :-1],
             use_cache=True,
             logits_to_keep=1,  # the cache is what counts: skip the vocabulary projection of W-2 positions
-        )
-    return prefix.past_key_values
+        ).cache
+    cache.batch_repeat_interleave(n)  # the same copy, each prompt's n rows together
+    return cache
+
+
+def _extend(lm: LanguageModel, cache: Any, ids: Sequence[int], start: int) -> Any:
+    """`cache` (of `ids[:start]`; None when start is 0) extended by reading `ids[start:]` at their positions."""
+    if start == len(ids):
+        return cache
+    new = torch.tensor([list(ids[start:])], dtype=torch.long, device=lm.model.device)  # [1, P - start]
+    positions = torch.arange(start, len(ids), device=new.device).unsqueeze(0)
+    with torch.no_grad():
+        return lm.model(
+            input_ids=new, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
+        ).cache
+
+
+class _TextStreamer(BaseStreamer):
+    """Hands `on_text` each message's new text as `generate` writes tokens (its `put` gets the prompts [B*n, W]
+    once, then one token per row [B*n] per step). Text is sent when it has grown past what was sent, without the
+    surrounding whitespace and not while it ends inside a character, so the pieces add up to the final message."""
+
+    def __init__(self, lm: LanguageModel, rows: int, on_text: OnText) -> None:
+        self.codec = lm.codec
+        self.on_text = on_text
+        self.ids: list[list[int]] = [[] for _ in range(rows)]
+        self.sent = [""] * rows
+        self.done = [False] * rows
+
+    def put(self, value: torch.Tensor) -> None:
+        if value.dim() > 1:  # the prompts
+            return
+        for row, token in enumerate(value.tolist()):
+            if self.done[row] or token in (self.codec.end, self.codec.eos):
+                self.done[row] = True
+                continue
+            self.ids[row].append(token)
+            text = self.codec.decode_text(self.ids[row]).strip()
+            if len(text) > len(self.sent[row]) and text.startswith(self.sent[row]) and not text.endswith("\ufffd"):
+                self.on_text(row, text[len(self.sent[row]) :])
+                self.sent[row] = text
+
+    def end(self) -> None:
+        pass
 
 
 def _message(lm: LanguageModel, ids: torch.Tensor, logprobs: torch.Tensor) -> Generated:

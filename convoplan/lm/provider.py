@@ -9,7 +9,8 @@ that templates and knowledge bases happen to offer. Its actions default to every
 The LM reads the conversation as it was trained on it (`lm_turns`): user messages and the agent's step messages
 (one per chosen utterance, with its dialogue act), without the loop's closing `stop` messages, which repeat the
 fused response the user saw. All prompts of a step share that history and differ only in the one action token, so
-they have the same length and go through one `generate` call without padding.
+they go through one `generate` call that reads the history once; the provider's `PrefixCache` keeps what it read,
+so the next step of the turn (the history grown by the chosen message) reads only that message.
 
 What the loop needs besides text comes from the text and the state: the focus is the first entity the text names
 (read by the NLU's lexicon, when one is given) or else the current focus; question actions carry their question
@@ -26,7 +27,7 @@ from pydantic import JsonValue
 
 from convoplan.compose.loop import STOP, DialogueState
 from convoplan.compose.nlu import Lexicon, interpret
-from convoplan.lm.generate import Generated, SamplingConfig, generate_messages, prompt_budget
+from convoplan.lm.generate import Generated, PrefixCache, SamplingConfig, generate_messages, prompt_budget
 from convoplan.lm.model import LanguageModel
 from convoplan.schema import Candidate, Conversation, Turn
 
@@ -78,6 +79,8 @@ class LMProvider:
         if missing:
             raise ValueError(f"the LM has no tag for the action(s) {', '.join(map(repr, missing))}")
         self.actions: tuple[str, ...] = tuple(sorted(wanted))
+        self.prefix = PrefixCache()
+        """The history read at the last step (shared by every session this provider serves)."""
 
     def propose(self, state: DialogueState) -> list[Candidate]:
         if not self.actions:
@@ -85,7 +88,7 @@ class LMProvider:
         history = lm_turns(state.turns)
         budget = prompt_budget(self.lm, self.config.sampling)
         prompts = [self.lm.codec.prompt(history, action, budget) for action in self.actions]
-        written = generate_messages(self.lm, prompts, self.config.sampling)  # one call, [actions][1]
+        written = generate_messages(self.lm, prompts, self.config.sampling, prefix=self.prefix)  # [actions][1]
         taken = state.said | {c.text for c in state.chosen}
         candidates = []
         for action, (message,) in zip(self.actions, written, strict=True):

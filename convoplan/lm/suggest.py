@@ -8,8 +8,8 @@ The inference path of the action-directed system ("Action Directed GPT-2", 2021;
    message is written *without* an action (the fallback: the model then acts as a plain LM) when there is no
    next-action model, it ranks nothing, its top score is under `threshold`, the model has no tag for the action
    (one never seen in training), or the model is the vanilla one.
-3. **Write** n messages for that action in one batched, KV-cached `generate` call (`generate_messages`), each
-   stopping at `<|end|>`.
+3. **Write** n messages for that action (or for each of the top k) in one batched, KV-cached `generate` call
+   (`generate_messages`) that reads the history once, each message stopping at `<|end|>`.
 
 Each `Suggestion` carries its text, the action it was written for (None after a fallback), that action's score
 from the next-action model, and the message's mean token log-probability.
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Literal
 
 from convoplan.actions.protocols import Labeller, NextActionModel
-from convoplan.lm.generate import SamplingConfig, generate_messages, prompt_budget
+from convoplan.lm.generate import OnText, PrefixCache, SamplingConfig, generate_messages, prompt_budget
 from convoplan.lm.model import LanguageModel
 from convoplan.schema import Conversation, Turn
 
@@ -104,6 +104,8 @@ class Suggester:
         self.labeller = labeller
         self.nba = nba
         self.config = config or SuggestConfig()
+        self.prefix = PrefixCache()
+        """The last history read: the next request of a conversation reads only its new messages."""
 
     @classmethod
     def load(
@@ -178,12 +180,14 @@ class Suggester:
         """`n` (default: the config's) messages for a plan, sampled in one batched generate call."""
         return self.write_plans(history, [plan], n)[0]
 
-    def write_plans(self, history: History, plans: Sequence[Plan], n: int | None = None) -> list[list[Suggestion]]:
-        """`n` messages for each plan, all sampled in one batched generate call (the prompts differ only in the
-        action tag, so they have one length and need no padding)."""
+    def write_plans(
+        self, history: History, plans: Sequence[Plan], n: int | None = None, on_text: OnText | None = None
+    ) -> list[list[Suggestion]]:
+        """`n` messages for each plan, all sampled in one batched generate call that reads the history once (the
+        prompts differ only in the action tag). `on_text(row, text)` hears the messages grow, row = plan * n + k."""
         count = self.config.n if n is None else n
         prompts = [self.prompt(history, plan.action) for plan in plans]
-        written = generate_messages(self.lm, prompts, self.config.sampling, count)
+        written = generate_messages(self.lm, prompts, self.config.sampling, count, prefix=self.prefix, on_text=on_text)
         return [
             [Suggestion(m.text, plan.action, plan.action_score, m.score, m.finished) for m in group]
             for plan, group in zip(plans, written, strict=True)

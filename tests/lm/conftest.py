@@ -1,13 +1,19 @@
-"""Fixtures of the language-model tests: a small synthetic corpus with actions, and a tiny model config."""
+"""Fixtures of the language-model tests: a small synthetic corpus with actions, a tiny model config and a tiny model
+trained on the corpus."""
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
 
 import pytest
+import torch
 
-from convoplan.lm.model import ModelConfig
-from convoplan.lm.train import TrainConfig
+from convoplan.lm.model import LanguageModel, ModelConfig, load_model
+from convoplan.lm.train import TrainConfig, train
 from convoplan.schema import Conversation, Turn
 
 # Each action has its own wording, so an action-directed model can learn what an action tag predicts.
@@ -48,3 +54,33 @@ def synthetic(count: int = 48, seed: int = 0) -> list[Conversation]:
 @pytest.fixture(scope="session")
 def corpus() -> list[Conversation]:
     return synthetic()
+
+
+@pytest.fixture(scope="session")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny action-directed model trained on `synthetic()` (4 epochs)."""
+    torch.set_num_threads(1)
+    out = tmp_path_factory.mktemp("lm") / "model"
+    train(synthetic(), out, replace(TINY, epochs=4, checkpoint_every=0))
+    return out
+
+
+@pytest.fixture(scope="session")
+def lm(folder: Path) -> LanguageModel:
+    return load_model(folder)
+
+
+class Spy:
+    """Records the calls of the model's generate while passing them on."""
+
+    def __init__(self, lm: LanguageModel, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls: list[dict[str, Any]] = []
+        original: Callable[..., Any] = lm.model.generate  # type: ignore[assignment]
+
+        def generate(**kwargs: Any) -> Any:
+            cache = kwargs.get("cache")  # its rows and positions, recorded now: generate extends it
+            rows, cached = (cache.layers[0].keys.shape[0], cache.get_seq_length()) if cache is not None else (0, 0)
+            self.calls.append({**kwargs, "rows": rows, "cached": cached})
+            return original(**kwargs)
+
+        monkeypatch.setattr(lm.model, "generate", generate)

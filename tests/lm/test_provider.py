@@ -1,5 +1,5 @@
 """The action-directed LM as a content provider: the LM's view of the loop's logs, one candidate per action from
-one generate call, and a composed turn made of LM candidates."""
+one generate call, and a composed turn made of LM candidates whose second step reads only the new message."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from convoplan.compose.loop import STOP, Bot, ComposerConfig, DialogueState, Pro
 from convoplan.lm.generate import SamplingConfig
 from convoplan.lm.model import LanguageModel, load_model
 from convoplan.lm.provider import QUESTION_KINDS, LMProvider, LMProviderConfig, lm_conversations, lm_turns
-from convoplan.schema import Candidate, Conversation
+from convoplan.schema import Candidate, Conversation, Turn
 from convoplan.sim.run import SimulationConfig, simulate
 from convoplan.worlds.animals import animals_world
 from convoplan.worlds.animals.planning import HeuristicDM
@@ -94,3 +94,6 @@ def test_a_composed_turn_of_lm_candidates(lm: LanguageModel) -> None:
     assert all(c.provider == "lm" and c.action in ("attribute", "sound", "fact") for c in response.chosen)
     assert [t.action for t in response.steps][-1] == STOP and response.text
     assert response.chosen[0].text != response.chosen[1].text  # what was said is not offered again
+    # The second step's history is the first's and its chosen message: the first's was not read again.
+    heard = lm.codec.prompt([Turn(speaker="user", text="tell me about lions")], None, 100)  # EOS, message, <|agent|>
+    assert provider.prefix.reused >= len(heard)

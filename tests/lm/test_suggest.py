@@ -4,10 +4,9 @@ the end-of-message token, left-padded batches, and `convoplan suggest`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -17,48 +16,19 @@ from typer.testing import CliRunner
 from convoplan.actions.protocols import ActionScore, Prediction
 from convoplan.cli.lm import suggest_command
 from convoplan.lm.generate import SamplingConfig, generate_messages
-from convoplan.lm.model import LanguageModel, load_model
+from convoplan.lm.model import LanguageModel
 from convoplan.lm.suggest import SuggestConfig, Suggester, suggest
 from convoplan.lm.tokenizer import Codec
-from convoplan.lm.train import train
 from convoplan.schema import Conversation, Turn, write_jsonl
 
-from .conftest import TINY, synthetic
+from .conftest import Spy, synthetic
 
 SEEDED = SuggestConfig(sampling=SamplingConfig(seed=0, max_new_tokens=20))
-
-
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    torch.set_num_threads(1)
-    out = tmp_path_factory.mktemp("lm") / "model"
-    train(synthetic(), out, replace(TINY, epochs=4, checkpoint_every=0))
-    return out
-
-
-@pytest.fixture(scope="module")
-def lm(folder: Path) -> LanguageModel:
-    return load_model(folder)
 
 
 @pytest.fixture
 def history() -> list[Turn]:
     return synthetic()[-1].turns[:3]
-
-
-class Spy:
-    """Records the calls of the model's generate while passing them on."""
-
-    def __init__(self, lm: LanguageModel, monkeypatch: pytest.MonkeyPatch) -> None:
-        self.calls: list[dict[str, Any]] = []
-        original: Callable[..., Any] = lm.model.generate  # type: ignore[assignment]
-
-        def generate(**kwargs: Any) -> Any:
-            cache = kwargs.get("past_key_values")
-            self.calls.append({**kwargs, "cached": cache.get_seq_length() if cache is not None else 0})
-            return original(**kwargs)
-
-        monkeypatch.setattr(lm.model, "generate", generate)
 
 
 class StubNBA:
@@ -175,45 +145,6 @@ def test_generation_stops_at_the_end_of_the_message(lm: LanguageModel, history: 
         assert lm.codec.end not in message.tokens[:-1] and len(message.tokens) <= 30
         assert message.finished == (message.tokens[-1] == lm.codec.end)
         assert message.text == lm.codec.decode_text(message.tokens).strip() and "<|" not in message.text
-
-
-def test_a_message_is_never_empty(lm: LanguageModel, history: list[Turn]) -> None:
-    """Even a model that would end every message at once (an untuned base opening a conversation does) writes one
-    token of text first."""
-    bias = torch.zeros(len(lm.tokenizer))
-    bias[[lm.codec.end, lm.codec.eos]] = 100.0  # the end of the message (or conversation) is all it would write
-    handle = lm.model.get_output_embeddings().register_forward_hook(lambda module, inputs, output: output + bias)
-    try:
-        prompt = lm.codec.prompt(history, "greeting", lm.context - 10)
-        [[message]] = generate_messages(lm, [prompt], SamplingConfig(do_sample=False, max_new_tokens=10))
-    finally:
-        handle.remove()
-    assert len(message.tokens) == 2 and message.finished and message.tokens[0] not in (lm.codec.end, lm.codec.eos)
-
-
-def test_a_left_padded_batch_generates_what_each_prompt_does_alone(lm: LanguageModel) -> None:
-    conversation = synthetic()[-2]
-    greedy = SamplingConfig(do_sample=False, max_new_tokens=12)
-    prompts = [lm.codec.prompt(conversation.turns[:k], "thank", 52) for k in (1, 3, 5)]
-    assert len({len(p) for p in prompts}) == 3
-    batched = [m.tokens for (m,) in generate_messages(lm, prompts, greedy)]
-    alone = [generate_messages(lm, [p], greedy)[0][0].tokens for p in prompts]
-    assert batched == alone
-    with pytest.raises(ValueError, match="greedy"):
-        generate_messages(lm, prompts, greedy, n=2)
-    with pytest.raises(ValueError, match="exceeds the context"):
-        generate_messages(lm, [[0] * 60], greedy)
-
-
-def test_n_messages_per_prompt_are_those_of_the_prompt_repeated(lm: LanguageModel) -> None:
-    # The prompts are read once and their cache copied to n sequences: with the same seed that samples what n
-    # copies of each prompt (transformers' own path, no shared cache) sample. Prompts of two lengths: left padding.
-    conversation = synthetic()[-2]
-    sampling = SamplingConfig(seed=3, max_new_tokens=15)
-    prompts = [lm.codec.prompt(conversation.turns[:k], "greeting", 49) for k in (2, 5)]
-    shared = [[m.tokens for m in messages] for messages in generate_messages(lm, prompts, sampling, n=3)]
-    repeated = generate_messages(lm, [p for p in prompts for _ in range(3)], sampling)
-    assert shared == [[m.tokens for (m,) in repeated[i : i + 3]] for i in (0, 3)]
 
 
 def test_convoplan_suggest_prints_the_suggestions(folder: Path, tmp_path: Path) -> None:
