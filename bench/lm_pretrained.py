@@ -13,6 +13,9 @@ the others are compared with per action.
         --system "SmolLM2 vanilla=runs/p15/persuasion-smollm2-vanilla" \\
         --system "5M directed=runs/p15/persuasion-5m-directed" --untuned runs/smollm2 --out runs/p15/eval-persuasion
 
+With `--int8` every system is also evaluated with its linear layers quantised to int8 (`load_model(...,
+"int8")`, torch's dynamic quantisation), as "NAME int8": the quality cost of serving quantised (issue 16).
+
 Writes OUT/report.{md,json,png}, OUT/messages.jsonl (every message written, with the labeller's verdict) and
 prints the report with a table of the systems' training cost (from their folders' training records).
 """
@@ -80,6 +83,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--generation-batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--int8", action="store_true", help="also every system with int8 linear layers")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     transformers.utils.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
@@ -99,6 +103,8 @@ def main() -> None:
         if not sep:
             parser.error(f"--system {spec!r}: expected NAME=FOLDER")
         systems[name] = load_model(folder)
+        if args.int8:
+            systems[f"{name} int8"] = load_model(folder, "int8")
     if args.untuned is not None:
         directed = next(lm for lm in systems.values() if not lm.codec.vanilla)
         systems["SmolLM2 untuned" if "smollm2" in args.untuned.lower() else "base untuned"] = untuned(

@@ -72,9 +72,11 @@ MESSAGES = (
 
 
 @contextmanager
-def running_server(artifacts: Path, db: str, log: Path, start_timeout: float = 300.0) -> Iterator[Any]:
-    """`convoplan serve` on a free loopback port, stopped on leaving, also on error."""
-    server = ServerProcess(artifacts, db, free_port(), log)
+def running_server(
+    artifacts: Path, db: str, log: Path, settings: Sequence[str] = (), start_timeout: float = 300.0
+) -> Iterator[Any]:
+    """`convoplan serve` (with `--set` `settings`) on a free loopback port, stopped on leaving, also on error."""
+    server = ServerProcess(artifacts, db, free_port(), log, tuple(settings))
     try:
         server.start(timeout=start_timeout)
         yield server
@@ -340,14 +342,14 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def machine(threads: int) -> str:
+def machine(settings: Sequence[str]) -> str:
     import torch
 
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
     return (
         f"machine: {platform.machine()}, {os.cpu_count()} cores (load average {load} at the start), "
         f"Python {platform.python_version()}, torch {torch.__version__}; server: 1 uvicorn process, "
-        f"{threads} torch thread(s) (`convoplan serve --threads` default), OMP_NUM_THREADS=1; "
+        f"settings: {', '.join(settings) or 'defaults'} (its log says its workers and threads), OMP_NUM_THREADS=1; "
         "the load generator runs on the same machine"
     )
 
@@ -376,12 +378,19 @@ def main() -> None:
     parser.add_argument("--deadline", type=float, default=3600.0, help="seconds for the whole load")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("runs/bench-serve"))
+    parser.add_argument(
+        "--set",
+        dest="settings",
+        action="append",
+        default=[],
+        help="a server setting KEY=VALUE (`convoplan serve --set`)",
+    )
     args = parser.parse_args()
     if not (args.artifacts / "serve.json").is_file():
         parser.error(f"--artifacts {args.artifacts}: no serve.json (run `convoplan demo --no-serve` first)")
 
     started = time.perf_counter()
-    header = [machine(1), f"command: `{command()}`"]
+    header = [machine(args.settings), f"command: `{command()}`"]
     print(header[0], flush=True)
     with tempfile.TemporaryDirectory(prefix="serve-load-") as temp:
         artifacts = args.artifacts
@@ -390,7 +399,7 @@ def main() -> None:
         before = store.counts()
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "server.log").unlink(missing_ok=True)
-        with running_server(artifacts, db, args.out / "server.log") as server:
+        with running_server(artifacts, db, args.out / "server.log", args.settings) as server:
             print(f"serving {artifacts} on {server.url} (store: {db}); load ...", flush=True)
             load, check = run_load(
                 server.url,

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +31,20 @@ lm_app = typer.Typer(
     help="The action-directed language model: train it, or its vanilla baseline, on canonical conversations.",
     no_args_is_help=True,
 )
+
+
+class PrecisionChoice(StrEnum):
+    """`convoplan.lm.model.Precision` as a command-line choice."""
+
+    fp32 = "fp32"
+    int8 = "int8"
+    bf16 = "bf16"
+
+
+PrecisionOption = Annotated[
+    PrecisionChoice,
+    typer.Option(help="How the LMs compute: fp32, int8 (dynamic quantisation of the linear layers, CPU), bf16 (CUDA)."),
+]
 
 
 @lm_app.callback()
@@ -133,6 +148,7 @@ def lm_eval(
         typer.Option(help="A next-best-action folder for the predicted action [default: the most frequent successor]."),
     ] = None,
     title: Annotated[str | None, typer.Option(help="Report title [default: from the file name].")] = None,
+    precision: PrecisionOption = PrecisionChoice.fp32,
     embedding_cache: EmbeddingCache = None,
     overrides: Annotated[list[str] | None, set_option("max_messages=500")] = None,
     show_config: ShowConfig = False,
@@ -160,7 +176,7 @@ def lm_eval(
     data = load(conversations, skip_invalid)
     next_action: NextActionModel
     try:
-        action_lm, vanilla_lm = load_model(model), load_model(vanilla_model)
+        action_lm, vanilla_lm = load_model(model, precision.value), load_model(vanilla_model, precision.value)
         if action_lm.codec.vanilla or not vanilla_lm.codec.vanilla:
             fail(f"--model {model} must be action-directed and --vanilla-model {vanilla_model} vanilla")
         reader = load_labeller(labeller, embedder(embedding_cache))

@@ -31,7 +31,6 @@ def serve(
     api_key: Annotated[
         str | None, typer.Option(envvar="CONVOPLAN_API_KEY", help="Require this key on /v1/* (X-API-Key header).")
     ] = None,
-    threads: Annotated[int, typer.Option(min=1, help="torch threads per request (small models: 1).")] = 1,
     overrides: Annotated[list[str] | None, set_option("max_turns=200")] = None,
     show_config: ShowConfig = False,
 ) -> None:
@@ -49,10 +48,10 @@ def serve(
         config = dataclasses.replace(config, api_key=api_key)  # checked: an empty key (an unset $VAR) is refused
     except ValueError as error:
         fail(f"--api-key: {error}")
-    start_server(artifacts, db, host, port, config, threads)
+    start_server(artifacts, db, host, port, config)
 
 
-def start_server(artifacts: Path, db: str, host: str, port: int, config: ServeConfig, threads: int = 1) -> None:
+def start_server(artifacts: Path, db: str, host: str, port: int, config: ServeConfig) -> None:
     """Load the artifacts, open the store, print the console's URL and serve until interrupted."""
     import torch
     import uvicorn
@@ -62,10 +61,13 @@ def start_server(artifacts: Path, db: str, host: str, port: int, config: ServeCo
     from convoplan.serve.artifacts import Artifacts
     from convoplan.serve.store import Store
 
-    torch.set_num_threads(threads)
+    torch.set_num_threads(config.threads)  # the thread policy: workers x threads <= cores (ServeConfig)
+    workers, threads, cores = config.model_workers, config.threads, os.cpu_count() or 1
+    oversubscribed = " (more than the cores: expect contention)" if workers * threads > cores else ""
+    say(f"{workers} model worker(s) x {threads} torch thread(s) on {cores} cores{oversubscribed}", to=errors)
     shared_embedder().max_cached = config.embedding_cache  # the one every loaded model embeds with
     try:
-        loaded = Artifacts.load(artifacts, config.suggest)
+        loaded = Artifacts.load(artifacts, config.suggest, config.precision)
     except ValueError as error:
         fail(str(error))
     with errors.status("warming up the models"):

@@ -225,9 +225,7 @@ def _extend(lm: LanguageModel, cache: Any, ids: Sequence[int], start: int) -> An
     new = torch.tensor([list(ids[start:])], dtype=torch.long, device=lm.model.device)  # [1, P - start]
     positions = torch.arange(start, len(ids), device=new.device).unsqueeze(0)
     with torch.no_grad():
-        return lm.model(
-            input_ids=new, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1
-        ).cache
+        return lm.model(input_ids=new, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1).cache
 
 
 class _TextStreamer(BaseStreamer):

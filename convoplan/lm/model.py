@@ -5,6 +5,11 @@ A model folder is what `save_pretrained` writes for the model (`config.json`, `m
 tokenizer (`tokenizer.json`, ...), plus `convoplan-lm.json`: the format version, whether the model is vanilla, its
 actions, the base checkpoint and how it was trained. Loading uses only transformers' `from_pretrained` and never
 imports training code, so a server can load a model without the training stack.
+
+A model can be loaded for cheaper inference (`Precision`): int8 is torch's dynamic quantisation of every linear
+layer on CPU (weights stored as int8 per tensor, activations quantised on the fly per batch; Jacob et al. 2018,
+"Quantization and Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference"), bf16 moves the
+model to CUDA in bfloat16. What each costs in BLEU and adherence is measured in BENCHMARKS.md.
 """
 
 from __future__ import annotations
@@ -14,7 +19,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from convoplan.checkpoint import read_config, write_folder
 from convoplan.configs import config_from_dict
@@ -25,7 +30,10 @@ from convoplan.lm.tokenizer import Codec, add_format_tokens, format_actions
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["LanguageModel", "ModelConfig", "load_model", "new_model"]
+__all__ = ["LanguageModel", "ModelConfig", "Precision", "load_model", "new_model"]
+
+Precision = Literal["fp32", "int8", "bf16"]
+"""How a loaded model computes: fp32; int8 (dynamic quantisation of the linear layers, CPU); bf16 (CUDA)."""
 
 FORMAT = "convoplan-lm/1"
 INFO_FILE = "convoplan-lm.json"
@@ -222,8 +230,8 @@ def check_model_config(folder: str | Path) -> None:
             raise ValueError(f"{path}: {name}: expected {type(default).__name__}, got {json.dumps(value)}")
 
 
-def load_model(folder: str | Path) -> LanguageModel:
-    """A model folder written by `save_model` (or a training checkpoint), ready to generate."""
+def load_model(folder: str | Path, precision: Precision = "fp32") -> LanguageModel:
+    """A model folder written by `save_model` (or a training checkpoint), ready to generate in `precision`."""
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -236,4 +244,36 @@ def load_model(folder: str | Path) -> LanguageModel:
     except (OSError, ValueError, SafetensorError) as error:  # SafetensorError: a truncated or corrupt weights file
         raise ValueError(f"{folder}: cannot load the model or its tokenizer ({error})") from None
     model.eval()  # type: ignore[no-untyped-call]
-    return LanguageModel(model, tokenizer, Codec(tokenizer, vanilla=bool(info["vanilla"])), info)
+    return LanguageModel(
+        in_precision(model, precision), tokenizer, Codec(tokenizer, vanilla=bool(info["vanilla"])), info
+    )
+
+
+def in_precision(model: PreTrainedModel, precision: Precision) -> PreTrainedModel:
+    """The model ready to compute in `precision` (int8: a quantised copy of its linear layers; ValueError for bf16
+    without CUDA)."""
+    import torch
+
+    if precision == "bf16":
+        if not torch.cuda.is_available():
+            raise ValueError("bf16 inference needs a CUDA device and none is available; on CPU use int8 or fp32")
+        return model.to("cuda", dtype=torch.bfloat16)  # type: ignore[no-any-return]
+    if precision != "int8":
+        return model
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+    from transformers.pytorch_utils import Conv1D
+
+    # GPT-2 writes its linear layers as transformers' Conv1D (x @ W + b, W stored [in, out]): as nn.Linear they
+    # quantise too, else only its output head would.
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, Conv1D):
+                linear = torch.nn.Linear(child.weight.shape[0], child.nf)
+                linear.weight.data = child.weight.data.t().contiguous()
+                linear.bias.data = child.bias.data
+                setattr(module, name, linear)
+    with warnings.catch_warnings():  # torch announces that quantised tensor types will move to torchao
+        warnings.simplefilter("ignore")
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)  # type: ignore[no-any-return]

@@ -41,6 +41,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, H
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 from convoplan.compose.loop import STOP, Bot
+from convoplan.lm.model import Precision
 from convoplan.lm.suggest import Plan, SuggestConfig, Suggestion
 from convoplan.schema import MAX_NESTING, Candidate, Turn, check_json, to_json
 from convoplan.serve.artifacts import Artifacts
@@ -86,6 +87,12 @@ class ServeConfig:
     new texts forever."""
     model_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
     """Requests running models at once (the others wait their turn): more than the cores only adds contention."""
+    torch_threads: int = 0
+    """torch threads each of those requests computes with; 0 = the cores shared out among the workers (at least 1).
+    Workers x threads above the cores oversubscribes them: on 2 loaded cores 2 threads per process ran 3-23x
+    slower than 1. More workers serve more requests at once; more threads per worker cut one request's latency."""
+    precision: Precision = "fp32"
+    """How the LMs compute: fp32, int8 (dynamic quantisation of the linear layers, CPU) or bf16 (CUDA)."""
     suggest: SuggestConfig = field(default_factory=SuggestConfig)
     """Agent-assist decoding (temperature, top-p, max_new_tokens) and the next-action threshold under which a
     message is written without an action."""
@@ -93,6 +100,13 @@ class ServeConfig:
     def __post_init__(self) -> None:
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("the API key is empty: give a real key, or none to serve without one")
+        if self.model_workers < 1 or self.torch_threads < 0:
+            raise ValueError("model_workers must be at least 1 and torch_threads at least 0 (0 = automatic)")
+
+    @property
+    def threads(self) -> int:
+        """The torch threads per worker: `torch_threads`, or else the cores divided among the workers."""
+        return self.torch_threads or max(1, (os.cpu_count() or 1) // self.model_workers)
 
 
 # --- request and response bodies ----------------------------------------------------------------------------

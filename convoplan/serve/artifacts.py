@@ -32,7 +32,7 @@ from typing import Any
 from convoplan.actions.protocols import Labeller, NextActionModel
 from convoplan.atomic import atomic_write
 from convoplan.compose.loop import Bot, DialogueManager, Provider
-from convoplan.lm.model import LanguageModel
+from convoplan.lm.model import LanguageModel, Precision
 from convoplan.lm.suggest import SuggestConfig, Suggester
 from convoplan.schema import Turn
 from convoplan.sim.arms import ANIMALS
@@ -114,7 +114,8 @@ class Artifacts:
     extra_providers: list[Provider] = field(default_factory=list)
 
     @classmethod
-    def load(cls, folder: str | Path, suggest: SuggestConfig | None = None) -> Artifacts:
+    def load(cls, folder: str | Path, suggest: SuggestConfig | None = None, precision: Precision = "fp32") -> Artifacts:
+        """The manifest's world, arms and models (the LMs in `precision`); ValueError naming the manifest entry."""
         from convoplan.sim.arms import load_arm, load_world
 
         root = Path(folder)
@@ -143,7 +144,7 @@ class Artifacts:
             if manifest.lm is not None:
                 from convoplan.lm.model import load_model
 
-                lm = load_model(resolve(manifest.lm))
+                lm = load_model(resolve(manifest.lm), precision)
             if manifest.nba is not None:
                 from convoplan.actions.load import load_nba
 
@@ -156,7 +157,7 @@ class Artifacts:
             if isinstance(manifest.lm_provider, str):
                 from convoplan.lm.model import load_model
 
-                provider_lm = load_model(resolve(manifest.lm_provider))
+                provider_lm = load_model(resolve(manifest.lm_provider), precision)
         except (ValueError, OSError) as error:
             raise where("models", error) from None
         extra: list[Provider] = []

@@ -37,6 +37,8 @@ class ServerProcess:
     db: str
     port: int
     log: Path
+    settings: tuple[str, ...] = ()
+    """ServeConfig overrides, each `KEY=VALUE` (`convoplan serve --set`), e.g. ("precision=int8",)."""
     process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -48,6 +50,7 @@ class ServerProcess:
         exits or does not answer in time."""
         command = [sys.executable, "-m", "convoplan.cli", "serve", "--artifacts", str(self.artifacts)]
         command += ["--db", self.db, "--port", str(self.port)]
+        command += [option for setting in self.settings for option in ("--set", setting)]
         env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
         with self.log.open("ab") as log:
             self.process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=env)

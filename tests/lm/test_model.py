@@ -68,3 +68,30 @@ def test_the_block_length_is_recorded_and_bounds_the_prompt(tmp_path: Path) -> N
     narrow = replace(TINY, model=ModelConfig(n_layer=1, n_head=2, n_embd=32, n_positions=64), epochs=1)
     train(synthetic(16), tmp_path / "narrow", narrow)  # the default 256 is capped at the model's context
     assert load_model(tmp_path / "narrow").info["block_size"] == 64
+
+
+def test_int8_quantises_every_linear_layer_and_keeps_the_predictions(folder: Path) -> None:
+    import torch
+    from torch.ao.nn.quantized.dynamic import Linear as QuantisedLinear
+    from transformers.pytorch_utils import Conv1D
+
+    full, int8 = load_model(folder), load_model(folder, "int8")
+    layers = [m for m in int8.model.modules() if isinstance(m, QuantisedLinear)]
+    # GPT-2's Conv1D layers (4 per block) and the output head, none left in fp32
+    assert len(layers) == 4 * full.model.config.n_layer + 1
+    assert not any(isinstance(m, (Conv1D, torch.nn.Linear)) for m in int8.model.modules())
+    prompt = torch.tensor([full.codec.prompt(synthetic()[-1].turns[:3], "thank", 40)])
+    with torch.no_grad():
+        expected, got = full.model(prompt).logits[0, -1], int8.model(prompt).logits[0, -1]
+    assert not torch.equal(expected, got)  # computed differently ...
+    assert torch.nn.functional.cosine_similarity(expected, got, dim=0) > 0.99  # ... to nearly the same scores
+    assert int(expected.argmax()) == int(got.argmax())
+
+
+def test_bf16_needs_cuda(folder: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is here: bf16 loads")
+    with pytest.raises(ValueError, match="bf16 inference needs a CUDA device"):
+        load_model(folder, "bf16")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 from pathlib import Path
+
+import pytest
 
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
 from convoplan.cli import app
 from convoplan.schema import read_jsonl
+from convoplan.serve.app import ServeConfig
 from convoplan.serve.store import Store
 
 runner = CliRunner()
@@ -62,6 +66,18 @@ def test_serve_refuses_a_port_in_use_before_printing_its_url(artifacts_dir: Path
     with socket.create_server(("127.0.0.1", 0)) as busy:
         port = busy.getsockname()[1]
         args = ["serve", "--artifacts", str(artifacts_dir), "--db", f"sqlite:///{tmp_path / 's.db'}"]
-        result = runner.invoke(app, [*args, "--port", str(port)])
+        settings = ["--set", "model_workers=1", "--set", "torch_threads=1", "--set", "precision=int8"]
+        result = runner.invoke(app, [*args, "--port", str(port), *settings])
     assert result.exit_code == 2 and f"--port {port}: cannot listen" in result.output
     assert "console:" not in result.output
+    assert "1 model worker(s) x 1 torch thread(s)" in result.output  # the thread policy, said before loading
+
+
+def test_the_thread_policy_shares_the_cores_among_the_workers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert ServeConfig().threads == 1  # a worker per core, one thread each
+    assert ServeConfig(model_workers=2).threads == 4
+    assert ServeConfig(model_workers=3, torch_threads=2).threads == 2  # set: as set
+    assert ServeConfig(model_workers=16).threads == 1
+    with pytest.raises(ValueError, match="model_workers"):
+        ServeConfig(model_workers=0)
