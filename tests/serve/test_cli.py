@@ -8,7 +8,6 @@ import socket
 from pathlib import Path
 
 import pytest
-
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
