@@ -257,7 +257,7 @@ def in_precision(model: PreTrainedModel, precision: Precision) -> PreTrainedMode
     if precision == "bf16":
         if not torch.cuda.is_available():
             raise ValueError("bf16 inference needs a CUDA device and none is available; on CPU use int8 or fp32")
-        return model.to("cuda", dtype=torch.bfloat16)  # type: ignore[no-any-return]
+        return model.to("cuda", dtype=torch.bfloat16)  # type: ignore[arg-type,no-any-return]
     if precision != "int8":
         return model
     import warnings
@@ -276,4 +276,4 @@ def in_precision(model: PreTrainedModel, precision: Precision) -> PreTrainedMode
                 setattr(module, name, linear)
     with warnings.catch_warnings():  # torch announces that quantised tensor types will move to torchao
         warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)  # type: ignore[no-any-return]
+        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call,no-any-return]
