@@ -1,7 +1,8 @@
 """The HTTP API (FastAPI): agent-assist suggestions, bot sessions, feedback, health and metrics, and the console.
 
     POST /v1/suggest                   the conversation so far (or a stored session) -> next actions, scores and
-                                       suggestions for each
+                                       suggestions for each; with "stream": true, server-sent events as they are
+                                       written
     POST /v1/sessions                  start a session: the user is assigned an A/B arm by a hash of their id
     POST /v1/sessions/{id}/messages    bot mode: a user message -> the composed response with every step's
                                        candidates and scores; assist mode: store a user or agent message
@@ -19,7 +20,9 @@ parallel on the server's worker threads.
 from __future__ import annotations
 
 import json
+import logging
 import os
+import queue
 import re
 import threading
 import time
@@ -35,7 +38,7 @@ from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
@@ -56,6 +59,8 @@ SWAGGER_UI = Path(__file__).with_name("swagger")
 """Swagger UI's files for /docs (swagger-ui-dist, see its README.md): served from here, never from a CDN."""
 MAX_TEXT = 2000
 """Characters in one message (longer ones get 422)."""
+STREAM_TIMEOUT = 300.0
+"""Seconds a streamed answer may go without an event before it ends with an error (waiting for a worker included)."""
 MAX_ID = 200
 MAX_ACTION = 100
 SESSION_ID = re.compile(r"[0-9a-f]{32}")
@@ -171,6 +176,10 @@ class SuggestRequest(Body):
     """Next actions to write suggestions for."""
     n: int = Field(3, ge=1, le=20)
     """Suggestions per action."""
+    stream: bool = False
+    """Answer with server-sent events as the suggestions are written (text/event-stream): `plans` (the actions,
+    before any text), `text` ({action, suggestion, text}: the next piece of one suggestion), then `done` (the whole
+    answer, as without streaming) or `error` ({detail})."""
 
 
 class SuggestionOut(BaseModel):
@@ -325,6 +334,15 @@ def _session_out(record: SessionRecord) -> SessionOut:
     )
 
 
+def _event(name: str, data: object) -> str:
+    """One server-sent event (JSON data on one line)."""
+    return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=True)}\n\n"
+
+
+class _ClientLeft(Exception):
+    """Raised in the streaming callback once the client has gone: it stops generation."""
+
+
 def _action_out(plan: Plan, suggestions: list[Suggestion]) -> ActionOut:
     return ActionOut(
         action=plan.action,
@@ -423,9 +441,14 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
     def metrics() -> Response:
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
-    @app.post("/v1/suggest")
-    def suggest(body: SuggestRequest) -> SuggestResponse:
-        """Next actions with their scores, and suggestions for each, after the conversation so far."""
+    @app.post(
+        "/v1/suggest",
+        response_model=SuggestResponse,
+        responses={200: {"content": {"text/event-stream": {}}, "description": "with stream: server-sent events"}},
+    )
+    def suggest(body: SuggestRequest) -> Response | SuggestResponse:
+        """Next actions with their scores, and suggestions for each, after the conversation so far (streamed as
+        server-sent events with `stream`)."""
         suggester = artifacts.suggester
         if suggester is None:
             raise HTTPException(404, "agent assist is off: the artifacts have no LM (serve.json: lm)")
@@ -439,15 +462,66 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         if body.action is not None and body.action not in suggester.lm.codec.actions:
             known = ", ".join(a for a in suggester.lm.codec.actions if a != STOP)
             raise HTTPException(422, f"unknown action {body.action!r}; the model knows: {known}")
+        actions, n = min(body.actions, config.max_actions), min(body.n, config.max_suggestions)
+        if body.stream:
+            return StreamingResponse(
+                _stream(history, body.action, actions, n),
+                media_type="text/event-stream",
+                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},  # no proxy may hold events back
+            )
         started = time.perf_counter()
         with computing:
             labelled = suggester.label(history)
-            plans = suggester.plans(labelled, body.action, min(body.actions, config.max_actions))
-            written = suggester.write_plans(labelled, plans, min(body.n, config.max_suggestions))
+            plans = suggester.plans(labelled, body.action, actions)
+            written = suggester.write_plans(labelled, plans, n)
         return SuggestResponse(
             actions=[_action_out(plan, group) for plan, group in zip(plans, written, strict=True)],
             seconds=time.perf_counter() - started,
         )
+
+    def _stream(history: list[Turn], action: str | None, actions: int, n: int) -> Iterator[str]:
+        """The events of one streamed suggest request. The models run on a thread of their own and hand events
+        over a queue; when the client leaves, the iterator is closed and generation stops at its next token."""
+        suggester = artifacts.suggester
+        assert suggester is not None  # checked by the endpoint
+        events: queue.Queue[str | None] = queue.Queue()
+        left = threading.Event()
+
+        def on_text(row: int, text: str) -> None:
+            if left.is_set():
+                raise _ClientLeft
+            events.put(_event("text", {"action": row // n, "suggestion": row % n, "text": text}))
+
+        def work() -> None:
+            started = time.perf_counter()
+            try:
+                with computing:
+                    labelled = suggester.label(history)
+                    plans = suggester.plans(labelled, action, actions)
+                    outs = [_action_out(plan, []).model_dump() for plan in plans]
+                    events.put(_event("plans", {"actions": outs, "n": n}))
+                    written = suggester.write_plans(labelled, plans, n, on_text)
+                answer = SuggestResponse(
+                    actions=[_action_out(plan, group) for plan, group in zip(plans, written, strict=True)],
+                    seconds=time.perf_counter() - started,
+                )
+                events.put(_event("done", answer.model_dump()))
+            except _ClientLeft:
+                pass
+            except Exception as error:  # the status line has gone out: the failure can only be an event
+                logging.getLogger("convoplan.serve").exception("streamed suggest failed")
+                events.put(_event("error", {"detail": f"the suggestions failed: {type(error).__name__}"}))
+            finally:
+                events.put(None)
+
+        threading.Thread(target=work, name="suggest-stream", daemon=True).start()
+        try:
+            while (event := events.get(timeout=STREAM_TIMEOUT)) is not None:
+                yield event
+        except queue.Empty:
+            yield _event("error", {"detail": f"no progress in {STREAM_TIMEOUT:.0f} s"})
+        finally:
+            left.set()
 
     @app.post("/v1/sessions", status_code=201)
     def create_session(body: SessionRequest) -> SessionOut:

@@ -1,6 +1,7 @@
 """The web console end to end: Debian's Chromium, driven by Playwright, against a real `convoplan serve` process.
 
-Agent assist (a customer message, a suggestion picked, edited and sent, the stored turn), the bot (a response, a
+Agent assist (a customer message, suggestions streamed into their cards, one picked, edited and sent, the stored
+turn), the bot (a response, a
 thumbs up, the stored feedback, the explanation) and, against a stand-in API, the API key prompt. Skipped where
 /usr/bin/chromium is missing, unless CONVOPLAN_REQUIRE_SERVICES=1 (CI), where that fails.
 """
@@ -79,11 +80,22 @@ def page(browser: Browser) -> Iterator[Page]:
 def test_assist_suggestion_is_picked_edited_sent_and_stored(page: Page, server: ServerProcess) -> None:
     page.goto(f"{server.url}/")  # redirects to /console/
     expect(page.get_by_test_id("tab-assist")).to_have_attribute("aria-selected", "true")
+    # Count the moments a card being written shows some of its text (the suggestions stream into their cards).
+    page.evaluate(
+        """window.partial = 0; new MutationObserver(() => {
+             if (document.querySelector('[data-writing] .card-text')?.textContent) window.partial++;
+           }).observe(document.body, { subtree: true, childList: true, characterData: true });"""
+    )
     page.get_by_test_id("customer-input").fill("hi, tell me about lions")
-    page.get_by_test_id("customer-send").click()
+    with page.expect_response(lambda r: r.url.endswith("/v1/suggest"), timeout=WAIT) as suggested_response:
+        page.get_by_test_id("customer-send").click()
+    assert suggested_response.value.headers["content-type"].startswith("text/event-stream")
     expect(page.get_by_test_id("assist-turn-user")).to_contain_text("hi, tell me about lions", timeout=WAIT)
     cards = page.get_by_test_id("suggestion")
     expect(cards.first).to_be_visible(timeout=WAIT)
+    expect(page.locator("[data-writing]")).to_have_count(0, timeout=WAIT)  # all written
+    expect(page.get_by_test_id("status")).to_contain_text("first words after", timeout=WAIT)
+    assert page.evaluate("window.partial") > 0  # text was shown before its suggestion was complete
 
     # A chip keeps only its action's suggestions.
     chip = page.get_by_test_id("action-chip").first

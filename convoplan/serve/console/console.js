@@ -47,9 +47,9 @@ function describe(detail, fallback) {
   return fallback;
 }
 
-/** A JSON request to the API with the API key when one is kept; throws ApiError with the server's detail. */
-async function api(method, path, body) {
-  const headers = { Accept: "application/json" };
+/** A request to the API with the API key when one is kept; throws ApiError with the server's detail. */
+async function request(method, path, body, accept = "application/json") {
+  const headers = { Accept: accept };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   const key = sessionStorage.getItem(KEY_STORAGE);
   if (key) headers["X-API-Key"] = key;
@@ -59,11 +59,45 @@ async function api(method, path, body) {
   } catch (error) {
     throw new ApiError(0, `cannot reach the server (${error.message})`);
   }
-  const data = await response.json().catch(() => null);
   if (!response.ok) {
+    const data = await response.json().catch(() => null);
     throw new ApiError(response.status, describe(data && data.detail, `${response.status} ${response.statusText}`));
   }
-  return data;
+  return response;
+}
+
+/** A JSON request to the API: the answer's JSON. */
+async function api(method, path, body) {
+  return (await request(method, path, body)).json().catch(() => null);
+}
+
+/**
+ * A streamed request (server-sent events): `onEvent(name, data)` for each event as it arrives; returns the data
+ * of the final "done" event. A server that answers with plain JSON instead is taken as having sent only "done".
+ */
+async function streamed(path, body, onEvent) {
+  const response = await request("POST", path, body, "text/event-stream, application/json");
+  if (!(response.headers.get("Content-Type") || "").startsWith("text/event-stream")) return response.json();
+  const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buffer = "";
+  let done = null;
+  for (;;) {
+    const { value, done: ended } = await reader.read();
+    if (ended) break;
+    buffer += value;
+    let end;
+    while ((end = buffer.indexOf("\n\n")) >= 0) { // a blank line ends an event
+      const lines = buffer.slice(0, end).split("\n");
+      buffer = buffer.slice(end + 2);
+      const name = (lines.find((l) => l.startsWith("event:")) || "event: message").slice(6).trim();
+      const data = JSON.parse(lines.filter((l) => l.startsWith("data:")).map((l) => l.slice(5)).join("\n"));
+      if (name === "error") throw new ApiError(500, data.detail);
+      if (name === "done") done = data;
+      else onEvent(name, data);
+    }
+  }
+  if (done === null) throw new ApiError(0, "the stream ended before the suggestions were complete");
+  return done;
 }
 
 let retry = null; // the action that last failed for want of an API key: run again once a key is given
@@ -195,13 +229,15 @@ function renderSuggestions() {
       list.append(el("li", {},
         el("button", {
           type: "button", class: "card", testid: "suggestion", "data-action": group.action ?? "",
+          "data-writing": suggestion.writing, disabled: suggestion.writing, // picked once written
           onclick: () => useSuggestion(group.action, suggestion.text),
         },
         el("span", { class: "card-text" }, suggestion.text),
         el("span", { class: "card-meta" },
           el("span", { class: "tag" }, actionName(group.action)),
-          el("span", { title: "mean token log-probability" }, `LM ${score(suggestion.score)}`),
-          suggestion.finished ? null : el("span", { class: "tag warn" }, "cut short")))));
+          suggestion.writing ? el("span", { class: "tag soft" }, "writing…") :
+            el("span", { title: "mean token log-probability" }, `LM ${score(suggestion.score)}`),
+          suggestion.finished || suggestion.writing ? null : el("span", { class: "tag warn" }, "cut short")))));
     }
   }
   if (!list.children.length) {
@@ -210,15 +246,30 @@ function renderSuggestions() {
   }
 }
 
+/** Suggestions as they are written: the actions first, then each suggestion's text growing in its card. */
 async function suggest() {
   const session = await assistSession();
-  const body = await api("POST", "/v1/suggest", { session_id: session.id, actions: 3, n: 3 });
+  const started = performance.now();
+  let first = null; // milliseconds to the first piece of text
+  const body = await streamed("/v1/suggest", { session_id: session.id, actions: 3, n: 3, stream: true }, (name, data) => {
+    if (name === "plans") {
+      assist.actions = data.actions.map((group) => ({
+        ...group, suggestions: Array.from({ length: data.n }, () => ({ text: "", writing: true })),
+      }));
+      assist.filter = null;
+    } else if (name === "text") {
+      assist.actions[data.action].suggestions[data.suggestion].text += data.text;
+      first ??= performance.now() - started;
+    }
+    renderSuggestions();
+  });
   assist.actions = body.actions;
   assist.filter = null;
   renderSuggestions();
   const count = body.actions.reduce((total, group) => total + group.suggestions.length, 0);
   return `${count} suggestion${count === 1 ? "" : "s"} for ${body.actions.length} action${
-    body.actions.length === 1 ? "" : "s"} in ${Math.round(body.seconds * 1000)} ms`;
+    body.actions.length === 1 ? "" : "s"} in ${Math.round(body.seconds * 1000)} ms${
+    first === null ? "" : ` (first words after ${Math.round(first)} ms)`}`;
 }
 
 function useSuggestion(action, text) {
