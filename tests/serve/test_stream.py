@@ -41,7 +41,7 @@ def test_suggestions_stream_as_they_are_written(server: ServerProcess) -> None:
         plans, answer = received[0][1], received[-1][1]
         assert [a["action"] for a in plans["actions"]] == [a["action"] for a in answer["actions"]] and plans["n"] == 3
         pieces: dict[tuple[int, int], str] = {}
-        for name, data in received[1:-1]:
+        for _name, data in received[1:-1]:
             key = (data["action"], data["suggestion"])
             pieces[key] = pieces.get(key, "") + data["text"]
         for i, group in enumerate(answer["actions"]):
