@@ -1,10 +1,12 @@
-"""Writing agent messages with a loaded model: one batched, KV-cached `generate` call that stops at `<|end|>` (or EOS).
+"""Writing agent messages with a loaded model: one batched, KV-cached decoding loop that stops each message at
+`<|end|>` (or EOS) and drops it from the batch.
 
 Every caller (suggestions, evaluation, the composition loop's LM provider) goes through `generate_messages`: the
-prompts (token ids from `Codec.prompt`) are left-padded into one batch with an attention mask, transformers'
-`generate` samples (or decodes greedily) with its KV cache until every sequence has written the end-of-message
-token or `max_new_tokens` tokens, and each message comes back with its text and its mean token log-probability
-under the model (before temperature and top-p, so scores are comparable across sampling settings).
+prompts (token ids from `Codec.prompt`) are left-padded into one batch with an attention mask; the model reads what
+is not cached yet, then writes one token per sequence per step (sampled with transformers' temperature and top-p
+warpers, or greedily) until every sequence has written the end-of-message token or `max_new_tokens` tokens. Each
+message comes back with its text and its mean token log-probability under the model (before temperature and top-p,
+so scores are comparable across sampling settings).
 
 Nothing is read twice (`_prefill`). Prompts for k actions after one history differ only in their last tag, so the
 history is read once, its KV cache branched to the k x n sequences, and only the tags are read per sequence. A
@@ -12,13 +14,14 @@ history is read once, its KV cache branched to the k x n sequences, and only the
 bot turn, the next suggest request of a conversation) reads only what is new. Prompts that share nothing (padded
 ones, in evaluation) are each read once and copied to their n sequences.
 
-Sequences are not dropped from the batch when they finish: on this CPU a decoding step of 9 sequences costs about
-what one of 3 does (the weights are read once per step either way; `bench/suggest_latency.py` measures it), and
-`generate` stops as soon as every sequence has ended.
+Nothing is written in vain (`_decode`): a sequence that has ended leaves the batch and its rows leave the cache.
+transformers' `generate` keeps finished sequences in the batch, padding them until the last one ends; with
+SmolLM2 on this CPU a decoding step of 9 sequences costs 2.6 times one of 1 (`bench/suggest_latency.py`), and one
+long suggestion would keep all 9 rows busy.
 
 Left padding is what batched generation of a decoder-only model needs: every prompt then ends at the same
-position, where the first new token goes; transformers derives GPT-2's position ids from the attention mask, so a
-padded prompt generates what it would alone (tested).
+position, where the first new token goes; the position ids come from the attention mask (the count of real tokens
+before each), so a padded prompt generates what it would alone (tested).
 """
 
 from __future__ import annotations
@@ -27,10 +30,10 @@ import copy
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
-from transformers.generation.streamers import BaseStreamer
+from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 from convoplan.lm.model import LanguageModel
 
@@ -87,10 +90,11 @@ def generate_messages(
     on_text: OnText | None = None,
     share_prefix: bool = True,
 ) -> list[list[Generated]]:
-    """`n` messages for every prompt (a list per prompt, in order) from one `generate` call over all of them.
+    """`n` messages for every prompt (a list per prompt, in order), all decoded in one batch.
 
     What the prompts share is read once (`_prefill`; through `prefix`, which also remembers it for the next call),
-    then all n messages of every prompt decode together, one forward pass per step. `on_text` hears each message's
+    then all n messages of every prompt decode together, one forward pass per step, each leaving the batch when it
+    ends (`_decode`). `on_text` hears each message's
     text as it grows (streaming). `share_prefix=False` reads every prompt in full, as before issue 16 (kept to
     measure the difference). Greedy decoding needs `n == 1`.
     """
@@ -112,35 +116,83 @@ def generate_messages(
         mask[row, width - len(prompt) :] = 1
     device = lm.model.device
     inputs, mask = inputs.to(device), mask.to(device)
-    decoding: dict[str, object] = {"do_sample": config.do_sample}
-    if config.do_sample:
-        decoding.update(temperature=config.temperature, top_p=config.top_p, top_k=0)  # top-p alone, no top-k cut
-        if config.seed is not None:
-            torch.manual_seed(config.seed)
+    if config.do_sample and config.seed is not None:
+        torch.manual_seed(config.seed)
     cache = _prefill(lm, inputs, mask, n, prefix if share_prefix else None, share_prefix)
-    if cache is not None:
-        decoding["cache"] = cache
     if n > 1:  # n sequences per prompt: rows b*n .. b*n + n-1 are prompt b's
         inputs, mask = inputs.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)  # [B*n, W]
-    if on_text is not None:
-        decoding["streamer"] = _TextStreamer(lm, len(prompts) * n, on_text)
-    output = lm.model.generate(  # type: ignore[operator]
-        input_ids=inputs,
-        attention_mask=mask,
-        max_new_tokens=config.max_new_tokens,
-        min_new_tokens=1,  # a message has text: its first token is neither the end nor EOS
-        eos_token_id=[codec.end, codec.eos],  # a sequence is done at the end of its message (or conversation) ...
-        pad_token_id=codec.eos,  # ... and filled with EOS while the others finish
-        use_cache=True,
-        return_dict_in_generate=True,
-        output_logits=True,
-        **decoding,
-    )
-    new = output.sequences[:, width:].cpu()  # [B*n, S], S <= max_new_tokens; row b*n + k is prompt b's k-th
-    # Log-probabilities of the chosen tokens under the raw logits (normalised: log-softmax), [B*n, S].
-    logprobs = lm.model.compute_transition_scores(output.sequences, output.logits, normalize_logits=True).cpu()  # type: ignore[operator]
-    messages = [_message(lm, new[row], logprobs[row]) for row in range(new.shape[0])]
+    texts = _Texts(lm, len(prompts) * n, on_text) if on_text is not None else None
+    tokens, logprobs = _decode(lm, inputs, mask, cache, config, texts)
+    messages = [
+        _message(lm, row_tokens, row_logprobs) for row_tokens, row_logprobs in zip(tokens, logprobs, strict=True)
+    ]
     return [messages[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+def _decode(
+    lm: LanguageModel,
+    inputs: torch.Tensor,
+    mask: torch.Tensor,
+    cache: Any,
+    config: SamplingConfig,
+    texts: _Texts | None,
+) -> tuple[list[list[int]], list[list[float]]]:
+    """Each row's new tokens (up to and including its end) and their log-probabilities, for the prompts [R, W]
+    whose first `cache` positions are read already.
+
+    Each step feeds every live row its last token (the first step: what the cache lacks of the prompt), takes the
+    log-softmax of the raw logits at the last position [A, V] for the score, and picks a token: greedy, or sampled
+    after temperature and top-p (transformers' warpers; no top-k cut). A row that wrote `<|end|>` or EOS leaves the
+    batch: its cache rows go (`batch_select_indices`), and `alive` maps the remaining batch rows to the prompts'.
+    """
+    codec = lm.codec
+    device = inputs.device
+    stops = torch.tensor([codec.end, codec.eos], device=device)
+    warpers = LogitsProcessorList()
+    if config.do_sample:
+        warpers.extend([TemperatureLogitsWarper(config.temperature), TopPLogitsWarper(config.top_p)])
+    rows = inputs.shape[0]
+    tokens: list[list[int]] = [[] for _ in range(rows)]
+    logprobs: list[list[float]] = [[] for _ in range(rows)]
+    alive = torch.arange(rows)  # batch row -> prompt row
+    cached = cache.get_seq_length() if cache is not None else 0
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [R, W]: each token's count of real tokens before it
+    step_ids, step_positions, attention = inputs[:, cached:], positions[:, cached:], mask
+    for step in range(config.max_new_tokens):
+        with torch.no_grad():
+            out = lm.model(
+                input_ids=step_ids,
+                attention_mask=attention,
+                position_ids=step_positions,
+                cache=cache,
+                use_cache=True,
+                logits_to_keep=1,  # only the last position's logits are needed: skip the head elsewhere
+            )
+        cache = out.cache
+        logits = out.logits[:, -1].float()  # [A, V]
+        scores = logits.log_softmax(-1)  # the score: raw logits, before temperature and top-p
+        if step == 0:  # a message has text: its first token is neither the end nor EOS
+            logits[:, stops] = float("-inf")
+        if config.do_sample:
+            warped = warpers(cast(torch.LongTensor, step_ids), logits)  # (the ids: unused by these warpers)
+            token = torch.multinomial(warped.softmax(-1), 1)[:, 0]  # [A]
+        else:
+            token = logits.argmax(-1)
+        chosen = scores.gather(-1, token[:, None])[:, 0]
+        for row, written, logprob in zip(alive.tolist(), token.tolist(), chosen.tolist(), strict=True):
+            tokens[row].append(written)
+            logprobs[row].append(logprob)
+            if texts is not None:
+                texts.add(row, written)
+        going = (~torch.isin(token, stops)).nonzero()[:, 0]  # batch rows that continue
+        if len(going) == 0:
+            break
+        if len(going) < len(alive):  # drop the finished rows from the batch and the cache
+            cache.batch_select_indices(going)
+            alive, token, attention = alive[going.cpu()], token[going], attention[going]
+        attention = torch.cat([attention, attention.new_ones((len(alive), 1))], dim=-1)  # [A, W + step + 1]
+        step_ids, step_positions = token[:, None], attention.sum(-1, keepdim=True) - 1
+    return tokens, logprobs
 
 
 class PrefixCache:
@@ -228,43 +280,33 @@ def _extend(lm: LanguageModel, cache: Any, ids: Sequence[int], start: int) -> An
         return lm.model(input_ids=new, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1).cache
 
 
-class _TextStreamer(BaseStreamer):
-    """Hands `on_text` each message's new text as `generate` writes tokens (its `put` gets the prompts [B*n, W]
-    once, then one token per row [B*n] per step). Text is sent when it has grown past what was sent, without the
-    surrounding whitespace and not while it ends inside a character, so the pieces add up to the final message."""
+class _Texts:
+    """Hands `on_text` each message's new text as tokens are written. Text is sent when it has grown past what was
+    sent, without the surrounding whitespace and not while it ends inside a character, so the pieces add up to the
+    final message."""
 
     def __init__(self, lm: LanguageModel, rows: int, on_text: OnText) -> None:
         self.codec = lm.codec
         self.on_text = on_text
         self.ids: list[list[int]] = [[] for _ in range(rows)]
         self.sent = [""] * rows
-        self.done = [False] * rows
 
-    def put(self, value: torch.Tensor) -> None:
-        if value.dim() > 1:  # the prompts
+    def add(self, row: int, token: int) -> None:
+        if token in (self.codec.end, self.codec.eos):
             return
-        for row, token in enumerate(value.tolist()):
-            if self.done[row] or token in (self.codec.end, self.codec.eos):
-                self.done[row] = True
-                continue
-            self.ids[row].append(token)
-            text = self.codec.decode_text(self.ids[row]).strip()
-            if len(text) > len(self.sent[row]) and text.startswith(self.sent[row]) and not text.endswith("\ufffd"):
-                self.on_text(row, text[len(self.sent[row]) :])
-                self.sent[row] = text
-
-    def end(self) -> None:
-        pass
+        self.ids[row].append(token)
+        text = self.codec.decode_text(self.ids[row]).strip()
+        if len(text) > len(self.sent[row]) and text.startswith(self.sent[row]) and not text.endswith("\ufffd"):
+            self.on_text(row, text[len(self.sent[row]) :])
+            self.sent[row] = text
 
 
-def _message(lm: LanguageModel, ids: torch.Tensor, logprobs: torch.Tensor) -> Generated:
-    """The message in one row of generated ids [S]: everything up to the first `<|end|>` or EOS (padding follows).
-    EOS ends a message too: it closes the conversation, and an untuned pretrained base ends its turn with its own
-    EOS (`<|im_end|>`), which `<|end|>` starts out equal to (`convoplan.lm.model.init_tags`)."""
-    ends = ((ids == lm.codec.end) | (ids == lm.codec.eos)).nonzero()
-    length = int(ends[0, 0]) + 1 if len(ends) else len(ids)
-    tokens = tuple(int(i) for i in ids[:length])
-    score = float(logprobs[:length].mean()) if length else float("nan")
+def _message(lm: LanguageModel, ids: list[int], logprobs: list[float]) -> Generated:
+    """The message of one row's new tokens, which end at its `<|end|>` or EOS where it wrote one. EOS ends a message
+    too: it closes the conversation, and an untuned pretrained base ends its turn with its own EOS (`<|im_end|>`),
+    which `<|end|>` starts out equal to (`convoplan.lm.model.init_tags`)."""
+    finished = bool(ids) and ids[-1] in (lm.codec.end, lm.codec.eos)
+    score = sum(logprobs) / len(logprobs) if logprobs else float("nan")
     # surrounding whitespace dropped: a pretrained chat model may open its turn with a newline, as its template does
-    text = lm.codec.decode_text(tokens).strip()
-    return Generated(text=text, tokens=tokens, score=score, finished=bool(len(ends)))
+    text = lm.codec.decode_text(ids).strip()
+    return Generated(text=text, tokens=tuple(ids), score=score, finished=finished)

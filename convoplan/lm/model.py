@@ -30,7 +30,7 @@ from convoplan.lm.tokenizer import Codec, add_format_tokens, format_actions
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["LanguageModel", "ModelConfig", "Precision", "load_model", "new_model"]
+__all__ = ["LanguageModel", "ModelConfig", "Precision", "in_precision", "load_model", "new_model"]
 
 Precision = Literal["fp32", "int8", "bf16"]
 """How a loaded model computes: fp32; int8 (dynamic quantisation of the linear layers, CPU); bf16 (CUDA)."""

@@ -71,16 +71,18 @@ def lm(folder: Path) -> LanguageModel:
 
 
 class Spy:
-    """Records the calls of the model's generate while passing them on."""
+    """Records each batch `generate_messages` decodes (its prompts [R, W], the KV cache it starts from: rows and
+    positions) while passing it on."""
 
     def __init__(self, lm: LanguageModel, monkeypatch: pytest.MonkeyPatch) -> None:
+        import convoplan.lm.generate as generate
+
         self.calls: list[dict[str, Any]] = []
-        original: Callable[..., Any] = lm.model.generate  # type: ignore[assignment]
+        original: Callable[..., Any] = generate._decode
 
-        def generate(**kwargs: Any) -> Any:
-            cache = kwargs.get("cache")  # its rows and positions, recorded now: generate extends it
+        def decode(lm: LanguageModel, inputs: Any, mask: Any, cache: Any, config: Any, texts: Any) -> Any:
             rows, cached = (cache.layers[0].keys.shape[0], cache.get_seq_length()) if cache is not None else (0, 0)
-            self.calls.append({**kwargs, "rows": rows, "cached": cached})
-            return original(**kwargs)
+            self.calls.append({"input_ids": inputs, "rows": rows, "cached": cached, "config": config})
+            return original(lm, inputs, mask, cache, config, texts)
 
-        monkeypatch.setattr(lm.model, "generate", generate)
+        monkeypatch.setattr(generate, "_decode", decode)

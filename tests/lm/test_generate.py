@@ -4,6 +4,8 @@ what is new, streamed text adds up to the final messages, and a streaming callba
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 
@@ -130,3 +132,24 @@ def test_raising_in_the_stream_stops_generation(lm: LanguageModel, history: list
     with pytest.raises(ConnectionAbortedError):
         generate_messages(lm, [prompt], SamplingConfig(seed=0, max_new_tokens=20), n=3, on_text=hang_up)
     assert len(heard) == 1
+
+
+def test_finished_messages_leave_the_batch(
+    lm: LanguageModel, history: list[Turn], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    batches: list[int] = []
+    forward = lm.model.forward
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        batches.append(kwargs["input_ids"].shape[0])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(lm.model, "forward", counted)
+    prompts = [lm.codec.prompt(history, action, 40) for action in ACTIONS]
+    written = generate_messages(lm, prompts, SamplingConfig(seed=4, max_new_tokens=20), n=3)
+    lengths = sorted(len(m.tokens) for group in written for m in group)
+    assert lengths[0] < lengths[-1]  # some ended before others ...
+    decoding = batches[1:]  # (the first forward read the history, one row)
+    assert decoding[0] == 9 and decoding == sorted(decoding, reverse=True) and decoding[-1] < 9  # ... and left
+    # One step per token of the longest message; the batch at step t holds the messages longer than t.
+    assert decoding == [sum(length > t for length in lengths) for t in range(lengths[-1])]

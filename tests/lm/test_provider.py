@@ -3,10 +3,9 @@ one generate call, and a composed turn made of LM candidates whose second step r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,6 +18,8 @@ from convoplan.schema import Candidate, Conversation, Turn
 from convoplan.sim.run import SimulationConfig, simulate
 from convoplan.worlds.animals import animals_world
 from convoplan.worlds.animals.planning import HeuristicDM
+
+from .conftest import Spy
 
 SHORT = LMProviderConfig(sampling=SamplingConfig(do_sample=False, max_new_tokens=10), keep_unfinished=True)
 
@@ -46,17 +47,10 @@ def test_one_candidate_per_action_from_one_generate_call(
     provider = LMProvider(lm, animals_world().lexicon, SHORT)
     as_provider: Provider = provider  # what the composition loop sees: the Provider protocol (checked by mypy)
     assert STOP not in provider.actions and {"fact", "quiz", "open_question"} <= set(provider.actions)
-    calls: list[dict[str, Any]] = []
-    original: Callable[..., Any] = lm.model.generate  # type: ignore[assignment]
-
-    def generate(**kwargs: Any) -> Any:
-        calls.append(kwargs)
-        return original(**kwargs)
-
-    monkeypatch.setattr(lm.model, "generate", generate)
+    spy = Spy(lm, monkeypatch)
     state = DialogueState(turns=logs[0].turns[:6], focus="lion")
     candidates = as_provider.propose(state)
-    (call,) = calls
+    (call,) = spy.calls
     assert call["input_ids"].shape[0] == len(provider.actions)  # one prompt per action, in one batch
     assert [c.action for c in candidates] == [a for a in provider.actions if a in {c.action for c in candidates}]
     for candidate in candidates:

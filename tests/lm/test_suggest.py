@@ -65,10 +65,10 @@ def test_n_suggestions_from_one_generate_call_with_the_action_tag(
     (call,) = spy.calls  # one batched call: the n prompts are one prompt repeated, read once (a shared cache)
     prompt = call["input_ids"][0]
     assert call["input_ids"].shape[0] == 3 and all(torch.equal(row, prompt) for row in call["input_ids"])
-    assert call["use_cache"] and call["cached"] == len(prompt) - 1  # all but the last token read before
+    assert call["rows"] == 3 and call["cached"] == len(prompt) - 1  # all but the last token read before, once
     assert prompt[-1] == lm.codec.action_id("thank")  # <|agent|><|action:thank|> ends the prompt
     assert prompt[-2] == lm.tokenizer.convert_tokens_to_ids("<|agent|>")
-    assert call["eos_token_id"] == [lm.codec.end, lm.codec.eos] and call["max_new_tokens"] == 20
+    assert call["config"].max_new_tokens == 20
     # The same seed gives the same suggestions.
     assert [s.text for s in suggest(lm, history, "thank", n=3, config=SEEDED)] == [s.text for s in suggestions]
 

@@ -1,0 +1,306 @@
+"""Suggestion latency (issues 6 and 16): k actions x n suggestions of up to 40 tokens after a 256-token history.
+
+Four ways to write the same 9 suggestions (3 actions x 3), all through `convoplan.lm.generate.generate_messages`
+(sampling: temperature 0.8, top-p 0.95, stop at `<|end|>`, at most 40 new tokens):
+
+(a) sequential: 9 `generate` calls of one sequence each, every call reading the whole prompt;
+(b) batched, before issue 16: one call, each action's prompt read once and copied to its 3 sequences
+    (`share_prefix=False`), so the history is read 3 times;
+(c) shared prefix (issue 16): one call, the history read once and branched to the 9 sequences;
+(d) (c) with the model's linear layers quantised to int8 (torch's dynamic quantisation, `load_model(..., "int8")`).
+
+The prompts are real: the last 254 tokens of the corpus's test conversations, then `<|agent|>` and one of the
+first k action tags. Rounds rotate the order of the variants (load on a shared machine hits them alike); each call
+of a round uses the round's seed. Also measured, in the same run:
+
+- time to the first streamed text of (c) and (d) (`on_text`, as `POST /v1/suggest` with `stream` sends it);
+- one decoding step with a 296-token cache at batch 1, 3 and 9: whether dropping finished sequences from the
+  batch would pay (it saves the difference between batch sizes);
+- the limit: the model's multiply-adds per token (its weight matrices, the output head included, plus attention
+  over the cache) against the machine's matmul throughput (a 1024^3 product) and memory bandwidth (a 256 MB copy),
+  so the table says how close decoding runs to the hardware.
+
+Models: `--model NAME=FOLDER` (a trained folder; a folder whose recorded block is shorter than history + 40 tokens
+is allowed the longer prompt when its architecture has the positions, as SmolLM2 has) and `--fresh NAME=FOLDER`
+(a freshly initialised GPT-2 of that folder's size and tokenizer with 512 positions: the 5M model's trained folders
+have 256 positions, too few for a 256-token history; an untrained model never writes `<|end|>`, so every
+suggestion runs the full 40 tokens, the worst case).
+
+    .venv/bin/python bench/suggest_latency.py --data runs/data/persuasion.jsonl \\
+        --model "SmolLM2=runs/p15/persuasion-smollm2-directed-240" --fresh "5M=runs/p15/persuasion-5m-directed" \\
+        --threads 2 --out runs/bench-latency
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import transformers
+
+from convoplan.atomic import atomic_write
+from convoplan.lm.generate import SamplingConfig, generate_messages
+from convoplan.lm.model import LanguageModel, ModelConfig, in_precision, load_model, new_model
+from convoplan.schema import read_jsonl
+
+VARIANTS = ("a", "b", "c", "d")
+TITLES = {
+    "a": "(a) 9 sequential calls",
+    "b": "(b) one call, prompt per action (before)",
+    "c": "(c) one call, shared prefix (new)",
+    "d": "(d) = (c) with int8 linear layers",
+}
+
+
+def fresh(folder: str, positions: int) -> LanguageModel:
+    """A freshly initialised GPT-2 with the folder's size and tokenizer, and `positions` positions."""
+    trained = load_model(folder)
+    config = trained.model.config
+    size = ModelConfig(n_layer=config.n_layer, n_head=config.n_head, n_embd=config.n_embd, n_positions=positions)
+    torch.manual_seed(0)
+    model = new_model(size, trained.tokenizer).eval()  # type: ignore[no-untyped-call]
+    return LanguageModel(model, trained.tokenizer, trained.codec, {**trained.info, "block_size": positions})
+
+
+def loaded(folder: str, precision: str, needed: int) -> LanguageModel:
+    """A trained folder, allowed `needed` tokens where its architecture has the positions."""
+    lm = load_model(folder, precision)  # type: ignore[arg-type]
+    if lm.context < needed:
+        lm.info = {**lm.info, "block_size": needed}
+        if lm.context < needed:
+            raise SystemExit(f"{folder}: {lm.context} positions, {needed} needed: use --fresh for this model")
+    return lm
+
+
+def prompts_for(lm: LanguageModel, data: str, history: int, k: int) -> list[list[int]]:
+    """k prompts: the last `history - 2` tokens of the test conversations, then <|agent|> and an action's tag."""
+    conversations = [c for c in read_jsonl(data) if c.meta.get("split") == "test"] or read_jsonl(data)
+    stream = [i for ids in lm.codec.encode_conversations(conversations[:20]) for i in ids]
+    actions = [a for a in sorted(lm.codec.actions) if a != "stop"][:k]
+    heads = [lm.codec.prompt([], action, 10)[-2:] for action in actions]  # <|agent|><|action:...|>
+    return [stream[-(history - 2) :] + head for head in heads]
+
+
+def matmul_gflops(threads: int) -> float:
+    """fp32 GFLOP/s of a 1024 x 1024 x 1024 product (the machine's compute ceiling for these models)."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    for _ in range(3):
+        a @ b
+    runs = []
+    for _ in range(10):
+        start = time.perf_counter()
+        a @ b
+        runs.append(time.perf_counter() - start)
+    return 2 * 1024**3 / statistics.median(runs) / 1e9
+
+
+def copy_gbps() -> float:
+    """Memory bandwidth: GB/s read plus written by copying 256 MB."""
+    source = torch.empty(64 * 1024 * 1024)
+    target = torch.empty_like(source)
+    runs = []
+    for _ in range(6):
+        start = time.perf_counter()
+        target.copy_(source)
+        runs.append(time.perf_counter() - start)
+    return 2 * source.numel() * 4 / statistics.median(runs[1:]) / 1e9
+
+
+def matmul_weights(model: Any) -> int:
+    """Weights that take part in a matrix product per token: every linear layer's and the output head's."""
+    from transformers.pytorch_utils import Conv1D
+
+    head = model.get_output_embeddings()
+    total = head.weight.numel()
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Linear, Conv1D)) and module is not head:
+            total += module.weight.numel()
+    return int(total)
+
+
+def step_seconds(lm: LanguageModel, prompt: list[int], batch: int, steps: int = 12) -> float:
+    """Median seconds of one decoding step of `batch` sequences after `prompt` (a cache of len(prompt) + step)."""
+    ids = torch.tensor([prompt])
+    with torch.no_grad():
+        out = lm.model(input_ids=ids, use_cache=True)  # type: ignore[operator]
+        cache = out.cache
+        cache.batch_repeat_interleave(batch)
+        token = out.logits[:, -1].argmax(-1, keepdim=True).repeat(batch, 1)  # [batch, 1]
+        runs = []
+        for step in range(steps):
+            position = torch.full((batch, 1), len(prompt) + step)
+            start = time.perf_counter()
+            out = lm.model(input_ids=token, position_ids=position, cache=cache, use_cache=True)  # type: ignore[operator]
+            runs.append(time.perf_counter() - start)
+            cache, token = out.cache, out.logits[:, -1].argmax(-1, keepdim=True)
+    return statistics.median(runs[2:])
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q))
+
+
+def measure(name: str, lm: LanguageModel, int8: LanguageModel, args: argparse.Namespace) -> dict[str, Any]:
+    prompts = prompts_for(lm, args.data, args.history, args.actions)
+    n, k = args.suggestions, args.actions
+    seconds: dict[str, list[float]] = {v: [] for v in VARIANTS}
+    first: dict[str, list[float]] = {"c": [], "d": []}
+    tokens: dict[str, list[int]] = {v: [] for v in VARIANTS}
+
+    def run(variant: str, seed: int) -> None:
+        sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, seed=seed)
+        start = time.perf_counter()
+        heard: list[float] = []
+
+        def on_text(row: int, text: str) -> None:
+            if not heard:
+                heard.append(time.perf_counter() - start)
+
+        if variant == "a":
+            written = [m for p in prompts for _ in range(n) for (m,) in generate_messages(lm, [p], sampling)]
+        elif variant == "b":
+            written = [m for g in generate_messages(lm, prompts, sampling, n, share_prefix=False) for m in g]
+        else:
+            model = lm if variant == "c" else int8
+            written = [m for g in generate_messages(model, prompts, sampling, n, on_text=on_text) for m in g]
+            first[variant].append(heard[0] if heard else float("nan"))
+        seconds[variant].append(time.perf_counter() - start)
+        tokens[variant].append(sum(len(m.tokens) for m in written))
+
+    for round_ in range(-args.warmup, args.rounds):
+        shift = round_ % len(VARIANTS)
+        for variant in VARIANTS[shift:] + VARIANTS[:shift]:
+            run(variant, seed=max(round_, 0))
+        if round_ == -1:
+            for lists in (seconds, first, tokens):
+                for values in lists.values():
+                    values.clear()  # the warm-up rounds are not counted
+    steps = {batch: step_seconds(lm, prompts[0], batch) for batch in (1, k, k * n)}
+    steps_int8 = {batch: step_seconds(int8, prompts[0], batch) for batch in (1, k * n)}
+    weights = matmul_weights(lm.model)
+    config = lm.model.config
+    layers = int(getattr(config, "n_layer", None) or config.num_hidden_layers)
+    width = int(getattr(config, "n_embd", None) or config.hidden_size)
+    cache = args.history + args.max_new_tokens // 2  # the mean cache length while decoding
+    macs = weights + 2 * layers * cache * width  # per token: weight products + attention (QK^T and AV)
+    return {
+        "name": name,
+        "parameters": sum(p.numel() for p in lm.model.parameters()),
+        "matmul_weights": weights,
+        "macs_per_token": macs,
+        "prompt_tokens": len(prompts[0]),
+        "seconds": seconds,
+        "first_text": first,
+        "new_tokens": {v: statistics.mean(t) / (k * n) for v, t in tokens.items()},
+        "step_seconds": steps,
+        "step_seconds_int8": steps_int8,
+    }
+
+
+def table(results: list[dict[str, Any]], gflops: float, gbps: float, args: argparse.Namespace) -> str:
+    lines = [
+        "| model | variant | p50 ms | p95 ms | mean ms | speed-up over (a), p50 | new tokens per suggestion |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        a50 = percentile(r["seconds"]["a"], 50)
+        for v in VARIANTS:
+            values = r["seconds"][v]
+            lines.append(
+                f"| {r['name']} | {TITLES[v]} | {1000 * percentile(values, 50):,.0f} | "
+                f"{1000 * percentile(values, 95):,.0f} | {1000 * statistics.mean(values):,.0f} | "
+                f"{a50 / percentile(values, 50):.2f}x | {r['new_tokens'][v]:.1f} |"
+            )
+    lines += ["", "| model | variant | time to first text p50 ms | p95 ms |", "|---|---|---:|---:|"]
+    for r in results:
+        for v in ("c", "d"):
+            values = r["first_text"][v]
+            lines.append(
+                f"| {r['name']} | {TITLES[v]} | {1000 * percentile(values, 50):,.0f} | "
+                f"{1000 * percentile(values, 95):,.0f} |"
+            )
+    k, kn = args.actions, args.actions * args.suggestions
+    lines += [
+        "",
+        f"| model | step, batch 1 ms | batch {k} ms | batch {kn} ms | int8 batch 1 | int8 batch {kn} | "
+        "multiply-adds per token | GFLOP/s at batch 1 (of the matmul peak) | at batch "
+        f"{kn} | weight GB/s at batch 1 (of the copy bandwidth) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        s, q = r["step_seconds"], r["step_seconds_int8"]
+        flops = 2 * r["macs_per_token"]
+        one, many = flops / s[1] / 1e9, kn * flops / s[kn] / 1e9
+        weight_gbps = 4 * r["matmul_weights"] / s[1] / 1e9
+        lines.append(
+            f"| {r['name']} | {1000 * s[1]:.1f} | {1000 * s[k]:.1f} | {1000 * s[kn]:.1f} | {1000 * q[1]:.1f} | "
+            f"{1000 * q[kn]:.1f} | {r['macs_per_token'] / 1e6:,.1f} M | {one:.1f} ({one / gflops:.0%}) | "
+            f"{many:.1f} ({many / gflops:.0%}) | {weight_gbps:.1f} ({weight_gbps / gbps:.0%}) |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", required=True, help="canonical conversations (the prompts' text)")
+    parser.add_argument("--model", action="append", default=[], help="NAME=FOLDER, a trained model (repeat)")
+    parser.add_argument("--fresh", action="append", default=[], help="NAME=FOLDER: a fresh model of that size")
+    parser.add_argument("--history", type=int, default=256, help="prompt tokens")
+    parser.add_argument("--actions", type=int, default=3)
+    parser.add_argument("--suggestions", type=int, default=3, help="per action")
+    parser.add_argument("--max-new-tokens", type=int, default=40)
+    parser.add_argument("--rounds", type=int, default=10, help="timed calls of each variant")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
+    parser.add_argument("--out", type=Path, default=Path("runs/bench-latency"))
+    args = parser.parse_args()
+    if not args.model and not args.fresh:
+        parser.error("give at least one --model or --fresh NAME=FOLDER")
+    torch.set_num_threads(args.threads)
+    transformers.utils.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
+
+    load = os.getloadavg()
+    needed = args.history + args.max_new_tokens
+    gflops, gbps = matmul_gflops(args.threads), copy_gbps()
+    results = []
+    for spec, make in [(s, "model") for s in args.model] + [(s, "fresh") for s in args.fresh]:
+        name, sep, folder = spec.partition("=")
+        if not sep:
+            parser.error(f"{spec!r}: expected NAME=FOLDER")
+        if make == "model":
+            lm, int8 = loaded(folder, "fp32", needed), loaded(folder, "int8", needed)
+        else:
+            lm = fresh(folder, 2 * needed)
+            int8 = LanguageModel(in_precision(fresh(folder, 2 * needed).model, "int8"), lm.tokenizer, lm.codec, lm.info)
+        print(f"{name}: measuring ...", flush=True)
+        results.append(measure(name, lm, int8, args))
+    machine = (
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {load[0]:.2f} at the start "
+        f"({os.getloadavg()[0]:.2f} at the end); {args.threads} torch thread(s); Python {platform.python_version()}, "
+        f"torch {torch.__version__}, transformers {transformers.__version__}; matmul peak {gflops:.1f} GFLOP/s "
+        f"(1024^3 fp32), copy bandwidth {gbps:.1f} GB/s"
+    )
+    task = (
+        f"task: {args.actions} actions x {args.suggestions} suggestions of up to {args.max_new_tokens} tokens after "
+        f"a {args.history}-token history; {args.rounds} timed rounds (rotating order) after {args.warmup} warm-up"
+    )
+    models = "; ".join(f"{r['name']}: {r['parameters']:,} parameters" for r in results)
+    report = "\n".join([machine, task, models, "", table(results, gflops, gbps, args)])
+    print(report)
+    args.out.mkdir(parents=True, exist_ok=True)
+    with atomic_write(args.out / "report.md") as handle:
+        handle.write(report + "\n")
+    with atomic_write(args.out / "report.json") as handle:
+        json.dump({"machine": machine, "task": task, "results": results, "gflops": gflops, "gbps": gbps}, handle)
+
+
+if __name__ == "__main__":
+    main()
