@@ -70,7 +70,7 @@ bench: data
 	$(BIN)/convoplan label train runs/data/star.jsonl --out runs/labeller-star
 	$(BIN)/python bench/lm_eval.py --data runs/data/star.jsonl --labeller runs/labeller-star \
 		--nba runs/bench-nba/star/supervised --out runs/bench-lm/star --epochs 1 --max-steps 250 --max-messages 1000
-	$(BIN)/python bench/lm_latency.py --data runs/data/persuasion.jsonl --rounds 30
+	$(BIN)/python bench/suggest_latency.py --data runs/data/persuasion.jsonl --fresh "5M=runs/bench-lm/persuasion/lm"
 	$(BIN)/convoplan demo --no-serve
 	$(BIN)/python bench/serve_load.py --artifacts runs/demo/artifacts --sessions 50 --turns 20 --out runs/bench-serve
 
