@@ -104,7 +104,7 @@ def main() -> None:
 
     dms = {name: load_arm(str(args.out / name), world, random.Random(args.seed)) for name in names}
     start = time.perf_counter()
-    logs = run_ab(world, dms, "supervised_transformer", args.users, args.seed + 1)
+    logs = run_ab(world, dms, "supervised_transformer", args.users, args.seed)  # evaluation users (run_ab)
     report = ab_report(logs, "supervised_transformer", resamples=5000, seed=args.seed)
     write_report(report, args.out / "ab")
     print(f"\nA/B: {args.users} users per arm, {time.perf_counter() - start:.0f} s\n")

@@ -62,7 +62,12 @@ def experiment_ab(
         ),
     ],
     users: Annotated[int, typer.Option(min=2, help="Simulated users per arm (the same users meet every arm).")] = 300,
-    seed: Annotated[int, typer.Option(help="Seed of the users, raters and bootstrap.")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(
+            help="Seed of the users (drawn for evaluation: never the users of a collection run), raters and bootstrap."
+        ),
+    ] = 0,
     raters: Annotated[int, typer.Option(min=0, help="Raters per conversation, for the mean rating.")] = 3,
     resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples per interval.")] = 2000,
     simulator: SimulatorOption = None,

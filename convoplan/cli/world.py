@@ -167,7 +167,7 @@ def demo(
     }
     dms = {name: resolve_dm(spec, world, random.Random(seed)) for name, spec in arms.items()}
     with progress_display() as progress:
-        logs = run_ab(world, dms, "supervised_rnn", users, seed + 7, progress=progress)
+        logs = run_ab(world, dms, "supervised_rnn", users, seed, progress=progress)  # evaluation users: run_ab
     show_report(ab_report(logs, "supervised_rnn", resamples=2000, seed=seed), out / "ab")
     print_conversation(max(logs["saql"][:50], key=lambda c: len(c.turns)))
     say(f"trained DMs in {out}/ (try: convoplan chat --dm {checkpoints['saql']} --explain)")

@@ -147,7 +147,13 @@ class Bot:
         """Record a user message and update the focus, the mentions and the open question."""
         state = self.state
         heard = interpret(text, self.lexicon, state.focus, state.question)
-        read = {"focus": heard.focus, "answer": heard.answer, "feedback": heard.feedback, "request": heard.request}
+        read = {
+            "focus": heard.focus,
+            "answer": heard.answer,
+            "feedback": heard.feedback,
+            "request": heard.request,
+            "stop": heard.wants_to_stop or None,  # kept only when true
+        }
         state.turns.append(Turn(speaker="user", text=text, meta={k: v for k, v in read.items() if v is not None}))
         state.heard = heard
         state.focus = heard.focus

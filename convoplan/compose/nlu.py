@@ -5,7 +5,9 @@ It reads one user message given the current focus and the bot's last question:
   the current one; a negated mention such as "not lions" does not count);
 - the **answer** to the last question: yes/no questions -> "yes", "no" or "ignored"; open and list questions ->
   an entity or "none"; quizzes -> "right", "wrong" or "none";
-- explicit **feedback**: "positive" (thanks, praise of the bot) or "negative" (stop, boredom, "that's wrong");
+- explicit **feedback**: "positive" (thanks, praise of the bot) or "negative" ("stop", "shut up", boredom, "that's
+  wrong"; a polite goodbye such as "I have to go now, bye" is leaving, not feedback);
+- whether the user wants to **stop** (a goodbye, or telling the bot to stop);
 - a **request** for a kind of content ("what sound does it make?" -> "sound").
 
 Entities come from a `Lexicon` of surface forms, so any domain with named entities can use it; the animals world
@@ -138,10 +140,15 @@ _UNSURE = _phrases("""
     surprise me; whatever you; up to you; anything; tell me the answer; just tell me; what is it;
     which one is it; can't guess; cannot guess; idk
 """)
-_STOP = _phrases("""
-    stop; bye; goodbye; good bye; i'?m done; i am done; that'?s enough; enough; i have to go;
-    i've got to go; gotta go; got to go; i'?m leaving; leave me alone; go away; end this; quit; see you
+_LEAVE = _phrases("""
+    bye; goodbye; good bye; i'?m done; i am done; i have to go; i've got to go; gotta go; got to go; i'?m leaving;
+    see you
 """)
+"""Leaving politely: the user wants to stop, and says nothing of the bot."""
+_STOP = _phrases("""
+    stop; that'?s enough; enough; leave me alone; go away; end this; quit
+""")
+"""Telling the bot to stop: wanting to stop, and explicit negative feedback."""
 _NEGATIVE = _phrases("""
     boring; bored; shut up; that'?s wrong; that is wrong; wrong; i don'?t care; who cares; annoying;
     stupid; dumb; hate (this|that|it); you already said; you said that; repeating; not listening; useless;
@@ -206,7 +213,8 @@ def interpret(text: str, lexicon: Lexicon, previous_focus: str | None, question:
     unsure = bool(_UNSURE.search(lowered))
     yes = bool(_YES.search(lowered)) and not _NOT_YES.search(lowered)
     no = bool(_NO.search(lowered) or _ALSO_NO.search(lowered))
-    stop = bool(_STOP.search(lowered))
+    told_to_stop = bool(_STOP.search(lowered))
+    stop = told_to_stop or bool(_LEAVE.search(lowered))
 
     answer: str | None = None
     focus = affirmed[-1] if affirmed else previous_focus
@@ -234,7 +242,7 @@ def interpret(text: str, lexicon: Lexicon, previous_focus: str | None, question:
                 focus = question.answer
 
     feedback: Feedback | None = None
-    if stop or _NEGATIVE.search(lowered):
+    if told_to_stop or _NEGATIVE.search(lowered):  # a polite goodbye is not a complaint
         feedback = "negative"
     elif _POSITIVE.search(lowered):
         feedback = "positive"

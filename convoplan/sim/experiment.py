@@ -31,13 +31,15 @@ from convoplan.sim.run import SimulationConfig, World, simulate
 __all__ = ["ABReport", "ab_report", "run_ab"]
 
 TABLE3 = ("length", "cooperative_answers", "non_cooperative_answers", "positive_feedback", "negative_feedback")
-"""The engagement metrics of the paper's Table 3, in its order; the mean rating follows where logs are rated."""
+"""The engagement metrics of the paper's Table 3, in its order; then how many users left, and the mean rating where
+logs are rated."""
 METRIC_LABELS = {
     "length": "Conversation length (bot responses)",
     "cooperative_answers": "Cooperative responses",
     "non_cooperative_answers": "Non-cooperative responses",
     "positive_feedback": "Explicit positive feedback",
     "negative_feedback": "Explicit negative feedback",
+    "user_left": "Conversations the user ended",
     "mean_rating": "Mean rating",
 }
 BEHAVIOUR_LABELS = {
@@ -65,14 +67,15 @@ def run_ab(
     progress: Progress | None = None,
     raters: int = 3,
 ) -> dict[str, list[Conversation]]:
-    """Simulate `users` conversations with every arm, the control first; each arm meets the same users (same seed).
+    """Simulate `users` conversations with every arm, the control first; each arm meets the same users (same seed),
+    drawn for evaluation (`SimulationConfig.purpose`): never the users of a collection run, whatever its seed.
 
     `arms` maps an arm's name (logged as meta["dm"]) to its DM and includes the control. Each conversation is rated
     by `raters` simulated raters, for the mean rating. `progress` hears "simulating <arm>" after each conversation.
     """
     if control not in arms:
         raise ValueError(f"the control {control!r} is not one of the arms ({', '.join(arms)})")
-    config = SimulationConfig(conversations=users, raters=raters, seed=seed)
+    config = SimulationConfig(conversations=users, raters=raters, seed=seed, purpose="evaluation")
     logs: dict[str, list[Conversation]] = {}
     for name in [control, *(name for name in arms if name != control)]:
         logs[name] = list(simulate(world, arms[name], config, name, progress=progress))
@@ -114,7 +117,7 @@ class ABReport:
     conversations: dict[str, int]
     """Conversations per arm, the control included."""
     metrics: list[str]
-    """The rows of Table 3: `TABLE3`, then "mean_rating" where some arm's logs are rated."""
+    """The rows of Table 3: `TABLE3`, "user_left", then "mean_rating" where some arm's logs are rated."""
     changes: dict[str, dict[str, Comparison | None]]
     """Arm -> metric -> its comparison with the control; None where the relative change is undefined (the control's
     mean is not positive, or an arm has fewer than two conversations with a value)."""
@@ -151,6 +154,7 @@ class ABReport:
             "",
             "Cells: the arm's mean over the control's, minus 1, with its bootstrap interval (conversations resampled "
             "per arm); n/a where undefined (the control's mean is zero, too few values, or a degenerate resample).",
+            *self._paired_lines(level),
             "",
             "## Behaviour (absolute values)",
             "",
@@ -165,6 +169,43 @@ class ABReport:
                 cells.append("n/a" if math.isnan(value) else shown)
             lines.append("| " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
+
+    def _paired_lines(self, level: str) -> list[str]:
+        """The paired table (per-user differences), where the arms met the same users."""
+        paired = [
+            (a, m)
+            for a in self.arms
+            for m in self.metrics
+            if (c := self.changes[a][m]) and not math.isnan(c.paired_low)
+        ]
+        if not paired:
+            return []
+        lines = [
+            "",
+            f"## Paired comparison (the same users in every arm), bootstrap {level} CI",
+            "",
+            "| Metric | " + " | ".join(_cell(a) for a in self.arms) + " |",
+            "|---|" + "---:|" * len(self.arms),
+        ]
+        for metric in self.metrics:
+            cells = [METRIC_LABELS.get(metric, metric)]
+            for arm in self.arms:
+                c = self.changes[arm][metric]
+                if c is None or math.isnan(c.paired_low):
+                    cells.append("n/a")
+                    continue
+                difference = c.arm_mean - c.control_mean
+                cells.append(
+                    f"{_percent(c.relative_change)} [{_percent(c.paired_low)}, {_percent(c.paired_high)}]; "
+                    f"{difference:+.2f} [{c.paired_difference_low:+.2f}, {c.paired_difference_high:+.2f}] per user"
+                )
+            lines.append("| " + " | ".join(cells) + " |")
+        lines += [
+            "",
+            "Cells: the relative change with its paired interval (users resampled, each with its conversation in both "
+            "arms), then the mean per-user difference (arm minus control) with its interval.",
+        ]
+        return lines
 
     def to_dict(self) -> dict[str, Any]:
         """Every number, JSON-ready (NaN as null)."""
@@ -299,7 +340,7 @@ def ab_report(
         for name, c in logs.items()
     }
     rated = any(not math.isnan(row["mean_rating"]) for row in means.values())
-    metrics = [*TABLE3, "mean_rating"] if rated else list(TABLE3)
+    metrics = [*TABLE3, "user_left", *(["mean_rating"] if rated else [])]
     changes = {
         arm: {m: _compare(logs[control], logs[arm], m, confidence, resamples, seed) for m in metrics} for arm in arms
     }

@@ -27,6 +27,7 @@ METRICS = (
     "non_cooperative_answers",
     "positive_feedback",
     "negative_feedback",
+    "user_left",
     "mean_rating",
 )
 
@@ -43,7 +44,8 @@ def _mean_rating(conversation: Conversation) -> float:
 
 
 def conversation_metrics(conversation: Conversation) -> dict[str, float]:
-    """Per-conversation counts: bot responses, answers to bot questions, explicit feedback, mean rating."""
+    """Per-conversation counts: bot responses, answers to bot questions, explicit feedback, whether the user left,
+    mean rating."""
     users = [turn.meta for turn in conversation.turns if turn.speaker == "user"]
     answers = [meta["answer"] for meta in users if meta.get("answer") is not None]
     # Feedback is what the NLU read in a user message ("cool!") and, in stored live sessions, a feedback button
@@ -55,6 +57,11 @@ def conversation_metrics(conversation: Conversation) -> dict[str, float]:
         "non_cooperative_answers": float(sum(answer in NON_COOPERATIVE for answer in answers)),
         "positive_feedback": float(feedback.count("positive")),
         "negative_feedback": float(feedback.count("negative")),
+        # The end, apart from feedback: the user left (said goodbye or told the bot to stop), rather than the bot
+        # closing or the conversation being cut off.
+        "user_left": float(
+            conversation.meta.get("ended_by") == "user" or any(meta.get("stop") is True for meta in users)
+        ),
         "mean_rating": _mean_rating(conversation),
     }
 
@@ -78,6 +85,13 @@ class Comparison:
     difference_low: float
     difference_high: float
     """Bootstrap confidence interval of arm_mean - control_mean."""
+    paired_low: float = math.nan
+    paired_high: float = math.nan
+    """Paired bootstrap interval of the relative change: users resampled, each with both arms' conversations (NaN
+    where the arms did not meet the same users, e.g. stored live sessions)."""
+    paired_difference_low: float = math.nan
+    paired_difference_high: float = math.nan
+    """Paired bootstrap interval of the mean per-user difference, arm minus control."""
 
 
 def _interval(
@@ -87,6 +101,7 @@ def _interval(
     confidence: float,
     resamples: int,
     seed: int,
+    paired: bool = False,
 ) -> tuple[float, float]:
     from scipy.stats import bootstrap
 
@@ -96,7 +111,7 @@ def _interval(
         n_resamples=resamples,
         confidence_level=confidence,
         vectorized=True,
-        paired=False,
+        paired=paired,
         method="percentile",
         random_state=np.random.default_rng(seed),
     )
@@ -111,7 +126,9 @@ def compare(
     resamples: int = 2000,
     seed: int = 0,
 ) -> Comparison:
-    """The arm against the control on one metric, with bootstrap intervals (conversations resampled per arm)."""
+    """The arm against the control on one metric, with bootstrap intervals: conversations resampled per arm, and,
+    where both arms met the same simulated users, users resampled with both their conversations (paired: the
+    users' own variation cancels in the per-user difference)."""
     x, y = metric_values(control, metric), metric_values(arm, metric)
     if len(x) < 2 or len(y) < 2:
         raise ValueError(f"{metric}: need at least two conversations with a value in each arm")
@@ -124,6 +141,14 @@ def compare(
 
     low, high = _interval(x, y, relative, confidence, resamples, seed)
     difference_low, difference_high = _interval(x, y, difference, confidence, resamples, seed)
+    paired = (math.nan,) * 4
+    users = _paired(control, arm, metric)
+    if users is not None:
+        px, py = users
+        paired = (
+            *_interval(px, py, relative, confidence, resamples, seed, paired=True),
+            *_interval(px, py, difference, confidence, resamples, seed, paired=True),
+        )
     return Comparison(
         metric=metric,
         control_mean=float(x.mean()),
@@ -133,7 +158,32 @@ def compare(
         high=high,
         difference_low=difference_low,
         difference_high=difference_high,
+        paired_low=paired[0],
+        paired_high=paired[1],
+        paired_difference_low=paired[2],
+        paired_difference_high=paired[3],
     )
+
+
+def _paired(
+    control: Sequence[Conversation], arm: Sequence[Conversation], metric: str
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The metric of the users both arms met, aligned by user: simulated conversations name their user by
+    (purpose, seed, index) in meta. None when the arms met different users or too few have a value in both."""
+
+    def by_user(conversations: Sequence[Conversation]) -> dict[tuple[object, ...], float] | None:
+        keys = [(c.meta.get("purpose"), c.meta.get("seed"), c.meta.get("index")) for c in conversations]
+        if any(key[2] is None for key in keys) or len(set(keys)) < len(keys):
+            return None
+        return {key: conversation_metrics(c)[metric] for key, c in zip(keys, conversations, strict=True)}
+
+    x, y = by_user(control), by_user(arm)
+    if x is None or y is None or set(x) != set(y):
+        return None
+    users = [key for key in x if not (math.isnan(x[key]) or math.isnan(y[key]))]
+    if len(users) < 2:
+        return None
+    return np.array([x[key] for key in users]), np.array([y[key] for key in users])
 
 
 # --- behaviour statistics (sec. 6.4) ---------------------------------------------------------------------------

@@ -1,7 +1,9 @@
 """Run simulated conversations: a bot (providers + DM + fusion) against simulated users, rated by raters.
 
-Each conversation gets its own random streams derived from (seed, index), so a run is reproducible byte for byte
-and any conversation can be regenerated alone. Every candidate of every step is rated by every rater; the logs are
+Each conversation gets its own random streams derived from (purpose, seed, index), so a run is reproducible byte
+for byte and any conversation can be regenerated alone. The purpose keeps evaluation apart from training: an A/B
+test simulates with purpose "evaluation", so its users are never the users of a collection run (purpose "") with
+the same seed, from which a DM may have learnt. Every candidate of every step is rated by every rater; the logs are
 canonical conversations (see docs/format.md), with the NLU's reading of each user message in the user turn's meta
 and the simulator's hidden state under meta["sim"].
 """
@@ -52,28 +54,32 @@ class SimulationConfig:
     """Raters per conversation; each rates every candidate of every step."""
     seed: int = 0
     """Seed of every random stream of the run."""
+    purpose: str = ""
+    """Mixed into every random stream: "" for collecting logs (pipelines, `simulate`), "evaluation" for A/B tests,
+    so that evaluation users never repeat the users a DM was trained on, whatever the seeds."""
     max_turns: int = 30
     """Bot responses after which a conversation is cut off."""
     composer: ComposerConfig = field(default_factory=ComposerConfig)
 
 
-def _rng(seed: int, index: int, stream: str) -> random.Random:
-    return random.Random(f"{seed}:{index}:{stream}")  # str seeds hash deterministically (sha512)
+def _rng(config: SimulationConfig, index: int, stream: str) -> random.Random:
+    prefix = f"{config.purpose}/" if config.purpose else ""  # "" keeps the streams every earlier run drew
+    return random.Random(f"{prefix}{config.seed}:{index}:{stream}")  # str seeds hash deterministically (sha512)
 
 
 def simulate_one(
     world: World, dm: DialogueManager, index: int, config: SimulationConfig, dm_name: str = "dm"
 ) -> Conversation:
     """Simulate conversation number `index` of a run."""
-    user = world.new_user(_rng(config.seed, index, "user"))
-    raters = [world.new_rater(f"rater-{k}", _rng(config.seed, index, f"rater-{k}")) for k in range(config.raters)]
+    user = world.new_user(_rng(config, index, "user"))
+    raters = [world.new_rater(f"rater-{k}", _rng(config, index, f"rater-{k}")) for k in range(config.raters)]
 
     def rate(state: DialogueState, candidates: list[Candidate]) -> None:
         for rater in raters:
             for candidate, rating in zip(candidates, rater.rate(state, candidates), strict=True):
                 candidate.ratings[rater.name] = rating
 
-    bot_rng = _rng(config.seed, index, "bot")
+    bot_rng = _rng(config, index, "bot")
     bot = Bot(world.providers(bot_rng), dm, world.fuser, world.lexicon, world.entity, config.composer, bot_rng, rate)
     text, left = user.opening(), False
     hidden: dict[str, JsonValue] = {}
@@ -94,7 +100,8 @@ def simulate_one(
         reply = user.reply(response)
         text, hidden, left = reply.text, reply.meta, reply.left
     responses = len(bot.state.responses)
-    conversation_id = f"{world.name}-{config.seed}-{index:06d}"
+    run = f"{config.purpose}-{config.seed}" if config.purpose else str(config.seed)
+    conversation_id = f"{world.name}-{run}-{index:06d}"
     return Conversation(
         id=conversation_id,
         domain=world.name,
@@ -106,6 +113,7 @@ def simulate_one(
             "seed": config.seed,
             "index": index,
             "ended_by": ended_by,
+            **({"purpose": config.purpose} if config.purpose else {}),
         },
     )
 

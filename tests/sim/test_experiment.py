@@ -10,9 +10,12 @@ from typer.testing import CliRunner
 
 from convoplan.cli import app
 from convoplan.report import write_report
-from convoplan.schema import Candidate, Conversation, Turn
+from convoplan.schema import Candidate, Conversation, Turn, read_jsonl
 from convoplan.sim.experiment import BEHAVIOUR_LABELS, METRIC_LABELS, TABLE3, ABReport, ab_report
 from convoplan.sim.metrics import BEHAVIOURS, behaviour_metrics, behaviour_summary, bot_responses
+from convoplan.sim.run import SimulationConfig, simulate
+from convoplan.worlds.animals import animals_world
+from convoplan.worlds.animals.planning import HeuristicDM
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -131,7 +134,7 @@ def report() -> ABReport:
 
 
 def test_ab_report_finds_the_longer_arm(report: ABReport) -> None:
-    assert report.arms == ["longer", "same"] and report.metrics == list(TABLE3)  # unrated: no mean rating row
+    assert report.arms == ["longer", "same"] and report.metrics == [*TABLE3, "user_left"]  # unrated: no mean rating
     longer = report.changes["longer"]["length"]
     assert longer is not None and longer.low > 0 and longer.relative_change == pytest.approx(13 / 9 - 1, abs=0.1)
     same = report.changes["same"]["length"]
@@ -179,6 +182,16 @@ def test_cli_ab_writes_the_report_and_the_logs(tmp_path: Path) -> None:
         assert (out / name).is_file(), name
     assert (out / "report.png").read_bytes().startswith(PNG)
     assert json.loads((out / "report.json").read_text())["conversations"] == {"heuristic": 20, "greedy": 20}
+    assert "## Paired comparison (the same users in every arm)" in result.stdout  # the same users met both arms
+    # The A/B's users are drawn for evaluation: not the users a collection run with the same seed met.
+    evaluated = read_jsonl(out / "heuristic.jsonl")
+    collected = list(simulate(animals_world(), HeuristicDM(), SimulationConfig(conversations=20, raters=0)))
+    assert all(c.meta["purpose"] == "evaluation" and c.meta["seed"] == 0 for c in evaluated)
+
+    def opening(c: Conversation) -> list[str]:
+        return [t.text for t in c.turns if t.speaker == "user"][:2]
+
+    assert sum(opening(a) == opening(b) for a, b in zip(evaluated, collected, strict=True)) < 10
 
     again = tmp_path / "again"
     logs = ["--logs", str(out / "heuristic.jsonl"), "--logs", str(out / "greedy.jsonl")]

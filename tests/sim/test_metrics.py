@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -32,8 +33,12 @@ def test_conversation_metrics_count_from_the_logs() -> None:
         "non_cooperative_answers": 1.0,
         "positive_feedback": 1.0,
         "negative_feedback": 1.0,
+        "user_left": 0.0,
         "mean_rating": 4.0,
     }
+    left = conversation("d", 2, [], [])
+    left.turns[-3].meta["stop"] = True  # the last user message said goodbye
+    assert conversation_metrics(left)["user_left"] == 1.0 and conversation_metrics(left)["negative_feedback"] == 0
     assert math.isnan(conversation_metrics(Conversation(id="e", domain="d", turns=[]))["mean_rating"])
 
 
@@ -48,3 +53,24 @@ def test_compare_interval_covers_the_true_relative_change() -> None:
     assert result.low > 0, "an 18% increase on 400 conversations per arm is detectable"
     with pytest.raises(ValueError, match="at least two"):
         compare(control[:1], arm, "length")
+
+
+def test_paired_intervals_cancel_the_users_own_variation() -> None:
+    # Users differ widely (1 to 40 responses); the arm gives every user exactly two more: the per-arm interval of
+    # the difference is wide, the paired one is the difference itself.
+    rng = np.random.default_rng(1)
+    base = rng.integers(1, 40, 60)
+
+    def run(extra: int) -> list[Conversation]:
+        logs = [conversation(f"u{i}", int(n) + extra, [], []) for i, n in enumerate(base)]
+        return [replace(c, meta={"seed": 0, "index": i}) for i, c in enumerate(logs)]
+
+    result = compare(run(0), run(2), "length", resamples=500)
+    assert result.paired_difference_low == pytest.approx(2.0) and result.paired_difference_high == pytest.approx(2.0)
+    assert result.difference_high - result.difference_low > 4  # resampled per arm: the users' spread shows
+    assert result.paired_low > 0 and result.paired_high - result.paired_low < result.high - result.low
+    # Arms that met different users (or no simulated users at all) get no paired interval.
+    others = [replace(c, meta={"seed": 1, "index": i}) for i, c in enumerate(run(2))]
+    unpaired = compare(run(0), others, "length", resamples=200)
+    assert math.isnan(unpaired.paired_low) and not math.isnan(unpaired.low)
+    assert math.isnan(compare(run(0)[:10], run(2)[:12], "length", resamples=200).paired_low)

@@ -65,3 +65,21 @@ def test_requests_and_feedback() -> None:
     assert interpret("no thanks", LEXICON, "lion", None).feedback is None
     stop = interpret("stop, this is boring", LEXICON, "lion", None)
     assert stop.feedback == "negative" and stop.wants_to_stop
+
+
+@pytest.mark.parametrize(
+    ("text", "feedback"),
+    [
+        ("I have to go now, bye!", None),  # leaving politely is not a complaint ...
+        ("ok bye", None),
+        ("gotta go, see you", None),
+        ("stop.", "negative"),  # ... telling the bot to stop is
+        ("this is boring, bye", "negative"),
+        ("shut up", "negative"),
+        ("that's enough", "negative"),
+    ],
+)
+def test_leaving_is_not_negative_feedback_but_telling_the_bot_to_stop_is(text: str, feedback: str | None) -> None:
+    heard = interpret(text, LEXICON, "lion", None)
+    assert heard.feedback == feedback
+    assert heard.wants_to_stop == (text != "shut up")  # "shut up" complains, and may go on
