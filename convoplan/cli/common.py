@@ -130,7 +130,11 @@ DmOption = Annotated[
 
 
 SimulatorOption = Annotated[
-    str | None, typer.Option(help="A user simulator class by import path 'pkg.module:Class', called as Class(rng).")
+    str | None,
+    typer.Option(
+        help="The simulated users: a population the world names (animals: default, scholars) or a simulator class "
+        "by import path 'pkg.module:Class', called as Class(rng)."
+    ),
 ]
 RaterOption = Annotated[str | None, typer.Option(help="A rater class by import path, called as Class(name, rng).")]
 

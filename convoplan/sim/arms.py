@@ -28,14 +28,16 @@ ANIMALS = "convoplan.worlds.animals:animals_world"
 
 
 def load_world(spec: str = ANIMALS, simulator: str | None = None, rater: str | None = None) -> World:
-    """The world a function named by import path returns, with the user simulator class (called as `Class(rng)`)
-    and the rater class (`Class(name, rng)`) named by import path plugged in where given; ValueError naming what
-    is wrong with a bad one."""
+    """The world a function named by import path returns, with a user population (one the world names, e.g.
+    "scholars", or a simulator class by import path, called as `Class(rng)`) and a rater class (`Class(name, rng)`)
+    plugged in where given; ValueError naming what is wrong with a bad one."""
     make = import_object(spec)
     world = make() if callable(make) else None
     if not isinstance(world, World):
         raise ValueError(f"{spec!r} did not return a World (convoplan.sim.run.World)")
-    if simulator is not None:
+    if simulator is not None and simulator in world.populations:
+        world = replace(world, new_user=world.populations[simulator])
+    elif simulator is not None:
         world = replace(world, new_user=cast(UserFactory, _callable(simulator)))
     if rater is not None:
         world = replace(world, new_rater=cast(RaterFactory, _callable(rater)))

@@ -44,6 +44,8 @@ class World:
     fuser: Fuser
     dms: Mapping[str, Callable[[random.Random], DialogueManager]] = field(default_factory=lambda: {"random": RandomDM})
     """The DMs the world has built in, by name (`--dm heuristic`), each made from the arm's random stream."""
+    populations: Mapping[str, UserFactory] = field(default_factory=dict)
+    """The user populations the world has built in, by name (`--simulator scholars`); `new_user` is the default."""
 
 
 @dataclass

@@ -5,7 +5,9 @@ rises with liked content about animals of interest, with variety, and with being
 repetition of the same kind, long responses, ignored requests, and dwelling on an animal they do not care about
 (interest in an animal fades as it is talked about, slowly for favourites: they welcome depth). Users answer
 questions cooperatively or not, ask for things, praise or complain explicitly, and leave when disengaged.
-Every parameter is in `UserConfig`.
+Every parameter is in `UserConfig`. `POPULATIONS` names the built-in populations (`--simulator scholars`): the
+default users, and scholars, who want facts and attributes at length, are less patient, dislike being asked what
+they like and answer questions less willingly.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from convoplan.schema import Candidate
 from convoplan.sim.protocols import UserReply
 from convoplan.worlds.animals.knowledge import Animal, KnowledgeBase, load_knowledge_base
 
-__all__ = ["UserConfig"]
+__all__ = ["POPULATIONS", "UserConfig"]
 
 KINDS = ("sound", "fact", "attribute", "quiz")
 
@@ -31,6 +33,8 @@ class UserConfig:
     """How many favourite animals a user has."""
     liked_kinds: int = 2
     """How many of the content kinds (sound, fact, attribute, quiz) a user enjoys."""
+    kind_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    """Relative chance of each kind (sound, fact, attribute, quiz) being one the user enjoys."""
     start_engagement: tuple[float, float] = (0.45, 0.75)
     """Initial engagement, drawn uniformly from this range (engagement lives in [0, 1])."""
     leave_below: float = 0.15
@@ -78,6 +82,38 @@ class UserConfig:
     """Probability of saying something off-domain instead."""
 
 
+POPULATIONS: dict[str, UserConfig] = {
+    "default": UserConfig(),
+    "scholars": UserConfig(
+        kind_weights=(0.3, 3.0, 2.0, 0.5),  # facts and attributes, seldom sounds or quizzes
+        start_engagement=(0.35, 0.65),
+        leave_below=0.2,
+        hazard=0.06,
+        comfortable_length=3,  # they read longer responses happily
+        verbosity_penalty=0.03,
+        asked_gain=-0.03,  # being asked what they like annoys them
+        cooperation=0.6,
+        quiz_skill=0.8,
+        repetition_penalty=0.05,  # more of the same kind is fine ...
+        hop_penalty=0.1,  # ... hopping between animals is not
+    ),
+}
+"""The built-in user populations of the animals world, by name."""
+
+
+def _liked_kinds(rng: random.Random, config: UserConfig) -> set[str]:
+    """The content kinds a user enjoys: `liked_kinds` of them, drawn by `kind_weights` without replacement."""
+    if len(set(config.kind_weights)) == 1:
+        return set(rng.sample(KINDS, config.liked_kinds))  # equal weights: the draw every earlier run made
+    kinds, weights, liked = list(KINDS), list(config.kind_weights), set()
+    for _ in range(config.liked_kinds):
+        (kind,) = rng.choices(kinds, weights)
+        liked.add(kind)
+        weights.pop(kinds.index(kind))
+        kinds.remove(kind)
+    return liked
+
+
 class AnimalUser:
     """One simulated person; `AnimalUser(rng)` follows the SimulatedUser protocol."""
 
@@ -87,7 +123,7 @@ class AnimalUser:
         self.kb = kb or load_knowledge_base()
         names = [animal.name for animal in self.kb.animals]
         self.favourites = rng.sample(names, config.favourites)
-        self.liked = set(rng.sample(KINDS, config.liked_kinds))
+        self.liked = _liked_kinds(rng, config)
         self.engagement = rng.uniform(*config.start_engagement)
         self.interest = {n: config.interest_favourite if n in self.favourites else config.interest_other for n in names}
         self.kinds_seen: list[str | None] = []

@@ -16,7 +16,7 @@ from convoplan.worlds.animals.knowledge import KnowledgeBase, load_knowledge_bas
 from convoplan.worlds.animals.planning import GreedyRatingDM, HeuristicDM
 from convoplan.worlds.animals.providers import default_providers
 from convoplan.worlds.animals.raters import AnimalRater, RaterConfig
-from convoplan.worlds.animals.users import AnimalUser, UserConfig
+from convoplan.worlds.animals.users import POPULATIONS, AnimalUser, UserConfig
 
 __all__ = ["animals_world", "fusion_pairs"]
 
@@ -62,8 +62,11 @@ def animals_world(
     """The animals world; `new_user`, `new_rater` and `fuser` replace the built-in ones."""
     base = kb or load_knowledge_base()
 
-    def user(rng: random.Random) -> SimulatedUser:
-        return AnimalUser(rng, users, base)
+    def population(config: UserConfig | None) -> UserFactory:
+        def user(rng: random.Random) -> SimulatedUser:
+            return AnimalUser(rng, config, base)
+
+        return user
 
     def rater(name: str, rng: random.Random) -> Rater:
         return AnimalRater(name, rng, raters)
@@ -73,8 +76,9 @@ def animals_world(
         providers=lambda rng: default_providers(base, rng),
         lexicon=animals_lexicon(base),
         entity=animal_entity(base),
-        new_user=new_user or user,
+        new_user=new_user or population(users),
         new_rater=new_rater or rater,
         fuser=fuser or RuleFusion(),
         dms=DMS,
+        populations={name: population(config) for name, config in POPULATIONS.items()},
     )
