@@ -103,7 +103,8 @@ def dm_train(
         guide = load_network(behaviour)[0] if behaviour is not None else None
         with progress_display() as progress:
             sentences = embedder(embedding_cache, progress)
-            data = prepare(conversations, sentences, warm[1] if warm is not None else None)
+            reward = config.reward if isinstance(config, QConfig) else None
+            data = prepare(conversations, sentences, warm[1] if warm is not None else None, reward)
             track = renamed(progress, f"training {algorithm.value}")
             if isinstance(config, SupervisedConfig):
                 result = train_supervised(data, config, track)

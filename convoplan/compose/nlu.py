@@ -23,9 +23,11 @@ from typing import Literal
 
 from rapidfuzz.distance import Levenshtein
 
-__all__ = ["Lexicon", "interpret"]
+__all__ = ["NON_COOPERATIVE", "Lexicon", "interpret"]
 
 QuestionKind = Literal["yes_no", "open", "list", "quiz"]
+NON_COOPERATIVE = frozenset({"no", "ignored", "none"})
+"""Answers to a bot question that decline it or pass it by; any other answer (yes, a pick, a guess) cooperates."""
 Feedback = Literal["positive", "negative"]
 
 

@@ -9,7 +9,7 @@ from typing import Literal
 
 from convoplan.dm.networks import RNNConfig
 
-__all__ = ["QConfig", "SupervisedConfig"]
+__all__ = ["QConfig", "RewardConfig", "SupervisedConfig"]
 
 
 @dataclass
@@ -29,6 +29,29 @@ class SupervisedConfig:
 
 
 @dataclass
+class RewardConfig:
+    """The reward of a composition step (Q-learning)."""
+
+    source: Literal["ratings", "reactions", "mixed"] = "ratings"
+    """ratings: the mean rating of the selected candidate (the paper); reactions: the user's reaction to each
+    response (no raters needed: live sessions); mixed: both, weighted."""
+    rating_weight: float = 1.0
+    """mixed: weight of the mean rating (a 1-5 scale) against the reaction."""
+    continued: float = 1.0
+    """The user wrote again after a response, and did not leave."""
+    left: float = -3.0
+    """The user's next message said goodbye or told the bot to stop."""
+    cooperative: float = 1.0
+    """The user answered the response's question."""
+    non_cooperative: float = -1.0
+    """The user declined or ignored it."""
+    positive: float = 2.0
+    """Explicit positive feedback (words or a button)."""
+    negative: float = -2.0
+    """Explicit negative feedback."""
+
+
+@dataclass
 class QConfig:
     """SAQL or CAQL, optionally with the CQL regulariser (RL paper sec. 4.3)."""
 
@@ -38,6 +61,9 @@ class QConfig:
     """State encoder and Q-head sizes."""
     gamma: float = 0.9
     """Discount factor."""
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    """What a step is worth: the raters' mean rating (default), the user's reaction, or both
+    (`convoplan.dm.rewards`)."""
     lr: float = 5e-4
     """Adam learning rate."""
     batch_size: int = 16

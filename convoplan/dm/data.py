@@ -204,7 +204,8 @@ def _ragged(starts: np.ndarray, counts: np.ndarray) -> np.ndarray:
     return np.where(columns < counts[:, None], starts[:, None] + columns, -1)
 
 
-def _mean_rating(candidate: Candidate) -> float:
+def mean_rating(candidate: Candidate) -> float:
+    """The mean of a candidate's ratings (NaN: unrated)."""
     return sum(candidate.ratings.values()) / len(candidate.ratings) if candidate.ratings else math.nan
 
 
@@ -244,11 +245,11 @@ def build_steps(
                 s_chosen.append(chosen[0])
                 selected = turn.candidates[chosen[0]]
                 s_propensity.append(math.nan if selected.propensity is None else selected.propensity)
-                s_reward.append(_mean_rating(selected) if reward is None else reward(conversation, number))
+                s_reward.append(mean_rating(selected) if reward is None else reward(conversation, number))
                 for candidate in turn.candidates:
                     c_text.append(text_id(candidate.text))
                     c_meta.append(space.candidate_meta(candidate))
-                    c_rating.append(_mean_rating(candidate))
+                    c_rating.append(mean_rating(candidate))
                 c_offsets.append(len(c_text))
             if turn.speaker == "user":
                 last_user, step_in_response = prefix, 0

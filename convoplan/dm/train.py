@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from convoplan.distributed import all_sum, process_group
-from convoplan.dm.configs import QConfig, SupervisedConfig
+from convoplan.dm.configs import QConfig, RewardConfig, SupervisedConfig
 from convoplan.dm.data import Batch, FeatureSpace, StepTable, build_steps
 from convoplan.dm.losses import (
     cql_regulariser,
@@ -31,6 +31,7 @@ from convoplan.dm.losses import (
     td_target,
 )
 from convoplan.dm.networks import QNetwork, RNNConfig
+from convoplan.dm.rewards import step_reward
 from convoplan.embed import EMBEDDING_DIM, SentenceEmbedder
 from convoplan.progress import Progress, Update
 from convoplan.schema import Conversation
@@ -66,10 +67,16 @@ class TrainResult:
 
 
 def prepare(
-    conversations: Sequence[Conversation], embedder: SentenceEmbedder, space: FeatureSpace | None = None
+    conversations: Sequence[Conversation],
+    embedder: SentenceEmbedder,
+    space: FeatureSpace | None = None,
+    reward: RewardConfig | None = None,
 ) -> Dataset:
-    """Build the step table (with a feature space fitted on these logs unless given) and embed its texts."""
-    table = build_steps(conversations, space or FeatureSpace.fit(conversations))
+    """Build the step table (with a feature space fitted on these logs unless given, each step's reward as `reward`
+    says: by default the mean rating) and embed its texts."""
+    table = build_steps(
+        conversations, space or FeatureSpace.fit(conversations), reward=step_reward(reward or RewardConfig())
+    )
     if table.steps == 0:
         raise ValueError("no composition steps in these logs: agent turns need candidates with one selected")
     return Dataset(table, torch.from_numpy(embedder.embed(table.texts)))
@@ -165,7 +172,10 @@ def train_q(
     """SAQL or CAQL (+ CQL when cql_alpha > 0). `init` warm-starts the network (e.g. from SAQL for its CQL variant);
     `supervised` is the behaviour policy of CQL."""
     if torch.isnan(torch.from_numpy(data.table.step_rewards())).any():
-        raise ValueError("Q-learning needs a reward on every step: some selected candidates have no ratings")
+        raise ValueError(
+            "Q-learning needs a reward on every step: some selected candidates have no ratings "
+            "(logs without raters, e.g. exported live sessions: --set reward.source=reactions)"
+        )
     network = copy.deepcopy(init) if init is not None else _new_network(data.table, config.network, config.seed)
     target = copy.deepcopy(network).eval().requires_grad_(False)
     if supervised is not None:

@@ -14,12 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from convoplan.compose.nlu import NON_COOPERATIVE
 from convoplan.schema import Candidate, Conversation, Turn
 
 __all__ = ["METRICS", "compare", "metric_values"]
 
-NON_COOPERATIVE = frozenset({"no", "ignored", "none"})
-"""Answers to a bot question that decline it or pass it by; any other answer (yes, a pick, a guess) cooperates."""
 
 METRICS = (
     "length",

@@ -167,7 +167,7 @@ def run_pipeline(
         )
 
     second = collect("supervised_rnn", RNNPolicy(supervised, first_data.table.space, embedder), config.seed + 1)
-    data = prepare(second, embedder, first_data.table.space)
+    data = prepare(second, embedder, first_data.table.space, config.q.reward)  # the Q-learners' reward
 
     trained: dict[str, QNetwork] = {}
     for arm in config.arms:
