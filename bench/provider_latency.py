@@ -1,7 +1,7 @@
 """Per-turn latency of the bot with an LM content provider, for each LM a serving artifacts folder could give it
 (`convoplan demo` writes one: `lm`, the agent-assist LM, and `lm-provider`, the provider's own): the same arm, the
 same user messages and the same sessions, one bot turn (hear + respond, every composition step's candidates
-written) timed at a time, and a baseline without the LM provider.
+written) timed at a time, and a baseline without the LM provider; with `--int8`, each LM also with int8 linear layers.
 
     .venv/bin/python bench/provider_latency.py --artifacts runs/demo/artifacts --turns 12
 """
@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from convoplan.lm.model import load_model
+from convoplan.lm.model import Precision, load_model
 from convoplan.lm.provider import LMProvider
 from convoplan.serve.artifacts import Artifacts
 
@@ -29,6 +29,7 @@ def main() -> None:
     parser.add_argument("--lm", action="append", default=None, help="LM folders to compare (default: lm, lm-provider)")
     parser.add_argument("--turns", type=int, default=12, help="bot turns timed per LM")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--int8", action="store_true", help="also each LM with int8 linear layers")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     artifacts = Artifacts.load(args.artifacts)
@@ -36,8 +37,13 @@ def main() -> None:
     folders = args.lm or [f"{args.artifacts}/lm", f"{args.artifacts}/lm-provider"]
     print("| provider LM | parameters | turns | median s per turn | p90 s | LM candidates per turn |")
     print("|---|---:|---:|---:|---:|---:|")
-    for folder in [None, *folders]:
-        providers = [] if folder is None else [LMProvider(load_model(folder), artifacts.world.lexicon)]
+    runs: list[tuple[str | None, Precision]] = [(None, "fp32")]
+    for folder in folders:
+        runs.append((folder, "fp32"))
+        if args.int8:
+            runs.append((folder, "int8"))
+    for folder, precision in runs:
+        providers = [] if folder is None else [LMProvider(load_model(folder, precision), artifacts.world.lexicon)]
         artifacts.extra_providers = providers
         times, offered = [], 0
         for turn in range(args.turns + 1):  # the first turn of all warms up (not timed)
@@ -50,7 +56,7 @@ def main() -> None:
                 times.append(time.perf_counter() - started)
                 offered += sum(c.provider == "lm" for step in response.steps for c in step.candidates)
         parameters = sum(p.numel() for p in providers[0].lm.model.parameters()) if providers else 0
-        name = folder or "no LM provider"
+        name = "no LM provider" if folder is None else f"{folder} ({precision})"
         quantiles = statistics.quantiles(times, n=10)
         print(
             f"| {name} | {parameters:,} | {len(times)} | {statistics.median(times):.2f} | {quantiles[-1]:.2f} "
