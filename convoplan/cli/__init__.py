@@ -9,6 +9,7 @@ from convoplan.cli.experiment import experiment_app
 from convoplan.cli.label import label_app
 from convoplan.cli.lm import lm_app, suggest_command
 from convoplan.cli.nba import nba_app
+from convoplan.cli.ope import ope
 from convoplan.cli.serve import serve
 from convoplan.cli.world import chat, demo, world_app
 
@@ -30,4 +31,5 @@ app.add_typer(lm_app, name="lm")
 app.command("chat")(chat)
 app.command("demo")(demo)
 app.command("suggest")(suggest_command)
+app.command("ope")(ope)
 app.command("serve")(serve)

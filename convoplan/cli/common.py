@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import sys
 import time
 from collections import Counter
@@ -137,6 +138,17 @@ SimulatorOption = Annotated[
     ),
 ]
 RaterOption = Annotated[str | None, typer.Option(help="A rater class by import path, called as Class(name, rng).")]
+
+
+_DM_NAME = re.compile(r"[A-Za-z0-9_.-]+")
+
+
+def named_dm(spec: str) -> tuple[str, str]:
+    """(name, DM spec) of a --dm/--arm/--control value: 'name=SPEC' names it, otherwise the spec is its name."""
+    name, sep, rest = spec.partition("=")
+    if sep and _DM_NAME.fullmatch(name) and rest:
+        return name, rest
+    return spec, spec
 
 
 def resolve_dm(

@@ -19,6 +19,7 @@ from convoplan.cli.common import (
     errors,
     fail,
     load,
+    named_dm,
     output_folder,
     progress_display,
     say,
@@ -31,17 +32,6 @@ experiment_app = typer.Typer(
     help="A/B experiments: dialogue managers against a control on the same users (the RL paper's Table 3).",
     no_args_is_help=True,
 )
-
-_ARM_NAME = re.compile(r"[A-Za-z0-9_.-]+")
-
-
-def arm_name(spec: str) -> tuple[str, str]:
-    """(name, DM spec) of an --arm/--control value: 'name=SPEC' names it, otherwise the spec is its name."""
-    name, sep, rest = spec.partition("=")
-    if sep and _ARM_NAME.fullmatch(name) and rest:
-        return name, rest
-    return spec, spec
-
 
 def log_file(folder: Path, name: str) -> Path:
     """Where an arm's logs go: its name, with characters unsafe in a file name (/, :) replaced by '_'."""
@@ -78,7 +68,7 @@ def experiment_ab(
     from convoplan.sim.arms import load_arm
     from convoplan.sim.experiment import ab_report, run_ab
 
-    named = [arm_name(spec) for spec in [control, *arm]]
+    named = [named_dm(spec) for spec in [control, *arm]]
     names = [name for name, _ in named]
     for name in names:
         if names.count(name) > 1:

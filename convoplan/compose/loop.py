@@ -12,7 +12,7 @@ and a closing message with action "stop" whose text is the fused response the us
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, cast, get_args
 
@@ -164,12 +164,22 @@ class Bot:
         """Rebuild the state from this bot's logged turns (a stored session after a server restart): each user
         message is heard again (the NLU is deterministic) and each response's chosen utterances applied again, so
         the focus, the open question and what was said are as they were. The logged turns themselves are kept."""
+        for _ in self.replay_steps(turns):
+            pass
+
+    def replay_steps(self, turns: Sequence[Turn]) -> Iterator[tuple[DialogueState, list[Candidate]]]:
+        """`replay`, pausing at every logged composition step (an agent turn with candidates, one selected) to
+        yield the state as the DM saw it (the response's earlier picks in `state.chosen`) and the candidates it was
+        offered: what another DM would have scored there (off-policy evaluation of any DM)."""
         chosen: list[Candidate] = []
         for turn in turns:
             if turn.speaker == "user":
                 self.hear(turn.text)
                 self.state.turns[-1] = turn
                 continue
+            if turn.candidates and sum(c.selected for c in turn.candidates) == 1:
+                self.state.chosen = list(chosen)
+                yield self.state, turn.candidates
             self.state.turns.append(turn)
             if turn.action != STOP:
                 chosen.extend(c for c in turn.candidates if c.selected)

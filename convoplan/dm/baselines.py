@@ -19,3 +19,7 @@ class RandomDM:
 
     def score(self, state: DialogueState, candidates: Sequence[Candidate]) -> list[float]:
         return [self.rng.random() for _ in candidates]
+
+    def probabilities(self, state: DialogueState, candidates: Sequence[Candidate]) -> list[float]:
+        """The policy its random scores draw from: uniform over the candidates (off-policy evaluation)."""
+        return [1.0 / len(candidates)] * len(candidates)

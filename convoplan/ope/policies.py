@@ -11,19 +11,25 @@ estimators only ever see these probabilities, so any DM that can be written this
 - `UniformPolicy`: every offered candidate alike (the random DM);
 - `EpsilonGreedyPolicy`: the greedy policy mixed with the uniform one, as the logging DMs explore.
 
+Any other DM (a hand-written one, a cross-encoder, one's own by import path) is evaluated on the logged
+conversations themselves: `dm_probabilities` replays each one through a bot (`Bot.replay_steps`) and asks the DM to
+score the logged candidates in the state it would have seen.
+
 Scorers are called under `torch.no_grad()`; put a network in eval mode (no dropout) before wrapping it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 import torch
 
+from convoplan.compose.loop import Bot
 from convoplan.dm.data import Batch
+from convoplan.schema import Conversation
 
-__all__ = ["EpsilonGreedyPolicy", "GreedyPolicy", "SoftmaxPolicy", "TargetPolicy", "UniformPolicy"]
+__all__ = ["EpsilonGreedyPolicy", "GreedyPolicy", "SoftmaxPolicy", "TargetPolicy", "UniformPolicy", "dm_probabilities"]
 
 Scorer = Callable[[Batch], torch.Tensor]
 """Scores every candidate of every step, [S, C] (a QNetwork is one)."""
@@ -93,3 +99,24 @@ class EpsilonGreedyPolicy:
     def __call__(self, batch: Batch) -> torch.Tensor:
         greedy = _greedy(_scores(self.scorer, batch), batch.mask)
         return self.epsilon * _uniform(batch.mask) + (1.0 - self.epsilon) * greedy
+
+
+def dm_probabilities(conversations: Sequence[Conversation], new_bot: Callable[[], Bot]) -> torch.Tensor:
+    """pi(a | s) of the DM of `new_bot()` at every logged step of `conversations`, [S, C] in the order of
+    `logged_steps` (C the most candidates of any step). Each conversation is replayed through a fresh bot; at every
+    step the DM scores the logged candidates and, as the composition loop does, takes the first best (one-hot),
+    unless it states its own probabilities with a `probabilities(state, candidates)` method (the random DM:
+    uniform)."""
+    rows: list[list[float]] = []
+    for conversation in conversations:
+        bot = new_bot()
+        stated = getattr(bot.dm, "probabilities", None)
+        for state, candidates in bot.replay_steps(conversation.turns):
+            if callable(stated):
+                rows.append([float(p) for p in stated(state, candidates)])
+                continue
+            scores = list(bot.dm.score(state, candidates))
+            best = max(range(len(scores)), key=scores.__getitem__)
+            rows.append([float(i == best) for i in range(len(scores))])
+    width = max((len(row) for row in rows), default=1)
+    return torch.tensor([row + [0.0] * (width - len(row)) for row in rows], dtype=torch.float32).reshape(-1, width)

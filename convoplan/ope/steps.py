@@ -36,6 +36,7 @@ __all__ = [
     "logged_steps",
     "policy_probabilities",
     "reduce_dimensions",
+    "select_episodes",
     "step_positions",
     "with_position",
 ]
@@ -73,7 +74,10 @@ class LoggedSteps:
             if len(getattr(self, name)) != steps:
                 raise ValueError(f"LoggedSteps.{name} has {len(getattr(self, name))} rows, expected {steps}")
         if steps and torch.isnan(self.reward).any():
-            raise ValueError("every step needs a reward: some chosen candidates have no ratings")
+            raise ValueError(
+                "every step needs a reward: some chosen candidates have no ratings (logs without raters: "
+                "reward.source=reactions)"
+            )
 
     @property
     def steps(self) -> int:
@@ -194,6 +198,36 @@ def with_position(steps: LoggedSteps) -> LoggedSteps:
     t = step_positions(steps.episode).to(steps.states.dtype)
     extra = torch.stack([steps.initial.to(steps.states.dtype), torch.log1p(t)], dim=-1)
     return replace(steps, states=torch.cat([steps.states, extra], dim=-1))
+
+
+def select_episodes(steps: LoggedSteps, episodes: torch.Tensor) -> tuple[LoggedSteps, torch.Tensor]:
+    """The steps of the conversations `episodes` [E'] (indices into the log's episodes; repeats allowed: a bootstrap
+    resample) as a log of their own, in that order, and the index of each of its steps in `steps` [S'] (to take
+    the same rows of a target's probabilities)."""
+    episode = steps.episode.long()
+    counts = torch.bincount(episode, minlength=int(episode.max()) + 1 if len(episode) else 0)
+    starts = torch.cumsum(counts, 0) - counts  # first step of every episode
+    episodes = episodes.long()
+    lengths = counts[episodes]
+    new_episode = torch.repeat_interleave(torch.arange(len(episodes)), lengths)
+    new_starts = torch.cumsum(lengths, 0) - lengths
+    local = torch.arange(int(lengths.sum())) - new_starts[new_episode]  # t within the conversation
+    index = starts[episodes][new_episode] + local
+    following = torch.where(steps.next_step[index] >= 0, new_starts[new_episode] + local + 1, -1)
+    return (
+        LoggedSteps(
+            states=steps.states[index],
+            actions=steps.actions[index],
+            mask=steps.mask[index],
+            chosen=steps.chosen[index],
+            reward=steps.reward[index],
+            next_step=following,
+            initial=steps.initial[index],
+            propensity=steps.propensity[index],
+            episode=new_episode,
+        ),
+        index,
+    )
 
 
 def policy_probabilities(
