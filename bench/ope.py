@@ -1,23 +1,24 @@
 """Off-policy evaluation of dialogue managers against the on-policy truth (the RL paper, sec. 5;
-docs/dm.md, "Evaluation").
+docs/dm.md, "Evaluation"): how close `convoplan ope`'s estimates and intervals come.
 
-For a set of target policies (the DMs of a `convoplan dm pipeline` run, the uniform random DM, softmax DMs over the
-supervised DM's scores at several temperatures, a negative temperature among them), this computes
+For a set of target policies (the DMs of a `convoplan dm pipeline` run, the world's hand-written DMs replayed on the
+logs, the uniform random DM, softmax DMs over the supervised DM's scores at several temperatures, a negative
+temperature among them), this computes
 
 - the truth: each policy talks with simulated users and raters (no exploration), and its value is
   (1 - gamma) * the mean over conversations of sum_t gamma^t r_t, r_t the mean rating of the candidate chosen at
   composition step t (all policies meet the same users: same seeds);
-- three estimates from the supervised DM's epsilon-greedy logs (the data the RL DMs were trained on, or fresh logs
-  of the same DM, held out from their training, with --fresh-logs): DualDICE (behaviour-agnostic; run with
-  restarts, reported as its normalised value, and with an absorbing end, reported as E_D[zeta r]), fitted Q
-  evaluation and per-decision weighted importance sampling with the logged propensities. DualDICE and FQE learn
-  small MLPs on the supervised RNN DM's state encoder, frozen (principal components, plus the step's position);
+- `convoplan.ope.evaluate_policies`' estimates from the supervised DM's epsilon-greedy logs (the data the RL DMs
+  were trained on, or with --fresh-logs fresh logs of the same DM, held out from their training): FQE, DualDICE
+  (absorbing end) and per-decision weighted importance sampling with the logged propensities, each with its normal
+  bootstrap interval over conversations (--refits refits of FQE and DualDICE, --resamples resamples of WIS).
+  DualDICE and FQE learn small MLPs on the supervised RNN DM's state encoder, frozen (principal components, plus
+  the step's position);
 
-then prints a markdown table (truth, estimates, relative errors), each estimate's Spearman rank correlation with
-the truth and its mean absolute relative error. DualDICE's normalised value estimates the value of the process
-that restarts conversation after conversation, truth / (1 - E[gamma^T]) ("restarting truth"), and is compared with
-both. Truths and estimates are cached under --out (one JSON per policy and quantity; truths grow with
---truth-conversations), so that a rerun only computes what is missing.
+then prints a markdown table (truth, estimates with intervals) and, per estimator, the Spearman rank correlation
+with the truth, the mean absolute relative error, how many intervals cover the truth and their mean width. Truths
+and estimates are cached under --out (one JSON per policy; truths grow with --truth-conversations), so that a
+rerun only computes what is missing.
 
     .venv/bin/convoplan dm pipeline --out /tmp/ope_pipe --conversations 400
     .venv/bin/python bench/ope.py --run /tmp/ope_pipe --out /tmp/ope_bench --fresh-logs 400 --truth-conversations 500
@@ -44,32 +45,32 @@ import torch
 from scipy.stats import spearmanr
 
 from convoplan import read_jsonl
-from convoplan.compose.loop import ComposerConfig, DialogueManager, DialogueState
+from convoplan.compose.loop import Bot, ComposerConfig, DialogueManager, DialogueState
 from convoplan.dm.baselines import RandomDM
 from convoplan.dm.checkpoint import RNNPolicy, load_network
 from convoplan.dm.data import FeatureSpace, build_steps
 from convoplan.dm.networks import QNetwork
-from convoplan.dm.train import prepare
+from convoplan.dm.train import Dataset, prepare
 from convoplan.embed import SentenceEmbedder
 from convoplan.ope import (
     DualDiceConfig,
     FQEConfig,
     GreedyPolicy,
+    OPEConfig,
     SoftmaxPolicy,
     TargetPolicy,
     UniformPolicy,
-    WISConfig,
-    dualdice,
-    fqe,
+    dm_probabilities,
+    evaluate_policies,
     logged_steps,
     policy_probabilities,
     reduce_dimensions,
-    weighted_importance_sampling,
     with_position,
 )
+from convoplan.ope.evaluate import NAMES
 from convoplan.schema import Candidate, Conversation, write_jsonl
 from convoplan.sim.arms import ANIMALS, load_world
-from convoplan.sim.run import SimulationConfig, simulate, simulate_one
+from convoplan.sim.run import SimulationConfig, World, simulate, simulate_one
 
 RL_ARMS = ("saql", "caql", "saql_cql", "caql_cql")
 
@@ -118,17 +119,36 @@ def softmax_of(temperature: float) -> Callable[[np.ndarray], np.ndarray]:
     return probabilities
 
 
+Probabilities = Callable[[Sequence[Conversation], Dataset], torch.Tensor]
+"""The target's pi(a | s) at every logged step of (the logs, their prepared step table)."""
+
+
 @dataclass
 class Target:
     name: str
     description: str
-    policy: TargetPolicy
+    probabilities: Probabilities
     dm: Callable[[], DialogueManager]
     """A fresh DM for the simulation (its own random stream)."""
 
 
+def batched(policy: TargetPolicy) -> Probabilities:
+    return lambda logs, data: policy_probabilities(data.table, data.embeddings, policy)
+
+
+def replayed(dm: Callable[[], DialogueManager], world: World) -> Probabilities:
+    def probabilities(logs: Sequence[Conversation], data: Dataset) -> torch.Tensor:
+        return dm_probabilities(logs, lambda: Bot([], dm(), world.fuser, world.lexicon, world.entity))
+
+    return probabilities
+
+
 def targets(
-    networks: dict[str, QNetwork], space: FeatureSpace, embedder: SentenceEmbedder, temperatures: Sequence[float]
+    networks: dict[str, QNetwork],
+    space: FeatureSpace,
+    embedder: SentenceEmbedder,
+    temperatures: Sequence[float],
+    world: World,
 ) -> list[Target]:
     supervised = networks["supervised_rnn"]
     found: list[Target] = []
@@ -137,17 +157,21 @@ def targets(
             Target(
                 name,
                 f"{name}: argmax of its scores",
-                GreedyPolicy(network),
+                batched(GreedyPolicy(network)),
                 partial(RNNPolicy, network, space, embedder),
             )
         )
-    found.append(Target("uniform", "uniform over the offered candidates", UniformPolicy(), lambda: RandomDM()))
+    for name, make in world.dms.items():
+        if name != "random":  # the uniform target below is the random DM's policy, batched
+            dm = partial(make, random.Random(0))
+            found.append(Target(name, f"the world's {name} DM, replayed", replayed(dm, world), dm))
+    found.append(Target("uniform", "uniform over the offered candidates", batched(UniformPolicy()), RandomDM))
     for temperature in temperatures:
         found.append(
             Target(
                 f"softmax_T{temperature:g}",
                 f"softmax(supervised scores / {temperature:g})",
-                SoftmaxPolicy(supervised, temperature),
+                batched(SoftmaxPolicy(supervised, temperature)),
                 partial(sampled_softmax, supervised, space, embedder, temperature),
             )
         )
@@ -255,6 +279,8 @@ def main() -> None:
     parser.add_argument("--fqe-steps", type=int, default=FQEConfig.steps)
     parser.add_argument("--state-components", type=int, default=16, help="principal components of states (0: all)")
     parser.add_argument("--action-components", type=int, default=16, help="... of candidates (0: all)")
+    parser.add_argument("--refits", type=int, default=OPEConfig.refits, help="bootstrap refits of FQE and DualDICE")
+    parser.add_argument("--resamples", type=int, default=OPEConfig.resamples, help="bootstrap resamples of WIS")
     parser.add_argument("--seed", type=int, default=0, help="seed of the estimators")
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     parser.add_argument("--truth-only", action="store_true", help="only simulate (and cache) the truths")
@@ -275,7 +301,9 @@ def main() -> None:
         networks[name] = load_network(folder)[0]
     embedder = SentenceEmbedder(cache_dir=run / "embeddings")
     chosen = [
-        t for t in targets(networks, space, embedder, args.temperatures) if not args.policies or t.name in args.policies
+        t
+        for t in targets(networks, space, embedder, args.temperatures, load_world(args.world))
+        if not args.policies or t.name in args.policies
     ]
 
     if args.truth_only:
@@ -294,59 +322,34 @@ def main() -> None:
     # components; importance sampling needs only rewards and propensities.
     steps = with_position(reduce_dimensions(raw, args.state_components or None, args.action_components or None))
     say(f"{len(logs)} logged conversations, {steps.steps} steps, from {logs_path}")
-    tag = f"{logs_path.stem}_g{args.gamma:g}_s{args.seed}_f{args.state_components}x{args.action_components}"
-    dice_configs = {
-        terminal: DualDiceConfig(gamma=args.gamma, terminal=terminal, steps=args.dice_steps, seed=args.seed)
-        for terminal in ("restart", "absorb")
-    }
-    fqe_config = FQEConfig(gamma=args.gamma, steps=args.fqe_steps, seed=args.seed)
-    wis_config = WISConfig(gamma=args.gamma)
+    config = OPEConfig(
+        gamma=args.gamma,
+        fqe=FQEConfig(steps=args.fqe_steps),
+        dualdice=DualDiceConfig(terminal="absorb", steps=args.dice_steps),
+        refits=args.refits,
+        resamples=args.resamples,
+        seed=args.seed,
+    )
+    tag = (
+        f"{logs_path.stem}_g{args.gamma:g}_s{args.seed}_f{args.state_components}x{args.action_components}"
+        f"_{args.fqe_steps}_{args.dice_steps}_r{args.refits}x{args.resamples}"
+    )
 
     rows = []
     for target in chosen:
         say(f"{target.name}: {target.description}")
-        record = truth(target, space, args)
-        true, error, end = truth_value(record, args.gamma)
-        probabilities = policy_probabilities(data.table, data.embeddings, target.policy)
+        true, error, _ = truth_value(truth(target, space, args), args.gamma)
 
-        def run_dice(config: DualDiceConfig, p: torch.Tensor = probabilities) -> dict[str, Any]:
-            result = dualdice(steps, p, config)
-            return {
-                "value": result.value,
-                "episode_value": result.episode_value,
-                "residual_value": result.residual_value,
-                "mean_zeta": result.mean_zeta,
-                "seconds": result.seconds,
-                "config": asdict(config),
-            }
+        def estimate(target: Target = target) -> dict[str, Any]:
+            start = time.perf_counter()
+            probabilities = {target.name: target.probabilities(logs, data)}
+            row = evaluate_policies(steps, probabilities, config, str(logs_path)).to_dict()["ranking"][0]
+            return {**row, "seconds": time.perf_counter() - start}
 
-        def run_fqe(p: torch.Tensor = probabilities) -> dict[str, Any]:
-            result = fqe(steps, p, fqe_config)
-            return {"value": result.value, "seconds": result.seconds, "config": asdict(fqe_config)}
-
-        def run_wis(p: torch.Tensor = probabilities) -> dict[str, Any]:
-            result = weighted_importance_sampling(raw, p, wis_config)
-            return {"value": result.value, "ess": result.ess, "unsupported_steps": result.unsupported_steps}
-
-        estimates = {
-            f"dualdice_{terminal}": cached(
-                out / "estimates" / f"{target.name}_dualdice_{terminal}_{tag}_{args.dice_steps}.json",
-                partial(run_dice, config),
-            )
-            for terminal, config in dice_configs.items()
-        }
-        estimates |= {
-            "fqe": cached(out / "estimates" / f"{target.name}_fqe_{tag}_{args.fqe_steps}.json", run_fqe),
-            "wis": cached(out / "estimates" / f"{target.name}_wis_{tag}.json", run_wis),
-        }
-        agreement = float(probabilities[torch.arange(steps.steps), steps.chosen].mean())
-        rows.append(Row(target.name, agreement, true, error, end, estimates))
-        say(
-            f"  truth {true:.3f} ± {error:.3f} (restarting {true / (1 - end):.3f}) | DualDICE normalised "
-            f"{estimates['dualdice_restart']['value']:.3f}, "
-            f"absorbing {estimates['dualdice_absorb']['episode_value']:.3f}"
-            f" | FQE {estimates['fqe']['value']:.3f} | WIS {estimates['wis']['value']:.3f}"
-        )
+        record = cached(out / "estimates" / f"{target.name}_{tag}.json", estimate)
+        rows.append(Row(target.name, record["agreement"], true, error, record["estimates"]))
+        found = " | ".join(f"{NAMES[e]} {interval(x)}" for e, x in rows[-1].estimates.items())
+        say(f"  truth {true:.3f} ± {error:.3f} | {found}")
     report(rows, args, logs_path, len(logs), steps.steps)
 
 
@@ -357,76 +360,48 @@ class Row:
     """Mean target probability of the logged choice."""
     truth: float
     error: float
-    end: float
-    """E[gamma^T] over the simulated conversations."""
+    """Standard error of the truth (its simulation's sampling noise)."""
     estimates: dict[str, dict[str, Any]]
-
-    @property
-    def restarting(self) -> float:
-        """The truth on the scale of the restarting process: truth / (1 - E[gamma^T])."""
-        return self.truth / (1 - self.end)
+    """By estimator: value, low, high (the bootstrap interval), replicates."""
 
 
-def _get(estimator: str, field: str) -> Callable[[Row], float]:
-    return lambda row: float(row.estimates[estimator][field])
-
-
-COLUMNS: list[tuple[str, str, Callable[[Row], float], Callable[[Row], float]]] = [
-    ("DualDICE", "truth", lambda r: r.estimates["dualdice_restart"]["value"], lambda r: r.truth),
-    ("DualDICE", "restarting truth", lambda r: r.estimates["dualdice_restart"]["value"], lambda r: r.restarting),
-    ("DualDICE absorbing", "truth", lambda r: r.estimates["dualdice_absorb"]["episode_value"], lambda r: r.truth),
-    (
-        "DualDICE restart, 1 conv.",
-        "truth",
-        lambda r: r.estimates["dualdice_restart"]["episode_value"],
-        lambda r: r.truth,
-    ),
-    ("FQE", "truth", lambda r: r.estimates["fqe"]["value"], lambda r: r.truth),
-    ("WIS", "truth", lambda r: r.estimates["wis"]["value"], lambda r: r.truth),
-]
-"""(estimate, the truth it is compared with, its value, that truth's value). DualDICE: normalised sum(zeta r) /
-sum(zeta) with restarts (the per-step value of the restarting process); absorbing: E_D[zeta r] with an absorbing
-end (one conversation); restart, 1 conv.: (1 - gamma) sum(zeta r) / sum(zeta on initial steps)."""
+def interval(x: dict[str, Any]) -> str:
+    return f"{x['value']:.3f} [{x['low']:.3f}, {x['high']:.3f}]" if x["low"] is not None else f"{x['value']:.3f}"
 
 
 def report(rows: list[Row], args: argparse.Namespace, logs_path: Path, conversations: int, steps: int) -> None:
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"torch {torch.__version__} ({args.threads} thread(s)); {time.strftime('%Y-%m-%d')}"
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, Python "
+        f"{platform.python_version()}, torch {torch.__version__} ({args.threads} thread(s)); "
+        f"{time.strftime('%Y-%m-%d')}"
     )
     print(
         f"gamma {args.gamma:g}; logs: {logs_path} ({conversations} conversations, {steps} steps); truth: "
-        f"{args.truth_conversations} simulated conversations per policy (seed {args.truth_seed}, same users for all)"
+        f"{args.truth_conversations} simulated conversations per policy (seed {args.truth_seed}, same users for all); "
+        f"95% normal bootstrap intervals over conversations ({args.refits} refits of FQE and DualDICE, "
+        f"{args.resamples} resamples of WIS)"
     )
     print()
-    print(
-        "| policy | pi(logged choice) | E[gamma^T] | truth (± s.e.) | restarting truth | DualDICE | DualDICE absorbing "
-        "| FQE | WIS | WIS ESS |"
-    )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    estimators = list(rows[0].estimates)
+    print("| policy | pi(logged choice) | truth (± s.e.) | " + " | ".join(NAMES[e] for e in estimators) + " |")
+    print("|---|---:|---:|" + "---:|" * len(estimators))
     for r in rows:
-        e = r.estimates
-        print(
-            f"| {r.policy} | {r.agreement:.2f} | {r.end:.3f} | {r.truth:.3f} ± {r.error:.3f} | {r.restarting:.3f} "
-            f"| {e['dualdice_restart']['value']:.3f} | {e['dualdice_absorb']['episode_value']:.3f} "
-            f"| {e['fqe']['value']:.3f} | {e['wis']['value']:.3f} | {e['wis']['ess']:.1f} |"
-        )
+        cells = " | ".join(interval(r.estimates[e]) for e in estimators)
+        print(f"| {r.policy} | {r.agreement:.2f} | {r.truth:.3f} ± {r.error:.3f} | {cells} |")
     print()
-    print("Relative error of each estimate against the truth it estimates:")
-    print()
-    print("| policy | " + " | ".join(f"{name} vs {against}" for name, against, _, _ in COLUMNS) + " |")
-    print("|---|" + "---:|" * len(COLUMNS))
-    for r in rows:
-        print(f"| {r.policy} | " + " | ".join(f"{relative(e(r), t(r)):+.1%}" for _, _, e, t in COLUMNS) + " |")
-    print()
-    print("| estimate | against | Spearman rho (p) | mean abs. rel. error |")
-    print("|---|---|---:|---:|")
-    for name, against, estimate, true in COLUMNS:
-        values, truths = [estimate(r) for r in rows], [true(r) for r in rows]
+    print("| estimator | Spearman rho (p) | mean abs. rel. error | intervals covering the truth | mean width |")
+    print("|---|---:|---:|---:|---:|")
+    truths = [r.truth for r in rows]
+    for e in estimators:
+        values = [float(r.estimates[e]["value"]) for r in rows]
         rho, p = spearmanr(truths, values) if len(rows) > 2 else (float("nan"), float("nan"))
         mare = float(np.mean([abs(relative(v, t)) for v, t in zip(values, truths, strict=True)]))
-        print(f"| {name} | {against} | {rho:.2f} ({p:.3f}) | {mare:.1%} |")
+        bounded = [r for r in rows if r.estimates[e]["low"] is not None]
+        covered = sum(r.estimates[e]["low"] <= r.truth <= r.estimates[e]["high"] for r in bounded)
+        widths = [r.estimates[e]["high"] - r.estimates[e]["low"] for r in bounded]
+        width = float(np.mean(widths)) if widths else 0.0
+        print(f"| {NAMES[e]} | {rho:.2f} ({p:.3f}) | {mare:.1%} | {covered} of {len(bounded)} | {width:.3f} |")
 
 
 if __name__ == "__main__":

@@ -262,7 +262,7 @@ def in_precision(model: PreTrainedModel, precision: Precision) -> PreTrainedMode
         return model
     import warnings
 
-    from torch.ao.quantization import quantize_dynamic
+    from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
     from transformers.pytorch_utils import Conv1D
 
     # GPT-2 writes its linear layers as transformers' Conv1D (x @ W + b, W stored [in, out]): as nn.Linear they
@@ -274,6 +274,15 @@ def in_precision(model: PreTrainedModel, precision: Precision) -> PreTrainedMode
                 linear.weight.data = child.weight.data.t().contiguous()
                 linear.bias.data = child.bias.data
                 setattr(module, name, linear)
+    # One scale per output channel (row of W), not one per matrix: a pretrained model's rows differ in range, and
+    # per-matrix int8 halved SmolLM2's BLEU on PersuasionForGood (BENCHMARKS.md). The output head stays fp32: its
+    # error lands straight on the next-token logits, and it is a small share of a deep model's work per token.
+    head = model.get_output_embeddings()  # type: ignore[no-untyped-call]
+    layers = {
+        name: per_channel_dynamic_qconfig
+        for name, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and m is not head
+    }
     with warnings.catch_warnings():  # torch announces that quantised tensor types will move to torchao
         warnings.simplefilter("ignore")
-        return quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)  # type: ignore[no-untyped-call,no-any-return]
+        return quantize_dynamic(model, layers, dtype=torch.qint8)  # type: ignore[no-untyped-call,no-any-return]
