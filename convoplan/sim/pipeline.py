@@ -6,16 +6,24 @@ them, logs from that supervised DM, and the RL DMs trained on those.
 
 The CQL variants are warm-started from their unregularised counterparts and use the supervised DM as behaviour
 policy. Every artifact lands in one folder: logs/*.jsonl and one checkpoint folder per DM.
+
+With `rounds` > 1 the offline RL iterates (batch RL with a deployment gate, as a team would run it): each further
+round collects logs with the DM promoted so far (epsilon-greedy, propensities logged), trains SAQL on all logs so
+far (warm-started from it), and promotes the new DM only if the lower bound of its off-policy value interval (FQE
+with bootstrap refits, `convoplan.ope.evaluate_policies`, on those logs) beats the promoted DM's. The promoted DM
+is `saql_iterated`; rounds.json records every decision.
 """
 
 from __future__ import annotations
 
+import json
 import random
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from convoplan.atomic import atomic_write_bytes
 from convoplan.checkpoint import training_record
 from convoplan.compose.loop import ComposerConfig
 from convoplan.dm.checkpoint import RNNPolicy, load_network, load_policy, save_cross_encoder, save_policy
@@ -31,6 +39,15 @@ from convoplan.dm.train_crossencoder import (
     train_supervised_transformer,
 )
 from convoplan.embed import SentenceEmbedder, default_cache_dir
+from convoplan.ope import (
+    GreedyPolicy,
+    OPEConfig,
+    evaluate_policies,
+    logged_steps,
+    policy_probabilities,
+    reduce_dimensions,
+    with_position,
+)
 from convoplan.progress import Progress, renamed
 from convoplan.schema import Conversation, read_jsonl, write_jsonl
 from convoplan.sim.arms import load_arm
@@ -68,6 +85,11 @@ class PipelineConfig:
     """Also train the cross-encoder DMs: the supervised transformer (on the first logs) and E2E (on the second)."""
     supervised_transformer: SupervisedTransformerConfig = field(default_factory=SupervisedTransformerConfig)
     e2e: E2EConfig = field(default_factory=E2EConfig)
+    rounds: int = 1
+    """Rounds of offline RL (1: the paper's); each further one collects with the promoted DM, trains SAQL on all
+    logs so far and promotes it if its off-policy lower bound beats the promoted DM's (needs "saql" in arms)."""
+    promotion: OPEConfig = field(default_factory=lambda: OPEConfig(estimators=("fqe",)))
+    """How a round's DM is judged: the first estimator's interval (its gamma and reward: those of `q`)."""
 
 
 Report = Callable[[str], None]
@@ -190,6 +212,33 @@ def run_pipeline(
         trained[arm] = result.network
         checkpoints[arm] = _save(out, arm, result, data, q_config, {"logs": "logs/supervised_rnn.jsonl"})
 
+    if config.rounds > 1:
+        if "saql" not in trained:
+            raise ValueError("rounds > 1 iterate SAQL: keep saql in arms")
+        logs = [*first, *second]
+        promoted, rounds = ("saql", trained["saql"]), []
+        for number in range(2, config.rounds + 1):
+            name = f"saql_round{number}"
+            policy = RNNPolicy(promoted[1], first_data.table.space, embedder)
+            logs += collect(name, policy, config.seed + number)
+            data = prepare(logs, embedder, first_data.table.space, config.q.reward)
+            if finished(name):
+                candidate = load_network(out / name)[0]
+            else:
+                say(f"training {name} on {len(logs)} conversations, warm-started from {promoted[0]}")
+                q_config = replace(config.q, algorithm="saql", cql_alpha=0.0)
+                result = train_q(data, q_config, init=promoted[1], progress=tracking(name))
+                candidate = result.network
+                checkpoints[name] = _save(out, name, result, data, q_config, {"logs": "logs/*.jsonl"})
+            decision = _promotion(data, supervised, {promoted[0]: promoted[1], name: candidate}, config)
+            rounds.append(decision)
+            say(f"{name}: {decision['summary']}")
+            if decision["promoted"]:
+                promoted = (name, candidate)
+        record = {"promoted": promoted[0], "rounds": rounds}
+        atomic_write_bytes(out / "rounds.json", json.dumps(record, indent=1).encode())
+        checkpoints["saql_iterated"] = out / promoted[0]
+
     if supervised_transformer is not None and not finished("e2e"):
         say("training e2e")
         # warm-started from the supervised transformer, so it reads its inputs the same way
@@ -198,6 +247,29 @@ def run_pipeline(
         extra = {"logs": "logs/supervised_rnn.jsonl"}
         checkpoints["e2e"] = _save_cross_encoder(out, "e2e", e2e, data, e2e_config, extra)
     return checkpoints
+
+
+def _promotion(data: Dataset, supervised: QNetwork, dms: dict[str, QNetwork], config: PipelineConfig) -> dict[str, Any]:
+    """Off-policy values of the promoted DM and a round's new one (the last of `dms`) on the round's data; the
+    new one is promoted if its interval's lower bound is the higher."""
+    ope = replace(config.promotion, gamma=config.q.gamma, reward=config.q.reward, seed=config.seed)
+    raw = logged_steps(data.table, data.embeddings, supervised.state)
+    steps = with_position(reduce_dimensions(raw, ope.state_components or None, ope.action_components or None))
+    targets = {name: policy_probabilities(data.table, data.embeddings, GreedyPolicy(q)) for name, q in dms.items()}
+    report = evaluate_policies(steps, targets, ope)
+    estimator = report.estimators[0]
+    (old, current), (new, candidate) = [(r.name, r.estimates[estimator]) for r in report.rows]
+    promoted = candidate.low > current.low
+    return {
+        "candidate": new,
+        "against": old,
+        "estimator": estimator,
+        "values": {r.name: asdict(r.estimates[estimator]) for r in report.rows},
+        "promoted": promoted,
+        "summary": f"{estimator} {candidate.value:.3f} [{candidate.low:.3f}, {candidate.high:.3f}] against "
+        f"{old} {current.value:.3f} [{current.low:.3f}, {current.high:.3f}]: "
+        + ("promoted" if promoted else f"{old} stays"),
+    }
 
 
 def _save_cross_encoder(

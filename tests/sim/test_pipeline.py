@@ -136,3 +136,25 @@ def test_train_command_warm_starts_and_rejects_bad_overrides(tmp_path: Path, ani
     assert result.exit_code == 2 and "no field 'gama'" in result.stderr
     result = runner.invoke(app, ["dm", "train", str(logs), "--out", str(tmp_path / "x"), "--set", "algorithm=dqn"])
     assert result.exit_code == 2 and "expected one of saql, caql" in result.stderr
+
+
+def test_rounds_collect_with_the_promoted_dm_and_gate_promotion_on_the_lower_bound(tmp_path: Path) -> None:
+    out = tmp_path / "dm"
+    rounds = ["arms=saql", "rounds=3", "promotion.refits=2", "promotion.fqe.steps=20"]
+    overrides = [arg for item in [*TINY, *rounds] for arg in ("--set", item)]
+    result = runner.invoke(app, ["dm", "pipeline", "--out", str(out), "--conversations", "6", *overrides])
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "rounds.json").read_text())
+    assert [r["candidate"] for r in record["rounds"]] == ["saql_round2", "saql_round3"]
+    promoted = "saql"
+    for decision in record["rounds"]:
+        assert decision["against"] == promoted  # each round is judged against the DM promoted so far
+        new, old = decision["values"][decision["candidate"]], decision["values"][promoted]
+        assert len(new["replicates"]) == 2 and new["low"] < new["value"] < new["high"]
+        assert decision["promoted"] == (new["low"] > old["low"])
+        promoted = decision["candidate"] if decision["promoted"] else promoted
+    assert record["promoted"] == promoted and f"saql_iterated: {out / promoted}" in result.stdout
+    for number in (2, 3):  # each round's logs come from a DM, with its exploration's propensities
+        logs = read_jsonl(out / "logs" / f"saql_round{number}.jsonl")
+        assert len(logs) == 6 and all(c.propensity is not None for t in logs[0].turns for c in t.candidates)
+        assert (out / f"saql_round{number}" / "model.safetensors").is_file()

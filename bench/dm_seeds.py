@@ -1,0 +1,181 @@
+"""Learned DMs over several pipeline seeds and both user populations (issue 17): each arm's effect as its mean and
+spread over seeds (the variance of training), beside each seed's paired interval (the variance of users).
+
+For every population and seed:
+
+1. the RL paper's pipeline (`convoplan.sim.pipeline`, docs/dm.md): logs of the heuristic DM (epsilon-greedy), the
+   supervised RNN DM trained on them, its own epsilon-greedy logs, SAQL trained on those, at the budget below;
+2. SAQL variants (`--variant NAME=FIELD=VALUE[;FIELD=VALUE]`, fields of QConfig: the reward, the horizon gamma, ...)
+   trained on the same second-round logs;
+3. one A/B on evaluation users (drawn for evaluation: never the users of a collection round): the hand-written
+   heuristic, the supervised RNN DM, SAQL and the variants all meet the same users; every arm is compared with the
+   supervised RNN DM and with the heuristic, per arm (users resampled per arm) and paired (users resampled, each
+   with both arms' conversations).
+
+Then, per population, arm, control and metric: each seed's relative change with its paired interval, the mean and
+standard deviation of the change over seeds, and in how many seeds the paired interval lies above zero. Everything
+a seed computes is kept under OUT/<population>/seed<N>/ and reused by a rerun (delete a folder to recompute it).
+
+    .venv/bin/python bench/dm_seeds.py --out runs/p17/seeds --seeds 0 1 2 --populations default scholars \\
+        --variant "saql_reactions=reward.source=reactions" --variant "saql_g0.97=gamma=0.97"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from convoplan.compose.loop import DialogueManager
+from convoplan.configs import apply_overrides
+from convoplan.dm.checkpoint import load_network, save_policy
+from convoplan.dm.configs import QConfig
+from convoplan.dm.train import prepare, train_q
+from convoplan.embed import SentenceEmbedder
+from convoplan.schema import read_jsonl, write_jsonl
+from convoplan.sim.arms import load_arm, load_world
+from convoplan.sim.experiment import ab_report, run_ab
+from convoplan.sim.pipeline import PipelineConfig, run_pipeline
+
+METRICS = ("length", "positive_feedback", "negative_feedback", "user_left", "mean_rating")
+CONTROLS = ("supervised_rnn", "heuristic")
+
+
+def say(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def pipeline_config(args: argparse.Namespace, seed: int) -> PipelineConfig:
+    """The demo's budget (`convoplan demo`: batches of 8 conversations) unless --set says otherwise."""
+    config = PipelineConfig(conversations=args.conversations, seed=seed, arms=("saql",))
+    config.supervised.steps, config.supervised.batch_size = 200, 8
+    config.q.steps, config.q.batch_size = 500, 8
+    return apply_overrides(config, args.set)
+
+
+def variant(folder: Path, name: str, overrides: list[str], config: PipelineConfig, embedder: SentenceEmbedder) -> Path:
+    """SAQL with `overrides` on the pipeline's second-round logs (the supervised DM's), trained once."""
+    path = folder / name
+    if (path / "config.json").is_file():
+        return path
+    q = apply_overrides(replace(config.q, algorithm="saql", seed=config.seed), overrides)
+    _, space, _ = load_network(folder / "supervised_rnn")
+    data = prepare(read_jsonl(folder / "logs" / "supervised_rnn.jsonl"), embedder, space, q.reward)
+    say(f"  training {name} ({', '.join(overrides)})")
+    result = train_q(data, q)
+    save_policy(path, "saql", result.network, q.network, space, {"variant": overrides})
+    return path
+
+
+def one_seed(args: argparse.Namespace, population: str, seed: int, variants: dict[str, list[str]]) -> dict[str, Any]:
+    folder = Path(args.out) / population / f"seed{seed}"
+    summary = folder / "ab.json"
+    if summary.is_file():
+        return dict(json.loads(summary.read_text()))
+    world = load_world(simulator=population)
+    embedder = SentenceEmbedder(cache_dir=Path(args.out) / "embeddings")
+    config = pipeline_config(args, seed)
+    start = time.perf_counter()
+    say(f"{population}, seed {seed}: pipeline")
+    checkpoints = run_pipeline(world, folder, config, embedder, report=say, resume=True)
+    arms: dict[str, DialogueManager] = {"heuristic": load_arm("heuristic", world, random.Random(seed))}
+    for name in ("supervised_rnn", "saql"):
+        arms[name] = load_arm(str(checkpoints[name]), world, embedder=embedder)
+    for name, overrides in variants.items():
+        arms[name] = load_arm(str(variant(folder, name, overrides, config, embedder)), world, embedder=embedder)
+    trained = time.perf_counter() - start
+    say(f"{population}, seed {seed}: A/B of {len(arms)} arms x {args.users} evaluation users")
+    logs = {}
+    for name in arms:  # cached per arm: a cut-off run resumes
+        path = folder / "ab" / f"{name}.jsonl"
+        if not path.is_file():
+            write_jsonl(path, run_ab(world, {name: arms[name]}, name, args.users, seed, raters=args.raters)[name])
+        logs[name] = read_jsonl(path)
+    result = {
+        "population": population,
+        "seed": seed,
+        "training_seconds": trained,
+        "seconds": time.perf_counter() - start,
+        "reports": {c: ab_report(logs, c, resamples=args.resamples, seed=seed).to_dict() for c in CONTROLS},
+    }
+    summary.write_text(json.dumps(result, indent=1))
+    return result
+
+
+def aggregate(results: list[dict[str, Any]], population: str) -> list[str]:
+    """Markdown rows: per arm, control and metric, each seed's change [paired interval], mean and sd over seeds."""
+    mine = [r for r in results if r["population"] == population]
+    lines = []
+    for control in CONTROLS:
+        arms = mine[0]["reports"][control]["arms"]
+        for arm in arms:
+            for metric in METRICS:
+                cells, changes, above = [], [], 0
+                for r in mine:
+                    c = r["reports"][control]["changes"][arm].get(metric)
+                    if c is None or c["relative_change"] is None:
+                        cells.append("n/a")
+                        continue
+                    changes.append(c["relative_change"])
+                    low, high = c["paired_low"], c["paired_high"]
+                    above += low is not None and low > 0
+                    bounds = f" [{low:+.1%}, {high:+.1%}]" if low is not None and high is not None else ""
+                    cells.append(f"{c['relative_change']:+.1%}{bounds}")
+                spread = float(np.std(changes, ddof=1)) if len(changes) > 1 else float("nan")
+                mean = float(np.mean(changes)) if changes else float("nan")
+                lines.append(
+                    f"| {arm} | {control} | {metric.replace('_', ' ')} | "
+                    + " | ".join(cells)
+                    + f" | {mean:+.1%} ± {spread:.1%} | {above} of {len(mine)} |"
+                )
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--populations", nargs="+", default=["default", "scholars"])
+    parser.add_argument("--conversations", type=int, default=300, help="per collection round")
+    parser.add_argument("--users", type=int, default=300, help="evaluation users per arm")
+    parser.add_argument("--raters", type=int, default=3)
+    parser.add_argument("--resamples", type=int, default=2000)
+    parser.add_argument("--variant", action="append", default=[], help="NAME=FIELD=VALUE[;FIELD=VALUE] (QConfig)")
+    parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE of PipelineConfig")
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    variants = {}
+    for spec in args.variant:
+        name, _, fields = spec.partition("=")
+        variants[name] = [f for f in fields.split(";") if f]
+    apply_overrides(QConfig(), [f for fields in variants.values() for f in fields])  # a bad field fails now
+    results = [one_seed(args, p, s, variants) for p in args.populations for s in args.seeds]
+
+    print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, Python "
+        f"{platform.python_version()}, torch {torch.__version__} ({args.threads} thread(s)); "
+        f"{time.strftime('%Y-%m-%d')}; pipeline + A/B per seed: "
+        + ", ".join(f"{r['population']} {r['seed']}: {r['seconds']:.0f} s" for r in results)
+    )
+    for population in args.populations:
+        seeds = [f"seed {s} [paired 95%]" for s in args.seeds]
+        print(f"\n### {population} users ({args.users} evaluation users per arm and seed)\n")
+        print("| arm | against | metric | " + " | ".join(seeds) + " | mean ± sd over seeds | paired CI > 0 |")
+        print("|---|---|---|" + "---:|" * (len(seeds) + 2))
+        print("\n".join(aggregate(results, population)))
+
+
+if __name__ == "__main__":
+    main()
