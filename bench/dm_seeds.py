@@ -67,7 +67,10 @@ def variant(folder: Path, name: str, overrides: list[str], config: PipelineConfi
     """SAQL with `overrides` on the pipeline's second-round logs (the supervised DM's), trained once."""
     path = folder / name
     if (path / "config.json").is_file():
-        return path
+        recorded = json.loads((path / "config.json").read_text())["training"].get("variant")
+        if recorded == overrides:
+            return path
+        raise SystemExit(f"{path} was trained as {recorded}, not {overrides}: give the variant another name")
     q = apply_overrides(replace(config.q, algorithm="saql", seed=config.seed), overrides)
     _, space, _ = load_network(folder / "supervised_rnn")
     data = prepare(read_jsonl(folder / "logs" / "supervised_rnn.jsonl"), embedder, space, q.reward)
@@ -80,8 +83,11 @@ def variant(folder: Path, name: str, overrides: list[str], config: PipelineConfi
 def one_seed(args: argparse.Namespace, population: str, seed: int, variants: dict[str, list[str]]) -> dict[str, Any]:
     folder = Path(args.out) / population / f"seed{seed}"
     summary = folder / "ab.json"
+    wanted = {"heuristic", "supervised_rnn", "saql", *variants}
     if summary.is_file():
-        return dict(json.loads(summary.read_text()))
+        done = dict(json.loads(summary.read_text()))
+        if wanted <= {"supervised_rnn", *done["reports"]["supervised_rnn"]["arms"]}:
+            return done
     world = load_world(simulator=population)
     embedder = SentenceEmbedder(cache_dir=Path(args.out) / "embeddings")
     config = pipeline_config(args, seed)
@@ -112,13 +118,12 @@ def one_seed(args: argparse.Namespace, population: str, seed: int, variants: dic
     return result
 
 
-def aggregate(results: list[dict[str, Any]], population: str) -> list[str]:
+def aggregate(results: list[dict[str, Any]], population: str, arms: list[str]) -> list[str]:
     """Markdown rows: per arm, control and metric, each seed's change [paired interval], mean and sd over seeds."""
     mine = [r for r in results if r["population"] == population]
     lines = []
     for control in CONTROLS:
-        arms = mine[0]["reports"][control]["arms"]
-        for arm in arms:
+        for arm in (a for a in arms if a != control):
             for metric in METRICS:
                 cells, changes, above = [], [], 0
                 for r in mine:
@@ -174,7 +179,7 @@ def main() -> None:
         print(f"\n### {population} users ({args.users} evaluation users per arm and seed)\n")
         print("| arm | against | metric | " + " | ".join(seeds) + " | mean ± sd over seeds | paired CI > 0 |")
         print("|---|---|---|" + "---:|" * (len(seeds) + 2))
-        print("\n".join(aggregate(results, population)))
+        print("\n".join(aggregate(results, population, ["heuristic", "supervised_rnn", "saql", *variants])))
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def ope(
         list[str],
         typer.Option(
             "--dm",
-            help="A DM to value, as [name=]SPEC: random, heuristic, greedy, a trained DM folder, or "
+            help="A DM to value, as \\[name=]SPEC: random, heuristic, greedy, a trained DM folder, or "
             "'pkg.module:Factory'; repeat it.",
             show_default=False,
         ),
@@ -61,7 +61,7 @@ def ope(
     encoder: Annotated[
         Path | None,
         typer.Option(
-            help="A trained RNN DM folder whose state encoder the estimators read (frozen) [default: the first "
+            help="A trained RNN DM folder whose state encoder the estimators read (frozen) \\[default: the first "
             "--dm that is one]."
         ),
     ] = None,
@@ -76,7 +76,7 @@ def ope(
     """Estimate the value of every --dm from LOGS with FQE, DualDICE and weighted importance sampling, each with a
     bootstrap interval over conversations, and rank them (markdown, JSON, chart).
 
-    The value is (1 - gamma) E[sum_t gamma^t r_t] per conversation, r_t the reward of composition step t (the mean
+    The value is (1 - gamma) E\\[sum_t gamma^t r_t] per conversation, r_t the reward of composition step t (the mean
     rating, or with reward.source=reactions what the user did next: logs without raters). Trained RNN DMs score the
     logged steps in batches; any other DM is replayed through the logs and scores the candidates it is offered.
     """
