@@ -33,6 +33,7 @@ experiment_app = typer.Typer(
     no_args_is_help=True,
 )
 
+
 def log_file(folder: Path, name: str) -> Path:
     """Where an arm's logs go: its name, with characters unsafe in a file name (/, :) replaced by '_'."""
     return folder / f"{re.sub(r'[^A-Za-z0-9_.=-]', '_', name).lstrip('.') or 'arm'}.jsonl"
