@@ -61,6 +61,9 @@ class QConfig:
     """State encoder and Q-head sizes."""
     gamma: float = 0.9
     """Discount factor."""
+    discount: Literal["step", "response"] = "step"
+    """What gamma discounts: every composition step (the paper), or every response (steps within a response are
+    not discounted): a reward paid once per response (reactions) then does not favour short responses."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """What a step is worth: the raters' mean rating (default), the user's reaction, or both
     (`convoplan.dm.rewards`)."""

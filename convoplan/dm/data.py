@@ -109,6 +109,7 @@ class Batch:
     ratings: torch.Tensor  # [S, C] mean rating of every candidate (nan if unrated)
     next_step: torch.Tensor  # [S] index of the next step in this batch, -1 if terminal
     propensity: torch.Tensor  # [S] logged probability of the selected candidate (nan if unknown)
+    closes: torch.Tensor  # [S] bool, True where the selected candidate is "stop": the step closes a response
 
     @property
     def done(self) -> torch.Tensor:
@@ -131,6 +132,7 @@ class StepTable:
     step_chosen: np.ndarray  # [S]
     step_propensity: np.ndarray  # [S]
     step_reward: np.ndarray  # [S] mean rating of the selected candidate, or build_steps's `reward`
+    step_closes: np.ndarray  # [S] bool: the selected candidate is "stop"
     candidate_offsets: np.ndarray  # [S + 1]
     candidate_text: np.ndarray  # [N]
     candidate_meta: np.ndarray  # [N, candidate_dim]
@@ -194,6 +196,7 @@ class StepTable:
             ratings=ratings,
             next_step=torch.from_numpy(np.where(has_next, local + 1, -1)),
             propensity=torch.from_numpy(self.step_propensity[steps]),
+            closes=torch.from_numpy(self.step_closes[steps]),
         )
 
 
@@ -230,6 +233,7 @@ def build_steps(
     u_meta: list[list[float]] = []
     e_utt, e_steps = [0], [0]
     s_prefix, s_last_user, s_context, s_chosen, s_propensity, s_reward = [], [], [], [], [], []
+    s_closes: list[bool] = []
     c_offsets, c_text, c_meta, c_rating = [0], [], [], []
     for conversation in conversations:
         prefix, last_user, responses, step_in_response = 0, -1, 0, 0
@@ -246,6 +250,7 @@ def build_steps(
                 selected = turn.candidates[chosen[0]]
                 s_propensity.append(math.nan if selected.propensity is None else selected.propensity)
                 s_reward.append(mean_rating(selected) if reward is None else reward(conversation, number))
+                s_closes.append(selected.action == STOP)
                 for candidate in turn.candidates:
                     c_text.append(text_id(candidate.text))
                     c_meta.append(space.candidate_meta(candidate))
@@ -280,6 +285,7 @@ def build_steps(
         step_chosen=array(s_chosen, np.int64),
         step_propensity=array(s_propensity, np.float32),
         step_reward=array(s_reward, np.float32),
+        step_closes=np.asarray(s_closes, dtype=bool),
         candidate_offsets=array(c_offsets, np.int64),
         candidate_text=array(c_text, np.int64),
         candidate_meta=array(c_meta, np.float32, space.candidate_dim),

@@ -22,8 +22,11 @@ def masked_logsumexp(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.logsumexp(values.masked_fill(~mask, float("-inf")), dim=-1)
 
 
-def td_target(reward: torch.Tensor, next_max: torch.Tensor, done: torch.Tensor, gamma: float) -> torch.Tensor:
-    """r + gamma * max_{a' in A(s')} Qbar(s', a'), with no bootstrap at terminal steps: all [S]."""
+def td_target(
+    reward: torch.Tensor, next_max: torch.Tensor, done: torch.Tensor, gamma: float | torch.Tensor
+) -> torch.Tensor:
+    """r + gamma * max_{a' in A(s')} Qbar(s', a'), with no bootstrap at terminal steps: all [S] (gamma a scalar,
+    or [S]: a discount per step)."""
     return reward + gamma * torch.where(done, torch.zeros_like(next_max), next_max)
 
 

@@ -204,7 +204,9 @@ def train_q(
     def batch_loss(model: nn.Module, batch: Batch, step: int, world: int) -> tuple[torch.Tensor, int]:
         q = model(batch)  # [S, C]
         q_taken = q.gather(1, batch.chosen.unsqueeze(1)).squeeze(1)
-        target_value = td_target(batch.reward, next_values(batch), batch.done, config.gamma)
+        # Discount per composition step (the paper), or only where a response closes: time counted in responses.
+        gamma = config.gamma if config.discount == "step" else torch.where(batch.closes, config.gamma, 1.0)
+        target_value = td_target(batch.reward, next_values(batch), batch.done, gamma)
         loss = q_learning_loss(q_taken, target_value)
         if config.cql_alpha > 0:
             loss = loss + config.cql_alpha * cql_regulariser(

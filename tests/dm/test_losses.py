@@ -31,6 +31,14 @@ def test_td_target_does_not_bootstrap_at_terminal_steps() -> None:
     assert np.allclose(got.numpy(), reference) and np.allclose(reference, [10.0, 2.0, 30.0])
 
 
+def test_td_target_takes_a_discount_per_step() -> None:
+    """Discounting per response: gamma only where a step closes its response, 1 inside it."""
+    reward, next_max, done = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([10.0, 20.0, 30.0]), torch.tensor([False] * 3)
+    closes = torch.tensor([False, True, False])
+    got = td_target(reward, next_max, done, torch.where(closes, 0.5, 1.0))
+    assert got.tolist() == [11.0, 12.0, 33.0]
+
+
 def test_q_learning_loss_is_mse_without_gradient_through_the_target() -> None:
     q = torch.tensor([1.0, 2.0], requires_grad=True)
     target = torch.tensor([2.0, 0.0], requires_grad=True)

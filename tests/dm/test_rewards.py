@@ -4,6 +4,8 @@ are), where the ratings reward refuses to train; and `convoplan dm train --set r
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from pathlib import Path
 
 import pytest
@@ -82,6 +84,15 @@ def test_q_learning_on_reactions_needs_no_raters(unrated: list[Conversation], em
     k = len(result.losses) // 5
     assert sum(result.losses[-k:]) < sum(result.losses[:k])
     assert any(not torch.equal(a, b.detach()) for a, b in zip(before, result.network.parameters(), strict=True))
+    # Discounted per response, the same data trains to other values: steps inside a response are not discounted.
+    closes = data.table.step_closes
+    assert closes.any() and not closes.all()
+    per_response = train_q(data, replace(config, discount="response"))
+    k = len(per_response.losses) // 5
+    assert sum(per_response.losses[-k:]) < sum(per_response.losses[:k])
+    batch = data.table.batch(list(range(data.table.episodes)), data.embeddings)
+    with torch.no_grad():
+        assert not torch.allclose(result.network(batch), per_response.network(batch))
 
 
 def test_dm_train_takes_the_reward_from_the_command_line(unrated: list[Conversation], tmp_path: Path) -> None:

@@ -44,6 +44,7 @@ def hand_built_batch() -> Batch:
         ratings=torch.zeros(steps, width),
         next_step=torch.tensor([1, 2, -1]),
         propensity=zeros,
+        closes=torch.zeros(steps, dtype=torch.bool),
     )
 
 
