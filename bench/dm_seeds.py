@@ -10,7 +10,8 @@ For every population and seed:
 3. one A/B on evaluation users (drawn for evaluation: never the users of a collection round): the hand-written
    heuristic, the supervised RNN DM, SAQL and the variants all meet the same users; every arm is compared with the
    supervised RNN DM and with the heuristic, per arm (users resampled per arm) and paired (users resampled, each
-   with both arms' conversations).
+   with both arms' conversations). With `--set rounds=N --rounds` the pipeline iterates offline RL and its
+   promoted DM (`saql_iterated`) is an arm too.
 
 Then, per population, arm, control and metric: each seed's relative change with its paired interval, the mean and
 standard deviation of the change over seeds, and in how many seeds the paired interval lies above zero. Everything
@@ -83,7 +84,7 @@ def variant(folder: Path, name: str, overrides: list[str], config: PipelineConfi
 def one_seed(args: argparse.Namespace, population: str, seed: int, variants: dict[str, list[str]]) -> dict[str, Any]:
     folder = Path(args.out) / population / f"seed{seed}"
     summary = folder / "ab.json"
-    wanted = {"heuristic", "supervised_rnn", "saql", *variants}
+    wanted = {"heuristic", "supervised_rnn", "saql", *variants, *(["saql_iterated"] if args.rounds else [])}
     if summary.is_file():
         done = dict(json.loads(summary.read_text()))
         if wanted <= {"supervised_rnn", *done["reports"]["supervised_rnn"]["arms"]}:
@@ -95,8 +96,9 @@ def one_seed(args: argparse.Namespace, population: str, seed: int, variants: dic
     say(f"{population}, seed {seed}: pipeline")
     checkpoints = run_pipeline(world, folder, config, embedder, report=say, resume=True)
     arms: dict[str, DialogueManager] = {"heuristic": load_arm("heuristic", world, random.Random(seed))}
-    for name in ("supervised_rnn", "saql"):
-        arms[name] = load_arm(str(checkpoints[name]), world, embedder=embedder)
+    for name in ("supervised_rnn", "saql", "saql_iterated"):  # the last with --set rounds=N
+        if name in checkpoints:
+            arms[name] = load_arm(str(checkpoints[name]), world, embedder=embedder)
     for name, overrides in variants.items():
         arms[name] = load_arm(str(variant(folder, name, overrides, config, embedder)), world, embedder=embedder)
     trained = time.perf_counter() - start
@@ -157,6 +159,7 @@ def main() -> None:
     parser.add_argument("--resamples", type=int, default=2000)
     parser.add_argument("--variant", action="append", default=[], help="NAME=FIELD=VALUE[;FIELD=VALUE] (QConfig)")
     parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE of PipelineConfig")
+    parser.add_argument("--rounds", action="store_true", help="the pipeline iterates (--set rounds=N)")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -179,7 +182,8 @@ def main() -> None:
         print(f"\n### {population} users ({args.users} evaluation users per arm and seed)\n")
         print("| arm | against | metric | " + " | ".join(seeds) + " | mean ± sd over seeds | paired CI > 0 |")
         print("|---|---|---|" + "---:|" * (len(seeds) + 2))
-        print("\n".join(aggregate(results, population, ["heuristic", "supervised_rnn", "saql", *variants])))
+        iterated = ["saql_iterated"] if args.rounds else []
+        print("\n".join(aggregate(results, population, ["heuristic", "supervised_rnn", "saql", *iterated, *variants])))
 
 
 if __name__ == "__main__":
