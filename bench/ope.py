@@ -61,11 +61,9 @@ from convoplan.ope import (
     TargetPolicy,
     UniformPolicy,
     dm_probabilities,
+    encoded_steps,
     evaluate_policies,
-    logged_steps,
     policy_probabilities,
-    reduce_dimensions,
-    with_position,
 )
 from convoplan.ope.evaluate import NAMES
 from convoplan.schema import Candidate, Conversation, write_jsonl
@@ -317,19 +315,18 @@ def main() -> None:
     logs_path = logged_conversations(args, space, embedder)
     logs: list[Conversation] = list(read_jsonl(logs_path))
     data = prepare(logs, embedder, space)
-    raw = logged_steps(data.table, data.embeddings, supervised.state)
-    # The learned estimators see the frozen encoder's state (+ the step's position) and the candidates' principal
-    # components; importance sampling needs only rewards and propensities.
-    steps = with_position(reduce_dimensions(raw, args.state_components or None, args.action_components or None))
-    say(f"{len(logs)} logged conversations, {steps.steps} steps, from {logs_path}")
     config = OPEConfig(
         gamma=args.gamma,
+        state_components=args.state_components,
+        action_components=args.action_components,
         fqe=FQEConfig(steps=args.fqe_steps),
         dualdice=DualDiceConfig(terminal="absorb", steps=args.dice_steps),
         refits=args.refits,
         resamples=args.resamples,
         seed=args.seed,
     )
+    steps = encoded_steps(data.table, data.embeddings, supervised.state, config)
+    say(f"{len(logs)} logged conversations, {steps.steps} steps, from {logs_path}")
     tag = (
         f"{logs_path.stem}_g{args.gamma:g}_s{args.seed}_f{args.state_components}x{args.action_components}"
         f"_{args.fqe_steps}_{args.dice_steps}_r{args.refits}x{args.resamples}"

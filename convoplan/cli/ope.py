@@ -147,11 +147,10 @@ def _evaluate(
 ) -> OPEReport:
     """Steps of the logs through the frozen encoder, every DM's probabilities on them, the estimates."""
     from convoplan.dm.train import prepare
-    from convoplan.ope import evaluate_policies, logged_steps, reduce_dimensions, with_position
+    from convoplan.ope import encoded_steps, evaluate_policies
 
     data = prepare(conversations, sentences, state_dm.space, config.reward)
-    raw = logged_steps(data.table, data.embeddings, state_dm.network.state)
-    steps = with_position(reduce_dimensions(raw, config.state_components or None, config.action_components or None))
+    steps = encoded_steps(data.table, data.embeddings, state_dm.network.state, config)
     say(f"{len(conversations)} conversations, {steps.steps} composition steps; valuing {len(dms)} DM(s)", to=errors)
     targets = {name: _probabilities(conversations, dm, world, data.embeddings) for name, dm in dms.items()}
     return evaluate_policies(steps, targets, config, str(logs), progress)

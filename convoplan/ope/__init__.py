@@ -14,7 +14,7 @@ Any DM replayed on the logs (`dm_probabilities`), and several at once with boots
 """
 
 from convoplan.ope.dualdice import DualDiceConfig, DualDiceResult, dualdice
-from convoplan.ope.evaluate import OPEConfig, OPEReport, evaluate_policies
+from convoplan.ope.evaluate import OPEConfig, OPEReport, encoded_steps, evaluate_policies
 from convoplan.ope.fqe import FQEConfig, FQEResult, fqe
 from convoplan.ope.importance import WISConfig, WISResult, weighted_importance_sampling
 from convoplan.ope.policies import GreedyPolicy, SoftmaxPolicy, TargetPolicy, UniformPolicy, dm_probabilities
@@ -35,6 +35,7 @@ __all__ = [
     "WISResult",
     "dm_probabilities",
     "dualdice",
+    "encoded_steps",
     "episode_values",
     "evaluate_policies",
     "fqe",

@@ -28,13 +28,14 @@ import torch
 from scipy.stats import norm
 
 from convoplan.dm.configs import RewardConfig
+from convoplan.dm.data import StepTable
 from convoplan.ope.dualdice import DualDiceConfig, dualdice
 from convoplan.ope.fqe import FQEConfig, fqe
 from convoplan.ope.importance import WISConfig, weighted_importance_sampling
-from convoplan.ope.steps import LoggedSteps, select_episodes
+from convoplan.ope.steps import Encoder, LoggedSteps, logged_steps, reduce_dimensions, select_episodes, with_position
 from convoplan.progress import Progress, Update
 
-__all__ = ["Estimate", "OPEConfig", "OPEReport", "PolicyValue", "evaluate_policies"]
+__all__ = ["Estimate", "OPEConfig", "OPEReport", "PolicyValue", "encoded_steps", "evaluate_policies"]
 
 Estimator = Literal["fqe", "dualdice", "wis"]
 NAMES: dict[str, str] = {"fqe": "FQE", "dualdice": "DualDICE", "wis": "WIS"}
@@ -103,6 +104,14 @@ class PolicyValue:
     """Mean probability the DM gives the logged choice: 1 for the logging DM's greedy self, low for a stranger."""
     estimates: dict[str, Estimate]
     """By estimator; an estimator that cannot run on these logs is absent (see OPEReport.skipped)."""
+
+
+def encoded_steps(table: StepTable, embeddings: torch.Tensor, encoder: Encoder, config: OPEConfig) -> LoggedSteps:
+    """The log as the estimators read it: every step's state from the frozen `encoder` (e.g. the supervised RNN
+    DM's `.state`) and its candidates' vectors, each reduced to `config`'s principal components, plus the step's
+    position in its conversation."""
+    raw = logged_steps(table, embeddings, encoder)
+    return with_position(reduce_dimensions(raw, config.state_components or None, config.action_components or None))
 
 
 def _run(

@@ -39,15 +39,7 @@ from convoplan.dm.train_crossencoder import (
     train_supervised_transformer,
 )
 from convoplan.embed import SentenceEmbedder, default_cache_dir
-from convoplan.ope import (
-    GreedyPolicy,
-    OPEConfig,
-    evaluate_policies,
-    logged_steps,
-    policy_probabilities,
-    reduce_dimensions,
-    with_position,
-)
+from convoplan.ope import GreedyPolicy, OPEConfig, encoded_steps, evaluate_policies, policy_probabilities
 from convoplan.progress import Progress, renamed
 from convoplan.schema import Conversation, read_jsonl, write_jsonl
 from convoplan.sim.arms import load_arm
@@ -253,8 +245,7 @@ def _promotion(data: Dataset, supervised: QNetwork, dms: dict[str, QNetwork], co
     """Off-policy values of the promoted DM and a round's new one (the last of `dms`) on the round's data; the
     new one is promoted if its interval's lower bound is the higher."""
     ope = replace(config.promotion, gamma=config.q.gamma, reward=config.q.reward, seed=config.seed)
-    raw = logged_steps(data.table, data.embeddings, supervised.state)
-    steps = with_position(reduce_dimensions(raw, ope.state_components or None, ope.action_components or None))
+    steps = encoded_steps(data.table, data.embeddings, supervised.state, ope)
     targets = {name: policy_probabilities(data.table, data.embeddings, GreedyPolicy(q)) for name, q in dms.items()}
     report = evaluate_policies(steps, targets, ope)
     estimator = report.estimators[0]

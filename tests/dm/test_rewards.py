@@ -5,7 +5,6 @@ are), where the ratings reward refuses to train; and `convoplan dm train --set r
 from __future__ import annotations
 
 from dataclasses import replace
-
 from pathlib import Path
 
 import pytest
