@@ -159,7 +159,7 @@ def resolve_dm(
 
     try:
         return load_arm(spec, world, rng, sentences)
-    except ValueError as error:
+    except (ValueError, ImportError) as error:
         fail(f"--dm {error}")
 
 

@@ -20,6 +20,7 @@ from convoplan.cli.common import (
     named_dm,
     output_folder,
     progress_display,
+    resolve_dm,
     say,
     set_option,
     show_report,
@@ -30,6 +31,7 @@ if TYPE_CHECKING:
 
     from convoplan.compose.loop import DialogueManager
     from convoplan.dm.checkpoint import RNNPolicy
+    from convoplan.dm.train import Dataset
     from convoplan.embed import SentenceEmbedder
     from convoplan.ope import OPEConfig, OPEReport
     from convoplan.progress import Progress
@@ -83,15 +85,13 @@ def ope(
     from convoplan.ope import OPEConfig
 
     config = configured(OPEConfig(), overrides, show_config)
-    if not dm:
-        fail("name at least one --dm")
     named = [named_dm(spec) for spec in dm]
     names = [name for name, _ in named]
     if len(set(names)) < len(names):
         fail("a --dm name is given twice; name DMs apart with name=SPEC")
     conversations = load(logs, skip_invalid)
     the_world = _world(world)
-    dms = {name: _dm(spec, the_world) for name, spec in named}
+    dms = {name: resolve_dm(spec, the_world, random.Random(0)) for name, spec in named}
     state_dm = _encoder(encoder, dms)
     with progress_display() as progress:
         try:
@@ -109,15 +109,6 @@ def _world(spec: str) -> World:
         return load_world(spec)
     except (ValueError, ImportError) as error:
         fail(f"--world {error}")
-
-
-def _dm(spec: str, world: World) -> DialogueManager:
-    from convoplan.sim.arms import load_arm
-
-    try:
-        return load_arm(spec, world, random.Random(0))
-    except (ValueError, ImportError) as error:
-        fail(f"--dm {error}")
 
 
 def _encoder(folder: Path | None, dms: dict[str, DialogueManager]) -> RNNPolicy:
@@ -152,19 +143,18 @@ def _evaluate(
     data = prepare(conversations, sentences, state_dm.space, config.reward)
     steps = encoded_steps(data.table, data.embeddings, state_dm.network.state, config)
     say(f"{len(conversations)} conversations, {steps.steps} composition steps; valuing {len(dms)} DM(s)", to=errors)
-    targets = {name: _probabilities(conversations, dm, world, data.embeddings) for name, dm in dms.items()}
+    targets = {name: _probabilities(conversations, dm, world, data) for name, dm in dms.items()}
     return evaluate_policies(steps, targets, config, str(logs), progress)
 
 
-def _probabilities(
-    conversations: list[Conversation], dm: DialogueManager, world: World, embeddings: torch.Tensor
-) -> torch.Tensor:
+def _probabilities(conversations: list[Conversation], dm: DialogueManager, world: World, data: Dataset) -> torch.Tensor:
     """pi(a | s) of `dm` at every logged step: a trained RNN DM scores them in batches, any other is replayed."""
     from convoplan.compose.loop import Bot
     from convoplan.dm.checkpoint import RNNPolicy
     from convoplan.dm.data import build_steps
     from convoplan.ope import GreedyPolicy, dm_probabilities, policy_probabilities
 
-    if isinstance(dm, RNNPolicy):  # its own feature space; the texts, so their embeddings, are the same
-        return policy_probabilities(build_steps(conversations, dm.space), embeddings, GreedyPolicy(dm.network))
+    if isinstance(dm, RNNPolicy):  # in its own feature space; the texts, so their embeddings, are the same
+        table = data.table if dm.space == data.table.space else build_steps(conversations, dm.space)
+        return policy_probabilities(table, data.embeddings, GreedyPolicy(dm.network))
     return dm_probabilities(conversations, lambda: Bot([], dm, world.fuser, world.lexicon, world.entity))

@@ -108,15 +108,14 @@ def dm_probabilities(conversations: Sequence[Conversation], new_bot: Callable[[]
     unless it states its own probabilities with a `probabilities(state, candidates)` method (the random DM:
     uniform)."""
     rows: list[list[float]] = []
+    stated_rows: list[bool] = []  # True where the row holds the DM's own probabilities, False where its scores
     for conversation in conversations:
         bot = new_bot()
         stated = getattr(bot.dm, "probabilities", None)
         for state, candidates in bot.replay_steps(conversation.turns):
-            if callable(stated):
-                rows.append([float(p) for p in stated(state, candidates)])
-                continue
-            scores = list(bot.dm.score(state, candidates))
-            best = max(range(len(scores)), key=scores.__getitem__)
-            rows.append([float(i == best) for i in range(len(scores))])
+            rows.append([float(v) for v in (stated if callable(stated) else bot.dm.score)(state, candidates)])
+            stated_rows.append(callable(stated))
     width = max((len(row) for row in rows), default=1)
-    return torch.tensor([row + [0.0] * (width - len(row)) for row in rows], dtype=torch.float32).reshape(-1, width)
+    values = torch.tensor([row + [0.0] * (width - len(row)) for row in rows], dtype=torch.float32).reshape(-1, width)
+    mask = torch.tensor([[i < len(row) for i in range(width)] for row in rows], dtype=torch.bool).reshape(-1, width)
+    return torch.where(torch.tensor(stated_rows).unsqueeze(-1), values, _greedy(values, mask))

@@ -21,7 +21,7 @@ dozen features than on the encoder's hundreds.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -214,20 +214,8 @@ def select_episodes(steps: LoggedSteps, episodes: torch.Tensor) -> tuple[LoggedS
     local = torch.arange(int(lengths.sum())) - new_starts[new_episode]  # t within the conversation
     index = starts[episodes][new_episode] + local
     following = torch.where(steps.next_step[index] >= 0, new_starts[new_episode] + local + 1, -1)
-    return (
-        LoggedSteps(
-            states=steps.states[index],
-            actions=steps.actions[index],
-            mask=steps.mask[index],
-            chosen=steps.chosen[index],
-            reward=steps.reward[index],
-            next_step=following,
-            initial=steps.initial[index],
-            propensity=steps.propensity[index],
-            episode=new_episode,
-        ),
-        index,
-    )
+    taken = {f.name: getattr(steps, f.name)[index] for f in fields(LoggedSteps)}
+    return LoggedSteps(**{**taken, "next_step": following, "episode": new_episode}), index
 
 
 def policy_probabilities(
