@@ -229,8 +229,12 @@ class OPEReport:
             "",
             f"- {self.conversations} conversations, {self.steps} composition steps; reward: {c.reward.source}; "
             f"value (1 - gamma) E[sum_t gamma^t r_t] per conversation, gamma {c.gamma:g}",
-            f"- {c.confidence:.0%} intervals: normal bootstrap over conversations ({c.refits} refits of FQE and "
-            f"DualDICE, {c.resamples} resamples of WIS); ranked by {NAMES[self.estimators[0]]}"
+            f"- {c.confidence:.0%} intervals: normal bootstrap over conversations ("
+            + ", ".join(
+                f"{c.resamples} resamples of WIS" if e == "wis" else f"{c.refits} refits of {NAMES[e]}"
+                for e in self.estimators
+            )
+            + f"); ranked by {NAMES[self.estimators[0]]}"
             if self.estimators
             else "- no estimator could run",
             *[f"- {NAMES[e]} left out: {why}" for e, why in self.skipped.items()],
@@ -243,7 +247,7 @@ class OPEReport:
             for e in self.estimators:
                 x = row.estimates[e]
                 interval = f" [{x.low:.3f}, {x.high:.3f}]" if math.isfinite(x.low) else ""
-                ess = f" (ESS {x.detail['ess']:.0f})" if "ess" in x.detail else ""
+                ess = f" (ESS {x.detail['ess']:.1f})" if "ess" in x.detail else ""
                 cells.append(f"{x.value:.3f}{interval}{ess}")
             lines.append(f"| {rank} | {row.name} | {row.agreement:.2f} | " + " | ".join(cells) + " |")
         return "\n".join(lines) + "\n"
