@@ -11,7 +11,11 @@ For every population and seed:
    heuristic, the supervised RNN DM, SAQL and the variants all meet the same users; every arm is compared with the
    supervised RNN DM and with the heuristic, per arm (users resampled per arm) and paired (users resampled, each
    with both arms' conversations). With `--set rounds=N --rounds` the pipeline iterates offline RL and its
-   promoted DM (`saql_iterated`) is an arm too.
+   promoted DM (`saql_iterated`) is an arm too. With `--transformer` the supervised transformer DM, trained on the
+   first-round logs until its held-out rating error stops falling (`--set supervised_transformer.FIELD=VALUE`:
+   its validation share, patience, packed input, ...), is an arm and a third control; the supervised RNN DM is then
+   also trained on the same training conversations alone (`supervised_rnn_validation`, not an arm) so that both
+   supervised DMs' errors on the same held-out conversations are reported.
 
 Then, per population, arm, control and metric: each seed's relative change with its paired interval, the mean and
 standard deviation of the change over seeds, and in how many seeds the paired interval lies above zero. Everything
@@ -37,11 +41,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from convoplan.checkpoint import training_record
 from convoplan.compose.loop import DialogueManager
 from convoplan.configs import apply_overrides
-from convoplan.dm.checkpoint import load_network, save_policy
+from convoplan.dm.checkpoint import load_network, save_cross_encoder, save_policy
 from convoplan.dm.configs import QConfig
-from convoplan.dm.train import prepare, train_q
+from convoplan.dm.train import prepare, train_q, train_supervised
+from convoplan.dm.train_crossencoder import train_supervised_transformer
 from convoplan.embed import SentenceEmbedder
 from convoplan.schema import read_jsonl, write_jsonl
 from convoplan.sim.arms import load_arm, load_world
@@ -49,7 +55,7 @@ from convoplan.sim.experiment import ab_report, run_ab
 from convoplan.sim.pipeline import PipelineConfig, run_pipeline
 
 METRICS = ("length", "positive_feedback", "negative_feedback", "user_left", "mean_rating")
-CONTROLS = ("supervised_rnn", "heuristic")
+CONTROLS = ("supervised_rnn", "heuristic", "supervised_transformer")
 
 
 def say(message: str) -> None:
@@ -81,10 +87,34 @@ def variant(folder: Path, name: str, overrides: list[str], config: PipelineConfi
     return path
 
 
+def supervised_controls(folder: Path, config: PipelineConfig, embedder: SentenceEmbedder) -> Path:
+    """The supervised transformer DM on the first-round logs, stopped by its held-out error, and the supervised RNN
+    DM trained with the same held-out conversations (for its error only); trained once."""
+    path = folder / "supervised_transformer"
+    if (path / "config.json").is_file():
+        return path
+    _, space, _ = load_network(folder / "supervised_rnn")
+    data = prepare(read_jsonl(folder / "logs" / f"{config.first_dm}.jsonl"), embedder, space)
+    held_out = replace(config.supervised, validation=config.supervised_transformer.validation)
+    say(f"  training the supervised RNN DM with {held_out.validation.share:.0%} of the conversations held out")
+    rnn = train_supervised(data, held_out)
+    record = {"validation": rnn.validation, "note": "trained for its held-out error only"}
+    save_policy(folder / "supervised_rnn_validation", "supervised_rnn", rnn.network, held_out.network, space, record)
+    say("  training the supervised transformer DM until its held-out error stops falling")
+    st = config.supervised_transformer
+    result = train_supervised_transformer(data, st, progress=None)
+    training = training_record(
+        st, result.losses, result.seconds, examples_per_second=result.examples_per_second, validation=result.validation
+    )
+    save_cross_encoder(path, "supervised_transformer", result.model, result.tokenizer, st.model, space, training)
+    return path
+
+
 def one_seed(args: argparse.Namespace, population: str, seed: int, variants: dict[str, list[str]]) -> dict[str, Any]:
     folder = Path(args.out) / population / f"seed{seed}"
     summary = folder / "ab.json"
-    wanted = {"heuristic", "supervised_rnn", "saql", *variants, *(["saql_iterated"] if args.rounds else [])}
+    extra = [*(["saql_iterated"] if args.rounds else []), *(["supervised_transformer"] if args.transformer else [])]
+    wanted = {"heuristic", "supervised_rnn", "saql", *variants, *extra}
     if summary.is_file():
         done = dict(json.loads(summary.read_text()))
         if wanted <= {"supervised_rnn", *done["reports"]["supervised_rnn"]["arms"]}:
@@ -101,6 +131,9 @@ def one_seed(args: argparse.Namespace, population: str, seed: int, variants: dic
             arms[name] = load_arm(str(checkpoints[name]), world, embedder=embedder)
     for name, overrides in variants.items():
         arms[name] = load_arm(str(variant(folder, name, overrides, config, embedder)), world, embedder=embedder)
+    if args.transformer:
+        transformer = supervised_controls(folder, config, embedder)
+        arms["supervised_transformer"] = load_arm(str(transformer), world, embedder=embedder)
     trained = time.perf_counter() - start
     say(f"{population}, seed {seed}: A/B of {len(arms)} arms x {args.users} evaluation users")
     logs = {}
@@ -114,7 +147,14 @@ def one_seed(args: argparse.Namespace, population: str, seed: int, variants: dic
         "seed": seed,
         "training_seconds": trained,
         "seconds": time.perf_counter() - start,
-        "reports": {c: ab_report(logs, c, resamples=args.resamples, seed=seed).to_dict() for c in CONTROLS},
+        "reports": {
+            c: ab_report(logs, c, resamples=args.resamples, seed=seed).to_dict() for c in CONTROLS if c in logs
+        },
+        "validation": {
+            name: json.loads((folder / name / "config.json").read_text())["training"]["validation"]
+            for name in ("supervised_rnn_validation", "supervised_transformer")
+            if (folder / name / "config.json").is_file()
+        },
     }
     summary.write_text(json.dumps(result, indent=1))
     return result
@@ -124,7 +164,7 @@ def aggregate(results: list[dict[str, Any]], population: str, arms: list[str]) -
     """Markdown rows: per arm, control and metric, each seed's change [paired interval], mean and sd over seeds."""
     mine = [r for r in results if r["population"] == population]
     lines = []
-    for control in CONTROLS:
+    for control in (c for c in CONTROLS if c in arms):
         for arm in (a for a in arms if a != control):
             for metric in METRICS:
                 cells, changes, above = [], [], 0
@@ -160,6 +200,7 @@ def main() -> None:
     parser.add_argument("--variant", action="append", default=[], help="NAME=FIELD=VALUE[;FIELD=VALUE] (QConfig)")
     parser.add_argument("--set", action="append", default=[], help="FIELD=VALUE of PipelineConfig")
     parser.add_argument("--rounds", action="store_true", help="the pipeline iterates (--set rounds=N)")
+    parser.add_argument("--transformer", action="store_true", help="the converged supervised transformer control")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -183,7 +224,20 @@ def main() -> None:
         print("| arm | against | metric | " + " | ".join(seeds) + " | mean ± sd over seeds | paired CI > 0 |")
         print("|---|---|---|" + "---:|" * (len(seeds) + 2))
         iterated = ["saql_iterated"] if args.rounds else []
-        print("\n".join(aggregate(results, population, ["heuristic", "supervised_rnn", "saql", *iterated, *variants])))
+        transformer = ["supervised_transformer"] if args.transformer else []
+        arms = ["heuristic", "supervised_rnn", *transformer, "saql", *iterated, *variants]
+        print("\n".join(aggregate(results, population, arms)))
+    if args.transformer:
+        print("\n### The supervised DMs' rating error (RMSE) on the same held-out conversations\n")
+        print("| population | seed | supervised RNN | supervised transformer | transformer: steps (best at), s |")
+        print("|---|---:|---:|---:|---|")
+        for r in results:
+            rnn, st = r["validation"]["supervised_rnn_validation"], r["validation"]["supervised_transformer"]
+            last = st["rmse"][-1][0] if st["rmse"] else 0
+            print(
+                f"| {r['population']} | {r['seed']} | {rnn['final_rmse']:.3f} | {st['final_rmse']:.3f} | "
+                f"{last} ({st['best_step']}) |"
+            )
 
 
 if __name__ == "__main__":

@@ -112,8 +112,10 @@ def dm_train(
                 result = train_q(data, config, supervised=guide, init=warm[0] if warm else None, progress=track)
     except ValueError as error:
         fail(str(error))
-    rate = result.transitions_per_second
-    training = training_record(config, result.losses, result.seconds, transitions_per_second=rate, logs=str(logs))
+    rate, validation = result.transitions_per_second, result.validation
+    training = training_record(
+        config, result.losses, result.seconds, transitions_per_second=rate, validation=validation, logs=str(logs)
+    )
     if process_group()[0] != 0:
         return  # under torchrun every rank holds the same weights; two ranks replacing one folder at once would race
     save_policy(out, algorithm.value, result.network, config.network, data.table.space, training)
@@ -122,3 +124,9 @@ def dm_train(
         f"loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}, {result.transitions_per_second:.0f} transitions/s; "
         f"wrote {out}"
     )
+    if validation:
+        say(
+            f"held-out rating error (RMSE, {validation['held_out_conversations']} conversations): "
+            f"{validation['final_rmse']:.3f}, the best of {len(validation['rmse'])} measurements (step "
+            f"{validation['best_step']}); {len(result.losses)} of {config.steps} steps run"
+        )

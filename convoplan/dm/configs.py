@@ -9,7 +9,23 @@ from typing import Literal
 
 from convoplan.dm.networks import RNNConfig
 
-__all__ = ["QConfig", "RewardConfig", "SupervisedConfig"]
+__all__ = ["QConfig", "RewardConfig", "SupervisedConfig", "ValidationConfig"]
+
+
+@dataclass
+class ValidationConfig:
+    """Held-out conversations on which a supervised DM's rating error (RMSE) is measured while it trains; training
+    stops once the error has stopped falling, and the weights with the lowest error are kept."""
+
+    share: float = 0.0
+    """Share of the conversations held out (seeded); 0: none, every step trains on all the logs."""
+    every: int = 50
+    """Optimiser steps between two measurements."""
+    patience: int = 4
+    """Measurements in a row without a lower error after which training stops; 0: train all the steps."""
+    most: int = 400
+    """Most held-out composition steps a measurement reads (a fixed sample; the error reported at the end reads
+    them all): bounds the transformer's measurement time."""
 
 
 @dataclass
@@ -23,7 +39,9 @@ class SupervisedConfig:
     batch_size: int = 16
     """Conversations per batch (paper: 16)."""
     steps: int = 600
-    """Optimiser steps."""
+    """Optimiser steps (the most, with validation)."""
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    """Held-out conversations and early stopping."""
     seed: int = 0
     """Seed of initialisation and batch sampling."""
 

@@ -12,14 +12,15 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
 from convoplan.distributed import all_sum, process_group
-from convoplan.dm.configs import QConfig, RewardConfig, SupervisedConfig
+from convoplan.dm.configs import QConfig, RewardConfig, SupervisedConfig, ValidationConfig
 from convoplan.dm.data import Batch, FeatureSpace, StepTable, build_steps
 from convoplan.dm.losses import (
     cql_regulariser,
@@ -38,8 +39,10 @@ from convoplan.schema import Conversation
 
 __all__ = [
     "Dataset",
+    "EarlyStopping",
     "TrainResult",
     "prepare",
+    "split_episodes",
     "train_q",
     "train_supervised",
 ]
@@ -60,6 +63,8 @@ class TrainResult:
     seconds: float
     transitions: int
     """Steps (transitions) trained on, summed over optimiser steps and ranks."""
+    validation: dict[str, Any] = field(default_factory=dict)
+    """The held-out rating error (EarlyStopping.record) when the config asked for validation."""
 
     @property
     def transitions_per_second(self) -> float:
@@ -80,6 +85,64 @@ def prepare(
     if table.steps == 0:
         raise ValueError("no composition steps in these logs: agent turns need candidates with one selected")
     return Dataset(table, torch.from_numpy(embedder.embed(table.texts)))
+
+
+# --- validation ------------------------------------------------------------------------------------------------
+
+
+def split_episodes(episodes: int, share: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(training, held-out) conversation indices: a seeded `share` held out, at least one when share > 0."""
+    order = np.random.default_rng(seed).permutation(episodes)
+    held = min(episodes - 1, max(1, round(share * episodes))) if share > 0 else 0
+    return np.sort(order[held:]), np.sort(order[:held])
+
+
+class EarlyStopping:
+    """A supervised DM's validation (ValidationConfig): the rating error on held-out conversations every `every`
+    steps, the weights with the lowest error so far, and when to stop."""
+
+    def __init__(self, config: ValidationConfig, model: nn.Module, error: Callable[[], float]) -> None:
+        self.config, self.model, self.error = config, model, error
+        self.history: list[tuple[int, float]] = []
+        self.best, self.best_state, self.worse = math.inf, copy.deepcopy(model.state_dict()), 0
+
+    def after(self, step: int, steps: int) -> bool:
+        """After optimiser step `step` (0-based) of `steps`: measure if due; True when training should stop."""
+        if (step + 1) % self.config.every and step + 1 < steps:
+            return False
+        was_training = self.model.training
+        self.model.eval()
+        error = self.error()
+        self.model.train(was_training)
+        self.history.append((step + 1, error))
+        if error < self.best:
+            self.best, self.best_state, self.worse = error, copy.deepcopy(self.model.state_dict()), 0
+        else:
+            self.worse += 1
+        return 0 < self.config.patience <= self.worse
+
+    def finish(self, final_error: Callable[[], float] | None = None) -> dict[str, Any]:
+        """Restore the best weights; the record: every measurement, the best, and `final_error` (all held-out
+        steps) on the best weights."""
+        self.model.load_state_dict(self.best_state)
+        self.model.eval()
+        best_step = min(self.history, key=lambda h: h[1])[0] if self.history else 0
+        record: dict[str, Any] = {"rmse": self.history, "best_step": best_step, "best_rmse": self.best}
+        if final_error is not None:
+            record["final_rmse"] = final_error()
+        return record
+
+
+@torch.no_grad()
+def _rnn_rating_error(data: Dataset, network: QNetwork, episodes: np.ndarray) -> float:
+    """RMSE of the supervised RNN DM's predicted ratings on every rated candidate of `episodes`."""
+    squared, count = 0.0, 0
+    for start in range(0, len(episodes), 64):  # conversations per forward pass: bounded memory
+        batch = data.table.batch([int(e) for e in episodes[start : start + 64]], data.embeddings)
+        rated = ~torch.isnan(batch.ratings)
+        squared += float(((network(batch) - batch.ratings)[rated] ** 2).sum())
+        count += int(rated.sum())
+    return math.sqrt(squared / count) if count else math.nan
 
 
 # --- distribution ----------------------------------------------------------------------------------------------
@@ -111,9 +174,13 @@ def _loop(
     batch_loss: Callable[[nn.Module, Batch, int, int], tuple[torch.Tensor, int]],
     progress: Progress | None,
     after_step: Callable[[int], None] | None = None,
+    episodes: np.ndarray | None = None,
+    stopping: EarlyStopping | None = None,
 ) -> TrainResult:
-    """The shared optimisation loop; `batch_loss(model, batch, step, world)` -> (this rank's loss, its terms)."""
+    """The shared optimisation loop; `batch_loss(model, batch, step, world)` -> (this rank's loss, its terms).
+    Batches draw from `episodes` (default: all); `stopping` measures the held-out error and may end it early."""
     rank, world, _ = process_group()
+    episodes = np.arange(data.table.episodes) if episodes is None else episodes
     model = _wrap(network, world)
     optimiser = torch.optim.Adam(model.parameters(), lr=lr)
     draw = np.random.default_rng(seed)
@@ -122,7 +189,7 @@ def _loop(
     start = time.perf_counter()
     model.train()
     for step in range(steps):
-        global_batch = draw.integers(0, data.table.episodes, size=batch_size)
+        global_batch = episodes[draw.integers(0, len(episodes), size=batch_size)]
         batch = data.table.batch(_share(global_batch, rank, world), data.embeddings)
         loss, terms = batch_loss(model, batch, step, world)
         # Weight this rank's mean loss by its share of the batch's terms: DDP averages gradients over ranks, so the
@@ -138,19 +205,41 @@ def _loop(
             after_step(step)
         if progress is not None and rank == 0:
             progress(Update("training", step + 1, steps, "steps", {"loss": losses[-1]}))
+        if stopping is not None and stopping.after(step, steps):  # every rank measures the same weights alike
+            break
     network.eval()
     return TrainResult(network, losses, time.perf_counter() - start, transitions)
 
 
 def train_supervised(data: Dataset, config: SupervisedConfig, progress: Progress | None = None) -> TrainResult:
-    """The supervised RNN DM (Szpektor et al. 2020): predict every candidate's rating from (history, candidate)."""
+    """The supervised RNN DM (Szpektor et al. 2020): predict every candidate's rating from (history, candidate).
+    With `config.validation.share`, trained on the other conversations until the held-out error stops falling."""
     network = _new_network(data.table, config.network, config.seed)
+    train, held_out = split_episodes(data.table.episodes, config.validation.share, config.seed)
+    stopping = None
+    if len(held_out):
+        stopping = EarlyStopping(config.validation, network, lambda: _rnn_rating_error(data, network, held_out))
 
     def batch_loss(model: nn.Module, batch: Batch, step: int, world: int) -> tuple[torch.Tensor, int]:
         predicted = model(batch)  # [S, C]
         return rating_loss(predicted, batch.ratings), int((~torch.isnan(batch.ratings)).sum())
 
-    return _loop(data, network, config.steps, config.lr, config.batch_size, config.seed, batch_loss, progress)
+    result = _loop(
+        data,
+        network,
+        config.steps,
+        config.lr,
+        config.batch_size,
+        config.seed,
+        batch_loss,
+        progress,
+        episodes=train,
+        stopping=stopping,
+    )
+    if stopping is not None:
+        final = stopping.finish(lambda: _rnn_rating_error(data, network, held_out))
+        result.validation = {"held_out_conversations": len(held_out), **final}
+    return result
 
 
 def behaviour_probabilities(batch: Batch, config: QConfig, supervised: QNetwork | None) -> torch.Tensor:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,9 +19,11 @@ import numpy as np
 import torch
 from torch import nn
 
+from convoplan.dm.configs import ValidationConfig
 from convoplan.dm.crossencoder import CrossEncoder, TransformerConfig, pair_batch
+from convoplan.dm.data import StepTable
 from convoplan.dm.losses import cql_regulariser, masked_max, q_learning_loss, rating_loss, td_target
-from convoplan.dm.train import Dataset
+from convoplan.dm.train import Dataset, EarlyStopping, split_episodes
 from convoplan.progress import Progress, Update
 
 __all__ = [
@@ -41,9 +44,12 @@ class SupervisedTransformerConfig:
     warmup: float = 0.1
     """Share of the steps with a linear warm-up; then linear decay to zero (BERT's schedule)."""
     batch_size: int = 32
-    """(history, candidate) pairs per batch."""
+    """(history, candidate) pairs per batch, as whole steps: steps are drawn (every rated candidate of each) until
+    the batch holds at least this many."""
     steps: int = 400
-    """Optimiser steps."""
+    """Optimiser steps (the most, with validation; the learning-rate schedule spans them)."""
+    validation: ValidationConfig = field(default_factory=ValidationConfig)
+    """Held-out conversations and early stopping."""
     seed: int = 0
     """Seed of initialisation and sampling."""
 
@@ -78,6 +84,8 @@ class CrossEncoderResult:
     seconds: float
     examples: int
     """Pairs (supervised) or transitions (E2E) trained on."""
+    validation: dict[str, Any] = field(default_factory=dict)
+    """The held-out rating error (EarlyStopping.record) when the config asked for validation."""
 
     @property
     def examples_per_second(self) -> float:
@@ -99,37 +107,93 @@ def _optimiser(model: nn.Module, lr: float, warmup: float, steps: int) -> tuple[
     return optimiser, get_linear_schedule_with_warmup(optimiser, int(warmup * steps), steps)  # type: ignore[no-untyped-call]
 
 
+def _rated_steps(table: StepTable, episodes: np.ndarray) -> np.ndarray:
+    """The composition steps of `episodes` with at least one rated candidate."""
+    rated = np.zeros(table.steps, dtype=bool)
+    rated_candidates = np.flatnonzero(~np.isnan(table.candidate_rating))
+    rated[np.searchsorted(table.candidate_offsets, rated_candidates, side="right") - 1] = True
+    chosen = np.zeros(table.steps, dtype=bool)
+    for e in episodes:
+        chosen[table.episode_steps[e] : table.episode_steps[e + 1]] = True
+    return np.flatnonzero(rated & chosen)
+
+
+def _rated_pairs(table: StepTable, steps: Sequence[int]) -> list[list[int]]:
+    """Per step, the columns of its rated candidates."""
+    offsets = table.candidate_offsets
+    return [np.flatnonzero(~np.isnan(table.candidate_rating[offsets[s] : offsets[s + 1]])).tolist() for s in steps]
+
+
+@torch.no_grad()
+def _transformer_rating_error(
+    model: CrossEncoder, tokenizer: Any, table: StepTable, steps: np.ndarray, config: TransformerConfig
+) -> float:
+    """RMSE of the predicted ratings over every rated candidate of `steps`, 32 steps per forward pass."""
+    squared, count = 0.0, 0
+    for start in range(0, len(steps), 32):
+        chunk = steps[start : start + 32].tolist()
+        columns = _rated_pairs(table, chunk)
+        batch = pair_batch(table, chunk, tokenizer, config, only=columns)
+        flat = [table.candidate_offsets[s] + c for s, cs in zip(chunk, columns, strict=True) for c in cs]
+        squared += float(((model(batch) - torch.from_numpy(table.candidate_rating[flat])) ** 2).sum())
+        count += len(flat)
+    return math.sqrt(squared / count) if count else math.nan
+
+
 def train_supervised_transformer(
     data: Dataset, config: SupervisedTransformerConfig, progress: Progress | None = None
 ) -> CrossEncoderResult:
-    """The supervised transformer DM: predict every rated candidate's mean rating from (history ; candidate)."""
+    """The supervised transformer DM: predict every rated candidate's mean rating from (history ; candidate).
+    With `config.validation.share`, trained on the other conversations until the held-out error stops falling."""
     table = data.table
     torch.manual_seed(config.seed)
     model, tokenizer = CrossEncoder(table.space.candidate_dim, config.model), _tokenizer()
-    rated = np.flatnonzero(~np.isnan(table.candidate_rating))  # flat candidate indices with a rating
-    if len(rated) == 0:
+    train, held_out = split_episodes(table.episodes, config.validation.share, config.seed)
+    steps_of_train = _rated_steps(table, train)
+    if len(steps_of_train) == 0:
         raise ValueError("the supervised transformer DM needs rated candidates")
-    step_of = np.searchsorted(table.candidate_offsets, rated, side="right") - 1
+    stopping = None
+    if len(held_out):
+        measured = _rated_steps(table, held_out)
+        sample = np.sort(np.random.default_rng(config.seed).permutation(measured)[: config.validation.most])
+        stopping = EarlyStopping(
+            config.validation, model, lambda: _transformer_rating_error(model, tokenizer, table, sample, config.model)
+        )
     optimiser, schedule = _optimiser(model, config.lr, config.warmup, config.steps)
     draw = np.random.default_rng(config.seed)
-    losses, start = [], time.perf_counter()
+    order, cursor = draw.permutation(steps_of_train), 0  # passes over the training steps in a seeded order
+    losses, pairs, start = [], 0, time.perf_counter()
     model.train()
     for step in range(config.steps):
-        pick = draw.choice(len(rated), size=min(config.batch_size, len(rated)), replace=False)
-        steps = step_of[pick].tolist()
-        columns = (rated[pick] - table.candidate_offsets[step_of[pick]]).tolist()
-        batch = pair_batch(table, steps, tokenizer, config.model, only=[[c] for c in columns])
-        loss = rating_loss(model(batch.tokens, batch.meta), torch.from_numpy(table.candidate_rating[rated[pick]]))
+        chosen: list[int] = []
+        columns: list[list[int]] = []
+        while sum(map(len, columns)) < config.batch_size:
+            if cursor == len(order):
+                order, cursor = draw.permutation(steps_of_train), 0
+            chosen.append(int(order[cursor]))
+            columns += _rated_pairs(table, chosen[-1:])
+            cursor += 1
+        batch = pair_batch(table, chosen, tokenizer, config.model, only=columns)
+        flat = [table.candidate_offsets[s] + c for s, cs in zip(chosen, columns, strict=True) for c in cs]
+        loss = rating_loss(model(batch), torch.from_numpy(table.candidate_rating[flat]))
         optimiser.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimiser.step()
         schedule.step()
         losses.append(float(loss.detach()))
+        pairs += len(flat)
         if progress is not None:
             progress(Update("training", step + 1, config.steps, "steps", {"loss": losses[-1]}))
+        if stopping is not None and stopping.after(step, config.steps):
+            break
     model.eval()
-    return CrossEncoderResult(model, tokenizer, losses, time.perf_counter() - start, config.steps * config.batch_size)
+    result = CrossEncoderResult(model, tokenizer, losses, time.perf_counter() - start, pairs)
+    if stopping is not None:
+        every = _rated_steps(table, held_out)
+        final = stopping.finish(lambda: _transformer_rating_error(model, tokenizer, table, every, config.model))
+        result.validation = {"held_out_conversations": len(held_out), **final}
+    return result
 
 
 def train_e2e(
@@ -151,14 +215,14 @@ def train_e2e(
     for step in range(config.steps):
         steps = draw.choice(table.steps, size=min(config.batch_size, table.steps), replace=False)
         now = pair_batch(table, steps.tolist(), tokenizer, config.model)
-        q = now.spread(model(now.tokens, now.meta))  # [B, C], -inf where no candidate
+        q = now.spread(model(now))  # [B, C], -inf where no candidate
         mask = torch.isfinite(q)
         chosen = torch.from_numpy(table.step_chosen[steps])
         following = steps + 1
         done = torch.from_numpy(following >= episode_end[steps])
         with torch.no_grad():
             after = pair_batch(table, np.where(done.numpy(), steps, following).tolist(), tokenizer, config.model)
-            q_next = after.spread(target(after.tokens, after.meta))
+            q_next = after.spread(target(after))
         target_value = td_target(
             torch.from_numpy(rewards[steps]), masked_max(q_next, torch.isfinite(q_next)), done, config.gamma
         )

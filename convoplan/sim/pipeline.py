@@ -101,8 +101,10 @@ def _simulate(
 
 
 def _save(out: Path, name: str, result: TrainResult, data: Dataset, config: Any, extra: dict[str, Any]) -> Path:
-    rate = result.transitions_per_second
-    training = training_record(config, result.losses, result.seconds, transitions_per_second=rate, **extra)
+    rate, validation = result.transitions_per_second, result.validation
+    training = training_record(
+        config, result.losses, result.seconds, transitions_per_second=rate, validation=validation, **extra
+    )
     return save_policy(out / name, name, result.network, config.network, data.table.space, training)
 
 
@@ -272,8 +274,10 @@ def _save_cross_encoder(
     extra: dict[str, Any],
 ) -> Path:
     """Save a cross-encoder DM; `config.model` is its architecture (E2E's is set to its warm start's)."""
-    rate = result.examples_per_second
-    training = training_record(config, result.losses, result.seconds, examples_per_second=rate, **extra)
+    rate, validation = result.examples_per_second, result.validation
+    training = training_record(
+        config, result.losses, result.seconds, examples_per_second=rate, validation=validation, **extra
+    )
     return save_cross_encoder(
         out / name, name, result.model, result.tokenizer, config.model, data.table.space, training
     )

@@ -12,10 +12,10 @@ from typer.testing import CliRunner
 
 from convoplan.cli import app
 from convoplan.dm.checkpoint import RNNPolicy, load_policy, save_policy
-from convoplan.dm.configs import QConfig, SupervisedConfig
+from convoplan.dm.configs import QConfig, SupervisedConfig, ValidationConfig
 from convoplan.dm.data import FeatureSpace, build_steps
 from convoplan.dm.networks import QNetwork, RNNConfig
-from convoplan.dm.train import Dataset, prepare, train_q, train_supervised
+from convoplan.dm.train import Dataset, _rnn_rating_error, prepare, split_episodes, train_q, train_supervised
 from convoplan.embed import SentenceEmbedder
 from convoplan.schema import Conversation
 from convoplan.sim.run import SimulationConfig, simulate
@@ -58,6 +58,28 @@ def test_supervised_dm_learns_the_ratings(data: Dataset) -> None:
     start, end = early_late(result.losses)
     assert end < 0.5 * start, result.losses
     assert result.transitions > 0
+
+
+def test_split_episodes_holds_out_a_seeded_share() -> None:
+    train, held = split_episodes(20, 0.25, seed=3)
+    assert len(held) == 5 and sorted([*train, *held]) == list(range(20))
+    assert (held == split_episodes(20, 0.25, seed=3)[1]).all() and not (held == split_episodes(20, 0.25, 4)[1]).all()
+    assert len(split_episodes(20, 0.0, 0)[1]) == 0 and len(split_episodes(1, 0.5, 0)[0]) == 1  # never all held out
+
+
+def test_supervised_dm_validation_stops_and_keeps_the_best_weights(data: Dataset) -> None:
+    validation = ValidationConfig(share=0.3, every=5, patience=2)
+    config = SupervisedConfig(network=TINY, steps=400, batch_size=4, lr=3e-2, validation=validation)
+    result = train_supervised(data, config)
+    record = result.validation
+    errors = [error for _, error in record["rmse"]]
+    assert len(result.losses) < 400 and len(errors) == len(result.losses) // 5  # stopped early
+    assert errors[0] > record["best_rmse"] == min(errors) and min(errors[-2:]) >= record["best_rmse"]
+    _, held = split_episodes(data.table.episodes, 0.3, config.seed)
+    assert record["held_out_conversations"] == len(held)
+    # the network returned is the best one, not the last
+    assert _rnn_rating_error(data, result.network, held) == pytest.approx(record["best_rmse"])
+    assert record["final_rmse"] == pytest.approx(record["best_rmse"])
 
 
 @pytest.mark.parametrize("algorithm", ["saql", "caql"])
