@@ -16,11 +16,26 @@ import time
 
 import torch
 
+from convoplan.compose.loop import DialogueState
 from convoplan.lm.model import Precision, load_model
 from convoplan.lm.provider import LMProvider
+from convoplan.schema import Candidate
 from convoplan.serve.artifacts import Artifacts
 
 MESSAGES = ["hi! tell me about lions", "what do they eat?", "how big are they?", "what about penguins?"]
+
+
+class TimedProvider(LMProvider):
+    """The LM provider, keeping the time its proposals take (where a bot turn's time goes)."""
+
+    seconds = 0.0
+
+    def propose(self, state: DialogueState) -> list[Candidate]:
+        started = time.perf_counter()
+        try:
+            return super().propose(state)
+        finally:
+            self.seconds += time.perf_counter() - started
 
 
 def main() -> None:
@@ -35,32 +50,40 @@ def main() -> None:
     artifacts = Artifacts.load(args.artifacts)
     arm = artifacts.control
     folders = args.lm or [f"{args.artifacts}/lm", f"{args.artifacts}/lm-provider"]
-    print("| provider LM | parameters | turns | median s per turn | p90 s | LM candidates per turn |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print(
+        "| provider LM | parameters | turns | median s per turn | p90 s | composition steps per turn "
+        "| LM candidates per turn | share of the time in the LM provider |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
     runs: list[tuple[str | None, Precision]] = [(None, "fp32")]
     for folder in folders:
         runs.append((folder, "fp32"))
         if args.int8:
             runs.append((folder, "int8"))
+    parameters = 0
     for folder, precision in runs:
-        providers = [] if folder is None else [LMProvider(load_model(folder, precision), artifacts.world.lexicon)]
-        artifacts.extra_providers = providers
-        times, offered = [], 0
+        providers = [] if folder is None else [TimedProvider(load_model(folder, precision), artifacts.world.lexicon)]
+        artifacts.extra_providers = list(providers)
+        times, offered, steps, in_lm = [], 0, 0, 0.0
         for turn in range(args.turns + 1):  # the first turn of all warms up (not timed)
             if turn % len(MESSAGES) == 0:
                 bot = artifacts.new_bot(arm, f"latency-{turn}")
+            before = providers[0].seconds if providers else 0.0
             started = time.perf_counter()
             bot.hear(MESSAGES[turn % len(MESSAGES)])
             response = bot.respond()
             if turn:
                 times.append(time.perf_counter() - started)
                 offered += sum(c.provider == "lm" for step in response.steps for c in step.candidates)
-        parameters = sum(p.numel() for p in providers[0].lm.model.parameters()) if providers else 0
+                steps += len(response.steps)
+                in_lm += (providers[0].seconds if providers else 0.0) - before
+        if folder is not None and precision == "fp32":  # int8 layers hold packed weights parameters() omits
+            parameters = sum(p.numel() for p in providers[0].lm.model.parameters())
         name = "no LM provider" if folder is None else f"{folder} ({precision})"
         quantiles = statistics.quantiles(times, n=10)
         print(
-            f"| {name} | {parameters:,} | {len(times)} | {statistics.median(times):.2f} | {quantiles[-1]:.2f} "
-            f"| {offered / len(times):.1f} |"
+            f"| {name} | {parameters:,} | {len(times)} | {statistics.median(times):.3f} | {quantiles[-1]:.3f} "
+            f"| {steps / len(times):.1f} | {offered / len(times):.1f} | {in_lm / sum(times):.0%} |"
         )
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
