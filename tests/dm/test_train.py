@@ -17,7 +17,7 @@ from convoplan.dm.data import FeatureSpace, build_steps
 from convoplan.dm.networks import QNetwork, RNNConfig
 from convoplan.dm.train import Dataset, _rnn_rating_error, prepare, split_episodes, train_q, train_supervised
 from convoplan.embed import SentenceEmbedder
-from convoplan.schema import Conversation
+from convoplan.schema import Conversation, write_jsonl
 from convoplan.sim.run import SimulationConfig, simulate
 from convoplan.worlds.animals import animals_world
 
@@ -185,3 +185,18 @@ def test_a_wrong_type_in_a_saved_dm_is_one_line_naming_the_field(
     result = CliRunner().invoke(app, ["chat", "--dm", str(folder)], input="hello\nquit\n")
     assert result.exit_code == 2 and result.stderr.startswith("error: --dm ")
     assert len(result.stderr.strip().splitlines()) == 1 and "config.json" in result.stderr
+
+
+def test_dm_train_reports_the_held_out_error(animal_logs: list[Conversation], tmp_path: Path) -> None:
+    logs = tmp_path / "logs.jsonl"
+    write_jsonl(logs, animal_logs)
+    small = ["--set", "steps=30", "--set", "network.hidden=16", "--set", "batch_size=4"]
+    held = ["--set", "validation.share=0.25", "--set", "validation.every=10"]
+    out = tmp_path / "sup"
+    result = CliRunner().invoke(
+        app, ["dm", "train", str(logs), "--algorithm", "supervised", "--out", str(out), *small, *held]
+    )
+    assert result.exit_code == 0, result.output
+    assert "held-out rating error (RMSE" in result.output
+    record = json.loads((out / "config.json").read_text())["training"]["validation"]
+    assert record["held_out_conversations"] == round(0.25 * len(animal_logs)) and len(record["rmse"]) == 3
