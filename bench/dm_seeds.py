@@ -229,7 +229,7 @@ def main() -> None:
         print("\n".join(aggregate(results, population, arms)))
     if args.transformer:
         print("\n### The supervised DMs' rating error (RMSE) on the same held-out conversations\n")
-        print("| population | seed | supervised RNN | supervised transformer | transformer: steps (best at), s |")
+        print("| population | seed | supervised RNN | supervised transformer | transformer: steps run (best at) |")
         print("|---|---:|---:|---:|---|")
         for r in results:
             rnn, st = r["validation"]["supervised_rnn_validation"], r["validation"]["supervised_transformer"]
