@@ -2,7 +2,8 @@
 budget ends), with the error curve printed: how far a longer schedule takes the control of issue 17.
 
     .venv/bin/python bench/dm_control.py --logs runs/p17/seeds/default/seed0/logs/heuristic.jsonl \\
-        --out runs/p17/control --set model.packed=true --set validation.share=0.1 --set steps=2400 --set batch_size=64 --set lr=1e-4
+        --out runs/p17/control --set model.packed=true --set validation.share=0.1 --set steps=2400 \\
+        --set batch_size=64 --set lr=1e-4
 """
 
 from __future__ import annotations
