@@ -107,21 +107,26 @@ def _optimiser(model: nn.Module, lr: float, warmup: float, steps: int) -> tuple[
     return optimiser, get_linear_schedule_with_warmup(optimiser, int(warmup * steps), steps)  # type: ignore[no-untyped-call]
 
 
+def _rated_counts(table: StepTable) -> np.ndarray:
+    """[S] how many rated candidates each composition step has."""
+    rated_candidates = np.flatnonzero(~np.isnan(table.candidate_rating))
+    return np.bincount(np.searchsorted(table.candidate_offsets, rated_candidates, "right") - 1, minlength=table.steps)
+
+
 def _rated_steps(table: StepTable, episodes: np.ndarray) -> np.ndarray:
     """The composition steps of `episodes` with at least one rated candidate."""
-    rated = np.zeros(table.steps, dtype=bool)
-    rated_candidates = np.flatnonzero(~np.isnan(table.candidate_rating))
-    rated[np.searchsorted(table.candidate_offsets, rated_candidates, side="right") - 1] = True
     chosen = np.zeros(table.steps, dtype=bool)
     for e in episodes:
         chosen[table.episode_steps[e] : table.episode_steps[e + 1]] = True
-    return np.flatnonzero(rated & chosen)
+    return np.flatnonzero((_rated_counts(table) > 0) & chosen)
 
 
-def _rated_pairs(table: StepTable, steps: Sequence[int]) -> list[list[int]]:
-    """Per step, the columns of its rated candidates."""
+def _rated_pairs(table: StepTable, steps: Sequence[int]) -> tuple[list[list[int]], torch.Tensor]:
+    """Per step, the columns of its rated candidates; and their ratings, [N] in that order."""
     offsets = table.candidate_offsets
-    return [np.flatnonzero(~np.isnan(table.candidate_rating[offsets[s] : offsets[s + 1]])).tolist() for s in steps]
+    columns = [np.flatnonzero(~np.isnan(table.candidate_rating[offsets[s] : offsets[s + 1]])).tolist() for s in steps]
+    flat = [offsets[s] + c for s, cs in zip(steps, columns, strict=True) for c in cs]
+    return columns, torch.from_numpy(table.candidate_rating[flat])
 
 
 @torch.no_grad()
@@ -132,11 +137,9 @@ def _transformer_rating_error(
     squared, count = 0.0, 0
     for start in range(0, len(steps), 32):
         chunk = steps[start : start + 32].tolist()
-        columns = _rated_pairs(table, chunk)
-        batch = pair_batch(table, chunk, tokenizer, config, only=columns)
-        flat = [table.candidate_offsets[s] + c for s, cs in zip(chunk, columns, strict=True) for c in cs]
-        squared += float(((model(batch) - torch.from_numpy(table.candidate_rating[flat])) ** 2).sum())
-        count += len(flat)
+        columns, ratings = _rated_pairs(table, chunk)
+        squared += float(((model(pair_batch(table, chunk, tokenizer, config, only=columns)) - ratings) ** 2).sum())
+        count += len(ratings)
     return math.sqrt(squared / count) if count else math.nan
 
 
@@ -152,37 +155,36 @@ def train_supervised_transformer(
     steps_of_train = _rated_steps(table, train)
     if len(steps_of_train) == 0:
         raise ValueError("the supervised transformer DM needs rated candidates")
-    stopping = None
+    stopping, measured = None, _rated_steps(table, held_out)
     if len(held_out):
-        measured = _rated_steps(table, held_out)
         sample = np.sort(np.random.default_rng(config.seed).permutation(measured)[: config.validation.most])
         stopping = EarlyStopping(
             config.validation, model, lambda: _transformer_rating_error(model, tokenizer, table, sample, config.model)
         )
     optimiser, schedule = _optimiser(model, config.lr, config.warmup, config.steps)
     draw = np.random.default_rng(config.seed)
+    rated_counts = _rated_counts(table)
     order, cursor = draw.permutation(steps_of_train), 0  # passes over the training steps in a seeded order
     losses, pairs, start = [], 0, time.perf_counter()
     model.train()
     for step in range(config.steps):
         chosen: list[int] = []
-        columns: list[list[int]] = []
-        while sum(map(len, columns)) < config.batch_size:
+        count = 0
+        while count < config.batch_size:  # whole steps until the batch holds batch_size rated pairs
             if cursor == len(order):
                 order, cursor = draw.permutation(steps_of_train), 0
             chosen.append(int(order[cursor]))
-            columns += _rated_pairs(table, chosen[-1:])
+            count += int(rated_counts[chosen[-1]])
             cursor += 1
-        batch = pair_batch(table, chosen, tokenizer, config.model, only=columns)
-        flat = [table.candidate_offsets[s] + c for s, cs in zip(chosen, columns, strict=True) for c in cs]
-        loss = rating_loss(model(batch), torch.from_numpy(table.candidate_rating[flat]))
+        columns, ratings = _rated_pairs(table, chosen)
+        loss = rating_loss(model(pair_batch(table, chosen, tokenizer, config.model, only=columns)), ratings)
         optimiser.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimiser.step()
         schedule.step()
         losses.append(float(loss.detach()))
-        pairs += len(flat)
+        pairs += len(ratings)
         if progress is not None:
             progress(Update("training", step + 1, config.steps, "steps", {"loss": losses[-1]}))
         if stopping is not None and stopping.after(step, config.steps):
@@ -190,8 +192,7 @@ def train_supervised_transformer(
     model.eval()
     result = CrossEncoderResult(model, tokenizer, losses, time.perf_counter() - start, pairs)
     if stopping is not None:
-        every = _rated_steps(table, held_out)
-        final = stopping.finish(lambda: _transformer_rating_error(model, tokenizer, table, every, config.model))
+        final = stopping.finish(lambda: _transformer_rating_error(model, tokenizer, table, measured, config.model))
         result.validation = {"held_out_conversations": len(held_out), **final}
     return result
 
