@@ -22,6 +22,7 @@ from convoplan.dm.checkpoint import save_cross_encoder
 from convoplan.dm.train import prepare
 from convoplan.dm.train_crossencoder import SupervisedTransformerConfig, train_supervised_transformer
 from convoplan.embed import SentenceEmbedder
+from convoplan.progress import ProgressDisplay
 from convoplan.schema import read_jsonl
 
 
@@ -38,7 +39,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     load = os.getloadavg()[0]
     data = prepare(read_jsonl(args.logs), SentenceEmbedder(cache_dir=args.logs.parent.parent / "embeddings"))
-    result = train_supervised_transformer(data, config)
+    with ProgressDisplay() as progress:  # a line every 5 s in a log file: loss and the last held-out RMSE
+        result = train_supervised_transformer(data, config, progress)
     record = result.validation
     training = training_record(
         config, result.losses, result.seconds, examples_per_second=result.examples_per_second, validation=record

@@ -49,6 +49,7 @@ from convoplan.dm.configs import QConfig
 from convoplan.dm.train import prepare, train_q, train_supervised
 from convoplan.dm.train_crossencoder import train_supervised_transformer
 from convoplan.embed import SentenceEmbedder
+from convoplan.progress import ProgressDisplay
 from convoplan.schema import read_jsonl, write_jsonl
 from convoplan.sim.arms import load_arm, load_world
 from convoplan.sim.experiment import ab_report, run_ab
@@ -97,12 +98,14 @@ def supervised_controls(folder: Path, config: PipelineConfig, embedder: Sentence
     data = prepare(read_jsonl(folder / "logs" / f"{config.first_dm}.jsonl"), embedder, space)
     held_out = replace(config.supervised, validation=config.supervised_transformer.validation)
     say(f"  training the supervised RNN DM with {held_out.validation.share:.0%} of the conversations held out")
-    rnn = train_supervised(data, held_out)
+    with ProgressDisplay(every=60) as progress:
+        rnn = train_supervised(data, held_out, progress)
     record = {"validation": rnn.validation, "note": "trained for its held-out error only"}
     save_policy(folder / "supervised_rnn_validation", "supervised_rnn", rnn.network, held_out.network, space, record)
     say("  training the supervised transformer DM until its held-out error stops falling")
     st = config.supervised_transformer
-    result = train_supervised_transformer(data, st, progress=None)
+    with ProgressDisplay(every=60) as progress:  # a line a minute: loss and the last held-out RMSE
+        result = train_supervised_transformer(data, st, progress)
     training = training_record(
         st, result.losses, result.seconds, examples_per_second=result.examples_per_second, validation=result.validation
     )

@@ -121,6 +121,10 @@ class EarlyStopping:
             self.worse += 1
         return 0 < self.config.patience <= self.worse
 
+    def metrics(self) -> dict[str, float]:
+        """The last measurement, for progress lines."""
+        return {"held-out rmse": self.history[-1][1]} if self.history else {}
+
     def finish(self, final_error: Callable[[], float] | None = None) -> dict[str, Any]:
         """Restore the best weights; the record: every measurement, the best, and `final_error` (all held-out
         steps) on the best weights, or the best again where the measurements read them all."""
@@ -202,9 +206,11 @@ def _loop(
         losses.append(float(loss.detach()))
         if after_step is not None:
             after_step(step)
+        stop = stopping is not None and stopping.after(step, steps)  # every rank measures the same weights alike
         if progress is not None and rank == 0:
-            progress(Update("training", step + 1, steps, "steps", {"loss": losses[-1]}))
-        if stopping is not None and stopping.after(step, steps):  # every rank measures the same weights alike
+            metrics = {"loss": losses[-1], **(stopping.metrics() if stopping is not None else {})}
+            progress(Update("training", step + 1, steps, "steps", metrics))
+        if stop:
             break
     network.eval()
     return TrainResult(network, losses, time.perf_counter() - start, transitions)

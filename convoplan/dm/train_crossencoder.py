@@ -185,9 +185,11 @@ def train_supervised_transformer(
         schedule.step()
         losses.append(float(loss.detach()))
         pairs += len(ratings)
+        stop = stopping is not None and stopping.after(step, config.steps)
         if progress is not None:
-            progress(Update("training", step + 1, config.steps, "steps", {"loss": losses[-1]}))
-        if stopping is not None and stopping.after(step, config.steps):
+            metrics = {"loss": losses[-1], **(stopping.metrics() if stopping is not None else {})}
+            progress(Update("training", step + 1, config.steps, "steps", metrics))
+        if stop:
             break
     model.eval()
     result = CrossEncoderResult(model, tokenizer, losses, time.perf_counter() - start, pairs)
