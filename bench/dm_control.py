@@ -16,9 +16,7 @@ from pathlib import Path
 
 import torch
 
-from convoplan.checkpoint import training_record
 from convoplan.configs import apply_overrides
-from convoplan.dm.checkpoint import save_cross_encoder
 from convoplan.dm.train import prepare
 from convoplan.dm.train_crossencoder import SupervisedTransformerConfig, train_supervised_transformer
 from convoplan.embed import SentenceEmbedder
@@ -42,12 +40,7 @@ def main() -> None:
     with ProgressDisplay() as progress:  # a line every 5 s in a log file: loss and the last held-out RMSE
         result = train_supervised_transformer(data, config, progress)
     record = result.validation
-    training = training_record(
-        config, result.losses, result.seconds, examples_per_second=result.examples_per_second, validation=record
-    )
-    save_cross_encoder(
-        args.out, "supervised_transformer", result.model, result.tokenizer, config.model, data.table.space, training
-    )
+    result.save(args.out, "supervised_transformer", config, data.table.space, logs=str(args.logs))
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} cores, load {load:.1f} at the start, Python "
         f"{platform.python_version()}, torch {torch.__version__}, {args.threads} thread(s); {time.strftime('%Y-%m-%d')}"

@@ -41,10 +41,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from convoplan.checkpoint import training_record
 from convoplan.compose.loop import DialogueManager
 from convoplan.configs import apply_overrides
-from convoplan.dm.checkpoint import load_network, save_cross_encoder, save_policy
+from convoplan.dm.checkpoint import load_network, save_policy
 from convoplan.dm.configs import QConfig
 from convoplan.dm.train import prepare, train_q, train_supervised
 from convoplan.dm.train_crossencoder import train_supervised_transformer
@@ -106,17 +105,20 @@ def supervised_controls(folder: Path, config: PipelineConfig, embedder: Sentence
     st = config.supervised_transformer
     with ProgressDisplay(every=60) as progress:  # a line a minute: loss and the last held-out RMSE
         result = train_supervised_transformer(data, st, progress)
-    training = training_record(
-        st, result.losses, result.seconds, examples_per_second=result.examples_per_second, validation=result.validation
-    )
-    save_cross_encoder(path, "supervised_transformer", result.model, result.tokenizer, st.model, space, training)
+    result.save(path, "supervised_transformer", st, space)
     return path
+
+
+def iterated(args: argparse.Namespace) -> list[str]:
+    """The iterated pipeline's arms (--rounds): each further round's SAQL, then the one promoted."""
+    rounds = pipeline_config(args, 0).rounds if args.rounds else 1
+    return [*(f"saql_round{n}" for n in range(2, rounds + 1)), *(["saql_iterated"] if args.rounds else [])]
 
 
 def one_seed(args: argparse.Namespace, population: str, seed: int, variants: dict[str, list[str]]) -> dict[str, Any]:
     folder = Path(args.out) / population / f"seed{seed}"
     summary = folder / "ab.json"
-    extra = [*(["saql_iterated"] if args.rounds else []), *(["supervised_transformer"] if args.transformer else [])]
+    extra = [*iterated(args), *(["supervised_transformer"] if args.transformer else [])]
     wanted = {"heuristic", "supervised_rnn", "saql", *variants, *extra}
     if summary.is_file():
         done = dict(json.loads(summary.read_text()))
@@ -132,6 +134,8 @@ def one_seed(args: argparse.Namespace, population: str, seed: int, variants: dic
     for name in ("supervised_rnn", "saql", "saql_iterated"):  # the last with --set rounds=N
         if name in checkpoints:
             arms[name] = load_arm(str(checkpoints[name]), world, embedder=embedder)
+    for name in iterated(args)[:-1]:  # every round's DM, promoted or not
+        arms[name] = load_arm(str(folder / name), world, embedder=embedder)
     for name, overrides in variants.items():
         arms[name] = load_arm(str(variant(folder, name, overrides, config, embedder)), world, embedder=embedder)
     if args.transformer:
@@ -226,9 +230,8 @@ def main() -> None:
         print(f"\n### {population} users ({args.users} evaluation users per arm and seed)\n")
         print("| arm | against | metric | " + " | ".join(seeds) + " | mean ± sd over seeds | paired CI > 0 |")
         print("|---|---|---|" + "---:|" * (len(seeds) + 2))
-        iterated = ["saql_iterated"] if args.rounds else []
         transformer = ["supervised_transformer"] if args.transformer else []
-        arms = ["heuristic", "supervised_rnn", *transformer, "saql", *iterated, *variants]
+        arms = ["heuristic", "supervised_rnn", *transformer, "saql", *iterated(args), *variants]
         print("\n".join(aggregate(results, population, arms)))
     if args.transformer:
         print("\n### The supervised DMs' rating error (RMSE) on the same held-out conversations\n")

@@ -13,15 +13,18 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from convoplan.checkpoint import training_record
+from convoplan.dm.checkpoint import save_cross_encoder
 from convoplan.dm.configs import ValidationConfig
 from convoplan.dm.crossencoder import CrossEncoder, TransformerConfig, pair_batch
-from convoplan.dm.data import StepTable
+from convoplan.dm.data import FeatureSpace, StepTable
 from convoplan.dm.losses import cql_regulariser, masked_max, q_learning_loss, rating_loss, td_target
 from convoplan.dm.train import Dataset, EarlyStopping, split_episodes
 from convoplan.progress import Progress, Update
@@ -90,6 +93,26 @@ class CrossEncoderResult:
     @property
     def examples_per_second(self) -> float:
         return self.examples / self.seconds if self.seconds else math.nan
+
+    def save(
+        self,
+        folder: str | Path,
+        kind: str,
+        config: SupervisedTransformerConfig | E2EConfig,
+        space: FeatureSpace,
+        **extra: Any,
+    ) -> Path:
+        """Write the model as a DM folder with its training record; `config.model` is its architecture (E2E's
+        is set to its warm start's); `extra` joins the record (the logs it read, ...)."""
+        training = training_record(
+            config,
+            self.losses,
+            self.seconds,
+            examples_per_second=self.examples_per_second,
+            validation=self.validation,
+            **extra,
+        )
+        return save_cross_encoder(folder, kind, self.model, self.tokenizer, config.model, space, training)
 
 
 def _tokenizer() -> Any:

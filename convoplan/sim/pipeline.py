@@ -26,13 +26,12 @@ from typing import Any
 from convoplan.atomic import atomic_write_bytes
 from convoplan.checkpoint import training_record
 from convoplan.compose.loop import ComposerConfig
-from convoplan.dm.checkpoint import RNNPolicy, load_network, load_policy, save_cross_encoder, save_policy
+from convoplan.dm.checkpoint import RNNPolicy, load_network, load_policy, save_policy
 from convoplan.dm.configs import QConfig, SupervisedConfig
 from convoplan.dm.crossencoder import CrossEncoder, CrossEncoderPolicy
 from convoplan.dm.networks import QNetwork
 from convoplan.dm.train import Dataset, TrainResult, prepare, train_q, train_supervised
 from convoplan.dm.train_crossencoder import (
-    CrossEncoderResult,
     E2EConfig,
     SupervisedTransformerConfig,
     train_e2e,
@@ -163,13 +162,12 @@ def run_pipeline(
             track = tracking("supervised_transformer")
             pairs = train_supervised_transformer(first_data, config.supervised_transformer, track)
             supervised_transformer = pairs.model
-            checkpoints["supervised_transformer"] = _save_cross_encoder(
-                out,
+            checkpoints["supervised_transformer"] = pairs.save(
+                out / "supervised_transformer",
                 "supervised_transformer",
-                pairs,
-                first_data,
                 config.supervised_transformer,
-                {"logs": f"logs/{config.first_dm}.jsonl"},
+                first_data.table.space,
+                logs=f"logs/{config.first_dm}.jsonl",
             )
 
     if finished("supervised_rnn"):
@@ -238,15 +236,22 @@ def run_pipeline(
         # warm-started from the supervised transformer, so it reads its inputs the same way
         e2e_config = replace(config.e2e, model=config.supervised_transformer.model)
         e2e = train_e2e(data, e2e_config, init=supervised_transformer, progress=tracking("e2e"))
-        extra = {"logs": "logs/supervised_rnn.jsonl"}
-        checkpoints["e2e"] = _save_cross_encoder(out, "e2e", e2e, data, e2e_config, extra)
+        checkpoints["e2e"] = e2e.save(
+            out / "e2e", "e2e", e2e_config, data.table.space, logs="logs/supervised_rnn.jsonl"
+        )
     return checkpoints
 
 
 def _promotion(data: Dataset, supervised: QNetwork, dms: dict[str, QNetwork], config: PipelineConfig) -> dict[str, Any]:
     """Off-policy values of the promoted DM and a round's new one (the last of `dms`) on the round's data; the
-    new one is promoted if its interval's lower bound is the higher."""
-    ope = replace(config.promotion, gamma=config.q.gamma, reward=config.q.reward, seed=config.seed)
+    new one is promoted if its interval's lower bound is the higher.
+
+    The estimators discount every composition step; a horizon counted in responses (`q.discount="response"`)
+    becomes the per-step gamma with the same mean horizon on these logs, gamma ** (responses / steps)."""
+    gamma = config.q.gamma
+    if config.q.discount == "response":
+        gamma **= float(data.table.step_closes.sum()) / max(data.table.steps, 1)
+    ope = replace(config.promotion, gamma=gamma, reward=config.q.reward, seed=config.seed)
     steps = encoded_steps(data.table, data.embeddings, supervised.state, ope)
     targets = {name: policy_probabilities(data.table, data.embeddings, GreedyPolicy(q)) for name, q in dms.items()}
     report = evaluate_policies(steps, targets, ope)
@@ -257,27 +262,10 @@ def _promotion(data: Dataset, supervised: QNetwork, dms: dict[str, QNetwork], co
         "candidate": new,
         "against": old,
         "estimator": estimator,
+        "gamma": gamma,
         "values": {r.name: asdict(r.estimates[estimator]) for r in report.rows},
         "promoted": promoted,
         "summary": f"{estimator} {candidate.value:.3f} [{candidate.low:.3f}, {candidate.high:.3f}] against "
         f"{old} {current.value:.3f} [{current.low:.3f}, {current.high:.3f}]: "
         + ("promoted" if promoted else f"{old} stays"),
     }
-
-
-def _save_cross_encoder(
-    out: Path,
-    name: str,
-    result: CrossEncoderResult,
-    data: Dataset,
-    config: SupervisedTransformerConfig | E2EConfig,
-    extra: dict[str, Any],
-) -> Path:
-    """Save a cross-encoder DM; `config.model` is its architecture (E2E's is set to its warm start's)."""
-    rate, validation = result.examples_per_second, result.validation
-    training = training_record(
-        config, result.losses, result.seconds, examples_per_second=rate, validation=validation, **extra
-    )
-    return save_cross_encoder(
-        out / name, name, result.model, result.tokenizer, config.model, data.table.space, training
-    )

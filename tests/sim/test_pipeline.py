@@ -140,7 +140,7 @@ def test_train_command_warm_starts_and_rejects_bad_overrides(tmp_path: Path, ani
 
 def test_rounds_collect_with_the_promoted_dm_and_gate_promotion_on_the_lower_bound(tmp_path: Path) -> None:
     out = tmp_path / "dm"
-    rounds = ["arms=saql", "rounds=3", "promotion.refits=2", "promotion.fqe.steps=20"]
+    rounds = ["arms=saql", "rounds=3", "promotion.refits=2", "promotion.fqe.steps=20", "q.discount=response"]
     overrides = [arg for item in [*TINY, *rounds] for arg in ("--set", item)]
     result = runner.invoke(app, ["dm", "pipeline", "--out", str(out), "--conversations", "6", *overrides])
     assert result.exit_code == 0, result.output
@@ -149,6 +149,7 @@ def test_rounds_collect_with_the_promoted_dm_and_gate_promotion_on_the_lower_bou
     promoted = "saql"
     for decision in record["rounds"]:
         assert decision["against"] == promoted  # each round is judged against the DM promoted so far
+        assert 0.9 < decision["gamma"] < 1  # gamma 0.9 per response: per composition step, a longer horizon
         new, old = decision["values"][decision["candidate"]], decision["values"][promoted]
         assert len(new["replicates"]) == 2 and new["low"] < new["value"] < new["high"]
         assert decision["promoted"] == (new["low"] > old["low"])
