@@ -155,7 +155,9 @@ def evaluate_policies(
     skipped = _skipped(steps, config)
     estimators = [e for e in config.estimators if e not in skipped]
     replicates = {e: config.resamples if e == "wis" else config.refits for e in estimators}
-    total, done = len(targets) * sum(1 + replicates[e] for e in estimators), 0
+    # progress counts fits: a refit of FQE or DualDICE is one, WIS's resamples fit nothing (its whole estimate is one)
+    refits = {e: 0 if e == "wis" else replicates[e] for e in estimators}
+    total, done = len(targets) * sum(1 + refits[e] for e in estimators), 0
     episodes = int(steps.episode.max()) + 1
     rows = []
     for name, target in targets.items():
@@ -170,8 +172,9 @@ def evaluate_policies(
                 chosen = torch.randint(episodes, (episodes,), generator=draws)
                 sample, index = select_episodes(steps, chosen)
                 found.append(_run(estimator, sample, target[index], config, config.seed + 1 + replicate)[0])
-                done += 1
-                _report(progress, name, estimator, done, total)
+                if refits[estimator]:
+                    done += 1
+                    _report(progress, name, estimator, done, total)
             done += 1
             _report(progress, name, estimator, done, total)
             low, high = _interval(value, found, config.confidence)

@@ -21,6 +21,7 @@ from convoplan.ope import OPEConfig, dm_probabilities, evaluate_policies, weight
 from convoplan.ope.fqe import FQEConfig
 from convoplan.ope.importance import WISConfig
 from convoplan.ope.steps import select_episodes
+from convoplan.progress import Update
 from convoplan.schema import Conversation, write_jsonl
 from convoplan.worlds.animals import animals_world
 from convoplan.worlds.animals.planning import HeuristicDM
@@ -52,7 +53,10 @@ def test_intervals_cover_the_chain_value_and_resamples_are_paired() -> None:
     steps, states = chain.sample(BEHAVIOUR, episodes=300, seed=4)
     target = chain.probabilities(TARGET, states)
     config = OPEConfig(gamma=GAMMA, estimators=("fqe", "wis"), fqe=FAST_FQE, refits=4, resamples=200)
-    report = evaluate_policies(steps, {"target": target, "again": target}, config, "chain")
+    updates: list[Update] = []
+    report = evaluate_policies(steps, {"target": target, "again": target}, config, "chain", updates.append)
+    # Progress counts fits, so its time left is honest: FQE's 1 + 4 refits per DM, WIS (200 resamples, no fitting) 1.
+    assert [u.done for u in updates] == list(range(1, 13)) and {u.total for u in updates} == {12}
     truth = chain.true_value(TARGET, GAMMA)
     for row in report.rows:
         assert row.agreement == pytest.approx(float(target[torch.arange(steps.steps), steps.chosen].mean()))
