@@ -6,7 +6,8 @@ For every population and seed:
 1. the RL paper's pipeline (`convoplan.sim.pipeline`, docs/dm.md): logs of the heuristic DM (epsilon-greedy), the
    supervised RNN DM trained on them, its own epsilon-greedy logs, SAQL trained on those, at the budget below;
 2. SAQL variants (`--variant NAME=FIELD=VALUE[;FIELD=VALUE]`, fields of QConfig: the reward, the horizon gamma, ...)
-   trained on the same second-round logs;
+   trained on the same second-round logs, or on the logs `logs=NAME[+NAME]` names (`logs=heuristic+supervised_rnn`:
+   both rounds, the hand-written planner's too);
 3. one A/B on evaluation users (drawn for evaluation: never the users of a collection round): the hand-written
    heuristic, the supervised RNN DM, SAQL and the variants all meet the same users; every arm is compared with the
    supervised RNN DM and with the heuristic, per arm (users resampled per arm) and paired (users resampled, each
@@ -71,16 +72,20 @@ def pipeline_config(args: argparse.Namespace, seed: int) -> PipelineConfig:
 
 
 def variant(folder: Path, name: str, overrides: list[str], config: PipelineConfig, embedder: SentenceEmbedder) -> Path:
-    """SAQL with `overrides` on the pipeline's second-round logs (the supervised DM's), trained once."""
+    """SAQL with `overrides` on the pipeline's second-round logs (the supervised DM's) or those a `logs=A+B`
+    override names, trained once."""
     path = folder / name
     if (path / "config.json").is_file():
         recorded = json.loads((path / "config.json").read_text())["training"].get("variant")
         if recorded == overrides:
             return path
         raise SystemExit(f"{path} was trained as {recorded}, not {overrides}: give the variant another name")
-    q = apply_overrides(replace(config.q, algorithm="saql", seed=config.seed), overrides)
+    sources = [f.removeprefix("logs=") for f in overrides if f.startswith("logs=")] or ["supervised_rnn"]
+    fields = [f for f in overrides if not f.startswith("logs=")]
+    q = apply_overrides(replace(config.q, algorithm="saql", seed=config.seed), fields)
     _, space, _ = load_network(folder / "supervised_rnn")
-    data = prepare(read_jsonl(folder / "logs" / "supervised_rnn.jsonl"), embedder, space, q.reward)
+    logs = [c for source in sources[-1].split("+") for c in read_jsonl(folder / "logs" / f"{source}.jsonl")]
+    data = prepare(logs, embedder, space, q.reward)
     say(f"  training {name} ({', '.join(overrides)})")
     result = train_q(data, q)
     save_policy(path, "saql", result.network, q.network, space, {"variant": overrides})
@@ -215,7 +220,8 @@ def main() -> None:
     for spec in args.variant:
         name, _, fields = spec.partition("=")
         variants[name] = [f for f in fields.split(";") if f]
-    apply_overrides(QConfig(), [f for fields in variants.values() for f in fields])  # a bad field fails now
+    fields = [f for fields in variants.values() for f in fields if not f.startswith("logs=")]
+    apply_overrides(QConfig(), fields)  # a bad field fails now
     results = [one_seed(args, p, s, variants) for p in args.populations for s in args.seeds]
 
     print(f"command: {' '.join([Path(sys.executable).name, *sys.argv])}")
