@@ -200,6 +200,28 @@ def aggregate(results: list[dict[str, Any]], population: str, arms: list[str]) -
     return lines
 
 
+def gate_rows(args: argparse.Namespace, results: list[dict[str, Any]]) -> list[str]:
+    """Markdown rows: each promotion decision of the iterated pipeline (rounds.json: FQE values with intervals) beside
+    what the A/B then showed, the candidate against the DM it was judged against (paired, the same users)."""
+    lines = []
+    for r in results:
+        folder = Path(args.out) / r["population"] / f"seed{r['seed']}"
+        for decision in json.loads((folder / "rounds.json").read_text())["rounds"]:
+            new, old = decision["candidate"], decision["against"]
+            logs = {name: read_jsonl(folder / "ab" / f"{name}.jsonl") for name in (old, new)}
+            changes = ab_report(logs, old, resamples=args.resamples, seed=r["seed"]).to_dict()["changes"][new]
+            values = decision["values"]
+            cells = [f"{values[n]['value']:.3f} [{values[n]['low']:.3f}, {values[n]['high']:.3f}]" for n in (new, old)]
+            ab = [
+                f"{c['relative_change']:+.1%} [{c['paired_low']:+.1%}, {c['paired_high']:+.1%}]"
+                for c in (changes["length"], changes["positive_feedback"])
+            ]
+            verdict = "promoted" if decision["promoted"] else "kept " + old
+            row = [r["population"], str(r["seed"]), new, old, *cells, verdict, *ab]
+            lines.append("| " + " | ".join(row) + " |")
+    return lines
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", required=True, type=Path)
@@ -239,6 +261,14 @@ def main() -> None:
         transformer = ["supervised_transformer"] if args.transformer else []
         arms = ["heuristic", "supervised_rnn", *transformer, "saql", *iterated(args), *variants]
         print("\n".join(aggregate(results, population, arms)))
+    if args.rounds:
+        print("\n### Promotion decisions (FQE on the round's logs) against the A/B: the candidate vs the DM it met\n")
+        print(
+            "| population | seed | candidate | against | FQE, candidate | FQE, against | decision | "
+            "length [paired 95%] | positive feedback [paired 95%] |"
+        )
+        print("|---|---:|---|---|---:|---:|---|---:|---:|")
+        print("\n".join(gate_rows(args, results)))
     if args.transformer:
         print("\n### The supervised DMs' rating error (RMSE) on the same held-out conversations\n")
         print("| population | seed | supervised RNN | supervised transformer | transformer: steps run (best at) |")
