@@ -44,7 +44,7 @@ import torch
 
 from convoplan.compose.loop import DialogueManager
 from convoplan.configs import apply_overrides
-from convoplan.dm.checkpoint import load_network, save_policy
+from convoplan.dm.checkpoint import load_network
 from convoplan.dm.configs import QConfig
 from convoplan.dm.train import prepare, train_q, train_supervised
 from convoplan.dm.train_crossencoder import train_supervised_transformer
@@ -88,7 +88,7 @@ def variant(folder: Path, name: str, overrides: list[str], config: PipelineConfi
     data = prepare(logs, embedder, space, q.reward)
     say(f"  training {name} ({', '.join(overrides)})")
     result = train_q(data, q)
-    save_policy(path, "saql", result.network, q.network, space, {"variant": overrides})
+    result.save(path, "saql", q, space, variant=overrides)
     return path
 
 
@@ -104,8 +104,8 @@ def supervised_controls(folder: Path, config: PipelineConfig, embedder: Sentence
     say(f"  training the supervised RNN DM with {held_out.validation.share:.0%} of the conversations held out")
     with ProgressDisplay(every=60) as progress:
         rnn = train_supervised(data, held_out, progress)
-    record = {"validation": rnn.validation, "note": "trained for its held-out error only"}
-    save_policy(folder / "supervised_rnn_validation", "supervised_rnn", rnn.network, held_out.network, space, record)
+    note = "trained for its held-out error only"
+    rnn.save(folder / "supervised_rnn_validation", "supervised_rnn", held_out, space, note=note)
     say("  training the supervised transformer DM until its held-out error stops falling")
     st = config.supervised_transformer
     with ProgressDisplay(every=60) as progress:  # a line a minute: loss and the last held-out RMSE

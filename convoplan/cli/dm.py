@@ -86,9 +86,8 @@ def dm_train(
     Runs unchanged under `torchrun --nproc_per_node N -m convoplan.cli dm train ...` (gloo, DDP): each process
     trains on its share of every batch, and the averaged gradient equals the single-process one.
     """
-    from convoplan.checkpoint import training_record
     from convoplan.distributed import process_group
-    from convoplan.dm.checkpoint import load_network, save_policy
+    from convoplan.dm.checkpoint import load_network
     from convoplan.dm.configs import QConfig, SupervisedConfig
     from convoplan.dm.train import prepare, train_q, train_supervised
     from convoplan.progress import renamed
@@ -112,19 +111,15 @@ def dm_train(
                 result = train_q(data, config, supervised=guide, init=warm[0] if warm else None, progress=track)
     except ValueError as error:
         fail(str(error))
-    rate, validation = result.transitions_per_second, result.validation
-    training = training_record(
-        config, result.losses, result.seconds, transitions_per_second=rate, validation=validation, logs=str(logs)
-    )
     if process_group()[0] != 0:
         return  # under torchrun every rank holds the same weights; two ranks replacing one folder at once would race
-    save_policy(out, algorithm.value, result.network, config.network, data.table.space, training)
+    result.save(out, algorithm.value, config, data.table.space, logs=str(logs))
     say(
         f"trained {algorithm.value} on {data.table.steps} steps of {len(conversations)} conversations: "
         f"loss {result.losses[0]:.3f} -> {result.losses[-1]:.3f}, {result.transitions_per_second:.0f} transitions/s; "
         f"wrote {out}"
     )
-    if validation:
+    if validation := result.validation:
         say(
             f"held-out rating error (RMSE, {validation['held_out_conversations']} conversations): "
             f"{validation['final_rmse']:.3f}, the best of {len(validation['rmse'])} measurements (step "

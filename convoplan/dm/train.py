@@ -13,13 +13,16 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
+from convoplan.checkpoint import training_record
 from convoplan.distributed import all_sum, process_group
+from convoplan.dm.checkpoint import save_policy
 from convoplan.dm.configs import QConfig, RewardConfig, SupervisedConfig, ValidationConfig
 from convoplan.dm.data import Batch, FeatureSpace, StepTable, build_steps
 from convoplan.dm.losses import (
@@ -69,6 +72,21 @@ class TrainResult:
     @property
     def transitions_per_second(self) -> float:
         return self.transitions / self.seconds if self.seconds else math.nan
+
+    def save(
+        self, folder: str | Path, kind: str, config: SupervisedConfig | QConfig, space: FeatureSpace, **extra: Any
+    ) -> Path:
+        """Write the network as a DM folder with its training record; `extra` joins the record (the logs it read,
+        ...)."""
+        training = training_record(
+            config,
+            self.losses,
+            self.seconds,
+            transitions_per_second=self.transitions_per_second,
+            validation=self.validation,
+            **extra,
+        )
+        return save_policy(folder, kind, self.network, config.network, space, training)
 
 
 def prepare(

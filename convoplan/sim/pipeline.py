@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Any
 
 from convoplan.atomic import atomic_write_bytes
-from convoplan.checkpoint import training_record
 from convoplan.compose.loop import ComposerConfig
-from convoplan.dm.checkpoint import RNNPolicy, load_network, load_policy, save_policy
+from convoplan.dm.checkpoint import RNNPolicy, load_network, load_policy
 from convoplan.dm.configs import QConfig, SupervisedConfig
 from convoplan.dm.crossencoder import CrossEncoder, CrossEncoderPolicy
 from convoplan.dm.networks import QNetwork
-from convoplan.dm.train import Dataset, TrainResult, prepare, train_q, train_supervised
+from convoplan.dm.train import Dataset, prepare, train_q, train_supervised
 from convoplan.dm.train_crossencoder import (
     E2EConfig,
     SupervisedTransformerConfig,
@@ -97,14 +96,6 @@ def _simulate(
         composer=ComposerConfig(epsilon=config.epsilon),
     )
     return list(simulate(world, dm_spec, sim, name, progress))
-
-
-def _save(out: Path, name: str, result: TrainResult, data: Dataset, config: Any, extra: dict[str, Any]) -> Path:
-    rate, validation = result.transitions_per_second, result.validation
-    training = training_record(
-        config, result.losses, result.seconds, transitions_per_second=rate, validation=validation, **extra
-    )
-    return save_policy(out / name, name, result.network, config.network, data.table.space, training)
 
 
 def run_pipeline(
@@ -176,8 +167,12 @@ def run_pipeline(
         say("training the supervised RNN DM")
         rated = train_supervised(first_data, config.supervised, tracking("supervised_rnn"))
         supervised = rated.network
-        checkpoints["supervised_rnn"] = _save(
-            out, "supervised_rnn", rated, first_data, config.supervised, {"logs": f"logs/{config.first_dm}.jsonl"}
+        checkpoints["supervised_rnn"] = rated.save(
+            out / "supervised_rnn",
+            "supervised_rnn",
+            config.supervised,
+            first_data.table.space,
+            logs=f"logs/{config.first_dm}.jsonl",
         )
 
     second = collect("supervised_rnn", RNNPolicy(supervised, first_data.table.space, embedder), config.seed + 1)
@@ -202,7 +197,7 @@ def run_pipeline(
             init = trained[algorithm]
         result = train_q(data, q_config, supervised=supervised, init=init, progress=tracking(arm))
         trained[arm] = result.network
-        checkpoints[arm] = _save(out, arm, result, data, q_config, {"logs": "logs/supervised_rnn.jsonl"})
+        checkpoints[arm] = result.save(out / arm, arm, q_config, data.table.space, logs="logs/supervised_rnn.jsonl")
 
     if config.rounds > 1:
         if "saql" not in trained:
@@ -221,7 +216,7 @@ def run_pipeline(
                 q_config = replace(config.q, algorithm="saql", cql_alpha=0.0)
                 result = train_q(data, q_config, init=promoted[1], progress=tracking(name))
                 candidate = result.network
-                checkpoints[name] = _save(out, name, result, data, q_config, {"logs": "logs/*.jsonl"})
+                checkpoints[name] = result.save(out / name, name, q_config, data.table.space, logs="logs/*.jsonl")
             decision = _promotion(data, supervised, {promoted[0]: promoted[1], name: candidate}, config)
             rounds.append(decision)
             say(f"{name}: {decision['summary']}")
