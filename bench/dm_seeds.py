@@ -80,11 +80,11 @@ def variant(folder: Path, name: str, overrides: list[str], config: PipelineConfi
         if recorded == overrides:
             return path
         raise SystemExit(f"{path} was trained as {recorded}, not {overrides}: give the variant another name")
-    sources = [f.removeprefix("logs=") for f in overrides if f.startswith("logs=")] or ["supervised_rnn"]
+    source = next((f.removeprefix("logs=") for f in overrides if f.startswith("logs=")), "supervised_rnn")
     fields = [f for f in overrides if not f.startswith("logs=")]
     q = apply_overrides(replace(config.q, algorithm="saql", seed=config.seed), fields)
     _, space, _ = load_network(folder / "supervised_rnn")
-    logs = [c for source in sources[-1].split("+") for c in read_jsonl(folder / "logs" / f"{source}.jsonl")]
+    logs = [c for part in source.split("+") for c in read_jsonl(folder / "logs" / f"{part}.jsonl")]
     data = prepare(logs, embedder, space, q.reward)
     say(f"  training {name} ({', '.join(overrides)})")
     result = train_q(data, q)
