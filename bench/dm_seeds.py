@@ -87,7 +87,8 @@ def variant(folder: Path, name: str, overrides: list[str], config: PipelineConfi
     logs = [c for part in source.split("+") for c in read_jsonl(folder / "logs" / f"{part}.jsonl")]
     data = prepare(logs, embedder, space, q.reward)
     say(f"  training {name} ({', '.join(overrides)})")
-    result = train_q(data, q)
+    with ProgressDisplay(every=60) as progress:
+        result = train_q(data, q, progress=progress)
     result.save(path, "saql", q, space, variant=overrides)
     return path
 

@@ -49,7 +49,7 @@ from convoplan.compose.loop import Bot, ComposerConfig, DialogueManager, Dialogu
 from convoplan.dm.baselines import RandomDM
 from convoplan.dm.checkpoint import RNNPolicy, load_network
 from convoplan.dm.data import FeatureSpace, build_steps
-from convoplan.dm.networks import QNetwork
+from convoplan.dm.networks import QModel
 from convoplan.dm.train import Dataset, prepare
 from convoplan.embed import SentenceEmbedder
 from convoplan.ope import (
@@ -100,9 +100,7 @@ class SampledDM:
         return [float(v) for v in scores]
 
 
-def sampled_softmax(
-    network: QNetwork, space: FeatureSpace, embedder: SentenceEmbedder, temperature: float
-) -> SampledDM:
+def sampled_softmax(network: QModel, space: FeatureSpace, embedder: SentenceEmbedder, temperature: float) -> SampledDM:
     """The DM that draws from softmax(network's scores / temperature), with its own random stream."""
     rng = random.Random(f"softmax:{temperature}")
     return SampledDM(RNNPolicy(network, space, embedder), softmax_of(temperature), rng)
@@ -142,7 +140,7 @@ def replayed(dm: Callable[[], DialogueManager], world: World) -> Probabilities:
 
 
 def targets(
-    networks: dict[str, QNetwork],
+    networks: dict[str, QModel],
     space: FeatureSpace,
     embedder: SentenceEmbedder,
     temperatures: Sequence[float],

@@ -50,7 +50,7 @@ from convoplan.checkpoint import load_weights, write_folder
 from convoplan.configs import config_from_dict
 from convoplan.dm.configs import QConfig
 from convoplan.dm.data import FeatureSpace, StepTable, build_steps
-from convoplan.dm.networks import QNetwork, RNNConfig
+from convoplan.dm.networks import QModel, RNNConfig, q_model
 from convoplan.embed import SentenceEmbedder, shared_embedder
 from convoplan.schema import Candidate, Conversation, Turn
 
@@ -195,7 +195,7 @@ class OutcomeNBA:
 
     def __init__(
         self,
-        network: QNetwork,
+        network: QModel,
         space: FeatureSpace,
         config: OutcomeConfig,
         embedder: SentenceEmbedder | None = None,
@@ -255,6 +255,8 @@ def load_outcome(folder: Path, record: dict[str, Any], embedder: SentenceEmbedde
     where = str(folder / "config.json")
     config = config_from_dict(OutcomeConfig, record.get("config"), where, "config")
     space = config_from_dict(FeatureSpace, record.get("space"), where, "space")
-    network = QNetwork(space.utterance_dim, space.candidate_dim, config.q.network)
+    if config.q.ensemble < 1:
+        raise ValueError(f"{where}: config.q.ensemble: expected a positive integer, got {config.q.ensemble}")
+    network = q_model(space.utterance_dim, space.candidate_dim, config.q.network, config.q.ensemble)
     load_weights(folder, network)
     return OutcomeNBA(network, space, config, embedder, record.get("training", {}))

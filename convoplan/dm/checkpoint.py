@@ -20,7 +20,7 @@ from convoplan.compose.loop import DialogueManager, DialogueState
 from convoplan.configs import config_from_dict
 from convoplan.dm.crossencoder import CrossEncoder, CrossEncoderPolicy, TransformerConfig
 from convoplan.dm.data import FeatureSpace, build_steps
-from convoplan.dm.networks import QNetwork, RNNConfig
+from convoplan.dm.networks import QEnsemble, QModel, RNNConfig, q_model
 from convoplan.embed import SentenceEmbedder, shared_embedder
 from convoplan.schema import Candidate, Conversation, Turn
 
@@ -30,10 +30,10 @@ FORMAT = "convoplan-dm/1"
 
 
 class RNNPolicy:
-    """Scores the candidates of a composition step with a trained QNetwork (ratings or Q-values); the composition
-    loop then takes the argmax over the candidates really offered."""
+    """Scores the candidates of a composition step with a trained QNetwork or QEnsemble (ratings or Q-values); the
+    composition loop then takes the argmax over the candidates really offered."""
 
-    def __init__(self, network: QNetwork, space: FeatureSpace, embedder: SentenceEmbedder | None = None) -> None:
+    def __init__(self, network: QModel, space: FeatureSpace, embedder: SentenceEmbedder | None = None) -> None:
         self.network = network.eval()
         self.space = space
         self.embedder = embedder or shared_embedder()
@@ -54,16 +54,18 @@ class RNNPolicy:
 def save_policy(
     folder: str | Path,
     kind: str,
-    network: QNetwork,
+    network: QModel,
     network_config: RNNConfig,
     space: FeatureSpace,
     training: dict[str, Any],
 ) -> Path:
-    """Write a trained RNN DM to `folder` as a whole (a half-written checkpoint never appears)."""
+    """Write a trained RNN DM (one network, or an ensemble of `members` alike) to `folder` as a whole (a
+    half-written checkpoint never appears)."""
     config = {
         "kind": kind,
         "architecture": "rnn",
         "network": asdict(network_config),
+        "members": len(network.members) if isinstance(network, QEnsemble) else 1,
         "space": space.to_dict(),
         "training": training,
     }
@@ -75,8 +77,9 @@ def read_dm_config(folder: str | Path) -> dict[str, Any]:
     return read_config(folder, FORMAT, "DM checkpoint")
 
 
-def load_network(folder: str | Path) -> tuple[QNetwork, FeatureSpace, dict[str, Any]]:
-    """The network, feature space and config of an RNN checkpoint; ValueError naming the file if it is not one."""
+def load_network(folder: str | Path) -> tuple[QModel, FeatureSpace, dict[str, Any]]:
+    """The network (or ensemble), feature space and config of an RNN checkpoint; ValueError naming the file if it is
+    not one."""
     folder = Path(folder)
     config = read_dm_config(folder)
     if config.get("architecture", "rnn") != "rnn":
@@ -84,7 +87,10 @@ def load_network(folder: str | Path) -> tuple[QNetwork, FeatureSpace, dict[str, 
     where = str(folder / CONFIG_FILE)
     space = config_from_dict(FeatureSpace, config.get("space"), where, "space")
     network_config = config_from_dict(RNNConfig, config.get("network"), where, "network")
-    network = QNetwork(space.utterance_dim, space.candidate_dim, network_config)
+    members = config.get("members", 1)
+    if not isinstance(members, int) or members < 1:
+        raise ValueError(f"{where}: members: expected a positive integer, got {members!r}")
+    network = q_model(space.utterance_dim, space.candidate_dim, network_config, members)
     load_weights(folder, network)
     return network.eval(), space, config
 

@@ -103,5 +103,8 @@ class QConfig:
     """CAQL: gradient-ascent steps of the inner max over the action embedding."""
     caql_step_size: float = 0.1
     """CAQL: gradient-ascent step size eta."""
+    ensemble: int = 1
+    """Networks trained independently on the same logs (seeds seed, seed+1, ...); the DM acts on their mean Q-value
+    (`QEnsemble`). Each costs a whole training: K times the time, less variance of training."""
     seed: int = 0
     """Seed of initialisation and batch sampling."""

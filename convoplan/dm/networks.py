@@ -9,7 +9,9 @@ The same network regresses ratings (the supervised RNN DM) or cumulative return 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -18,7 +20,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from convoplan.dm.data import Batch
 from convoplan.embed import EMBEDDING_DIM
 
-__all__ = ["QNetwork", "RNNConfig"]
+__all__ = ["QEnsemble", "QModel", "QNetwork", "RNNConfig", "q_model"]
 
 
 @dataclass
@@ -84,3 +86,48 @@ class QNetwork(nn.Module):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         return self.q(self.state(batch), batch.candidates)
+
+
+class QEnsemble(nn.Module):
+    """The mean Q-value of K QNetworks trained independently on the same logs, each from its own initialisation and
+    batch order (Ensemble-DQN: Agarwal et al. 2020, "An Optimistic Perspective on Offline Reinforcement Learning").
+
+        Q(s, a) = 1/K sum_k Q_k(s, a)
+
+    One trained network's greedy choices vary with its initialisation seed about as much as the effects a DM is
+    trained for; acting on the mean cuts that variance. The state is the members' states side by side, so an
+    ensemble encodes states and scores actions like one QNetwork (the OPE estimators and CQL's behaviour policy
+    take either).
+    """
+
+    def __init__(self, members: Sequence[QNetwork]) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        self.state_dims = [member.encoder.output_dim for member in members]
+
+    @property
+    def networks(self) -> list[QNetwork]:
+        return [cast(QNetwork, member) for member in self.members]
+
+    def state(self, batch: Batch) -> torch.Tensor:
+        """[S, sum_k D_k]: every member's state of every step."""
+        return torch.cat([member.state(batch) for member in self.networks], dim=-1)
+
+    def q(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """state [S, sum_k D_k], actions [S, C, D_a] -> [S, C], the members' mean."""
+        ends = list(itertools.accumulate(self.state_dims))
+        parts = [state[:, end - dim : end] for end, dim in zip(ends, self.state_dims, strict=True)]
+        return torch.stack([m.q(part, actions) for m, part in zip(self.networks, parts, strict=True)]).mean(0)
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return self.q(self.state(batch), batch.candidates)
+
+
+QModel = QNetwork | QEnsemble
+"""A Q-model a DM acts on: one network, or an ensemble of them."""
+
+
+def q_model(utterance_dim: int, candidate_dim: int, config: RNNConfig, members: int = 1) -> QModel:
+    """A freshly initialised QNetwork, or an ensemble of `members` (to load saved weights into)."""
+    networks = [QNetwork(utterance_dim, candidate_dim, config) for _ in range(members)]
+    return networks[0] if members == 1 else QEnsemble(networks)

@@ -12,9 +12,9 @@ import copy
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -34,7 +34,7 @@ from convoplan.dm.losses import (
     rating_loss,
     td_target,
 )
-from convoplan.dm.networks import QNetwork, RNNConfig
+from convoplan.dm.networks import QEnsemble, QModel, QNetwork, RNNConfig
 from convoplan.dm.rewards import step_reward
 from convoplan.embed import EMBEDDING_DIM, SentenceEmbedder
 from convoplan.progress import Progress, Update
@@ -61,7 +61,7 @@ class Dataset:
 
 @dataclass
 class TrainResult:
-    network: QNetwork
+    network: QModel
     losses: list[float]
     seconds: float
     transitions: int
@@ -264,7 +264,7 @@ def train_supervised(data: Dataset, config: SupervisedConfig, progress: Progress
     return result
 
 
-def behaviour_probabilities(batch: Batch, config: QConfig, supervised: QNetwork | None) -> torch.Tensor:
+def behaviour_probabilities(batch: Batch, config: QConfig, supervised: QModel | None) -> torch.Tensor:
     """pi_beta(a|s) over each step's offered candidates, [S, C]."""
     if config.behaviour == "logged" or supervised is None:
         return nn.functional.one_hot(batch.chosen, batch.mask.shape[1]).to(torch.float32)
@@ -276,17 +276,21 @@ def behaviour_probabilities(batch: Batch, config: QConfig, supervised: QNetwork 
 def train_q(
     data: Dataset,
     config: QConfig,
-    supervised: QNetwork | None = None,
-    init: QNetwork | None = None,
+    supervised: QModel | None = None,
+    init: QModel | None = None,
     progress: Progress | None = None,
 ) -> TrainResult:
     """SAQL or CAQL (+ CQL when cql_alpha > 0). `init` warm-starts the network (e.g. from SAQL for its CQL variant);
-    `supervised` is the behaviour policy of CQL."""
+    `supervised` is the behaviour policy of CQL. With `config.ensemble` > 1, an ensemble (`_train_ensemble`)."""
     if torch.isnan(torch.from_numpy(data.table.step_rewards())).any():
         raise ValueError(
             "Q-learning needs a reward on every step: some selected candidates have no ratings "
             "(logs without raters, e.g. exported live sessions: --set reward.source=reactions)"
         )
+    if config.ensemble > 1:
+        return _train_ensemble(data, config, supervised, init, progress)
+    if isinstance(init, QEnsemble):
+        raise ValueError(f"init is an ensemble of {len(init.members)} networks: set ensemble={len(init.members)}")
     network = copy.deepcopy(init) if init is not None else _new_network(data.table, config.network, config.seed)
     target = copy.deepcopy(network).eval().requires_grad_(False)
     if supervised is not None:
@@ -332,3 +336,43 @@ def train_q(
     return _loop(
         data, network, config.steps, config.lr, config.batch_size, config.seed, batch_loss, progress, refresh_target
     )
+
+
+def _train_ensemble(
+    data: Dataset, config: QConfig, supervised: QModel | None, init: QModel | None, progress: Progress | None
+) -> TrainResult:
+    """`config.ensemble` networks trained one after another, member k with seed `config.seed + k`, warm-started from
+    member k of an ensemble `init` (or all from one network `init`); the result acts on their mean Q-value."""
+    size = config.ensemble
+    if isinstance(init, QEnsemble) and len(init.members) != size:
+        raise ValueError(f"init is an ensemble of {len(init.members)} networks, not {size}: set ensemble accordingly")
+    results = []
+    for k in range(size):
+        start = init.networks[k] if isinstance(init, QEnsemble) else init
+        member = replace(config, ensemble=1, seed=config.seed + k)
+        results.append(train_q(data, member, supervised, start, _member_progress(progress, k, config)))
+    return TrainResult(
+        QEnsemble([cast(QNetwork, r.network) for r in results]),  # each member is one network (ensemble=1)
+        [float(np.mean(step)) for step in zip(*(r.losses for r in results), strict=True)],  # the members' mean
+        sum(r.seconds for r in results),
+        sum(r.transitions for r in results),
+    )
+
+
+def _member_progress(progress: Progress | None, k: int, config: QConfig) -> Progress | None:
+    """Member k's updates counted in the steps of the whole ensemble, with the member's number."""
+    if progress is None:
+        return None
+    report = progress
+
+    def member(update: Update) -> None:
+        report(
+            replace(
+                update,
+                done=k * config.steps + update.done,
+                total=config.ensemble * config.steps,
+                metrics={**update.metrics, "member": k + 1},
+            )
+        )
+
+    return member

@@ -28,7 +28,7 @@ from convoplan.compose.loop import ComposerConfig
 from convoplan.dm.checkpoint import RNNPolicy, load_network, load_policy
 from convoplan.dm.configs import QConfig, SupervisedConfig
 from convoplan.dm.crossencoder import CrossEncoder, CrossEncoderPolicy
-from convoplan.dm.networks import QNetwork
+from convoplan.dm.networks import QModel
 from convoplan.dm.train import Dataset, prepare, train_q, train_supervised
 from convoplan.dm.train_crossencoder import (
     E2EConfig,
@@ -178,7 +178,7 @@ def run_pipeline(
     second = collect("supervised_rnn", RNNPolicy(supervised, first_data.table.space, embedder), config.seed + 1)
     data = prepare(second, embedder, first_data.table.space, config.q.reward)  # the Q-learners' reward
 
-    trained: dict[str, QNetwork] = {}
+    trained: dict[str, QModel] = {}
     for arm in config.arms:
         algorithm, regularised = arm.removesuffix("_cql"), arm.endswith("_cql")
         if algorithm not in ("saql", "caql"):
@@ -237,7 +237,7 @@ def run_pipeline(
     return checkpoints
 
 
-def _promotion(data: Dataset, supervised: QNetwork, dms: dict[str, QNetwork], config: PipelineConfig) -> dict[str, Any]:
+def _promotion(data: Dataset, supervised: QModel, dms: dict[str, QModel], config: PipelineConfig) -> dict[str, Any]:
     """Off-policy values of the promoted DM and a round's new one (the last of `dms`) on the round's data; the
     new one is promoted if its interval's lower bound is the higher.
 

@@ -23,7 +23,7 @@ from convoplan.actions.train_outcome import train_outcome
 from convoplan.cli.nba import nba_app
 from convoplan.dm.configs import QConfig
 from convoplan.dm.data import FeatureSpace
-from convoplan.dm.networks import RNNConfig
+from convoplan.dm.networks import QEnsemble, RNNConfig
 from convoplan.embed import SentenceEmbedder
 from convoplan.schema import Conversation, Outcome, Turn, write_jsonl
 
@@ -218,12 +218,13 @@ def test_outcome_steps_reward_only_the_end_and_use_offered_sets(embedder: Senten
     assert value.table.steps == 0  # the outcome has no value: skipped
 
 
-def test_outcome_save_load_and_greedy_policy(embedder: SentenceEmbedder, tmp_path: Path) -> None:
+@pytest.mark.parametrize("ensemble", [1, 2])
+def test_outcome_save_load_and_greedy_policy(embedder: SentenceEmbedder, tmp_path: Path, ensemble: int) -> None:
     logs = [mdp_conversation(i, "greet", s) for i, s in enumerate(["offer", "close"] * 4)]
-    model = train_outcome(logs, embedder, OutcomeConfig(q=replace(TINY_Q, steps=20))).model
+    model = train_outcome(logs, embedder, OutcomeConfig(q=replace(TINY_Q, steps=20, ensemble=ensemble))).model
     model.save(tmp_path / "q")
     loaded = load_nba(tmp_path / "q", embedder)
-    assert isinstance(loaded, OutcomeNBA)
+    assert isinstance(loaded, OutcomeNBA) and isinstance(loaded.network, QEnsemble) == (ensemble > 1)
     history = [Conversation(id="h", domain="test", turns=logs[0].turns[:3])]
     assert loaded.next_actions(history) == model.next_actions(history)
     steps = model.steps(logs)

@@ -14,9 +14,10 @@ from convoplan.cli import app
 from convoplan.dm.checkpoint import RNNPolicy, load_policy, save_policy
 from convoplan.dm.configs import QConfig, SupervisedConfig, ValidationConfig
 from convoplan.dm.data import FeatureSpace, build_steps
-from convoplan.dm.networks import QNetwork, RNNConfig
+from convoplan.dm.networks import QEnsemble, QModel, QNetwork, RNNConfig
 from convoplan.dm.train import Dataset, _rnn_rating_error, prepare, split_episodes, train_q, train_supervised
 from convoplan.embed import SentenceEmbedder
+from convoplan.progress import Update
 from convoplan.schema import Conversation, write_jsonl
 from convoplan.sim.run import SimulationConfig, simulate
 from convoplan.worlds.animals import animals_world
@@ -29,7 +30,7 @@ def data(animal_logs: list[Conversation], embedder: SentenceEmbedder) -> Dataset
     return prepare(animal_logs, embedder)
 
 
-def parameters(network: QNetwork) -> torch.Tensor:
+def parameters(network: QModel) -> torch.Tensor:
     return torch.cat([p.detach().flatten() for p in network.parameters()])
 
 
@@ -117,6 +118,57 @@ def test_cql_pulls_values_toward_the_behaviour_policy(data: Dataset) -> None:
         return float((best - q.gather(1, batch.chosen[:, None])[:, 0]).mean())
 
     assert lead(regularised) < lead(plain)
+
+
+def test_an_ensemble_is_independent_members_acting_on_their_mean_q(data: Dataset, tmp_path: Path) -> None:
+    """Member k is exactly the network one training with seed + k gives; the ensemble's Q is the members' mean; its
+    state encodes like one network's; progress counts every member's steps; it saves and loads as one DM."""
+    config = QConfig(network=TINY, steps=20, batch_size=4, lr=3e-3, target_every=10, seed=3, ensemble=3)
+    updates: list[Update] = []
+    result = train_q(data, config, progress=updates.append)
+    ensemble = result.network
+    assert isinstance(ensemble, QEnsemble) and len(ensemble.members) == 3
+    singles = [train_q(data, replace(config, ensemble=1, seed=3 + k)) for k in range(3)]
+    for member, single in zip(ensemble.networks, singles, strict=True):
+        assert torch.equal(parameters(member), parameters(single.network))
+    assert not torch.allclose(parameters(ensemble.networks[0]), parameters(ensemble.networks[1]))
+    expected_losses = torch.tensor([s.losses for s in singles]).mean(0)
+    assert torch.allclose(torch.tensor(result.losses), expected_losses)
+
+    batch = data.table.batch([0, 1], data.embeddings)
+    with torch.no_grad():
+        mean = torch.stack([s.network(batch) for s in singles]).mean(0)
+        assert torch.allclose(ensemble(batch), mean, atol=1e-6)
+        assert torch.allclose(ensemble.q(ensemble.state(batch), batch.candidates), mean, atol=1e-6)
+    assert [u.done for u in updates] == list(range(1, 61)) and {u.total for u in updates} == {60}
+    assert [u.metrics["member"] for u in updates[19:21]] == [1, 2]
+
+    folder = result.save(tmp_path / "ens", "saql", config, data.table.space)
+    assert json.loads((folder / "config.json").read_text())["members"] == 3
+    loaded = load_policy(folder)
+    assert isinstance(loaded, RNNPolicy) and isinstance(loaded.network, QEnsemble)
+    with torch.no_grad():
+        assert torch.allclose(loaded.network(batch), mean, atol=1e-6)
+
+    warm = train_q(data, replace(config, steps=2), init=ensemble).network  # member k from member k
+    assert isinstance(warm, QEnsemble)
+    distance = torch.cdist(
+        torch.stack([parameters(w) for w in warm.networks]), torch.stack([parameters(m) for m in ensemble.networks])
+    )  # [warm member, trained member]
+    assert torch.equal(distance.argmin(1), torch.arange(3)) and (distance.diagonal() > 0).all()
+    with pytest.raises(ValueError, match="init is an ensemble of 3 networks: set ensemble=3"):
+        train_q(data, replace(config, ensemble=1), init=ensemble)
+    with pytest.raises(ValueError, match="init is an ensemble of 3 networks, not 2"):
+        train_q(data, replace(config, ensemble=2), init=ensemble)
+
+
+def test_a_bad_ensemble_size_in_a_saved_dm_is_named(tmp_path: Path) -> None:
+    space = FeatureSpace(["fact"], ["facts"], ["step"])
+    folder = save_policy(tmp_path, "x", QNetwork(space.utterance_dim, space.candidate_dim, TINY), TINY, space, {})
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "members": 0}))
+    with pytest.raises(ValueError, match=r"config\.json: members: expected a positive integer, got 0"):
+        load_policy(folder)
 
 
 def test_checkpoint_round_trip_and_policy_plugs_into_the_loop(

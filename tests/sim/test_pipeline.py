@@ -7,6 +7,7 @@ import random
 from collections.abc import Sequence
 from pathlib import Path
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -138,9 +139,14 @@ def test_train_command_warm_starts_and_rejects_bad_overrides(tmp_path: Path, ani
     assert result.exit_code == 2 and "expected one of saql, caql" in result.stderr
 
 
-def test_rounds_collect_with_the_promoted_dm_and_gate_promotion_on_the_lower_bound(tmp_path: Path) -> None:
+@pytest.mark.parametrize("ensemble", [1, 2])
+def test_rounds_collect_with_the_promoted_dm_and_gate_promotion_on_the_lower_bound(
+    tmp_path: Path, ensemble: int
+) -> None:
+    """With q.ensemble, every round's DM is an ensemble, warm-started member by member from the promoted one."""
     out = tmp_path / "dm"
     rounds = ["arms=saql", "rounds=3", "promotion.refits=2", "promotion.fqe.steps=20", "q.discount=response"]
+    rounds.append(f"q.ensemble={ensemble}")
     overrides = [arg for item in [*TINY, *rounds] for arg in ("--set", item)]
     result = runner.invoke(app, ["dm", "pipeline", "--out", str(out), "--conversations", "6", *overrides])
     assert result.exit_code == 0, result.output
@@ -158,4 +164,4 @@ def test_rounds_collect_with_the_promoted_dm_and_gate_promotion_on_the_lower_bou
     for number in (2, 3):  # each round's logs come from a DM, with its exploration's propensities
         logs = read_jsonl(out / "logs" / f"saql_round{number}.jsonl")
         assert len(logs) == 6 and all(c.propensity is not None for t in logs[0].turns for c in t.candidates)
-        assert (out / f"saql_round{number}" / "model.safetensors").is_file()
+        assert json.loads((out / f"saql_round{number}" / "config.json").read_text())["members"] == ensemble
