@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
+from convoplan.sim.experiment import ABReport
+from convoplan.sim.metrics import Comparison
+
 METRICS = ("length", "positive_feedback")
-
-
-def cell(change: dict[str, Any]) -> str:
-    return f"{change['relative_change']:+.1%} [{change['paired_low']:+.1%}, {change['paired_high']:+.1%}]"
 
 
 def main() -> None:
@@ -45,7 +44,7 @@ def main() -> None:
 
     print(f"| population | seed | DM | FQE [95%] | length vs {args.against} | positive feedback vs {args.against} |")
     print("|---|---:|---|---:|---:|---:|")
-    picks: dict[str, list[dict[str, Any]]] = {p: [] for p in args.populations}
+    picks: dict[str, list[dict[str, Comparison | None]]] = {p: [] for p in args.populations}
     for population in args.populations:
         for seed in args.seeds:
             ranking = json.loads((args.ope_dir / f"{population}-seed{seed}" / "report.json").read_text())["ranking"]
@@ -58,9 +57,9 @@ def main() -> None:
                     print(f"| {population} | {seed} | {row['dm']} (the control) | {value} | | |")
                     continue
                 summary = json.loads((folder / population / f"seed{seed}" / "ab.json").read_text())
-                changes = summary["reports"][args.against]["changes"][arm]
+                changes = ABReport.from_dict(summary["reports"][args.against]).changes[arm]
                 name = row["dm"] if picked else f"**{row['dm']}** (picked)"
-                ab = " | ".join(cell(changes[m]) for m in METRICS)
+                ab = " | ".join(c.paired() if (c := changes[m]) else "n/a" for m in METRICS)
                 print(f"| {population} | {seed} | {name} | {value} | {ab} |")
                 if not picked:
                     picks[population].append(changes)
@@ -70,8 +69,8 @@ def main() -> None:
     print("|---|---|---:|---:|")
     for population, chosen in picks.items():
         for metric in METRICS:
-            values = [c[metric]["relative_change"] for c in chosen]
-            above = sum(c[metric]["paired_low"] > 0 for c in chosen)
+            values = [c.relative_change if (c := changes[metric]) else math.nan for changes in chosen]
+            above = sum(c.paired_low > 0 for changes in chosen if (c := changes[metric]))
             spread = float(np.std(values, ddof=1)) if len(values) > 1 else float("nan")
             print(
                 f"| {population} | {metric.replace('_', ' ')} | {np.mean(values):+.1%} ± {spread:.1%} | "

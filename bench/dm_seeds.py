@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import random
@@ -52,7 +53,7 @@ from convoplan.embed import SentenceEmbedder
 from convoplan.progress import ProgressDisplay
 from convoplan.schema import read_jsonl, write_jsonl
 from convoplan.sim.arms import load_arm, load_world
-from convoplan.sim.experiment import ab_report, run_ab
+from convoplan.sim.experiment import ABReport, ab_report, run_ab
 from convoplan.sim.pipeline import PipelineConfig, run_pipeline
 
 METRICS = ("length", "positive_feedback", "negative_feedback", "user_left", "mean_rating")
@@ -182,15 +183,13 @@ def aggregate(results: list[dict[str, Any]], population: str, arms: list[str]) -
             for metric in METRICS:
                 cells, changes, above = [], [], 0
                 for r in mine:
-                    c = r["reports"][control]["changes"][arm].get(metric)
-                    if c is None or c["relative_change"] is None:
+                    c = ABReport.from_dict(r["reports"][control]).changes[arm].get(metric)
+                    if c is None or math.isnan(c.relative_change):
                         cells.append("n/a")
                         continue
-                    changes.append(c["relative_change"])
-                    low, high = c["paired_low"], c["paired_high"]
-                    above += low is not None and low > 0
-                    bounds = f" [{low:+.1%}, {high:+.1%}]" if low is not None and high is not None else ""
-                    cells.append(f"{c['relative_change']:+.1%}{bounds}")
+                    changes.append(c.relative_change)
+                    above += c.paired_low > 0  # False where there is no paired interval (NaN)
+                    cells.append(c.paired())
                 spread = float(np.std(changes, ddof=1)) if len(changes) > 1 else float("nan")
                 mean = float(np.mean(changes)) if changes else float("nan")
                 lines.append(
@@ -210,13 +209,10 @@ def gate_rows(args: argparse.Namespace, results: list[dict[str, Any]]) -> list[s
         for decision in json.loads((folder / "rounds.json").read_text())["rounds"]:
             new, old = decision["candidate"], decision["against"]
             logs = {name: read_jsonl(folder / "ab" / f"{name}.jsonl") for name in (old, new)}
-            changes = ab_report(logs, old, resamples=args.resamples, seed=r["seed"]).to_dict()["changes"][new]
+            changes = ab_report(logs, old, resamples=args.resamples, seed=r["seed"]).changes[new]
             values = decision["values"]
             cells = [f"{values[n]['value']:.3f} [{values[n]['low']:.3f}, {values[n]['high']:.3f}]" for n in (new, old)]
-            ab = [
-                f"{c['relative_change']:+.1%} [{c['paired_low']:+.1%}, {c['paired_high']:+.1%}]"
-                for c in (changes["length"], changes["positive_feedback"])
-            ]
+            ab = [c.paired() if c is not None else "n/a" for c in (changes["length"], changes["positive_feedback"])]
             verdict = "promoted" if decision["promoted"] else "kept " + old
             row = [r["population"], str(r["seed"]), new, old, *cells, verdict, *ab]
             lines.append("| " + " | ".join(row) + " |")

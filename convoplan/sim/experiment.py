@@ -25,7 +25,15 @@ from convoplan.compose.loop import DialogueManager
 from convoplan.progress import Progress
 from convoplan.report import figure_png
 from convoplan.schema import Conversation
-from convoplan.sim.metrics import BEHAVIOURS, METRICS, Comparison, behaviour_summary, compare, metric_values
+from convoplan.sim.metrics import (
+    BEHAVIOURS,
+    METRICS,
+    Comparison,
+    behaviour_summary,
+    compare,
+    metric_values,
+    percent,
+)
 from convoplan.sim.run import SimulationConfig, World, simulate
 
 __all__ = ["ABReport", "ab_report", "run_ab"]
@@ -102,10 +110,6 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _percent(value: float) -> str:
-    return f"{value:+.1%}" if math.isfinite(value) else "n/a"
-
-
 @dataclass(frozen=True)
 class ABReport:
     """An A/B test's numbers, Table 3 (relative changes against the control) and the behaviour statistics: a
@@ -147,7 +151,7 @@ class ABReport:
             for arm in self.arms:
                 c = self.changes[arm][metric]
                 cells.append(
-                    "n/a" if c is None else f"{_percent(c.relative_change)} [{_percent(c.low)}, {_percent(c.high)}]"
+                    "n/a" if c is None else f"{percent(c.relative_change)} [{percent(c.low)}, {percent(c.high)}]"
                 )
             lines.append("| " + " | ".join(cells) + " |")
         lines += [
@@ -196,7 +200,7 @@ class ABReport:
                     continue
                 difference = c.arm_mean - c.control_mean
                 cells.append(
-                    f"{_percent(c.relative_change)} [{_percent(c.paired_low)}, {_percent(c.paired_high)}]; "
+                    f"{c.paired()}; "
                     f"{difference:+.2f} [{c.paired_difference_low:+.2f}, {c.paired_difference_high:+.2f}] per user"
                 )
             lines.append("| " + " | ".join(cells) + " |")

@@ -92,6 +92,18 @@ class Comparison:
     paired_difference_high: float = math.nan
     """Paired bootstrap interval of the mean per-user difference, arm minus control."""
 
+    def paired(self) -> str:
+        """The relative change with its paired interval, "+12.3% [+4.5%, +20.1%]" (the change alone where the arms
+        did not meet the same users)."""
+        if math.isnan(self.paired_low):
+            return percent(self.relative_change)
+        return f"{percent(self.relative_change)} [{percent(self.paired_low)}, {percent(self.paired_high)}]"
+
+
+def percent(value: float) -> str:
+    """A relative change as "+12.3%" ("n/a" where it is undefined)."""
+    return f"{value:+.1%}" if math.isfinite(value) else "n/a"
+
 
 def _interval(
     control: np.ndarray,
