@@ -120,7 +120,8 @@ class QEnsemble(nn.Module):
         return torch.stack([m.q(part, actions) for m, part in zip(self.networks, parts, strict=True)]).mean(0)
 
     def forward(self, batch: Batch) -> torch.Tensor:
-        return self.q(self.state(batch), batch.candidates)
+        # each member on its own state: scoring (serving, collection) skips concatenating and slicing the states
+        return torch.stack([member(batch) for member in self.networks]).mean(0)  # [K, S, C] -> [S, C]
 
 
 QModel = QNetwork | QEnsemble
