@@ -204,12 +204,18 @@ def run_pipeline(
             raise ValueError("rounds > 1 iterate SAQL: keep saql in arms")
         logs = [*first, *second]
         promoted, rounds = ("saql", trained["saql"]), []
+        record_path = out / "rounds.json"
+        recorded = {  # a resumed run keeps the gate's decisions on DMs it reuses rather than refitting FQE
+            d["candidate"]: d
+            for d in (json.loads(record_path.read_text())["rounds"] if resume and record_path.is_file() else [])
+        }
         for number in range(2, config.rounds + 1):
             name = f"saql_round{number}"
             policy = RNNPolicy(promoted[1], first_data.table.space, embedder)
             logs += collect(name, policy, config.seed + number)
             data = prepare(logs, embedder, first_data.table.space, config.q.reward)
-            if finished(name):
+            reused = finished(name)
+            if reused:
                 candidate = load_network(out / name)[0]
             else:
                 say(f"training {name} on {len(logs)} conversations, warm-started from {promoted[0]}")
@@ -217,13 +223,17 @@ def run_pipeline(
                 result = train_q(data, q_config, init=promoted[1], progress=tracking(name))
                 candidate = result.network
                 checkpoints[name] = result.save(out / name, name, q_config, data.table.space, logs="logs/*.jsonl")
-            decision = _promotion(data, supervised, {promoted[0]: promoted[1], name: candidate}, config)
+            decision = recorded.get(name, {})
+            if reused and decision.get("against") == promoted[0]:
+                say(f"{name}: reusing the decision in {record_path}: {decision['summary']}")
+            else:
+                decision = _promotion(data, supervised, {promoted[0]: promoted[1], name: candidate}, config)
+                say(f"{name}: {decision['summary']}")
             rounds.append(decision)
-            say(f"{name}: {decision['summary']}")
             if decision["promoted"]:
                 promoted = (name, candidate)
-        record = {"promoted": promoted[0], "rounds": rounds}
-        atomic_write_bytes(out / "rounds.json", json.dumps(record, indent=1).encode())
+            record = {"promoted": promoted[0], "rounds": rounds}  # after every round: a cut-off run keeps it
+            atomic_write_bytes(record_path, json.dumps(record, indent=1).encode())
         checkpoints["saql_iterated"] = out / promoted[0]
 
     if supervised_transformer is not None and not finished("e2e"):

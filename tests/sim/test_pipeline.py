@@ -165,3 +165,8 @@ def test_rounds_collect_with_the_promoted_dm_and_gate_promotion_on_the_lower_bou
         logs = read_jsonl(out / "logs" / f"saql_round{number}.jsonl")
         assert len(logs) == 6 and all(c.propensity is not None for t in logs[0].turns for c in t.candidates)
         assert json.loads((out / f"saql_round{number}" / "config.json").read_text())["members"] == ensemble
+    # resumed, a finished run reuses every round's DM and the gate's decisions: no FQE refits, the same record
+    written = (out / "rounds.json").read_text()
+    result = runner.invoke(app, ["dm", "pipeline", "--out", str(out), "--conversations", "6", "--resume", *overrides])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.count("reusing the decision in") == 2 and (out / "rounds.json").read_text() == written
