@@ -16,7 +16,9 @@ For every population and seed:
    first-round logs until its held-out rating error stops falling (`--set supervised_transformer.FIELD=VALUE`:
    its validation share, patience, packed input, ...), is an arm and a third control; the supervised RNN DM is then
    also trained on the same training conversations alone (`supervised_rnn_validation`, not an arm) so that both
-   supervised DMs' errors on the same held-out conversations are reported.
+   supervised DMs' errors on the same held-out conversations are reported. `--confirm ARM ...` then meets the
+   heuristic and those arms with fresh users (`--confirm-users`, another evaluation stream): an arm picked on the
+   first A/B's users is confirmed on users that played no part in picking it.
 
 Then, per population, arm, control and metric: each seed's relative change with its paired interval, the mean and
 standard deviation of the change over seeds, and in how many seeds the paired interval lies above zero. Everything
@@ -174,6 +176,31 @@ def one_seed(args: argparse.Namespace, population: str, seed: int, variants: dic
     return result
 
 
+def confirm(args: argparse.Namespace, population: str, seed: int) -> dict[str, Any]:
+    """A second A/B of the heuristic and the `--confirm` arms on `--confirm-users` fresh evaluation users (the
+    stream of seed 1000 + seed: none met the first A/B, which picked the arms), cached under ab-confirm-USERS/."""
+    folder = Path(args.out) / population / f"seed{seed}"
+    world = load_world(simulator=population)
+    embedder = SentenceEmbedder(cache_dir=Path(args.out) / "embeddings")
+    logs = {}
+    for name in ["heuristic", *args.confirm]:
+        path = folder / f"ab-confirm-{args.confirm_users}" / f"{name}.jsonl"
+        if not path.is_file():
+            say(f"{population}, seed {seed}: confirming {name} on {args.confirm_users} fresh evaluation users")
+            if name == "heuristic":
+                dm = load_arm("heuristic", world, random.Random(seed))
+            else:  # saql_iterated: the DM the gate promoted
+                promoted = (
+                    json.loads((folder / "rounds.json").read_text())["promoted"] if name == "saql_iterated" else name
+                )
+                dm = load_arm(str(folder / promoted), world, embedder=embedder)
+            conversations = run_ab(world, {name: dm}, name, args.confirm_users, 1000 + seed, raters=args.raters)[name]
+            write_jsonl(path, conversations)
+        logs[name] = read_jsonl(path)
+    report = ab_report(logs, "heuristic", resamples=args.resamples, seed=seed)
+    return {"population": population, "seed": seed, "reports": {"heuristic": report.to_dict()}}
+
+
 def aggregate(results: list[dict[str, Any]], population: str, arms: list[str]) -> list[str]:
     """Markdown rows: per arm, control and metric, each seed's change [paired interval], mean and sd over seeds."""
     mine = [r for r in results if r["population"] == population]
@@ -233,6 +260,8 @@ def main() -> None:
     parser.add_argument("--rounds", action="store_true", help="the pipeline iterates (--set rounds=N)")
     parser.add_argument("--transformer", action="store_true", help="the converged supervised transformer control")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--confirm", nargs="+", default=[], help="arms for a second A/B against the heuristic")
+    parser.add_argument("--confirm-users", type=int, default=1000, help="fresh evaluation users per arm and seed")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     variants = {}
@@ -258,6 +287,12 @@ def main() -> None:
         transformer = ["supervised_transformer"] if args.transformer else []
         arms = ["heuristic", "supervised_rnn", *transformer, "saql", *iterated(args), *variants]
         print("\n".join(aggregate(results, population, arms)))
+    for population in args.populations if args.confirm else []:
+        confirmed = [confirm(args, population, s) for s in args.seeds]
+        print(f"\n### {population} users, confirmation: {args.confirm_users} fresh evaluation users per arm and seed\n")
+        print("| arm | against | metric | " + " | ".join(seeds) + " | mean ± sd over seeds | paired CI > 0 |")
+        print("|---|---|---|" + "---:|" * (len(seeds) + 2))
+        print("\n".join(aggregate(confirmed, population, ["heuristic", *args.confirm])))
     if args.rounds:
         print("\n### Promotion decisions (FQE on the round's logs) against the A/B: the candidate vs the DM it met\n")
         print(
