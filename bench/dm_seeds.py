@@ -189,11 +189,10 @@ def confirm(args: argparse.Namespace, population: str, seed: int) -> dict[str, A
             say(f"{population}, seed {seed}: confirming {name} on {args.confirm_users} fresh evaluation users")
             if name == "heuristic":
                 dm = load_arm("heuristic", world, random.Random(seed))
-            else:  # saql_iterated: the DM the gate promoted
-                promoted = (
-                    json.loads((folder / "rounds.json").read_text())["promoted"] if name == "saql_iterated" else name
-                )
-                dm = load_arm(str(folder / promoted), world, embedder=embedder)
+            else:
+                rounds = folder / "rounds.json"  # saql_iterated is the DM the gate promoted
+                trained = json.loads(rounds.read_text())["promoted"] if name == "saql_iterated" else name
+                dm = load_arm(str(folder / trained), world, embedder=embedder)
             conversations = run_ab(world, {name: dm}, name, args.confirm_users, 1000 + seed, raters=args.raters)[name]
             write_jsonl(path, conversations)
         logs[name] = read_jsonl(path)
