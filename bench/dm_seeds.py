@@ -53,10 +53,11 @@ from convoplan.dm.train import prepare, train_q, train_supervised
 from convoplan.dm.train_crossencoder import train_supervised_transformer
 from convoplan.embed import SentenceEmbedder
 from convoplan.progress import ProgressDisplay
-from convoplan.schema import read_jsonl, write_jsonl
+from convoplan.schema import Conversation, read_jsonl, write_jsonl
 from convoplan.sim.arms import load_arm, load_world
 from convoplan.sim.experiment import ABReport, ab_report, run_ab
 from convoplan.sim.pipeline import PipelineConfig, run_pipeline
+from convoplan.sim.run import World
 
 METRICS = ("length", "positive_feedback", "negative_feedback", "user_left", "mean_rating")
 CONTROLS = ("supervised_rnn", "heuristic", "supervised_transformer")
@@ -124,6 +125,22 @@ def iterated(args: argparse.Namespace) -> list[str]:
     return [*(f"saql_round{n}" for n in range(2, rounds + 1)), *(["saql_iterated"] if args.rounds else [])]
 
 
+def cached_ab(
+    folder: Path, world: World, arms: dict[str, DialogueManager], users: int, seed: int, raters: int
+) -> dict[str, list[Conversation]]:
+    """Each arm's A/B conversations with `users` evaluation users of stream `seed`, simulated once and kept in
+    folder/<arm>.jsonl: a cut-off run resumes."""
+    logs = {}
+    for name, dm in arms.items():
+        path = folder / f"{name}.jsonl"
+        if not path.is_file():
+            with ProgressDisplay(every=60) as progress:  # an ensemble's 1,000 conversations take minutes
+                conversations = run_ab(world, {name: dm}, name, users, seed, progress, raters)[name]
+            write_jsonl(path, conversations)
+        logs[name] = read_jsonl(path)
+    return logs
+
+
 def one_seed(args: argparse.Namespace, population: str, seed: int, variants: dict[str, list[str]]) -> dict[str, Any]:
     folder = Path(args.out) / population / f"seed{seed}"
     summary = folder / "ab.json"
@@ -152,12 +169,7 @@ def one_seed(args: argparse.Namespace, population: str, seed: int, variants: dic
         arms["supervised_transformer"] = load_arm(str(transformer), world, embedder=embedder)
     trained = time.perf_counter() - start
     say(f"{population}, seed {seed}: A/B of {len(arms)} arms x {args.users} evaluation users")
-    logs = {}
-    for name in arms:  # cached per arm: a cut-off run resumes
-        path = folder / "ab" / f"{name}.jsonl"
-        if not path.is_file():
-            write_jsonl(path, run_ab(world, {name: arms[name]}, name, args.users, seed, raters=args.raters)[name])
-        logs[name] = read_jsonl(path)
+    logs = cached_ab(folder / "ab", world, arms, args.users, seed, args.raters)
     result = {
         "population": population,
         "seed": seed,
@@ -182,20 +194,16 @@ def confirm(args: argparse.Namespace, population: str, seed: int) -> dict[str, A
     folder = Path(args.out) / population / f"seed{seed}"
     world = load_world(simulator=population)
     embedder = SentenceEmbedder(cache_dir=Path(args.out) / "embeddings")
-    logs = {}
-    for name in ["heuristic", *args.confirm]:
-        path = folder / f"ab-confirm-{args.confirm_users}" / f"{name}.jsonl"
-        if not path.is_file():
-            say(f"{population}, seed {seed}: confirming {name} on {args.confirm_users} fresh evaluation users")
-            if name == "heuristic":
-                dm = load_arm("heuristic", world, random.Random(seed))
-            else:
-                rounds = folder / "rounds.json"  # saql_iterated is the DM the gate promoted
-                trained = json.loads(rounds.read_text())["promoted"] if name == "saql_iterated" else name
-                dm = load_arm(str(folder / trained), world, embedder=embedder)
-            conversations = run_ab(world, {name: dm}, name, args.confirm_users, 1000 + seed, raters=args.raters)[name]
-            write_jsonl(path, conversations)
-        logs[name] = read_jsonl(path)
+    arms = {"heuristic": load_arm("heuristic", world, random.Random(seed))}
+    for name in args.confirm:  # saql_iterated is the DM the gate promoted
+        trained = json.loads((folder / "rounds.json").read_text())["promoted"] if name == "saql_iterated" else name
+        arms[name] = load_arm(str(folder / trained), world, embedder=embedder)
+    say(
+        f"{population}, seed {seed}: confirmation A/B of {len(arms)} arms x {args.confirm_users} fresh evaluation users"
+    )
+    logs = cached_ab(
+        folder / f"ab-confirm-{args.confirm_users}", world, arms, args.confirm_users, 1000 + seed, args.raters
+    )
     report = ab_report(logs, "heuristic", resamples=args.resamples, seed=seed)
     return {"population": population, "seed": seed, "reports": {"heuristic": report.to_dict()}}
 
@@ -278,8 +286,8 @@ def main() -> None:
         f"{time.strftime('%Y-%m-%d')}; pipeline + A/B per seed: "
         + ", ".join(f"{r['population']} {r['seed']}: {r['seconds']:.0f} s" for r in results)
     )
+    seeds = [f"seed {s} [paired 95%]" for s in args.seeds]
     for population in args.populations:
-        seeds = [f"seed {s} [paired 95%]" for s in args.seeds]
         print(f"\n### {population} users ({args.users} evaluation users per arm and seed)\n")
         print("| arm | against | metric | " + " | ".join(seeds) + " | mean ± sd over seeds | paired CI > 0 |")
         print("|---|---|---|" + "---:|" * (len(seeds) + 2))
