@@ -37,10 +37,15 @@ from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogit
 
 from convoplan.lm.model import LanguageModel
 
-__all__ = ["OnText", "PrefixCache", "SamplingConfig", "generate_messages"]
+__all__ = ["Cancelled", "OnText", "PrefixCache", "SamplingConfig", "generate_messages"]
 
 OnText = Callable[[int, str], None]
 """Called as a message grows: (row, new text), row b*n + k for prompt b's k-th message. Raising stops generation."""
+
+
+class Cancelled(Exception):
+    """Raised by `generate_messages` when its `cancel` event was set: the reader has gone (a streaming client that
+    closed the connection), and no further forward pass is run for it."""
 
 
 @dataclass
@@ -89,6 +94,7 @@ def generate_messages(
     prefix: PrefixCache | None = None,
     on_text: OnText | None = None,
     share_prefix: bool = True,
+    cancel: threading.Event | None = None,
 ) -> list[list[Generated]]:
     """`n` messages for every prompt (a list per prompt, in order), all decoded in one batch.
 
@@ -96,7 +102,8 @@ def generate_messages(
     then all n messages of every prompt decode together, one forward pass per step, each leaving the batch when it
     ends (`_decode`). `on_text` hears each message's
     text as it grows (streaming). `share_prefix=False` reads every prompt in full, as before issue 16 (kept to
-    measure the difference). Greedy decoding needs `n == 1`.
+    measure the difference). Greedy decoding needs `n == 1`. Setting `cancel` (from another thread) stops the work
+    before its next forward pass with `Cancelled`: a streaming client that leaves costs at most one more step.
     """
     if not prompts:
         return []
@@ -118,11 +125,12 @@ def generate_messages(
     inputs, mask = inputs.to(device), mask.to(device)
     if config.do_sample and config.seed is not None:
         torch.manual_seed(config.seed)
+    _check(cancel)
     cache = _prefill(lm, inputs, mask, n, prefix if share_prefix else None, share_prefix)
     if n > 1:  # n sequences per prompt: rows b*n .. b*n + n-1 are prompt b's
         inputs, mask = inputs.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)  # [B*n, W]
     texts = _Texts(lm, len(prompts) * n, on_text) if on_text is not None else None
-    tokens, logprobs = _decode(lm, inputs, mask, cache, config, texts)
+    tokens, logprobs = _decode(lm, inputs, mask, cache, config, texts, cancel)
     messages = [
         _message(lm, row_tokens, row_logprobs) for row_tokens, row_logprobs in zip(tokens, logprobs, strict=True)
     ]
@@ -136,6 +144,7 @@ def _decode(
     cache: Any,
     config: SamplingConfig,
     texts: _Texts | None,
+    cancel: threading.Event | None = None,
 ) -> tuple[list[list[int]], list[list[float]]]:
     """Each row's new tokens (up to and including its end) and their log-probabilities, for the prompts [R, W]
     whose first `cache` positions are read already.
@@ -159,6 +168,7 @@ def _decode(
     positions = (mask.cumsum(-1) - 1).clamp(min=0)  # [R, W]: each token's count of real tokens before it
     step_ids, step_positions, attention = inputs[:, cached:], positions[:, cached:], mask
     for step in range(config.max_new_tokens):
+        _check(cancel)
         with torch.no_grad():
             out = lm.model(
                 input_ids=step_ids,
@@ -193,6 +203,11 @@ def _decode(
         attention = torch.cat([attention, attention.new_ones((len(alive), 1))], dim=-1)  # [A, W + step + 1]
         step_ids, step_positions = token[:, None], attention.sum(-1, keepdim=True) - 1
     return tokens, logprobs
+
+
+def _check(cancel: threading.Event | None) -> None:
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("generation cancelled: its reader has gone")
 
 
 class PrefixCache:

@@ -17,6 +17,7 @@ from the next-action model, and the message's mean token log-probability.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -181,13 +182,21 @@ class Suggester:
         return self.write_plans(history, [plan], n)[0]
 
     def write_plans(
-        self, history: History, plans: Sequence[Plan], n: int | None = None, on_text: OnText | None = None
+        self,
+        history: History,
+        plans: Sequence[Plan],
+        n: int | None = None,
+        on_text: OnText | None = None,
+        cancel: threading.Event | None = None,
     ) -> list[list[Suggestion]]:
         """`n` messages for each plan, all sampled in one batched generate call that reads the history once (the
-        prompts differ only in the action tag). `on_text(row, text)` hears the messages grow, row = plan * n + k."""
+        prompts differ only in the action tag). `on_text(row, text)` hears the messages grow, row = plan * n + k;
+        setting `cancel` stops the writing before its next decoding step (`Cancelled`)."""
         count = self.config.n if n is None else n
         prompts = [self.prompt(history, plan.action) for plan in plans]
-        written = generate_messages(self.lm, prompts, self.config.sampling, count, prefix=self.prefix, on_text=on_text)
+        written = generate_messages(
+            self.lm, prompts, self.config.sampling, count, prefix=self.prefix, on_text=on_text, cancel=cancel
+        )
         return [
             [Suggestion(m.text, plan.action, plan.action_score, m.score, m.finished) for m in group]
             for plan, group in zip(plans, written, strict=True)

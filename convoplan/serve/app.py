@@ -19,17 +19,18 @@ parallel on the server's worker threads.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
 import os
-import queue
 import re
 import threading
 import time
 import uuid
 import weakref
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
@@ -40,16 +41,17 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 from convoplan.compose.loop import STOP, Bot
+from convoplan.lm.generate import Cancelled
 from convoplan.lm.model import Precision
 from convoplan.lm.suggest import Plan, SuggestConfig, Suggestion
 from convoplan.schema import MAX_NESTING, Candidate, Turn, check_json, to_json
 from convoplan.serve.artifacts import Artifacts
 from convoplan.serve.assignment import assign_arm
-from convoplan.serve.middleware import ApiKey, BodyLimit, SecurityHeaders
+from convoplan.serve.middleware import ApiKey, BodyLimit, Measure, SecurityHeaders
 from convoplan.serve.store import SessionRecord, Store, StoreError
 
 __all__ = ["ServeConfig", "create_app"]
@@ -339,10 +341,6 @@ def _event(name: str, data: object) -> str:
     return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=True)}\n\n"
 
 
-class _ClientLeft(Exception):
-    """Raised in the streaming callback once the client has gone: it stops generation."""
-
-
 def _action_out(plan: Plan, suggestions: list[Suggestion]) -> ActionOut:
     return ActionOut(
         action=plan.action,
@@ -377,6 +375,24 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     )
     turns_stored = Counter("convoplan_turns_stored", "Turns written to the store", ["mode"], registry=registry)
+    busy = Gauge("convoplan_model_workers_busy", "Model workers computing now", registry=registry)
+    cancelled = Counter(
+        "convoplan_streams_cancelled", "Streamed suggestions stopped because their client left", registry=registry
+    )
+
+    @contextlib.contextmanager
+    def worker(cancel: threading.Event | None = None) -> Iterator[None]:
+        """One of the `model_workers` slots for a model computation. A waiter whose `cancel` is set (its client
+        has gone) gives up with `Cancelled` instead of computing for no one."""
+        while not computing.acquire(timeout=None if cancel is None else 0.05):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("the client left while waiting for a model worker")
+        busy.inc()
+        try:
+            yield
+        finally:
+            busy.dec()
+            computing.release()
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, error: RequestValidationError) -> Response:
@@ -384,20 +400,16 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         body = json.dumps({"detail": jsonable_encoder(error.errors())}, ensure_ascii=True, default=repr)
         return Response(body, status_code=422, media_type="application/json")
 
+    def observe(route: str, status: int, seconds: float) -> None:
+        latency.labels(route).observe(seconds)
+        requests.labels(route, str(status)).inc()
+
     # Added later = outer: the key is checked first, then the body's size, both before any body is parsed; the
-    # headers go on every response, and `measure` (outermost) counts 401s and 413s too.
+    # headers go on every response, and `Measure` (outermost) counts 401s and 413s too.
     app.add_middleware(BodyLimit, limit=config.max_body_bytes)
     app.add_middleware(ApiKey, key=config.api_key)
     app.add_middleware(SecurityHeaders)
-
-    @app.middleware("http")
-    async def measure(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = getattr(request.scope.get("route"), "path", "unmatched")
-        latency.labels(route).observe(time.perf_counter() - started)
-        requests.labels(route, str(response.status_code)).inc()
-        return response
+    app.add_middleware(Measure, observe=observe)
 
     def record_of(session_id: str) -> SessionRecord:
         # Session ids are 32 hex digits (uuid4().hex); anything else is no session, and never reaches the database.
@@ -470,7 +482,7 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},  # no proxy may hold events back
             )
         started = time.perf_counter()
-        with computing:
+        with worker():
             labelled = suggester.label(history)
             plans = suggester.plans(labelled, body.action, actions)
             written = suggester.write_plans(labelled, plans, n)
@@ -479,49 +491,54 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
             seconds=time.perf_counter() - started,
         )
 
-    def _stream(history: list[Turn], action: str | None, actions: int, n: int) -> Iterator[str]:
-        """The events of one streamed suggest request. The models run on a thread of their own and hand events
-        over a queue; when the client leaves, the iterator is closed and generation stops at its next token."""
+    async def _stream(history: list[Turn], action: str | None, actions: int, n: int) -> AsyncIterator[str]:
+        """The events of one streamed suggest request. The models run on a thread of their own and hand events to
+        the event loop; when the client leaves, Starlette cancels this generator, its `finally` sets `cancel`, and
+        the thread stops: before its next decoding step, or before it starts if it was still waiting for a worker."""
         suggester = artifacts.suggester
         assert suggester is not None  # checked by the endpoint
-        events: queue.Queue[str | None] = queue.Queue()
-        left = threading.Event()
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue[str | None] = asyncio.Queue()
+        cancel = threading.Event()
+
+        def put(event: str | None) -> None:
+            if not cancel.is_set():
+                with contextlib.suppress(RuntimeError):  # the loop has closed (the server is stopping)
+                    loop.call_soon_threadsafe(events.put_nowait, event)
 
         def on_text(row: int, text: str) -> None:
-            if left.is_set():
-                raise _ClientLeft
-            events.put(_event("text", {"action": row // n, "suggestion": row % n, "text": text}))
+            put(_event("text", {"action": row // n, "suggestion": row % n, "text": text}))
 
         def work() -> None:
             started = time.perf_counter()
             try:
-                with computing:
+                with worker(cancel):
                     labelled = suggester.label(history)
                     plans = suggester.plans(labelled, action, actions)
                     outs = [_action_out(plan, []).model_dump() for plan in plans]
-                    events.put(_event("plans", {"actions": outs, "n": n}))
-                    written = suggester.write_plans(labelled, plans, n, on_text)
+                    put(_event("plans", {"actions": outs, "n": n}))
+                    written = suggester.write_plans(labelled, plans, n, on_text, cancel)
                 answer = SuggestResponse(
                     actions=[_action_out(plan, group) for plan, group in zip(plans, written, strict=True)],
                     seconds=time.perf_counter() - started,
                 )
-                events.put(_event("done", answer.model_dump()))
-            except _ClientLeft:
-                pass
+                put(_event("done", answer.model_dump()))
+            except Cancelled:
+                cancelled.inc()
             except Exception as error:  # the status line has gone out: the failure can only be an event
                 logging.getLogger("convoplan.serve").exception("streamed suggest failed")
-                events.put(_event("error", {"detail": f"the suggestions failed: {type(error).__name__}"}))
+                put(_event("error", {"detail": f"the suggestions failed: {type(error).__name__}"}))
             finally:
-                events.put(None)
+                put(None)
 
         threading.Thread(target=work, name="suggest-stream", daemon=True).start()
         try:
-            while (event := events.get(timeout=STREAM_TIMEOUT)) is not None:
+            while (event := await asyncio.wait_for(events.get(), STREAM_TIMEOUT)) is not None:
                 yield event
-        except queue.Empty:
+        except TimeoutError:
             yield _event("error", {"detail": f"no progress in {STREAM_TIMEOUT:.0f} s"})
         finally:
-            left.set()
+            cancel.set()  # also when the client has gone: the task running this generator was cancelled
 
     @app.post("/v1/sessions", status_code=201)
     def create_session(body: SessionRequest) -> SessionOut:
@@ -577,7 +594,7 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
             bot.hear(body.text)
             if body.meta:
                 turns[-1].meta["client"] = body.meta
-            with computing:
+            with worker():
                 response = bot.respond()
             store.append_turns(record.id, position, turns[position:])
         except BaseException as error:

@@ -1,18 +1,22 @@
-"""ASGI middleware of the server, outermost first: the API key, the body limit, the headers every response carries.
+"""ASGI middleware of the server, outermost first: the request metrics, the headers every response carries, the
+API key, the body limit.
 
 Each runs before the endpoint reads or parses anything, so a request without the key gets 401 whatever its body
 (not 422 for malformed JSON), and a body over the limit gets 413 whether it declares its length or is chunked.
+All are plain ASGI (no `BaseHTTPMiddleware`, which runs the endpoint in a task of its own): a streamed response's
+endpoint hears its client leave, and stops.
 """
 
 from __future__ import annotations
 
 import hmac
+import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 from fastapi.responses import JSONResponse
 
-__all__ = ["CONSOLE_POLICY", "DOCS_POLICY", "ApiKey", "BodyLimit", "SecurityHeaders"]
+__all__ = ["CONSOLE_POLICY", "DOCS_POLICY", "ApiKey", "BodyLimit", "Measure", "SecurityHeaders"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -147,3 +151,29 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+class Measure:
+    """Hands `observe(route, status, seconds)` every HTTP request once it is answered: the route's path template
+    ("unmatched" when none matched), the status sent (500 when the app failed before sending one), the seconds."""
+
+    def __init__(self, app: App, observe: Callable[[str, int, float], None]) -> None:
+        self.app, self.observe = app, observe
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started, status = time.perf_counter(), 500
+
+        async def noted(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noted)
+        finally:
+            route = getattr(scope.get("route"), "path", "unmatched")
+            self.observe(route, status, time.perf_counter() - started)

@@ -1,16 +1,25 @@
 """Streamed suggestions: POST /v1/suggest with "stream": true over real HTTP (a server process, httpx) sends the
 plans first, then each suggestion's text in pieces that add up to the final answer, which ends the stream; errors
-found before the stream starts keep their status; a client that leaves does not break the server."""
+found before the stream starts keep their status; a client that leaves does not break the server, and stops the
+work done for it within one decoding step (measured on an LM slowed down to count its passes)."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
+import pytest
+import uvicorn
 
-from convoplan.serve.process import ServerProcess
+from convoplan.serve.app import ServeConfig, create_app
+from convoplan.serve.artifacts import Artifacts
+from convoplan.serve.process import ServerProcess, free_port
+from convoplan.serve.store import Store
 
 HISTORY = [{"speaker": "user", "text": "tell me about lions"}]
 
@@ -67,3 +76,112 @@ def test_errors_before_the_stream_keep_their_status_and_a_client_may_leave(serve
         assert client.get("/healthz").status_code == 200
         after = client.post("/v1/suggest", json={**body, "stream": False})
         assert after.status_code == 200 and len(after.json()["actions"][0]["suggestions"]) == 5
+
+
+# --- a client that leaves stops the work -----------------------------------------------------------------------
+
+STEP_SECONDS = 0.05
+"""The slowed LM's time per forward pass: a full stream of 3 x 5 suggestions takes seconds, a leaving client's
+cost is counted in passes."""
+
+
+@dataclass
+class SlowServer:
+    url: str
+    passes: list[float]
+    """When each forward pass of the LM started (monotonic seconds)."""
+
+    def metric(self, name: str) -> float:
+        text = httpx.get(f"{self.url}/metrics", timeout=10).text
+        (value,) = [float(line.split()[-1]) for line in text.splitlines() if line.startswith(f"{name} ")]
+        return value
+
+    def passes_since(self, moment: float) -> int:
+        return sum(started > moment for started in self.passes)
+
+
+@pytest.fixture
+def slow_server(artifacts: Artifacts, store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[SlowServer]:
+    """The app over real HTTP in this process (uvicorn on a thread, 2 model workers), its LM slowed to
+    STEP_SECONDS per forward pass, every pass recorded."""
+    assert artifacts.suggester is not None
+    model = artifacts.suggester.lm.model
+    forward = model.forward
+    passes: list[float] = []
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        passes.append(time.monotonic())
+        time.sleep(STEP_SECONDS)
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", slow)
+    # Long messages: a stream that is not stopped runs for 40 passes (2 s) after its first text.
+    sampling = replace(artifacts.suggester.config.sampling, max_new_tokens=40, temperature=5.0)
+    monkeypatch.setattr(artifacts.suggester, "config", replace(artifacts.suggester.config, sampling=sampling))
+    app = create_app(artifacts, store, ServeConfig(model_workers=2, torch_threads=1))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert server.started
+    yield SlowServer(f"http://127.0.0.1:{server.config.port}", passes)
+    server.should_exit = True
+    thread.join(timeout=30)
+
+
+def leave_after_first_text(url: str, body: dict[str, Any]) -> None:
+    with httpx.Client(base_url=url, timeout=60) as client, client.stream("POST", "/v1/suggest", json=body) as response:
+        for name, _data in events(response):
+            if name == "text":
+                return
+
+
+BODY = {"conversation": HISTORY, "actions": 3, "n": 5, "stream": True}
+
+
+def test_a_client_that_leaves_stops_generation_within_a_step(slow_server: SlowServer) -> None:
+    leave_after_first_text(slow_server.url, BODY)
+    left = time.monotonic()
+    time.sleep(1.0)  # 20 passes' time
+    assert slow_server.passes_since(left) <= 1  # at most the pass that was running when the client left
+    assert slow_server.metric("convoplan_model_workers_busy") == 0
+    assert slow_server.metric("convoplan_streams_cancelled_total") == 1
+    # The full stream, for comparison: it runs far more passes after its first text than the one that was left.
+    with httpx.Client(base_url=slow_server.url, timeout=60) as client:
+        with client.stream("POST", "/v1/suggest", json=BODY) as response:
+            received = [name for name, _ in events(response)]
+    assert received[-1] == "done" and len(slow_server.passes) > 10
+
+
+def test_a_burst_of_clients_that_leave_leaves_the_workers_idle(slow_server: SlowServer) -> None:
+    """20 streams on 2 workers: 2 compute, 18 wait for a worker. All leave at once; within a second nothing runs,
+    and none of the waiting ones starts."""
+    opened = threading.Barrier(21)
+    close = threading.Event()
+
+    def client() -> None:
+        with httpx.Client(base_url=slow_server.url, timeout=60) as http:
+            with http.stream("POST", "/v1/suggest", json=BODY) as response:
+                assert response.status_code == 200
+                opened.wait(timeout=30)  # the headers are out: the server is handling this one
+                close.wait(timeout=30)
+
+    threads = [threading.Thread(target=client) for _ in range(20)]
+    for thread in threads:
+        thread.start()
+    opened.wait(timeout=30)
+    time.sleep(0.5)  # the first two are writing
+    assert slow_server.metric("convoplan_model_workers_busy") == 2
+    close.set()
+    for thread in threads:
+        thread.join(timeout=30)
+    left = time.monotonic()
+    time.sleep(1.0)
+    assert slow_server.metric("convoplan_model_workers_busy") == 0
+    idle = time.monotonic()
+    time.sleep(0.5)
+    assert slow_server.passes_since(idle) == 0  # no waiting stream started after its client had gone
+    assert slow_server.passes_since(left) <= 2  # the passes running as they left, one per worker
+    assert slow_server.metric("convoplan_streams_cancelled_total") == 20
