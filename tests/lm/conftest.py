@@ -80,9 +80,9 @@ class Spy:
         self.calls: list[dict[str, Any]] = []
         original: Callable[..., Any] = generate._decode
 
-        def decode(lm: LanguageModel, inputs: Any, mask: Any, cache: Any, config: Any, texts: Any) -> Any:
+        def decode(lm: LanguageModel, inputs: Any, mask: Any, cache: Any, config: Any, texts: Any, cancel: Any) -> Any:
             rows, cached = (cache.layers[0].keys.shape[0], cache.get_seq_length()) if cache is not None else (0, 0)
             self.calls.append({"input_ids": inputs, "rows": rows, "cached": cached, "config": config})
-            return original(lm, inputs, mask, cache, config, texts)
+            return original(lm, inputs, mask, cache, config, texts, cancel)
 
         monkeypatch.setattr(generate, "_decode", decode)

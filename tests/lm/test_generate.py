@@ -1,15 +1,16 @@
 """Generation (`convoplan.lm.generate`): messages end at `<|end|>` and are never empty, left-padded batches and n
 messages per prompt write what single prompts do, a shared history is read once and a `PrefixCache` reads only
-what is new, streamed text adds up to the final messages, and a streaming callback can stop generation."""
+what is new, streamed text adds up to the final messages, and a streaming callback or a cancel event can stop generation."""
 
 from __future__ import annotations
 
+import threading
 from typing import Any
 
 import pytest
 import torch
 
-from convoplan.lm.generate import PrefixCache, SamplingConfig, generate_messages
+from convoplan.lm.generate import Cancelled, PrefixCache, SamplingConfig, generate_messages
 from convoplan.lm.model import LanguageModel
 from convoplan.schema import Turn
 
@@ -132,6 +133,29 @@ def test_raising_in_the_stream_stops_generation(lm: LanguageModel, history: list
     with pytest.raises(ConnectionAbortedError):
         generate_messages(lm, [prompt], SamplingConfig(seed=0, max_new_tokens=20), n=3, on_text=hang_up)
     assert len(heard) == 1
+
+
+def test_a_cancelled_generation_stops_before_its_next_forward_pass(
+    lm: LanguageModel, history: list[Turn], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cancel = threading.Event()
+    passes: list[bool] = []  # per forward pass: whether cancel was set when it started
+    forward = lm.model.forward
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        passes.append(cancel.is_set())
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(lm.model, "forward", counted)
+    prompt = lm.codec.prompt(history, "greeting", 40)
+    with pytest.raises(Cancelled):  # set by another thread in the server; here as the first text arrives
+        generate_messages(
+            lm, [prompt], SamplingConfig(seed=0, max_new_tokens=20), n=3, on_text=lambda *_: cancel.set(), cancel=cancel
+        )
+    assert passes and not any(passes)
+    with pytest.raises(Cancelled):  # set before it starts: no pass at all
+        generate_messages(lm, [prompt], SamplingConfig(seed=0, max_new_tokens=20), n=3, cancel=cancel)
+    assert not any(passes)
 
 
 def test_finished_messages_leave_the_batch(
