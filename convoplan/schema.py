@@ -59,6 +59,14 @@ DEFAULT_MAX_TEXT = 20_000
 """Longest message or candidate text, in characters, unless the environment variable CONVOPLAN_MAX_TEXT says
 otherwise: a line holding a longer one is refused (models would otherwise take the whole text in memory many times
 over). About 4,000 words: a long e-mail."""
+MAX_LINE_BYTES = 64 * 1024 * 1024
+"""Longest line of a conversations file, in bytes, its newline not counted: a longer line is a bad line (skipped by
+`skip_invalid`), refused without ever being held whole, so a file with a line of gigabytes costs the reader memory
+near this limit, not near the line. 64 MiB holds thousands of texts at the `DEFAULT_MAX_TEXT` limit."""
+_SKIP_CHUNK = 1024 * 1024
+"""Bytes read at a time while skipping the rest of a line over `MAX_LINE_BYTES`."""
+_BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte-order mark some editors write at the start of a file; the reader skips it there."""
 
 
 def max_text() -> int:
@@ -318,8 +326,19 @@ def iter_jsonl(path: str | Path) -> Iterator[Conversation | InvalidLine]:
     seen: set[str] = set()
     name = str(path)
     longest = max_text()
+    limit = MAX_LINE_BYTES
     with open(path, "rb") as stream:  # bytes: a line that is not UTF-8 is one bad line, not the end of the file
-        for number, text in enumerate(stream, start=1):
+        if stream.peek(len(_BOM)).startswith(_BOM):
+            stream.read(len(_BOM))
+        number = 0
+        while text := stream.readline(limit + 1):  # never more than one byte over the limit held as one line
+            number += 1
+            if len(text) > limit and not text.endswith(b"\n"):
+                del text
+                yield InvalidLine(name, number, "", f"longer than the limit of {limit:,} bytes per line")
+                while (rest := stream.readline(_SKIP_CHUNK)) and not rest.endswith(b"\n"):
+                    pass  # skip the rest of the long line a chunk at a time
+                continue
             if not text.strip():
                 continue
             item = parse_line(text, name, number, longest)
@@ -386,7 +405,7 @@ def write_call_flows(path: str | Path, flows: dict[str, CallFlow]) -> None:
 def read_call_flows(path: str | Path) -> dict[str, CallFlow]:
     """Read a file written by `write_call_flows`; a bad one raises FormatError naming the field."""
     try:
-        return _FLOWS.validate_json(Path(path).read_bytes(), strict=True)
+        return _FLOWS.validate_json(Path(path).read_bytes().removeprefix(_BOM), strict=True)
     except ValidationError as error:
         first = error.errors()[0]
         raise FormatError(f"{path}: {_field_path(first['loc'])}: {_reason(first)}") from None

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import tracemalloc
 from pathlib import Path
 
 import jsonschema
@@ -315,3 +316,69 @@ def test_a_line_that_is_not_utf8_is_one_bad_line(tmp_path: Path) -> None:
     skipped: list[InvalidLine] = []
     assert [c.id for c in read_jsonl(path, skip_invalid=True, on_skip=skipped.append)] == ["a", "b"]
     assert [line.line for line in skipped] == [2]
+
+
+def test_a_line_over_the_byte_limit_is_refused_and_skipped_in_chunks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from convoplan import schema
+
+    good = [json.dumps(good_line(id=name)) for name in ("a", "b", "c")]
+    long = json.dumps(good_line(id="long", meta={"pad": "x" * 5000}))
+    path = tmp_path / "data.jsonl"
+    path.write_text(f"{good[0]}\n{long}\n{good[1]}\n{long}\n{good[2]}")  # the last line has no newline
+    limit = max(len(line) for line in good)
+    monkeypatch.setattr(schema, "MAX_LINE_BYTES", limit)
+    monkeypatch.setattr(schema, "_SKIP_CHUNK", 7)
+    with pytest.raises(FormatError) as caught:
+        read_jsonl(path)
+    assert str(caught.value) == f"{path}:2: longer than the limit of {limit:,} bytes per line"
+    skipped: list[InvalidLine] = []
+    assert [c.id for c in read_jsonl(path, skip_invalid=True, on_skip=skipped.append)] == ["a", "b", "c"]
+    assert [line.line for line in skipped] == [2, 4]
+
+    huge = tmp_path / "huge.jsonl"  # a 20 MB line under a 10 kB limit: the reader never holds it whole
+    with huge.open("w") as stream:
+        stream.write(f"{good[0]}\n" + '{"id": "huge", "meta": {"pad": "')
+        for _ in range(20):
+            stream.write("x" * 1_000_000)
+        stream.write(f'"}}}}\n{good[1]}\n')
+    monkeypatch.setattr(schema, "MAX_LINE_BYTES", 10_000)
+    monkeypatch.setattr(schema, "_SKIP_CHUNK", 100_000)
+    tracemalloc.start()
+    try:
+        assert [c.id for c in read_jsonl(huge, skip_invalid=True)] == ["a", "b"]
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000_000
+
+
+def test_the_default_line_limit_is_generous_and_a_line_at_it_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from convoplan import schema
+
+    assert schema.MAX_LINE_BYTES == 64 * 1024 * 1024
+    line = json.dumps(good_line(id="a"))
+    monkeypatch.setattr(schema, "MAX_LINE_BYTES", len(line))  # exactly at the limit, its newline not counted
+    path = tmp_path / "data.jsonl"
+    path.write_text(line + "\n")
+    assert [c.id for c in read_jsonl(path)] == ["a"]
+
+
+def test_a_utf8_byte_order_mark_at_the_start_is_accepted(tmp_path: Path) -> None:
+    lines = [json.dumps(good_line(id=name)).encode() for name in ("a", "b")]
+    plain, marked = tmp_path / "plain.jsonl", tmp_path / "bom.jsonl"
+    plain.write_bytes(b"\n".join(lines) + b"\n")
+    marked.write_bytes(b"\xef\xbb\xbf" + plain.read_bytes())
+    assert read_jsonl(marked) == read_jsonl(plain)
+    assert [c.id for c in read_jsonl(plain)] == ["a", "b"]
+    inside = tmp_path / "inside.jsonl"  # only at the very start: elsewhere it is a bad line like any other
+    inside.write_bytes(lines[0] + b"\n\xef\xbb\xbf" + lines[1] + b"\n")
+    with pytest.raises(FormatError, match=rf"{inside.name}:2: invalid JSON"):
+        read_jsonl(inside)
+    flows = tmp_path / "flows.json"
+    write_call_flows(flows, {"f": CallFlow(name="f", start="a", edges={"a": ["b"]})})
+    flows.write_bytes(b"\xef\xbb\xbf" + flows.read_bytes())
+    assert list(read_call_flows(flows)) == ["f"]
