@@ -31,7 +31,7 @@ import uuid
 import weakref
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -52,7 +52,7 @@ from convoplan.schema import MAX_NESTING, Candidate, Turn, check_json, to_json
 from convoplan.serve.artifacts import Artifacts
 from convoplan.serve.assignment import assign_arm
 from convoplan.serve.middleware import ApiKey, BodyLimit, Measure, SecurityHeaders
-from convoplan.serve.store import SessionRecord, Store, StoreError
+from convoplan.serve.store import SessionRecord, Store, StoreError, StoreUnavailable
 
 __all__ = ["ServeConfig", "create_app"]
 
@@ -432,16 +432,25 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
             swagger_favicon_url="/docs/assets/favicon-32x32.png",
         )
 
+    @app.exception_handler(StoreUnavailable)
+    async def store_unavailable(request: Request, error: StoreUnavailable) -> Response:
+        # Nothing of the request was stored (each write is one transaction): the client may send it again.
+        logging.getLogger("convoplan.serve").warning("%s %s: %s", request.method, request.url.path, error)
+        detail = f"{error}; nothing was stored, try again later"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "5"})
+
     @app.get("/healthz")
     def healthz() -> JSONResponse:
-        """200 when the store answers, else 503 (for load balancers and orchestrators)."""
-        try:
-            store.ping()
-        except Exception as error:  # SQLAlchemy's errors are many; any means the store is unusable
-            return JSONResponse({"status": "store unavailable", "detail": str(error).splitlines()[0]}, 503)
+        """200 when the store answers reads and takes writes, else 503 with the store's state (for load balancers
+        and orchestrators); after a failed write it probes whether writes succeed again."""
+        health = store.health()
+        store_state = {k: v for k, v in asdict(health).items() if v}
+        if health.state != "ok":
+            return JSONResponse({"status": "store unavailable", "store": store_state}, 503)
         return JSONResponse(
             {
                 "status": "ok",
+                "store": store_state,
                 "arms": list(artifacts.manifest.arms),
                 "weights": dict(artifacts.weights),
                 "control": artifacts.control,
@@ -561,7 +570,8 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
     def post_message(session_id: str, body: MessageRequest) -> MessageResponse:
         """Bot mode: the user's message -> the bot's response. Assist mode: store the message."""
         record = record_of(session_id)
-        with sessions.lock(session_id):
+        # One message of a session at a time: in this process, and across replicas on one PostgreSQL.
+        with sessions.lock(session_id), store.session_lock(session_id):
             if record.mode == "assist":
                 return _store_assist(record, body)
             if body.speaker != "user":
@@ -584,6 +594,9 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
 
     def _bot_turn(record: SessionRecord, body: MessageRequest) -> MessageResponse:
         bot = sessions.bot(record)
+        if len(bot.state.turns) != store.turn_count(record.id):  # another replica answered since: catch up
+            sessions.forget(record.id)
+            bot = sessions.bot(record)
         turns = bot.state.turns
         if _ended(turns):
             raise HTTPException(409, "the bot has ended this conversation; start a new session")

@@ -16,19 +16,36 @@ interleaving. `conversation(id)` exports a session as a canonical `Conversation`
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import hashlib
+import threading
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import JsonValue, TypeAdapter
-from sqlalchemy import JSON, DateTime, Engine, ForeignKey, Integer, String, Text, create_engine, event, func, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    create_engine,
+    event,
+    func,
+    select,
+    text,
+)
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
 from convoplan.schema import Conversation, Turn
 
-__all__ = ["SessionRecord", "Store", "StoreError"]
+__all__ = ["SessionRecord", "Store", "StoreError", "StoreHealth", "StoreUnavailable"]
 
 DEFAULT_URL = "sqlite:///runs/serve.db"
 _TURN: TypeAdapter[Turn] = TypeAdapter(Turn)
@@ -36,6 +53,24 @@ _TURN: TypeAdapter[Turn] = TypeAdapter(Turn)
 
 class StoreError(ValueError):
     """A write the store refuses: an unknown session, or a turn position already taken."""
+
+
+class StoreUnavailable(RuntimeError):
+    """The database failed a read or a write (unreachable, disk full, read-only): nothing of that call was stored,
+    and the same call may succeed later. The server answers 503."""
+
+
+@dataclass(frozen=True)
+class StoreHealth:
+    """What `/healthz` reports of the store."""
+
+    state: str
+    """"ok"; "failing writes" (the last write failed, and a probe write still does: e.g. a full disk); or
+    "unreachable" (a read fails)."""
+    detail: str = ""
+    """The database's own first line of the error."""
+    since: str | None = None
+    """When writes started failing (ISO 8601, UTC)."""
 
 
 class _Base(DeclarativeBase):
@@ -84,6 +119,15 @@ class _TurnRecord(_Base):
     created_at: Mapped[dt.datetime] = mapped_column(_UTC, default=_now)
 
 
+class _Probe(_Base):
+    """One row that `Store.health` rewrites to learn whether the database takes writes again."""
+
+    __tablename__ = "health_probe"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    checked_at: Mapped[dt.datetime] = mapped_column(_UTC, default=_now)
+
+
 class _FeedbackRecord(_Base):
     __tablename__ = "feedback"
 
@@ -102,8 +146,21 @@ def _sqlite_pragmas(connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+def _first_line(error: BaseException) -> str:
+    cause = getattr(error, "orig", None) or error  # the driver's own error, without SQLAlchemy's statement dump
+    return (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+
+
+def _lock_key(session_id: str) -> int:
+    """A session's PostgreSQL advisory-lock key: a signed 64-bit number from its id (the same in every process)."""
+    return int.from_bytes(hashlib.sha256(session_id.encode()).digest()[:8], "big", signed=True)
+
+
 class Store:
-    """Sessions, turns and feedback in one database; every method is one transaction and safe across threads."""
+    """Sessions, turns and feedback in one database; every method is one transaction and safe across threads.
+
+    A database error other than a refused write (`StoreError`) raises `StoreUnavailable`; a failed write is
+    remembered, and `health()` then probes whether writes succeed again."""
 
     def __init__(self, url: str = DEFAULT_URL) -> None:
         self.url = url
@@ -118,14 +175,75 @@ class Store:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         _Base.metadata.create_all(self.engine)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        self._failing: tuple[dt.datetime, str] | None = None
+        """When writes started failing and why; None while they succeed."""
+        self._guard = threading.Lock()
 
     def close(self) -> None:
         self.engine.dispose()
 
+    @contextlib.contextmanager
+    def _db(self, write: bool = False) -> Iterator[Session]:
+        """A database session (a transaction committed at the end when `write`); a database failure other than an
+        integrity error becomes `StoreUnavailable`, and a write's outcome updates the health state."""
+        try:
+            with self._sessions.begin() if write else self._sessions() as db:
+                yield db
+        except IntegrityError:
+            raise
+        except DBAPIError as error:
+            detail = _first_line(error)
+            if write:
+                with self._guard:
+                    self._failing = self._failing or (_now(), detail)
+            raise StoreUnavailable(f"the store cannot be {'written' if write else 'read'}: {detail}") from error
+        if write and self._failing is not None:
+            with self._guard:
+                self._failing = None
+
     def ping(self) -> None:
-        """Raise if the database cannot be reached."""
-        with self._sessions() as db:
+        """Raise `StoreUnavailable` if the database cannot be read."""
+        with self._db() as db:
             db.execute(select(1))
+
+    def health(self) -> StoreHealth:
+        """The store's state: reads answer, and writes succeed, or (after a failed write) a probe write does."""
+        try:
+            self.ping()
+        except StoreUnavailable as error:
+            return StoreHealth("unreachable", str(error))
+        if self._failing is not None:
+            with contextlib.suppress(StoreUnavailable), self._db(write=True) as db:
+                db.merge(_Probe(id=1, checked_at=_now()))
+            failing = self._failing
+            if failing is not None:
+                return StoreHealth("failing writes", failing[1], failing[0].isoformat())
+        return StoreHealth("ok")
+
+    @contextlib.contextmanager
+    def session_lock(self, session_id: str) -> Iterator[None]:
+        """Hold the session's lock across processes: on PostgreSQL an advisory lock (on a connection of its own,
+        released by the server if this process dies), so that replicas behind a load balancer handle one session's
+        messages one at a time. On SQLite (one server process) nothing: the server's own per-session lock does."""
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        key = _lock_key(session_id)
+        try:
+            connection = self.engine.connect()
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            connection.commit()  # the lock is the session's, not the transaction's: end the transaction now
+        except DBAPIError as error:
+            raise StoreUnavailable(f"the store cannot lock session {session_id}: {_first_line(error)}") from error
+        try:
+            yield
+        finally:
+            try:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()
+            except DBAPIError:
+                connection.invalidate()  # never back to the pool holding the lock: closing it releases the lock
+            connection.close()
 
     # --- writes ---------------------------------------------------------------------------------------------
 
@@ -133,7 +251,7 @@ class Store:
         self, session_id: str, *, user_id: str, arm: str, mode: str, domain: str, meta: dict[str, JsonValue]
     ) -> SessionRecord:
         record = SessionRecord(id=session_id, user_id=user_id, arm=arm, mode=mode, domain=domain, meta=meta)
-        with self._sessions.begin() as db:
+        with self._db(write=True) as db:
             db.add(record)
         return record
 
@@ -151,14 +269,14 @@ class Store:
             for offset, turn in enumerate(turns)
         ]
         try:
-            with self._sessions.begin() as db:
+            with self._db(write=True) as db:
                 db.add_all(rows)
         except IntegrityError:
             raise StoreError(f"session {session_id}: turn {position} is already stored, or no such session") from None
 
     def add_feedback(self, session_id: str, position: int, value: str) -> None:
         try:
-            with self._sessions.begin() as db:
+            with self._db(write=True) as db:
                 db.add(_FeedbackRecord(session_id=session_id, position=position, value=value))
         except IntegrityError:
             raise StoreError(f"no session {session_id}") from None
@@ -166,17 +284,17 @@ class Store:
     # --- reads ----------------------------------------------------------------------------------------------
 
     def session(self, session_id: str) -> SessionRecord | None:
-        with self._sessions() as db:
+        with self._db() as db:
             return db.get(SessionRecord, session_id)
 
     def turns(self, session_id: str) -> list[Turn]:
         """The session's turns in order (empty for an unknown session)."""
-        with self._sessions() as db:
+        with self._db() as db:
             return _turns(db, session_id)
 
     def turn_count(self, session_id: str) -> int:
         """How many turns the session has stored (0 for an unknown session)."""
-        with self._sessions() as db:
+        with self._db() as db:
             query = select(func.count()).select_from(_TurnRecord).where(_TurnRecord.session_id == session_id)
             return db.scalar(query) or 0
 
@@ -187,7 +305,7 @@ class Store:
 
     def conversations(self, *, mode: str | None = None) -> Iterator[Conversation]:
         """Every stored session as a canonical conversation, oldest first; sessions without turns are left out."""
-        with self._sessions() as db:
+        with self._db() as db:
             query = select(SessionRecord).order_by(SessionRecord.created_at, SessionRecord.id)
             records = list(db.scalars(query if mode is None else query.where(SessionRecord.mode == mode)))
         for record in records:
@@ -197,7 +315,7 @@ class Store:
 
     def counts(self) -> dict[str, int]:
         """Rows per table (what the load test compares with what it sent)."""
-        with self._sessions() as db:
+        with self._db() as db:
             return {
                 "sessions": db.scalar(select(func.count()).select_from(SessionRecord)) or 0,
                 "turns": db.scalar(select(func.count()).select_from(_TurnRecord)) or 0,
@@ -206,7 +324,7 @@ class Store:
 
     def export(self, record: SessionRecord) -> Conversation:
         """A stored session (its record already read) as a canonical conversation."""
-        with self._sessions() as db:
+        with self._db() as db:
             turns = _turns(db, record.id)
             feedback = db.execute(
                 select(_FeedbackRecord.position, _FeedbackRecord.value)

@@ -118,6 +118,7 @@ def test_the_api_key_guards_v1_but_not_health(artifacts: Artifacts, store: Store
     assert health.status_code == 200
     assert health.json() == {
         "status": "ok",
+        "store": {"state": "ok"},
         "arms": ["heuristic", "greedy"],
         "weights": {"heuristic": 1.0, "greedy": 1.0},
         "control": "heuristic",

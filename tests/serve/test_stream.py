@@ -149,9 +149,11 @@ def test_a_client_that_leaves_stops_generation_within_a_step(slow_server: SlowSe
     assert slow_server.metric("convoplan_model_workers_busy") == 0
     assert slow_server.metric("convoplan_streams_cancelled_total") == 1
     # The full stream, for comparison: it runs far more passes after its first text than the one that was left.
-    with httpx.Client(base_url=slow_server.url, timeout=60) as client:
-        with client.stream("POST", "/v1/suggest", json=BODY) as response:
-            received = [name for name, _ in events(response)]
+    with (
+        httpx.Client(base_url=slow_server.url, timeout=60) as client,
+        client.stream("POST", "/v1/suggest", json=BODY) as response,
+    ):
+        received = [name for name, _ in events(response)]
     assert received[-1] == "done" and len(slow_server.passes) > 10
 
 
@@ -162,11 +164,13 @@ def test_a_burst_of_clients_that_leave_leaves_the_workers_idle(slow_server: Slow
     close = threading.Event()
 
     def client() -> None:
-        with httpx.Client(base_url=slow_server.url, timeout=60) as http:
-            with http.stream("POST", "/v1/suggest", json=BODY) as response:
-                assert response.status_code == 200
-                opened.wait(timeout=30)  # the headers are out: the server is handling this one
-                close.wait(timeout=30)
+        with (
+            httpx.Client(base_url=slow_server.url, timeout=60) as http,
+            http.stream("POST", "/v1/suggest", json=BODY) as response,
+        ):
+            assert response.status_code == 200
+            opened.wait(timeout=30)  # the headers are out: the server is handling this one
+            close.wait(timeout=30)
 
     threads = [threading.Thread(target=client) for _ in range(20)]
     for thread in threads:
