@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 import typer
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
+from convoplan.atomic import StorageError, storage_errno
 from convoplan.compose.loop import STOP, DialogueManager
 from convoplan.progress import Progress, ProgressDisplay
 from convoplan.report import Report, write_report
@@ -46,6 +48,31 @@ def fail(message: str, code: int = 2) -> NoReturn:
     """Print a one-line error to stderr and exit non-zero."""
     say(f"error: {message}", to=errors)
     raise typer.Exit(code)
+
+
+def storage_message(error: BaseException, code: int) -> str:
+    """The one line of a write the storage refused (`convoplan.atomic.storage_errno`): what was being written, why,
+    and, for an atomic write, that what the target held before is left as it was."""
+    reason = os.strerror(code)
+    reason = reason[:1].lower() + reason[1:]
+    filename = error.filename if isinstance(error, OSError) else None
+    if isinstance(error, StorageError):
+        return f"writing {filename}: {reason} (what it held before is left as it was)"
+    return f"writing {filename}: {reason}" if filename else f"a write failed: {reason}"
+
+
+class Commands(TyperGroup):
+    """The `convoplan` command group. A write the storage refuses (no space left on device, over quota, read-only)
+    ends any command in one line naming what was being written, exit 1, instead of a traceback."""
+
+    def invoke(self, ctx: Any) -> Any:  # a click.Context (typer vendors its own click)
+        try:
+            return super().invoke(ctx)
+        except Exception as error:
+            code = storage_errno(error)
+            if code is None:
+                raise
+            fail(storage_message(error, code), code=1)
 
 
 def progress_display() -> ProgressDisplay:

@@ -17,6 +17,8 @@ if TYPE_CHECKING:
 
 __all__ = ["serve"]
 
+API_KEY_VARIABLE = "CONVOPLAN_API_KEY"
+
 
 def serve(
     artifacts: Annotated[
@@ -29,7 +31,10 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on (127.0.0.1: this machine only).")] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=0, max=65535, help="Port to listen on.")] = 8000,
     api_key: Annotated[
-        str | None, typer.Option(envvar="CONVOPLAN_API_KEY", help="Require this key on /v1/* (X-API-Key header).")
+        str | None,
+        typer.Option(
+            envvar=API_KEY_VARIABLE, help="Require this key on /v1/* (X-API-Key header); an empty one is refused."
+        ),
     ] = None,
     overrides: Annotated[list[str] | None, set_option("max_turns=200")] = None,
     show_config: ShowConfig = False,
@@ -44,10 +49,13 @@ def serve(
     from convoplan.serve.app import ServeConfig
 
     config = configured(ServeConfig(), overrides, show_config)
+    if api_key is None:  # click reads an empty variable as unset, which would serve without a key
+        api_key = os.environ.get(API_KEY_VARIABLE)
+    from_environment = api_key is not None and api_key == os.environ.get(API_KEY_VARIABLE)
     try:
         config = dataclasses.replace(config, api_key=api_key)  # checked: an empty key (an unset $VAR) is refused
     except ValueError as error:
-        fail(f"--api-key: {error}")
+        fail(f"{'$' + API_KEY_VARIABLE if from_environment else '--api-key'}: {error}")
     start_server(artifacts, db, host, port, config)
 
 

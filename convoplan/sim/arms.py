@@ -32,7 +32,7 @@ def load_world(spec: str = ANIMALS, simulator: str | None = None, rater: str | N
     "scholars", or a simulator class by import path, called as `Class(rng)`) and a rater class (`Class(name, rng)`)
     plugged in where given; ValueError naming what is wrong with a bad one."""
     make = import_object(spec)
-    world = make() if callable(make) else None
+    world = _call(spec, make) if callable(make) else None
     if not isinstance(world, World):
         raise ValueError(f"{spec!r} did not return a World (convoplan.sim.run.World)")
     if simulator is not None and simulator in world.populations:
@@ -51,6 +51,15 @@ def _callable(spec: str) -> object:
     return factory
 
 
+def _call(spec: str, factory: Callable[[], object]) -> object:
+    """`factory()`, named in a ValueError when it fails: an import path can name any callable (`os:system`), and
+    a wrong one is a configuration error to report in one line, not a traceback."""
+    try:
+        return factory()
+    except Exception as error:  # whatever a foreign callable raises
+        raise ValueError(f"{spec!r}: calling it with no arguments failed ({type(error).__name__}: {error})") from None
+
+
 def load_arm(
     spec: str, world: World, rng: random.Random | None = None, embedder: SentenceEmbedder | None = None
 ) -> DialogueManager:
@@ -66,7 +75,7 @@ def load_arm(
     if ":" not in spec:
         builtin = f"one of the {world.name} world's DMs ({', '.join(world.dms)}), " if world.dms else ""
         raise ValueError(f"{spec!r}: expected {builtin}a trained DM folder, or an import path 'pkg.module:Factory'")
-    dm = cast(Callable[[], object], _callable(spec))()
+    dm = _call(spec, cast(Callable[[], object], _callable(spec)))
     if not callable(getattr(dm, "score", None)):
         raise ValueError(f"{spec!r} made {type(dm).__name__}, which has no score(state, candidates) method")
     return cast(DialogueManager, dm)

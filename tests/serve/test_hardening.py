@@ -100,7 +100,7 @@ def test_the_key_is_checked_before_the_body_is_read(artifacts: Artifacts, store:
     assert post_raw(client, "/v1/sessions", "{}", authorization="Bearer sesame") == 201
 
 
-@pytest.mark.bad_input("5 an empty API key")
+@pytest.mark.bad_input("5 an empty API key, given or from the environment")
 def test_an_empty_api_key_is_refused_at_start_up(artifacts_dir: Path) -> None:
     with pytest.raises(ValueError, match="the API key is empty"):
         ServeConfig(api_key="")
@@ -109,6 +109,26 @@ def test_an_empty_api_key_is_refused_at_start_up(artifacts_dir: Path) -> None:
     assert result.stderr.strip() == (
         "error: --api-key: the API key is empty: give a real key, or none to serve without one"
     )
+    for empty in ("", "  "):  # `CONVOPLAN_API_KEY= convoplan serve`: click reads "" as unset
+        result = runner.invoke(cli, ["serve", "--artifacts", str(artifacts_dir)], env={"CONVOPLAN_API_KEY": empty})
+        assert result.exit_code == 2
+        assert result.stderr.strip() == (
+            "error: $CONVOPLAN_API_KEY: the API key is empty: give a real key, or none to serve without one"
+        )
+
+
+@pytest.mark.bad_input("27.4 a serve.json arm naming a callable that is no DM factory")
+@pytest.mark.parametrize("dm", ["os:system", "os:getcwd"])
+def test_a_dm_import_path_that_makes_no_dm_is_one_line(artifacts_dir: Path, tmp_path: Path, dm: str) -> None:
+    manifest = json.loads((artifacts_dir / "serve.json").read_text())
+    manifest["arms"] = {"evil": {"dm": dm, "weight": 1.0}}
+    manifest["control"], manifest["lm"], manifest["nba"] = None, None, None
+    (tmp_path / "serve.json").write_text(json.dumps(manifest))
+    result = runner.invoke(cli, ["serve", "--artifacts", str(tmp_path), "--db", f"sqlite:///{tmp_path / 'x.db'}"])
+    assert result.exit_code == 2 and "Traceback" not in result.output, result.output
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: {tmp_path / 'serve.json'}: arms.evil: '{dm}'"), result.stderr
+    assert not (tmp_path / "x.db").exists()  # refused before the store was opened
 
 
 # --- what a deployment expects -----------------------------------------------------------------------------------
