@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -9,8 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from safetensors import SafetensorError
 
-from convoplan.atomic import atomic_folder, atomic_write, atomic_write_bytes
+from convoplan.atomic import StorageError, atomic_folder, atomic_write, atomic_write_bytes, storage_errno
 
 
 def test_atomic_folder_replaces_whole_or_not_at_all(tmp_path: Path) -> None:
@@ -64,3 +66,48 @@ def test_a_live_writers_temp_file_is_left_alone(tmp_path: Path) -> None:
     with atomic_write(target) as stream:
         stream.write("done")
     assert live.exists() and unrelated.exists() and target.read_text() == "done" and not other.exists()
+
+
+def test_a_write_the_storage_refuses_names_the_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target, folder = tmp_path / "out.txt", tmp_path / "model"
+    target.write_text("before")
+
+    def full(*args: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as patch, pytest.raises(StorageError) as caught:
+        patch.setattr(os, "fsync", full)
+        with atomic_write(target) as stream:
+            stream.write("after")
+    assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(target))
+    assert isinstance(caught.value.__cause__, OSError)
+    with pytest.raises(StorageError) as caught, atomic_folder(folder):  # safetensors' Rust error, by its text
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+    assert (caught.value.errno, caught.value.filename) == (errno.ENOSPC, str(folder))
+    with pytest.raises(FileNotFoundError) as other, atomic_write(target):  # any other error passes unchanged
+        open(tmp_path / "missing")  # noqa: SIM115
+    assert other.value.filename == str(tmp_path / "missing")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.txt"] and target.read_text() == "before"
+    assert storage_errno(OSError(errno.EDQUOT, "quota")) == errno.EDQUOT and storage_errno(ValueError("x")) is None
+
+
+def test_what_an_atomic_write_leaves_has_a_plain_files_mode(tmp_path: Path) -> None:
+    import torch
+    from safetensors.torch import save_file
+
+    (tmp_path / "plain.txt").write_text("x")
+    (tmp_path / "plain").mkdir()
+    plain_file, plain_folder = ((tmp_path / name).stat().st_mode & 0o7777 for name in ("plain.txt", "plain"))
+    atomic_write_bytes(tmp_path / "a.bin", b"x")
+    with atomic_folder(tmp_path / "model") as temp:
+        save_file({"w": torch.zeros(2)}, temp / "model.safetensors")  # safetensors creates it 0600
+        (temp / "sub").mkdir(mode=0o700)
+        (temp / "sub" / "tokenizer.json").write_text("{}")
+    written = [
+        tmp_path / "a.bin",
+        tmp_path / "model" / "model.safetensors",
+        tmp_path / "model" / "sub" / "tokenizer.json",
+    ]
+    assert [path.stat().st_mode & 0o7777 for path in written] == [plain_file] * 3
+    folders = [tmp_path / "model", tmp_path / "model" / "sub"]
+    assert [path.stat().st_mode & 0o7777 for path in folders] == [plain_folder] * 2

@@ -3,6 +3,7 @@
 import typer
 
 from convoplan.cli.callflow import callflow_app
+from convoplan.cli.common import Commands
 from convoplan.cli.data import data_app
 from convoplan.cli.dm import dm_app
 from convoplan.cli.experiment import experiment_app
@@ -19,6 +20,7 @@ app = typer.Typer(
     help="convoplan: learn from logged conversations which action to take next and how to say it.",
     no_args_is_help=True,
     add_completion=False,
+    cls=Commands,  # a full disk ends any command in one line
 )
 app.add_typer(data_app, name="data")
 app.add_typer(world_app, name="world")
