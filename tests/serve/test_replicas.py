@@ -45,6 +45,7 @@ def send_in_parallel(
         return list(pool.map(send, range(len(bodies))))
 
 
+@pytest.mark.bad_input("27.7 replicas: one session's messages through two servers at once")
 def test_parallel_messages_to_one_session_through_two_replicas_are_stored_in_order(
     replicas: list[ServerProcess],
 ) -> None:
