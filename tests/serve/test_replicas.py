@@ -5,6 +5,7 @@ store catches up before answering."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -19,7 +20,7 @@ MESSAGES = 20
 
 
 @pytest.fixture
-def replicas(artifacts_dir: Path, postgres_server: PostgresServer, tmp_path: Path) -> list[ServerProcess]:
+def replicas(artifacts_dir: Path, postgres_server: PostgresServer, tmp_path: Path) -> Iterator[list[ServerProcess]]:
     url = postgres_server.createdb()
     servers = [ServerProcess(artifacts_dir, url, free_port(), tmp_path / f"replica-{i}.log") for i in range(2)]
     try:
