@@ -22,7 +22,7 @@ from convoplan.atomic import atomic_folder
 if TYPE_CHECKING:
     from torch import nn
 
-__all__ = ["CONFIG_FILE", "load_weights", "read_config", "training_record", "write_folder"]
+__all__ = ["CONFIG_FILE", "check_replaceable", "load_weights", "read_config", "training_record", "write_folder"]
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
@@ -63,6 +63,38 @@ def write_folder(
         text = json.dumps(_plain({"format": format, **config}), indent=2, allow_nan=False)
         (temp / config_file).write_text(text + "\n")
     return Path(folder)
+
+
+def _formats(folder: Path) -> set[str]:
+    """The format tags of the model configs in `folder` and its direct subfolders (`config.json`, or a
+    `convoplan-*.json` such as the language model's): what kind of model(s) it holds."""
+    tags = set()
+    for place in (folder, *(child for child in folder.iterdir() if child.is_dir() and not child.name.startswith("."))):
+        for path in (place / CONFIG_FILE, *sorted(place.glob("convoplan-*.json"))):
+            try:
+                config = json.loads(path.read_text("utf-8"))
+            except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            if isinstance(config, dict) and isinstance(config.get("format"), str):
+                tags.add(config["format"])
+    return tags
+
+
+def check_replaceable(folder: str | Path, format: str, what: str) -> None:
+    """Refuse, before any training, to write a `format` model over `folder` unless it is missing, empty or holds that
+    kind of model (in it, or in a subfolder: a run's checkpoint): ValueError naming the folder and what it holds.
+    Writing replaces the folder whole, so a labeller, a user's files or a folder of several models would be lost.
+    `what` names the kind of model being written ("DM", "labeller", ...)."""
+    path = Path(folder)
+    if not path.is_dir() or not any(not child.name.startswith(".") for child in path.iterdir()):
+        return  # (dot files: leftovers of a write in progress)
+    formats = _formats(path)
+    others = sorted(formats - {format})
+    if others:
+        kinds = ", ".join(f"{tag.removeprefix('convoplan-').split('/')[0]} ({tag})" for tag in others)
+        raise ValueError(f"{path} holds another kind of model: {kinds}; the {what} would replace it, choose another")
+    if format not in formats:
+        raise ValueError(f"{path} exists and is not a {what} folder: the {what} would replace it, choose another")
 
 
 def read_config(folder: str | Path, format: str, what: str, *, config_file: str = CONFIG_FILE) -> dict[str, Any]:

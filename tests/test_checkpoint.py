@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from convoplan.checkpoint import load_weights, read_config, training_record, write_folder
+from convoplan.checkpoint import check_replaceable, load_weights, read_config, training_record, write_folder
 
 
 def test_a_folder_holds_the_format_config_weights_and_extra_files(tmp_path: Path) -> None:
@@ -80,3 +80,28 @@ def test_the_training_record_has_the_same_keys_for_every_model() -> None:
     empty = training_record(Config(), [], 0.0)
     assert empty["steps"] == 0 and empty["first_loss"] is None and math.isfinite(empty["seconds"])
     json.dumps(empty, allow_nan=False)
+
+
+def test_a_folder_holding_another_kind_of_model_is_not_replaceable(tmp_path: Path) -> None:
+    check_replaceable(tmp_path / "missing", "convoplan-dm/1", "DM")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / ".model.123.abc.tmp").mkdir()  # the leftover of a write in progress: still empty
+    check_replaceable(tmp_path / "empty", "convoplan-dm/1", "DM")
+    dm = write_folder(tmp_path / "dm", "convoplan-dm/1", {})
+    check_replaceable(dm, "convoplan-dm/1", "DM")
+    labeller = write_folder(tmp_path / "labeller", "convoplan-labeller/1", {})
+    with pytest.raises(ValueError) as caught:
+        check_replaceable(labeller, "convoplan-dm/1", "DM")
+    assert str(caught.value) == (
+        f"{labeller} holds another kind of model: labeller (convoplan-labeller/1); the DM would replace it, "
+        "choose another"
+    )
+    run = tmp_path / "lm"  # a language model's interrupted run: its checkpoint is a subfolder, tagged in its own file
+    write_folder(run / "checkpoint", "convoplan-lm/1", {}, config_file="convoplan-lm.json")
+    check_replaceable(run, "convoplan-lm/1", "language model")
+    with pytest.raises(ValueError, match="holds another kind of model: lm \\(convoplan-lm/1\\)"):
+        check_replaceable(run, "convoplan-nba/1", "next-action model")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="mine exists and is not a DM folder: the DM would replace it"):
+        check_replaceable(tmp_path / "mine", "convoplan-dm/1", "DM")

@@ -164,3 +164,28 @@ def test_help_shows_square_brackets_rather_than_taking_them_for_markup() -> None
     assert "convoplan[ray]" in shown
     shown = runner.invoke(app, ["label", "train", "--help"], env={"COLUMNS": "300"}).output
     assert "[default: $CONVOPLAN_EMBEDDING_CACHE" in shown
+
+
+def test_a_trainer_refuses_an_out_folder_holding_another_kind_of_model(tmp_path: Path) -> None:
+    from convoplan.actions.labeller import FORMAT as LABELLER
+    from convoplan.checkpoint import write_folder
+    from convoplan.dm.checkpoint import FORMAT as DM
+
+    data = tmp_path / "data.jsonl"
+    data.write_text(line("a") + "\n")
+    labeller = write_folder(tmp_path / "labeller", LABELLER, {"labels": ["greet"]})
+    dm = write_folder(tmp_path / "dm", DM, {})
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    for command, out, holds in [
+        (["dm", "train", str(data)], labeller, "labeller (convoplan-labeller/1); the DM would replace it"),
+        (["label", "train", str(data)], dm, "dm (convoplan-dm/1); the labeller would replace it"),
+        (["lm", "train", str(data)], labeller, "labeller (convoplan-labeller/1); the language model would"),
+        (["nba", "train", str(data)], tmp_path / "mine", "exists and is not a next-action model folder"),
+    ]:
+        before = {path: path.read_bytes() for path in out.rglob("*") if path.is_file()}
+        result = runner.invoke(app, [*command, "--out", str(out)])
+        assert result.exit_code == 2, result.output
+        assert result.stderr.startswith(f"error: --out {out} ") and holds in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert {path: path.read_bytes() for path in out.rglob("*") if path.is_file()} == before

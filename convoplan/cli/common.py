@@ -8,7 +8,7 @@ import re
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -107,6 +107,27 @@ def output_folder(param: typer.CallbackParam, value: Path | None) -> Path | None
     if value is not None:
         _check_output(param.opts[0], value, folder=True)
     return value
+
+
+def model_folder(module: str, what: str) -> Callable[[typer.CallbackParam, Path | None], Path | None]:
+    """Typer callback of a trainer's --out: `output_folder`'s checks, then a folder that holds anything but a model
+    of `module`'s FORMAT (another kind of model, other files) is refused in one line before any training
+    (`convoplan.checkpoint.check_replaceable`). `module` is imported when the command runs, not for --help."""
+
+    def check(param: typer.CallbackParam, value: Path | None) -> Path | None:
+        import importlib
+
+        from convoplan.checkpoint import check_replaceable
+
+        if value is not None:
+            _check_output(param.opts[0], value, folder=True)
+            try:
+                check_replaceable(value, importlib.import_module(module).FORMAT, what)
+            except ValueError as error:
+                fail(f"{param.opts[0]} {error}")
+        return value
+
+    return check
 
 
 EmbeddingCache = Annotated[

@@ -20,6 +20,7 @@ from convoplan.cli.common import (
     errors,
     fail,
     load,
+    model_folder,
     output_folder,
     progress_display,
     say,
@@ -70,7 +71,9 @@ class Algorithm(StrEnum):
 @dm_app.command("train")
 def dm_train(
     logs: Annotated[Path, typer.Argument(help="Rated logs (canonical JSONL with candidates and ratings).")],
-    out: Annotated[Path, typer.Option(help="Folder for the trained DM.", callback=output_folder)],
+    out: Annotated[
+        Path, typer.Option(help="Folder for the trained DM.", callback=model_folder("convoplan.dm.checkpoint", "DM"))
+    ],
     algorithm: Annotated[Algorithm, typer.Option(help="What to train.")] = Algorithm.saql,
     init: Annotated[Path | None, typer.Option(help="Warm-start from this trained DM (same feature space).")] = None,
     behaviour: Annotated[

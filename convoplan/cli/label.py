@@ -20,8 +20,8 @@ from convoplan.cli.common import (
     errors,
     fail,
     load,
+    model_folder,
     output_file,
-    output_folder,
     progress_display,
     say,
     set_option,
@@ -52,7 +52,12 @@ def _labeller(model: Path, cache: Path | None, progress: Progress | None = None)
 @label_app.command("train")
 def label_train(
     file: FileArg,
-    out: Annotated[Path, typer.Option(help="Folder for the trained labeller.", callback=output_folder)],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Folder for the trained labeller.", callback=model_folder("convoplan.actions.labeller", "labeller")
+        ),
+    ],
     embedding_cache: EmbeddingCache = None,
     overrides: Annotated[list[str] | None, set_option("epochs=30")] = None,
     show_config: ShowConfig = False,

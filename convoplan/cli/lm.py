@@ -18,6 +18,7 @@ from convoplan.cli.common import (
     errors,
     fail,
     load,
+    model_folder,
     output_folder,
     progress_display,
     say,
@@ -56,7 +57,11 @@ def lm() -> None:
 def lm_train(
     conversations: Annotated[Path, typer.Argument(help="Canonical conversations (.jsonl) with meta.split.")],
     out: Annotated[
-        Path, typer.Option(help="Model folder to write (holds checkpoint/ while training).", callback=output_folder)
+        Path,
+        typer.Option(
+            help="Model folder to write (holds checkpoint/ while training).",
+            callback=model_folder("convoplan.lm.model", "language model"),
+        ),
     ],
     vanilla: Annotated[bool, typer.Option(help="Train the vanilla baseline: no action tags.")] = False,
     base_model: Annotated[

@@ -21,7 +21,7 @@ from convoplan.cli.common import (
     errors,
     fail,
     load,
-    output_folder,
+    model_folder,
     progress_display,
     say,
     set_option,
@@ -54,7 +54,12 @@ def _labelled(conversations: list[Conversation]) -> list[Conversation]:
 @nba_app.command("train")
 def nba_train(
     logs: FileArg,
-    out: Annotated[Path, typer.Option(help="Folder for the trained model.", callback=output_folder)],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Folder for the trained model.", callback=model_folder("convoplan.actions.nba", "next-action model")
+        ),
+    ],
     kind: Annotated[Kind, typer.Option(help="supervised: classify the next action; outcome: Q-learning.")] = (
         Kind.supervised
     ),
