@@ -59,6 +59,23 @@ def serve(
     start_server(artifacts, db, host, port, config)
 
 
+def check_address(host: str, port: int) -> None:
+    """Fail in one line when the server could not listen on `host`:`port`, naming the option at fault: --host when
+    the address is not one of this machine's (or no address at all), --port when the port is taken or reserved."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn binds
+    for option, address in (("--host", (host, 0)), ("--port", (host, port))):  # port 0: any free one
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a closing port is free
+                probe.bind(address)
+                probe.listen()
+        except OSError as error:  # a name that does not resolve is a socket.gaierror, an OSError too
+            reason = error.strerror or str(error)
+            if option == "--host":
+                fail(f"--host {host}: not an address this machine can listen on ({reason})")
+            fail(f"--port {port}: cannot listen on {host}:{port} ({reason}); choose another port with --port")
+
+
 def start_server(artifacts: Path, db: str, host: str, port: int, config: ServeConfig) -> None:
     """Load the artifacts, open the store, print the console's URL and serve until interrupted."""
     import torch
@@ -73,6 +90,7 @@ def start_server(artifacts: Path, db: str, host: str, port: int, config: ServeCo
     workers, threads, cores = config.model_workers, config.threads, os.cpu_count() or 1
     oversubscribed = " (more than the cores: expect contention)" if workers * threads > cores else ""
     say(f"{workers} model worker(s) x {threads} torch thread(s) on {cores} cores{oversubscribed}", to=errors)
+    check_address(host, port)  # before loading anything, and before printing a URL that another process answers
     shared_embedder().max_cached = config.embedding_cache  # the one every loaded model embeds with
     try:
         loaded = Artifacts.load(artifacts, config.suggest, config.precision)
@@ -87,12 +105,6 @@ def start_server(artifacts: Path, db: str, host: str, port: int, config: ServeCo
         store.ping()
     except Exception as error:  # SQLAlchemy's errors are many; any means the store cannot be used
         fail(f"--db {db}: {str(error).splitlines()[0]}")
-    try:  # say so now, before printing a URL that another process answers
-        with socket.create_server((host, port), family=socket.AF_INET6 if ":" in host else socket.AF_INET):
-            pass
-    except OSError as error:
-        reason = os.strerror(error.errno) if error.errno else str(error)
-        fail(f"--port {port}: cannot listen on {host}:{port} ({reason}); choose another port with --port")
     app = create_app(loaded, store, config)
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     say(f"serving {artifacts} (arms: {', '.join(loaded.manifest.arms)}; store: {db})", to=errors)

@@ -80,3 +80,17 @@ def test_the_thread_policy_shares_the_cores_among_the_workers(monkeypatch: pytes
     assert ServeConfig(model_workers=16).threads == 1
     with pytest.raises(ValueError, match="model_workers"):
         ServeConfig(model_workers=0)
+
+
+def test_serve_names_the_host_or_the_port_at_fault_before_loading_anything(tmp_path: Path) -> None:
+    missing = ["serve", "--artifacts", str(tmp_path / "never-read"), "--db", f"sqlite:///{tmp_path / 's.db'}"]
+    for host in ("256.1.1.1", "192.0.2.1", "no-such-host.invalid"):  # not an address; not this machine's; no name
+        result = runner.invoke(app, [*missing, "--host", host])
+        assert result.exit_code == 2, result.output
+        error = result.stderr.strip().splitlines()[-1]
+        assert error.startswith(f"error: --host {host}: not an address this machine can listen on ("), error
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        result = runner.invoke(app, [*missing, "--host", "127.0.0.1", "--port", str(port)])
+    assert result.exit_code == 2 and f"error: --port {port}: cannot listen on 127.0.0.1:{port}" in result.stderr
+    assert "never-read" not in result.output and not (tmp_path / "s.db").exists()
