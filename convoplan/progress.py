@@ -4,7 +4,8 @@ A job (training, embedding, simulation, evaluation) takes `progress: Progress | 
 `Update` now and then: what it is doing, how far it is, and any numbers worth watching (the loss). It never prints.
 The command line shows the updates with `ProgressDisplay`: a bar per task on a terminal, and where stderr is not a
 terminal (`> log 2>&1`, CI, nohup, a job scheduler) a plain line per task every few seconds, with the rate and the
-time left, so that a log shows a long job moving.
+time left, so that a log shows a long job moving. A task that starts again (its count goes back: a validation pass
+after every epoch) is shown as a new pass of the same task, its rate and time left counted afresh.
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ class _Task:
     first_done: int
     last_line: float = float("-inf")
     bar: TaskID | None = None
+    done: int = 0
 
 
 class ProgressDisplay:
@@ -105,8 +107,12 @@ class ProgressDisplay:
     def __call__(self, update: Update) -> None:
         now = time.monotonic()
         task = self.tasks.get(update.task)
-        if task is None:
-            task = self.tasks[update.task] = _Task(now, update.done)
+        if task is None or update.done < task.done:  # new, or a new pass of a repeated task
+            bar = task.bar if task is not None else None
+            task = self.tasks[update.task] = _Task(now, update.done, bar=bar)
+            if bar is not None and self._bars is not None:
+                self._bars.reset(bar, total=update.total)
+        task.done = update.done
         if self._bars is not None:
             if task.bar is None:
                 task.bar = self._bars.add_task(update.task, total=update.total)

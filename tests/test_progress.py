@@ -78,3 +78,20 @@ def test_long_embeddings_report_progress_per_chunk(monkeypatch: pytest.MonkeyPat
 def test_big_numbers_read_without_an_exponent() -> None:
     line = ProgressDisplay.line(Update("reading", 6652, 6652, "files", {"tokens/s": 44960.2}), 2.0, 6652)
     assert line == "reading: 6652/6652 files (100%), 3,326 files/s, tokens/s 44,960"
+
+
+def test_a_task_that_starts_again_is_shown_as_a_new_pass() -> None:
+    console, stream = log_console()
+    with ProgressDisplay(console, every=3600.0) as progress:
+        for _epoch in range(2):  # a validation pass after every epoch: the count goes back to the start
+            for done in range(1, 51):
+                progress(Update("validating", done, 50, "blocks"))
+    lines = stream.getvalue().splitlines()
+    assert [line.split(" (")[0] for line in lines] == ["validating: 1/50 blocks", "validating: 50/50 blocks"] * 2
+    stream = io.StringIO()
+    console = Console(file=stream, force_terminal=True, width=100)
+    with ProgressDisplay(console, every=0.0) as progress:  # on a terminal, the same bar starts again
+        progress(Update("validating", 50, 50, "blocks"))
+        progress(Update("validating", 1, 50, "blocks"))
+        assert progress._bars is not None and len(progress._bars.tasks) == 1
+        assert progress._bars.tasks[0].completed == 1

@@ -172,9 +172,16 @@ def _forward(model: nn.Module, inputs: torch.Tensor, bf16: bool) -> torch.Tensor
 
 
 def validation_loss(
-    model: nn.Module, blocks: Blocks, config: TrainConfig, world: int, rank: int, device: torch.device
+    model: nn.Module,
+    blocks: Blocks,
+    config: TrainConfig,
+    world: int,
+    rank: int,
+    device: torch.device,
+    progress: Progress | None = None,
 ) -> float:
-    """Mean validation loss per target token over all blocks (each process evaluates its share)."""
+    """Mean validation loss per target token over all blocks (each process evaluates its share; `progress`, given
+    on rank 0, follows this process's share: a pass over large data on a pretrained base takes many minutes)."""
     model.eval()
     total, count = 0.0, 0
     mine = torch.arange(len(blocks))[rank::world]
@@ -185,6 +192,8 @@ def validation_loss(
             logits = _forward(model, blocks.inputs[rows].to(device), bf16)  # [b, T, V]
             loss, n = lm_loss(logits, blocks.targets[rows].to(device))
             total, count = total + float(loss), count + n
+            if progress is not None:
+                progress(Update("validating", start + len(rows), len(mine), "blocks"))
     model.train()
     summed, tokens = all_sum([total, count], world, device)
     return summed / tokens
@@ -277,7 +286,8 @@ def fit(
                 progress(Update("training", state.step, total, "steps", metrics))
 
         if len(validation_blocks):
-            loss_now = validation_loss(model, validation_blocks, config, world, rank, device)
+            shown = progress if rank == 0 else None
+            loss_now = validation_loss(model, validation_blocks, config, world, rank, device, shown)
             state.validation.append(loss_now)
             if state.best is None or loss_now < state.best - config.min_delta:
                 state.best, state.bad_epochs = loss_now, 0

@@ -146,6 +146,20 @@ def test_early_stopping_keeps_the_best_weights(tmp_path: Path, corpus: list[Conv
     )
 
 
+def test_every_validation_pass_shows_progress_the_final_one_included(
+    tmp_path: Path, corpus: list[Conversation]
+) -> None:
+    updates: list[Update] = []
+    train(corpus, tmp_path / "model", replace(TINY, epochs=2, eval_batch_size=2), progress=updates.append)
+    last_training = max(i for i, update in enumerate(updates) if update.task == "training")
+    final = [update for update in updates[last_training:] if update.task == "validating"]
+    assert final, "the final validation pass (after training's 100%) reported nothing"
+    assert [update.done for update in final[:2]] == [2, 4] and final[-1].done == final[-1].total
+    assert {update.unit for update in final} == {"blocks"}
+    passes = [update for update in updates if update.task == "validating" and update.done == update.total]
+    assert len(passes) == 2  # one pass per epoch, each to its end
+
+
 def test_vanilla_baseline_has_the_same_architecture_without_action_tags(
     tmp_path: Path, corpus: list[Conversation], reference: Reference
 ) -> None:
