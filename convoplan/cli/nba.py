@@ -86,13 +86,19 @@ def nba_train(
     train = _labelled(_split(conversations, train_split))
     if not train:
         fail(f"{logs}: no conversations with meta.split == {train_split!r} whose agent turns carry actions")
+    validation = _labelled(_split(conversations, validation_split))
+    if isinstance(config, NBAConfig) and not validation:  # as label train: no early stopping on nothing
+        fail(
+            f"{logs}: the validation split is empty (no conversations with meta.split == {validation_split!r} whose "
+            "agent turns carry actions), and early stopping needs it: mark some conversations with that split, or "
+            "name another with --validation-split"
+        )
     model: SupervisedNBA | OutcomeNBA
     try:
         with progress_display() as progress:
             sentences = embedder(embedding_cache, progress)
             track = renamed(progress, f"training {kind.value}")
             if isinstance(config, NBAConfig):
-                validation = _labelled(_split(conversations, validation_split))
                 result = train_nba(train, sentences, config, validation, track)
                 model = result.model
                 summary = (

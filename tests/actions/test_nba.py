@@ -297,6 +297,28 @@ def test_cli_bad_input_exits_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "not a convoplan next-best-action model" in result.stderr
 
 
+def test_an_empty_validation_split_is_refused_before_any_training(tmp_path: Path) -> None:
+    turns = [Turn(speaker="agent", text="Hello!", action="greet"), Turn(speaker="user", text="Hi.")]
+    turns += [Turn(speaker="agent", text="Anything else?", action="ask")]
+    only_train = [Conversation(id=f"c{i}", domain="d", turns=turns, meta={"split": "train"}) for i in range(4)]
+    path = tmp_path / "logs.jsonl"
+    write_jsonl(path, only_train)
+    cache, out = tmp_path / "never-embedded", tmp_path / "model"
+    result = CliRunner().invoke(cli(), ["nba", "train", str(path), "--out", str(out), "--embedding-cache", str(cache)])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == (
+        f"error: {path}: the validation split is empty (no conversations with meta.split == 'validation' whose agent "
+        "turns carry actions), and early stopping needs it: mark some conversations with that split, or name another "
+        "with --validation-split\n"
+    )
+    assert not out.exists() and not cache.exists()
+    write_jsonl(path, [*only_train, replace(only_train[0], id="v", meta={"split": "dev"})])  # the fix it names
+    result = CliRunner().invoke(
+        cli(), ["nba", "train", str(path), "--out", str(out), "--validation-split", "dev", "--set", "epochs=1"]
+    )
+    assert result.exit_code == 0 and "on 1 conversations" in result.stdout, result.output
+
+
 # --- the real corpora ----------------------------------------------------------------------------------------------
 
 
