@@ -28,15 +28,16 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from annotated_types import Ge, Gt, Interval
 from torch import nn
 
 from convoplan.actions.protocols import Labeller, Prediction
 from convoplan.checkpoint import CONFIG_FILE, load_weights, read_config
-from convoplan.configs import config_from_dict
+from convoplan.configs import Config, config_from_dict
 from convoplan.embed import EMBEDDING_DIM, SentenceEmbedder, shared_embedder
 from convoplan.schema import Conversation
 
@@ -239,13 +240,13 @@ def weights_version(name: str, state: dict[str, torch.Tensor]) -> str:
 
 
 @dataclass
-class _Saved:
+class _Saved(Config):
     """What a labeller folder's config.json records besides its format (checked on load)."""
 
     version: str
     labels: list[str]
-    temperature: float
-    threshold: float
+    temperature: Annotated[float, Gt(0)]
+    threshold: Annotated[float, Interval(ge=0, le=1)]
     network: _NetworkSizes
     other_label: str | None = None
     config: dict[str, Any] = field(default_factory=dict)
@@ -253,10 +254,10 @@ class _Saved:
 
 
 @dataclass
-class _NetworkSizes:
-    hidden: int
-    action_dim: int
-    dropout: float
+class _NetworkSizes(Config):
+    hidden: Annotated[int, Ge(1)]
+    action_dim: Annotated[int, Ge(1)]
+    dropout: Annotated[float, Interval(ge=0, lt=1)]
 
 
 def load_labeller(folder: str | Path, embedder: SentenceEmbedder | None = None) -> ActionClassifier:

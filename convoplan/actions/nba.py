@@ -30,17 +30,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Gt, Interval
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from convoplan.actions.protocols import ActionScore
 from convoplan.checkpoint import load_weights, read_config, write_folder
-from convoplan.configs import config_from_dict
+from convoplan.configs import Config, config_from_dict
 from convoplan.embed import EMBEDDING_DIM, SentenceEmbedder, shared_embedder
 from convoplan.schema import Conversation
 
@@ -54,30 +55,30 @@ USER, AGENT, START = 0, 1, 2
 
 
 @dataclass
-class NBAConfig:
+class NBAConfig(Config):
     """The supervised next-best-action model and its training."""
 
-    hidden: int = 256
+    hidden: Annotated[int, Ge(1)] = 256
     """GRU units."""
-    action_dim: int = 32
+    action_dim: Annotated[int, Ge(1)] = 32
     """Size of the learned embedding of a message's action."""
-    head: int = 256
+    head: Annotated[int, Ge(0)] = 256
     """Hidden units of the MLP from the GRU state to the action logits (0: a linear layer)."""
-    dropout: float = 0.2
+    dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.2
     """Dropout on the GRU input's sentence embeddings and on the MLP."""
-    label_smoothing: float = 0.0
+    label_smoothing: Annotated[float, Interval(ge=0, le=1)] = 0.0
     """Label smoothing of the cross-entropy."""
-    lr: float = 1e-3
+    lr: Annotated[float, Gt(0)] = 1e-3
     """Adam learning rate."""
-    weight_decay: float = 1e-5
+    weight_decay: Annotated[float, Ge(0)] = 1e-5
     """Adam weight decay."""
-    batch_size: int = 32
+    batch_size: Annotated[int, Ge(1)] = 32
     """Conversations per batch."""
-    epochs: int = 40
+    epochs: Annotated[int, Ge(1)] = 40
     """Most passes over the training conversations."""
-    patience: int = 4
+    patience: Annotated[int, Ge(1)] = 4
     """Epochs without a lower validation loss before training stops (no early stopping without validation data)."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
     """Seed of initialisation, dropout and batch order."""
 
 

@@ -47,7 +47,7 @@ import torch
 from convoplan.actions.nba import FORMAT, rank_actions
 from convoplan.actions.protocols import ActionScore, NextActionModel
 from convoplan.checkpoint import load_weights, write_folder
-from convoplan.configs import config_from_dict
+from convoplan.configs import Config, config_from_dict
 from convoplan.dm.configs import QConfig
 from convoplan.dm.data import FeatureSpace, StepTable, build_steps
 from convoplan.dm.networks import QModel, RNNConfig, q_model
@@ -72,7 +72,7 @@ def _default_q() -> QConfig:
 
 
 @dataclass
-class OutcomeConfig:
+class OutcomeConfig(Config):
     """Outcome-driven next-best-action: SAQL over the action set with the outcome as terminal reward."""
 
     q: QConfig = field(default_factory=_default_q)
@@ -255,8 +255,6 @@ def load_outcome(folder: Path, record: dict[str, Any], embedder: SentenceEmbedde
     where = str(folder / "config.json")
     config = config_from_dict(OutcomeConfig, record.get("config"), where, "config")
     space = config_from_dict(FeatureSpace, record.get("space"), where, "space")
-    if config.q.ensemble < 1:
-        raise ValueError(f"{where}: config.q.ensemble: expected a positive integer, got {config.q.ensemble}")
     network = q_model(space.utterance_dim, space.candidate_dim, config.q.network, config.q.ensemble)
     load_weights(folder, network)
     return OutcomeNBA(network, space, config, embedder, record.get("training", {}))

@@ -21,11 +21,12 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Gt, Interval
 
 from convoplan.actions.labeller import (
     FORMAT,
@@ -40,6 +41,7 @@ from convoplan.actions.labeller import (
     with_targets,
 )
 from convoplan.checkpoint import training_record, write_folder
+from convoplan.configs import Config
 from convoplan.embed import SentenceEmbedder
 from convoplan.progress import Progress, Update
 from convoplan.schema import Conversation
@@ -48,27 +50,27 @@ __all__ = ["LabellerConfig", "LabellerMetrics", "evaluate_labeller", "save_label
 
 
 @dataclass
-class LabellerConfig:
+class LabellerConfig(Config):
     """The action classifier (Wang et al., 2019 read sentences with their context; these are this project's
     settings, chosen on PersuasionForGood's validation dialogues)."""
 
-    hidden: int = 256
+    hidden: Annotated[int, Ge(1)] = 256
     """Width of the MLP's hidden layer."""
-    action_dim: int = 32
+    action_dim: Annotated[int, Ge(1)] = 32
     """Size of the previous-action embedding."""
-    dropout: float = 0.3
+    dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.3
     """Dropout on the input and hidden layer."""
-    epochs: int = 60
+    epochs: Annotated[int, Ge(1)] = 60
     """Most passes over the training messages."""
-    patience: int = 10
+    patience: Annotated[int, Ge(1)] = 10
     """Stop after this many epochs without a better validation macro-F1."""
-    batch_size: int = 64
-    lr: float = 1e-3
+    batch_size: Annotated[int, Ge(1)] = 64
+    lr: Annotated[float, Gt(0)] = 1e-3
     """AdamW learning rate of the head."""
-    weight_decay: float = 1e-2
-    balance: float = 0.5
+    weight_decay: Annotated[float, Ge(0)] = 1e-2
+    balance: Annotated[float, Interval(ge=0, le=1)] = 0.5
     """Class weights proportional to count^-balance: 0 = plain cross-entropy, 1 = every class weighs the same."""
-    previous_action_dropout: float = 0.6
+    previous_action_dropout: Annotated[float, Interval(ge=0, le=1)] = 0.6
     """Probability of hiding the gold previous action during training."""
     labels: list[str] = field(default_factory=list)
     """Train on these labels only and map every other one to `other_label`; empty = every label of the train split
@@ -76,13 +78,13 @@ class LabellerConfig:
     counted in the training record: no classifier can learn a label it never saw)."""
     other_label: str = "other-action"
     """The class that stands for labels outside `labels`."""
-    threshold: float = 0.0
+    threshold: Annotated[float, Interval(ge=0, le=1)] = 0.0
     """"No action" below this calibrated confidence (0 = always label)."""
     finetune: bool = False
     """Also fine-tune the sentence encoder on the message texts (slow on CPU)."""
-    finetune_epochs: int = 2
-    finetune_lr: float = 2e-5
-    seed: int = 0
+    finetune_epochs: Annotated[int, Ge(1)] = 2
+    finetune_lr: Annotated[float, Gt(0)] = 2e-5
+    seed: Annotated[int, Ge(0)] = 0
 
 
 @dataclass

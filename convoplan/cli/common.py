@@ -278,11 +278,23 @@ def set_option(example: str) -> Any:
     return typer.Option("--set", help=f"Override a config field, e.g. --set {example} (every field: --show-config).")
 
 
-ShowConfig = Annotated[bool, typer.Option(help="Print every config field, its value and meaning, and exit.")]
+ShowConfig = Annotated[
+    bool, typer.Option(help="Print every config field, its value, valid range and meaning, and exit.")
+]
+
+
+def from_options(build: Callable[[], ConfigT]) -> ConfigT:
+    """A config built from a command's options (`lambda: SuggestConfig(n=n)`): a value outside its field's range
+    exits 2 in one line naming the field, before any work."""
+    try:
+        return build()
+    except ValueError as error:
+        fail(str(error))
 
 
 def configured(config: ConfigT, overrides: list[str] | None, show: bool) -> ConfigT:
-    """Apply --set overrides (exit 2 on a bad one); with --show-config print the fields and exit."""
+    """Apply --set overrides (exit 2 on a bad one, a value out of its field's range included); with --show-config
+    print the fields and exit."""
     from convoplan.configs import apply_overrides, describe
 
     try:
@@ -291,10 +303,13 @@ def configured(config: ConfigT, overrides: list[str] | None, show: bool) -> Conf
         fail(str(error))
     if show:
         table = Table(title=type(config).__name__)
-        for column in ("field", "value", "meaning"):
-            table.add_column(column)
+        table.add_column("field", no_wrap=True)  # whole, as --set takes it
+        table.add_column("value")
+        table.add_column("range", no_wrap=True)
+        table.add_column("meaning")
         for row in describe(config):
             table.add_row(*row)
-        console.print(table)
+        # Piped or in a file no terminal sets the width: wide enough that a meaning reads on one line.
+        (console if console.is_terminal else Console(width=200)).print(table)
         raise typer.Exit(0)
     return config

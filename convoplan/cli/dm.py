@@ -19,6 +19,7 @@ from convoplan.cli.common import (
     embedder,
     errors,
     fail,
+    from_options,
     load,
     model_folder,
     output_folder,
@@ -49,7 +50,9 @@ def dm_pipeline(
     """Collect logs with a first DM, train the supervised RNN DM, collect its logs, train the RL DMs on them."""
     from convoplan.sim.pipeline import PipelineConfig, run_pipeline
 
-    config = configured(PipelineConfig(conversations=conversations, seed=seed), overrides, show_config)
+    config = configured(
+        from_options(lambda: PipelineConfig(conversations=conversations, seed=seed)), overrides, show_config
+    )
     world = build_world(simulator, rater)
     with progress_display() as progress:
         try:

@@ -56,7 +56,8 @@ def experiment_ab(
     seed: Annotated[
         int,
         typer.Option(
-            help="Seed of the users (drawn for evaluation: never the users of a collection run), raters and bootstrap."
+            min=0,  # as SimulationConfig.seed
+            help="Seed of the users (drawn for evaluation: never the users of a collection run), raters and bootstrap.",
         ),
     ] = 0,
     raters: Annotated[int, typer.Option(min=0, help="Raters per conversation, for the mean rating.")] = 3,

@@ -17,6 +17,7 @@ from convoplan.cli.common import (
     embedder,
     errors,
     fail,
+    from_options,
     load,
     model_folder,
     output_folder,
@@ -237,9 +238,9 @@ def suggest_command(
 
     from convoplan.lm.suggest import SuggestConfig, Suggester
 
-    config = configured(SuggestConfig(n=n), overrides, show_config)
+    config = configured(from_options(lambda: SuggestConfig(n=n)), overrides, show_config)  # n <= 20, as the API
     if seed is not None:
-        config = replace(config, sampling=replace(config.sampling, seed=seed))
+        config = from_options(lambda: replace(config, sampling=replace(config.sampling, seed=seed)))
     conversations = load(conversation, skip_invalid)
     chosen = [c for c in conversations if conversation_id is None or c.id == conversation_id]
     if not chosen:

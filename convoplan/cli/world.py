@@ -19,6 +19,7 @@ from convoplan.cli.common import (
     console,
     embedder,
     errors,
+    from_options,
     output_file,
     output_folder,
     print_conversation,
@@ -58,11 +59,16 @@ def world_simulate(
     from convoplan.compose.loop import ComposerConfig
     from convoplan.sim.run import SimulationConfig
 
-    world = build_world(simulator, rater)
-    composer = ComposerConfig(epsilon=epsilon)
-    config = SimulationConfig(
-        conversations=conversations, raters=raters, seed=seed, max_turns=max_turns, composer=composer
+    config = from_options(
+        lambda: SimulationConfig(
+            conversations=conversations,
+            raters=raters,
+            seed=seed,
+            max_turns=max_turns,
+            composer=ComposerConfig(epsilon=epsilon),
+        )
     )
+    world = build_world(simulator, rater)
     manager = resolve_dm(dm, world, random.Random(f"{seed}:dm"), embedder(embedding_cache))
     logs, seconds = simulate_with_progress(world, manager, config, dm)
     write_jsonl(out, logs)
@@ -148,7 +154,7 @@ def demo(
     from convoplan.sim.experiment import ab_report, run_ab
     from convoplan.sim.pipeline import PipelineConfig, run_pipeline
 
-    quick = PipelineConfig(conversations=conversations, seed=seed, arms=("saql",))
+    quick = from_options(lambda: PipelineConfig(conversations=conversations, seed=seed, arms=("saql",)))
     # A budget of CPU minutes (batches of 8 conversations); `convoplan dm pipeline` trains longer.
     quick.supervised.steps, quick.supervised.batch_size = 200, 8
     quick.q.steps, quick.q.batch_size = 500, 8
@@ -212,7 +218,7 @@ def serving_artifacts(out: Path, arm: Path, control: Path, seed: int, cache: Pat
     from convoplan.serve.artifacts import Arm, Manifest, write_manifest
     from convoplan.worlds.animals.lm_world import LMWorldConfig, lm_world_demo, transcript
 
-    world_config = LMWorldConfig(dm=str(arm), seed=seed, demo_conversations=1, max_turns=8)
+    world_config = from_options(lambda: LMWorldConfig(dm=str(arm), seed=seed, demo_conversations=1, max_turns=8))
     with progress_display() as progress:
         demo = lm_world_demo(out / "lm-world", world_config, report=lambda m: say(m, to=errors), progress=progress)
     say(transcript(demo.conversations[0]))

@@ -14,10 +14,13 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol, cast, get_args
+from typing import Annotated, Protocol, cast, get_args
+
+from annotated_types import Ge, Interval
 
 from convoplan.compose.fusion import Entity, Fuser
 from convoplan.compose.nlu import Interpretation, Lexicon, Question, QuestionKind, interpret
+from convoplan.configs import UNBOUNDED, Config
 from convoplan.schema import Candidate, Turn
 
 __all__ = [
@@ -74,12 +77,12 @@ class DialogueManager(Protocol):
 
 
 @dataclass
-class ComposerConfig:
-    max_utterances: int = 4
+class ComposerConfig(Config):
+    max_utterances: Annotated[int, Ge(1)] = 4
     """Bound on the utterances of one response (the paper's responses hold a few)."""
-    end_threshold: float = 0.0
+    end_threshold: Annotated[float, UNBOUNDED] = 0.0
     """The bot ends the conversation when its best first-step score is below this."""
-    epsilon: float = 0.0
+    epsilon: Annotated[float, Interval(ge=0, le=1)] = 0.0
     """Exploration when logging data: with this probability a step picks uniformly at random."""
 
 

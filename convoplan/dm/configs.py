@@ -5,79 +5,82 @@ imports training code."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
+from annotated_types import Ge, Gt, Interval
+
+from convoplan.configs import UNBOUNDED, Config
 from convoplan.dm.networks import RNNConfig
 
 __all__ = ["QConfig", "RewardConfig", "SupervisedConfig", "ValidationConfig"]
 
 
 @dataclass
-class ValidationConfig:
+class ValidationConfig(Config):
     """Held-out conversations on which a supervised DM's rating error (RMSE) is measured while it trains; training
     stops once the error has stopped falling, and the weights with the lowest error are kept."""
 
-    share: float = 0.0
+    share: Annotated[float, Interval(ge=0, lt=1)] = 0.0
     """Share of the conversations held out (seeded); 0: none, every step trains on all the logs."""
-    every: int = 50
+    every: Annotated[int, Ge(1)] = 50
     """Optimiser steps between two measurements."""
-    patience: int = 4
+    patience: Annotated[int, Ge(0)] = 4
     """Measurements in a row without a lower error after which training stops; 0: train all the steps."""
-    most: int = 400
+    most: Annotated[int, Ge(1)] = 400
     """Most held-out composition steps a measurement reads (a fixed sample; the error reported at the end reads
     them all): bounds the transformer's measurement time."""
 
 
 @dataclass
-class SupervisedConfig:
+class SupervisedConfig(Config):
     """The supervised RNN DM: regress the mean rating of every rated candidate, selected or not."""
 
     network: RNNConfig = field(default_factory=RNNConfig)
     """State encoder and Q-head sizes."""
-    lr: float = 1e-3
+    lr: Annotated[float, Gt(0)] = 1e-3
     """Adam learning rate (the paper uses 1e-4 over many more steps than a CPU run affords)."""
-    batch_size: int = 16
+    batch_size: Annotated[int, Ge(1)] = 16
     """Conversations per batch (paper: 16)."""
-    steps: int = 600
+    steps: Annotated[int, Ge(1)] = 600
     """Optimiser steps (the most, with validation)."""
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     """Held-out conversations and early stopping."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
     """Seed of initialisation and batch sampling."""
 
 
 @dataclass
-class RewardConfig:
+class RewardConfig(Config):
     """The reward of a composition step (Q-learning)."""
 
     source: Literal["ratings", "reactions", "mixed"] = "ratings"
     """ratings: the mean rating of the selected candidate (the paper); reactions: the user's reaction to each
     response (no raters needed: live sessions); mixed: both, weighted."""
-    rating_weight: float = 1.0
+    rating_weight: Annotated[float, Ge(0)] = 1.0
     """mixed: weight of the mean rating (a 1-5 scale) against the reaction."""
-    continued: float = 1.0
+    continued: Annotated[float, UNBOUNDED] = 1.0
     """The user wrote again after a response, and did not leave."""
-    left: float = -3.0
+    left: Annotated[float, UNBOUNDED] = -3.0
     """The user's next message said goodbye or told the bot to stop."""
-    cooperative: float = 1.0
+    cooperative: Annotated[float, UNBOUNDED] = 1.0
     """The user answered the response's question."""
-    non_cooperative: float = -1.0
+    non_cooperative: Annotated[float, UNBOUNDED] = -1.0
     """The user declined or ignored it."""
-    positive: float = 2.0
+    positive: Annotated[float, UNBOUNDED] = 2.0
     """Explicit positive feedback (words or a button)."""
-    negative: float = -2.0
+    negative: Annotated[float, UNBOUNDED] = -2.0
     """Explicit negative feedback."""
 
 
 @dataclass
-class QConfig:
+class QConfig(Config):
     """SAQL or CAQL, optionally with the CQL regulariser (RL paper sec. 4.3)."""
 
     algorithm: Literal["saql", "caql"] = "saql"
     """SAQL: max over the realized next candidate set; CAQL: gradient ascent over the action embedding."""
     network: RNNConfig = field(default_factory=RNNConfig)
     """State encoder and Q-head sizes."""
-    gamma: float = 0.9
+    gamma: Annotated[float, Interval(ge=0, lt=1)] = 0.9
     """Discount factor."""
     discount: Literal["step", "response"] = "step"
     """What gamma discounts: every composition step (the paper), or every response (steps within a response are
@@ -85,26 +88,26 @@ class QConfig:
     reward: RewardConfig = field(default_factory=RewardConfig)
     """What a step is worth: the raters' mean rating (default), the user's reaction, or both
     (`convoplan.dm.rewards`)."""
-    lr: float = 5e-4
+    lr: Annotated[float, Gt(0)] = 5e-4
     """Adam learning rate."""
-    batch_size: int = 16
+    batch_size: Annotated[int, Ge(1)] = 16
     """Conversations per batch."""
-    steps: int = 1500
+    steps: Annotated[int, Ge(1)] = 1500
     """Optimiser steps."""
-    target_every: int = 100
+    target_every: Annotated[int, Ge(1)] = 100
     """Steps between copies of the online network into the target network Qbar."""
-    cql_alpha: float = 0.0
+    cql_alpha: Annotated[float, Ge(0)] = 0.0
     """Weight of the CQL regulariser; 0 turns it off."""
     behaviour: Literal["logged", "supervised"] = "supervised"
     """pi_beta of CQL: softmax over the supervised DM's scores, or the logged choice (one-hot)."""
-    behaviour_temperature: float = 1.0
+    behaviour_temperature: Annotated[float, Gt(0)] = 1.0
     """Temperature of the softmax over the supervised DM's scores."""
-    caql_steps: int = 5
+    caql_steps: Annotated[int, Ge(0)] = 5
     """CAQL: gradient-ascent steps of the inner max over the action embedding."""
-    caql_step_size: float = 0.1
+    caql_step_size: Annotated[float, Gt(0)] = 0.1
     """CAQL: gradient-ascent step size eta."""
-    ensemble: int = 1
+    ensemble: Annotated[int, Ge(1)] = 1
     """Networks trained independently on the same logs (seeds seed, seed+1, ...); the DM acts on their mean Q-value
     (`QEnsemble`). Each costs a whole training: K times the time, less variance of training."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
     """Seed of initialisation and batch sampling."""

@@ -19,13 +19,15 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from annotated_types import Ge, Interval
 from torch import nn
 
 from convoplan.compose.loop import DialogueState
+from convoplan.configs import Config
 from convoplan.dm.data import FeatureSpace, StepTable, build_steps
 from convoplan.schema import Candidate, Conversation, Turn
 
@@ -33,16 +35,16 @@ __all__ = ["CrossEncoder", "CrossEncoderPolicy", "TransformerConfig"]
 
 
 @dataclass
-class TransformerConfig:
-    layers: int = 2
+class TransformerConfig(Config):
+    layers: Annotated[int, Interval(ge=1, le=6)] = 2
     """Transformer layers kept from all-MiniLM-L6-v2 (of 6): a CPU budget (the paper fine-tunes BERT-Medium)."""
-    max_tokens: int = 128
+    max_tokens: Annotated[int, Interval(ge=16, le=512)] = 128
     """Longest input in tokens; the history is truncated first."""
-    history: int = 4
+    history: Annotated[int, Ge(0)] = 4
     """Most recent utterances of the history in the input."""
-    head: tuple[int, ...] = (128,)
+    head: tuple[Annotated[int, Ge(1)], ...] = (128,)
     """Hidden layers of the MLP on the pooled output and the candidate metadata."""
-    dropout: float = 0.1
+    dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.1
     """Dropout on the MLP's hidden layers."""
     packed: bool = False
     """Read a step's history once for all its candidates (one sequence per step, see the module docstring) rather

@@ -11,12 +11,14 @@ from __future__ import annotations
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import Annotated, cast
 
 import torch
+from annotated_types import Ge, Interval
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from convoplan.configs import Config
 from convoplan.dm.data import Batch
 from convoplan.embed import EMBEDDING_DIM
 
@@ -24,12 +26,12 @@ __all__ = ["QEnsemble", "QModel", "QNetwork", "RNNConfig", "q_model"]
 
 
 @dataclass
-class RNNConfig:
-    hidden: int = 200
+class RNNConfig(Config):
+    hidden: Annotated[int, Ge(1)] = 200
     """GRU units (paper: 200)."""
-    head: tuple[int, ...] = (256, 256)
+    head: tuple[Annotated[int, Ge(1)], ...] = (256, 256)
     """Hidden layers of the Q/rating MLP (the paper's sizes are not given in the text we have)."""
-    dropout: float = 0.2
+    dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.2
     """Dropout on the MLP's hidden layers (paper: 0.2)."""
 
 

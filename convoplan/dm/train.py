@@ -287,8 +287,6 @@ def train_q(
             "Q-learning needs a reward on every step: some selected candidates have no ratings "
             "(logs without raters, e.g. exported live sessions: --set reward.source=reactions)"
         )
-    if config.ensemble < 1:
-        raise ValueError(f"ensemble: expected at least 1 network, got {config.ensemble}")
     if config.ensemble > 1:
         return _train_ensemble(data, config, supervised, init, progress)
     if isinstance(init, QEnsemble):

@@ -14,13 +14,15 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import torch
+from annotated_types import Ge, Gt, Interval
 from torch import nn
 
 from convoplan.checkpoint import training_record
+from convoplan.configs import Config
 from convoplan.dm.checkpoint import save_cross_encoder
 from convoplan.dm.configs import ValidationConfig
 from convoplan.dm.crossencoder import CrossEncoder, TransformerConfig, pair_batch
@@ -39,43 +41,43 @@ __all__ = [
 
 
 @dataclass
-class SupervisedTransformerConfig:
+class SupervisedTransformerConfig(Config):
     model: TransformerConfig = field(default_factory=TransformerConfig)
     """The cross-encoder's architecture."""
-    lr: float = 5e-5
+    lr: Annotated[float, Gt(0)] = 5e-5
     """Peak AdamW learning rate (BERT fine-tuning range)."""
-    warmup: float = 0.1
+    warmup: Annotated[float, Interval(ge=0, le=1)] = 0.1
     """Share of the steps with a linear warm-up; then linear decay to zero (BERT's schedule)."""
-    batch_size: int = 32
+    batch_size: Annotated[int, Ge(1)] = 32
     """(history, candidate) pairs per batch, as whole steps: steps are drawn (every rated candidate of each) until
     the batch holds at least this many."""
-    steps: int = 400
+    steps: Annotated[int, Ge(1)] = 400
     """Optimiser steps (the most, with validation; the learning-rate schedule spans them)."""
     validation: ValidationConfig = field(default_factory=ValidationConfig)
     """Held-out conversations and early stopping."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
     """Seed of initialisation and sampling."""
 
 
 @dataclass
-class E2EConfig:
+class E2EConfig(Config):
     model: TransformerConfig = field(default_factory=TransformerConfig)
     """The cross-encoder's architecture and input; must match the model it is warm-started from."""
-    gamma: float = 0.8
+    gamma: Annotated[float, Interval(ge=0, lt=1)] = 0.8
     """Discount factor (the paper trains E2E with a lower one than SAQL, for stability)."""
-    cql_alpha: float = 0.5
+    cql_alpha: Annotated[float, Ge(0)] = 0.5
     """Weight of the CQL term (behaviour: the logged choice); 0 turns it off."""
-    lr: float = 2e-5
+    lr: Annotated[float, Gt(0)] = 2e-5
     """Peak AdamW learning rate."""
-    warmup: float = 0.1
+    warmup: Annotated[float, Interval(ge=0, le=1)] = 0.1
     """Share of the steps with a linear warm-up; then linear decay to zero."""
-    batch_size: int = 4
+    batch_size: Annotated[int, Ge(1)] = 4
     """Composition steps per batch (every candidate of each is scored)."""
-    steps: int = 300
+    steps: Annotated[int, Ge(1)] = 300
     """Optimiser steps."""
-    target_every: int = 50
+    target_every: Annotated[int, Ge(1)] = 50
     """Steps between copies of the online model into the target model."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
     """Seed of sampling."""
 
 

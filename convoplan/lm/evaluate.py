@@ -31,9 +31,12 @@ import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, Protocol
+from typing import Annotated, Any, Protocol
+
+from annotated_types import Ge
 
 from convoplan.actions.protocols import Labeller, NextActionModel
+from convoplan.configs import UNBOUNDED, Config
 from convoplan.lm.generate import SamplingConfig, generate_messages, prompt_budget
 from convoplan.lm.model import LanguageModel
 from convoplan.progress import Progress, Update, renamed
@@ -48,22 +51,22 @@ ALL = "all"
 
 
 @dataclass
-class EvalConfig:
+class EvalConfig(Config):
     """Which messages are written again, and how."""
 
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(do_sample=False))
     """Decoding of every system (default greedy: deterministic; with sampling, its seed makes runs repeatable)."""
-    batch_size: int = 16
+    batch_size: Annotated[int, Ge(1)] = 16
     """Prompts per generate call."""
     split: str = "test"
     """The `meta.split` of the conversations whose messages are written again."""
     human_labels_only: bool = True
     """Only messages whose action is a human label (`action_source` None), not a labeller's guess."""
-    max_messages: int = 0
+    max_messages: Annotated[int, Ge(0)] = 0
     """Evaluate a seeded random sample of this many messages; 0 = all."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
     """Seed of that sample."""
-    threshold: float = 0.0
+    threshold: Annotated[float, UNBOUNDED] = 0.0
     """Least next-action score for the predicted action to direct generation (as `SuggestConfig.threshold`)."""
 
 

@@ -30,11 +30,13 @@ import copy
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Annotated, Any, cast
 
 import torch
+from annotated_types import Ge, Gt, Interval
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
+from convoplan.configs import Config
 from convoplan.lm.model import LanguageModel
 
 __all__ = ["Cancelled", "OnText", "PrefixCache", "SamplingConfig", "generate_messages"]
@@ -49,18 +51,18 @@ class Cancelled(Exception):
 
 
 @dataclass
-class SamplingConfig:
+class SamplingConfig(Config):
     """How messages are decoded."""
 
     do_sample: bool = True
     """Sample (with temperature and top-p); false = greedy decoding, deterministic and one message per prompt."""
-    temperature: float = 0.8
+    temperature: Annotated[float, Gt(0)] = 0.8
     """Softmax temperature when sampling: under 1 sharpens the distribution towards likely tokens."""
-    top_p: float = 0.95
+    top_p: Annotated[float, Interval(gt=0, le=1)] = 0.95
     """Nucleus sampling: draw from the smallest set of tokens whose probability adds up to this."""
-    max_new_tokens: int = 40
+    max_new_tokens: Annotated[int, Ge(1)] = 40
     """Most tokens of one message, its end token included; a message cut there is returned unfinished."""
-    seed: int | None = None
+    seed: Annotated[int, Ge(0)] | None = None
     """Seed torch's global generator before sampling (reproducible suggestions); None leaves it alone."""
 
 

@@ -20,7 +20,11 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
+
+from annotated_types import Ge, Interval
+
+from convoplan.configs import Config
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -32,14 +36,14 @@ ADAPTER_FILE = "adapter_config.json"
 
 
 @dataclass
-class LoraConfig:
+class LoraConfig(Config):
     """LoRA on a pretrained base (rank 0 = full fine-tuning: every weight trains)."""
 
-    rank: int = 0
+    rank: Annotated[int, Ge(0)] = 0
     """Rank r of each layer's update; 0 = no LoRA, full fine-tuning. 8-16 is usual."""
-    alpha: int = 32
+    alpha: Annotated[int, Ge(1)] = 32
     """Scale of the update: (alpha / r) B A."""
-    dropout: float = 0.05
+    dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.05
     """Dropout on the input of the low-rank branch."""
     targets: str = "all-linear"
     """Layers that learn an update: "all-linear" (every linear layer but the output head), or module names

@@ -19,10 +19,12 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from annotated_types import Ge, Interval
 
 from convoplan.checkpoint import read_config, write_folder
-from convoplan.configs import config_from_dict
+from convoplan.configs import Config, RangeError, config_from_dict
 from convoplan.lm.base import quiet
 from convoplan.lm.text import AGENT, END, USER, action_token
 from convoplan.lm.tokenizer import Codec, add_format_tokens, format_actions
@@ -40,27 +42,30 @@ INFO_FILE = "convoplan-lm.json"
 
 
 @dataclass
-class ModelConfig:
+class ModelConfig(Config):
     """A GPT-2 trained from scratch; the defaults are small enough to train on a CPU (~5M parameters with 8k tokens)."""
 
-    n_layer: int = 4
+    n_layer: Annotated[int, Ge(1)] = 4
     """Transformer blocks."""
-    n_head: int = 4
+    n_head: Annotated[int, Ge(1)] = 4
     """Attention heads per block (must divide n_embd)."""
-    n_embd: int = 256
+    n_embd: Annotated[int, Ge(1)] = 256
     """Width of the token embeddings and of every block."""
-    n_positions: int = 256
+    n_positions: Annotated[int, Ge(1)] = 256
     """Context length in tokens: the longest training block, and prompt plus generated message at inference."""
-    dropout: float = 0.1
+    dropout: Annotated[float, Interval(ge=0, lt=1)] = 0.1
     """Dropout on the embeddings, the attention weights and the residual branches."""
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.n_embd % self.n_head:  # each head attends over an equal slice of the width
+            raise RangeError("n_embd", f"must be a multiple of n_head ({self.n_head}), got {self.n_embd}")
 
 
 def new_model(config: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTrainedModel:
     """A freshly initialised GPT2LMHeadModel sized for `tokenizer` (seed torch first for a reproducible start)."""
     from transformers import GPT2Config, GPT2LMHeadModel
 
-    if config.n_embd % config.n_head:
-        raise ValueError(f"model.n_embd ({config.n_embd}) must be a multiple of model.n_head ({config.n_head})")
     gpt2 = GPT2Config(
         vocab_size=len(tokenizer),
         n_positions=config.n_positions,
@@ -178,13 +183,13 @@ def save_model(
 
 
 @dataclass
-class _Info:
+class _Info(Config):
     """What convoplan-lm.json must hold, with its types (checked on load)."""
 
     vanilla: bool
     actions: list[str]
     base_model: str | None = None
-    block_size: int | None = None
+    block_size: Annotated[int, Ge(1)] | None = None
     training: dict[str, Any] | None = None
 
 

@@ -27,6 +27,7 @@ from pydantic import JsonValue
 
 from convoplan.compose.loop import STOP, DialogueState
 from convoplan.compose.nlu import Lexicon, interpret
+from convoplan.configs import Config
 from convoplan.lm.generate import Generated, PrefixCache, SamplingConfig, generate_messages, prompt_budget
 from convoplan.lm.model import LanguageModel
 from convoplan.schema import Candidate, Conversation, Turn
@@ -52,7 +53,7 @@ def lm_conversations(conversations: Sequence[Conversation]) -> list[Conversation
 
 
 @dataclass
-class LMProviderConfig:
+class LMProviderConfig(Config):
     """The LM content provider."""
 
     sampling: SamplingConfig = field(default_factory=lambda: SamplingConfig(do_sample=False))

@@ -21,9 +21,12 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
+
+from annotated_types import Interval
 
 from convoplan.actions.protocols import Labeller, NextActionModel
+from convoplan.configs import UNBOUNDED, Config
 from convoplan.lm.generate import OnText, PrefixCache, SamplingConfig, generate_messages, prompt_budget
 from convoplan.lm.model import LanguageModel
 from convoplan.schema import Conversation, Turn
@@ -35,14 +38,14 @@ History = Conversation | Sequence[Turn]
 
 
 @dataclass
-class SuggestConfig:
+class SuggestConfig(Config):
     """Suggestions for the next agent message."""
 
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     """How each message is decoded (temperature, top-p, max_new_tokens = 40, seed)."""
-    n: int = 3
+    n: Annotated[int, Interval(ge=1, le=20)] = 3
     """Suggestions per request (sampled together in one batch)."""
-    threshold: float = 0.0
+    threshold: Annotated[float, UNBOUNDED] = 0.0
     """Least score of the next-action model's top action for it to direct the message; under it the message is
     written without an action. A supervised model scores probabilities, an outcome-driven one Q-values."""
 

@@ -20,14 +20,15 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import torch
 import torch.distributed as dist
+from annotated_types import Ge, Gt, Interval
 from torch import nn
 
 from convoplan.checkpoint import training_record
-from convoplan.configs import config_from_dict
+from convoplan.configs import Config, config_from_dict
 from convoplan.distributed import all_sum, barrier, process_group
 from convoplan.lm.checkpoint import STATE_FILE, LoopState, Snapshot, load_checkpoint, save_checkpoint
 from convoplan.lm.data import IGNORE, Blocks, pack, split
@@ -47,45 +48,46 @@ CHECKPOINT = "checkpoint"
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(Config):
     """Training of the action-directed (or vanilla) language model."""
 
     model: ModelConfig = field(default_factory=ModelConfig)
     """Architecture of a model trained from scratch (a base model brings its own)."""
     vanilla: bool = False
     """Train the vanilla baseline: the same conversations rendered without action tags."""
-    vocab_size: int = 8000
-    """Entries of a from-scratch byte-level BPE tokenizer, format tags included (action tags come on top)."""
-    block_size: int = 256
+    vocab_size: Annotated[int, Ge(260)] = 8000
+    """Entries of a from-scratch byte-level BPE tokenizer, format tags included (action tags come on top): at least
+    the 256 bytes and the 4 format tags, below which it learns no merge."""
+    block_size: Annotated[int, Ge(1)] = 256
     """Tokens per training block, capped at the model's context; recorded with the model, whose prompts at inference
     then fit in it too. A pretrained base's context (8,192 tokens for SmolLM2) would take gigabytes per block."""
-    batch_size: int = 16
+    batch_size: Annotated[int, Ge(1)] = 16
     """Blocks per optimiser step, over all processes."""
-    lr: float | None = None
+    lr: Annotated[float, Gt(0)] | None = None
     """Peak AdamW learning rate; None = by what trains: 1e-3 from scratch, 5e-5 a whole base, 1e-3 LoRA (short CPU
     budgets: 2e-4, the usual LoRA rate, left SmolLM2 far behind after 60 steps; BENCHMARKS.md)."""
-    weight_decay: float = 0.1
+    weight_decay: Annotated[float, Ge(0)] = 0.1
     """AdamW weight decay of the weight matrices (not of biases, layer norms)."""
-    warmup: float = 0.05
+    warmup: Annotated[float, Interval(ge=0, le=1)] = 0.05
     """Share of the steps over which the learning rate rises linearly from 0; it then decays linearly to 0."""
-    epochs: int = 10
+    epochs: Annotated[int, Ge(1)] = 10
     """Passes over the training blocks (the budget; early stopping may end sooner)."""
-    max_steps: int = 0
+    max_steps: Annotated[int, Ge(0)] = 0
     """Cap on optimiser steps; 0 = no cap."""
-    grad_clip: float = 1.0
+    grad_clip: Annotated[float, Gt(0)] = 1.0
     """Largest global gradient norm; larger gradients are scaled down to it."""
-    patience: int = 2
+    patience: Annotated[int, Ge(1)] = 2
     """Epochs without a better validation loss before training stops; the best weights are kept."""
-    min_delta: float = 0.0
+    min_delta: Annotated[float, Ge(0)] = 0.0
     """Least decrease of the validation loss that counts as better."""
-    validation_fraction: float = 0.1
+    validation_fraction: Annotated[float, Interval(ge=0, lt=1)] = 0.1
     """Share of training conversations held out for validation when the data has no validation split."""
-    eval_batch_size: int = 8
+    eval_batch_size: Annotated[int, Ge(1)] = 8
     """Blocks per forward pass when computing the validation loss (memory grows with it: SmolLM2's logits alone
     take 50 MB per 256-token block)."""
-    checkpoint_every: int = 200
+    checkpoint_every: Annotated[int, Ge(0)] = 200
     """Optimiser steps between checkpoints (one is also written after every epoch); 0 = only after epochs."""
-    micro_batch_size: int = 4
+    micro_batch_size: Annotated[int, Ge(0)] = 4
     """Most blocks in one forward-backward pass: a process's share of a batch that holds more takes several passes,
     their gradients accumulated (the same gradient; memory grows with this, not with batch_size: SmolLM2 needs
     about 1 GB per 256-token block). 0 = the whole share in one pass."""
@@ -93,7 +95,7 @@ class TrainConfig:
     """Recompute each layer's activations in the backward pass instead of keeping them (less memory, ~30% slower)."""
     lora: LoraConfig = field(default_factory=LoraConfig)
     """LoRA on a pretrained base (rank 0 = full fine-tuning)."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
     """Seed of initialisation, batch order, dropout and the validation hold-out."""
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where to train: auto = CUDA when available, else CPU."""
@@ -221,8 +223,6 @@ def fit(
     batch_size = min(config.batch_size, len(train_blocks))
     if batch_size < world:
         raise ValueError(f"a batch of {batch_size} block(s) cannot be shared by {world} processes")
-    if config.micro_batch_size < 0:
-        raise ValueError(f"micro_batch_size must be 0 (no accumulation) or positive, got {config.micro_batch_size}")
     steps_per_epoch = _steps_per_epoch(train_blocks, config)
     total = config.epochs * steps_per_epoch
     if config.max_steps > 0:
@@ -413,8 +413,6 @@ def train(
 
     codec = Codec(tokenizer, vanilla=config.vanilla)
     context = int(getattr(model.config, "n_positions", 0) or model.config.max_position_embeddings)
-    if config.block_size < 1:
-        raise ValueError(f"block_size must be positive, got {config.block_size}")
     block_size = min(config.block_size, context)
     train_blocks = pack(codec.encode_conversations(train_set), block_size, codec.eos)
     validation_blocks = pack(codec.encode_conversations(validation_set), block_size, codec.eos)

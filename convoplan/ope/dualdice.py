@@ -53,10 +53,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
+from annotated_types import Ge, Gt, Interval
 
+from convoplan.configs import Config
 from convoplan.ope.networks import PairMLP
 from convoplan.ope.steps import LoggedSteps
 from convoplan.progress import Progress, Update
@@ -65,48 +67,48 @@ __all__ = ["DualDiceConfig", "DualDiceResult", "dualdice", "dualdice_objective",
 
 
 @dataclass
-class DualDiceConfig:
+class DualDiceConfig(Config):
     """DualDICE's saddle point, its networks and its optimisation."""
 
-    gamma: float = 0.9
+    gamma: Annotated[float, Interval(ge=0, lt=1)] = 0.9
     """Discount factor of the value being estimated."""
     terminal: Literal["restart", "absorb"] = "restart"
     """After the last step of a conversation: restart at an initial state, or absorb (next value 0)."""
-    hidden: tuple[int, ...] = (64,)
+    hidden: tuple[Annotated[int, Ge(1)], ...] = (64,)
     """Hidden layers of the nu and zeta MLPs."""
-    nu_lr: float = 1e-3
+    nu_lr: Annotated[float, Gt(0)] = 1e-3
     """Adam learning rate of nu (minimising player)."""
-    zeta_lr: float = 1e-2
+    zeta_lr: Annotated[float, Gt(0)] = 1e-2
     """Adam learning rate of zeta (maximising player)."""
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Annotated[float, Interval(ge=0, lt=1)], Annotated[float, Interval(ge=0, lt=1)]] = (0.9, 0.999)
     """Adam's moment decay rates of both players."""
-    weight_decay: float = 1e-4
+    weight_decay: Annotated[float, Ge(0)] = 1e-4
     """Adam weight decay of both networks."""
     positive_zeta: bool = False
     """Constrain zeta >= 0 (softplus output), as the density ratio it estimates; the saddle point is unchanged."""
-    initial_share: float = 0.0
+    initial_share: Annotated[float, Interval(ge=0, lt=1)] = 0.0
     """Share of each minibatch drawn from the initial steps alone: d^D becomes that mixture (the estimates weight
     steps accordingly), so that zeta is learned as well where conversations start, which "restart" divides by."""
     policy_feature: bool = True
     """Append pi(a | s) to each candidate's vector: d^pi / d^D factors as d^pi(s) / d^D(s) * pi(a | s) / mu(a | s),
     and the target's probabilities are known (the logging policy's stay unknown: still behaviour-agnostic)."""
-    zeta_steps: int = 3
+    zeta_steps: Annotated[int, Ge(1)] = 3
     """zeta's updates per nu update, on the same minibatch (zeta is the faster player, near its best response)."""
-    decay: float = 0.5
+    decay: Annotated[float, Interval(ge=0, le=1)] = 0.5
     """Share of the last steps over which the learning rates fall linearly."""
-    final_lr: float = 0.1
+    final_lr: Annotated[float, Interval(ge=0, le=1)] = 0.1
     """Learning rates at the end, as a share of their initial value."""
-    batch_size: int = 512
+    batch_size: Annotated[int, Ge(1)] = 512
     """Logged steps per minibatch."""
-    initial_batch_size: int = 128
+    initial_batch_size: Annotated[int, Ge(1)] = 128
     """Logged initial steps per minibatch (for the (1 - gamma) term and the restart of terminal steps)."""
-    steps: int = 4000
+    steps: Annotated[int, Ge(1)] = 4000
     """Rounds of updates (each: `zeta_steps` for zeta, one for nu)."""
-    average_last: float = 0.25
+    average_last: Annotated[float, Interval(gt=0, le=1)] = 0.25
     """Share of the last steps over which zeta is averaged (evaluated every `eval_every` steps)."""
-    eval_every: int = 25
+    eval_every: Annotated[int, Ge(1)] = 25
     """Steps between evaluations of zeta on every logged step during the averaging window."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
     """Seed of initialisation and minibatch sampling."""
 
 

@@ -22,11 +22,13 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
+from annotated_types import Ge, Interval
 from scipy.stats import norm
 
+from convoplan.configs import Config
 from convoplan.dm.configs import RewardConfig
 from convoplan.dm.data import StepTable
 from convoplan.ope.dualdice import DualDiceConfig, dualdice
@@ -42,18 +44,18 @@ NAMES: dict[str, str] = {"fqe": "FQE", "dualdice": "DualDICE", "wis": "WIS"}
 
 
 @dataclass
-class OPEConfig:
+class OPEConfig(Config):
     """Off-policy evaluation of several DMs on one log (`convoplan ope`)."""
 
-    gamma: float = 0.9
+    gamma: Annotated[float, Interval(ge=0, lt=1)] = 0.9
     """Discount factor of the value (over composition steps); it overrides the estimators' own."""
     estimators: tuple[Estimator, ...] = ("fqe", "dualdice", "wis")
     """Which estimates to make; DMs are ranked by the first."""
     reward: RewardConfig = field(default_factory=RewardConfig)
     """What a step is worth (logs without raters, such as exported live sessions: reward.source=reactions)."""
-    state_components: int = 16
+    state_components: Annotated[int, Ge(0)] = 16
     """Principal components of the encoder's states the estimators see (0: all)."""
-    action_components: int = 16
+    action_components: Annotated[int, Ge(0)] = 16
     """Principal components of the candidates' vectors (0: all)."""
     fqe: FQEConfig = field(default_factory=FQEConfig)
     """Fitted Q evaluation."""
@@ -61,22 +63,19 @@ class OPEConfig:
     """DualDICE (absorbing end: its value is that of one conversation, the truth's scale)."""
     wis: WISConfig = field(default_factory=WISConfig)
     """Weighted importance sampling (needs the logged propensities)."""
-    refits: int = 5
+    refits: Annotated[int, Ge(0)] = 5
     """Bootstrap replicates of FQE and DualDICE, each refitted on resampled conversations (0: no interval)."""
-    resamples: int = 500
+    resamples: Annotated[int, Ge(0)] = 500
     """Bootstrap replicates of importance sampling (cheap: no fitting)."""
-    confidence: float = 0.95
+    confidence: Annotated[float, Interval(gt=0, lt=1)] = 0.95
     """Coverage of the intervals."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
     """Seed of the estimators and the resampling."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.estimators:
             raise ValueError("estimators: name at least one of fqe, dualdice, wis")
-        if not 0 < self.confidence < 1:
-            raise ValueError(f"confidence must be in (0, 1), got {self.confidence}")
-        if self.refits < 0 or self.resamples < 0:
-            raise ValueError("refits and resamples must be >= 0")
 
 
 @dataclass

@@ -19,10 +19,13 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field
+from typing import Annotated
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Gt, Interval
 
+from convoplan.configs import Config
 from convoplan.ope.dualdice import expected_under
 from convoplan.ope.networks import PairMLP
 from convoplan.ope.steps import LoggedSteps
@@ -32,24 +35,24 @@ __all__ = ["FQEConfig", "FQEResult", "fqe"]
 
 
 @dataclass
-class FQEConfig:
+class FQEConfig(Config):
     """Fitted Q evaluation: the Q network and its optimisation."""
 
-    gamma: float = 0.9
+    gamma: Annotated[float, Interval(ge=0, lt=1)] = 0.9
     """Discount factor of the value being estimated."""
-    hidden: tuple[int, ...] = (64,)
+    hidden: tuple[Annotated[int, Ge(1)], ...] = (64,)
     """Hidden layers of the Q MLP."""
-    lr: float = 1e-3
+    lr: Annotated[float, Gt(0)] = 1e-3
     """Adam learning rate."""
-    weight_decay: float = 1e-4
+    weight_decay: Annotated[float, Ge(0)] = 1e-4
     """Adam weight decay."""
-    batch_size: int = 512
+    batch_size: Annotated[int, Ge(1)] = 512
     """Logged steps per minibatch."""
-    steps: int = 2000
+    steps: Annotated[int, Ge(1)] = 2000
     """Optimiser steps."""
-    target_every: int = 50
+    target_every: Annotated[int, Ge(1)] = 50
     """Optimiser steps between copies of Q into the target network Qbar (one Bellman backup each)."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
     """Seed of initialisation and minibatch sampling."""
 
 

@@ -21,19 +21,22 @@ of the final weights) says how many conversations the estimate effectively rests
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import torch
+from annotated_types import Interval
 
+from convoplan.configs import Config
 from convoplan.ope.steps import LoggedSteps, step_positions
 
 __all__ = ["WISConfig", "WISResult", "importance_weights", "weighted_importance_sampling"]
 
 
 @dataclass
-class WISConfig:
+class WISConfig(Config):
     """Weighted importance sampling over whole conversations."""
 
-    gamma: float = 0.9
+    gamma: Annotated[float, Interval(ge=0, lt=1)] = 0.9
     """Discount factor of the value being estimated."""
     per_decision: bool = True
     """Per-decision weights (w_{i,t} for the reward of step t) or one weight per conversation (trajectory-wise)."""

@@ -35,6 +35,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
+from annotated_types import Ge, Interval
 from fastapi import FastAPI, HTTPException, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -45,6 +46,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 from convoplan.compose.loop import STOP, Bot
+from convoplan.configs import Config
 from convoplan.lm.generate import Cancelled
 from convoplan.lm.model import Precision
 from convoplan.lm.suggest import Plan, SuggestConfig, Suggestion
@@ -70,31 +72,33 @@ _T = TypeVar("_T")
 
 
 @dataclass
-class ServeConfig:
+class ServeConfig(Config):
     """Limits and options of the server."""
 
-    max_body_bytes: int = 64 * 1024
-    """Largest request body; a larger one gets 413."""
-    max_turns: int = 400
+    max_body_bytes: Annotated[int, Ge(1024)] = 64 * 1024
+    """Largest request body; a larger one gets 413 (at least 1 kB: below it no request would fit)."""
+    max_turns: Annotated[int, Ge(1)] = 400
     """Most turns in a session or a /v1/suggest conversation (each bot response stores one turn per utterance and
     one closing turn); past it a message gets 422."""
     api_key: str | None = None
     """When set, /v1/* requires it in the X-API-Key header (or as a Bearer token); an empty key is refused (an
     unset shell variable must not open the server)."""
-    cached_bots: int = 1000
+    cached_bots: Annotated[int, Ge(1)] = 1000
     """Bots kept in memory; a session whose bot was evicted is rebuilt from the store."""
     salt: str = ""
     """The experiment's salt in the arm assignment hash (change it to reshuffle users)."""
-    max_actions: int = 5
-    """Most next actions /v1/suggest writes suggestions for."""
-    max_suggestions: int = 5
-    """Most suggestions per action."""
-    embedding_cache: int = 200_000
+    max_actions: Annotated[int, Interval(ge=1, le=20)] = 5
+    """Most next actions /v1/suggest writes suggestions for (the API takes at most 20)."""
+    max_suggestions: Annotated[int, Interval(ge=1, le=20)] = 5
+    """Most suggestions per action (the API takes at most 20, as `SuggestConfig.n`)."""
+    embedding_cache: Annotated[int, Ge(0)] = 200_000
     """Sentence vectors the server keeps in memory (1.5 kB each; the oldest go first): a long-running server meets
     new texts forever."""
-    model_workers: int = field(default_factory=lambda: os.cpu_count() or 1)
+    model_workers: Annotated[int, Ge(1)] = field(
+        default_factory=lambda: os.cpu_count() or 1, metadata={"default": "the CPU cores"}
+    )
     """Requests running models at once (the others wait their turn): more than the cores only adds contention."""
-    torch_threads: int = 0
+    torch_threads: Annotated[int, Ge(0)] = 0
     """torch threads each of those requests computes with; 0 = the cores shared out among the workers (at least 1).
     Workers x threads above the cores oversubscribes them: on 2 loaded cores 2 threads per process ran 3-23x
     slower than 1. More workers serve more requests at once; more threads per worker cut one request's latency."""
@@ -105,10 +109,9 @@ class ServeConfig:
     message is written without an action."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()  # the numbers' ranges
         if self.api_key is not None and not self.api_key.strip():
             raise ValueError("the API key is empty: give a real key, or none to serve without one")
-        if self.model_workers < 1 or self.torch_threads < 0:
-            raise ValueError("model_workers must be at least 1 and torch_threads at least 0 (0 = automatic)")
 
     @property
     def threads(self) -> int:

@@ -23,15 +23,19 @@ Folders are relative to the manifest. Loading uses the checkpoint readers only, 
 from __future__ import annotations
 
 import json
+import math
 import random
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated
+
+from annotated_types import Ge
 
 from convoplan.actions.protocols import Labeller, NextActionModel
 from convoplan.atomic import atomic_write
 from convoplan.compose.loop import Bot, DialogueManager, Provider
+from convoplan.configs import Config, config_from_dict
 from convoplan.lm.model import LanguageModel, Precision
 from convoplan.lm.suggest import SuggestConfig, Suggester
 from convoplan.schema import Turn
@@ -44,15 +48,15 @@ MANIFEST = "serve.json"
 
 
 @dataclass
-class Arm:
+class Arm(Config):
     dm: str
     """A trained DM folder (relative to the manifest), a built-in DM name, or 'pkg.module:Factory'."""
-    weight: float = 1.0
-    """Share of users assigned to this arm (weights are normalised over the arms)."""
+    weight: Annotated[float, Ge(0)] = 1.0
+    """Share of users assigned to this arm (weights are normalised over the arms; finite, as every float field)."""
 
 
 @dataclass
-class Manifest:
+class Manifest(Config):
     arms: dict[str, Arm]
     """The bot's A/B arms by name."""
     world: str = ANIMALS
@@ -72,10 +76,12 @@ class Manifest:
     """The `domain` of stored sessions."""
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if not self.arms:
             raise ValueError("the manifest names no arm")
-        if any(arm.weight < 0 for arm in self.arms.values()) or sum(a.weight for a in self.arms.values()) <= 0:
-            raise ValueError("arm weights must be >= 0 and not all 0")
+        total = sum(arm.weight for arm in self.arms.values())  # each >= 0 and finite: Arm checks its own
+        if not 0 < total < math.inf:  # all 0 would assign nobody; a sum that overflows, everybody to the last arm
+            raise ValueError(f"arms: the weights must add up to a positive finite number, got {total}")
         if self.control is not None and self.control not in self.arms:
             raise ValueError(f"control {self.control!r} is not one of the arms ({', '.join(self.arms)})")
         if self.lm_provider is True and self.lm is None:
@@ -86,13 +92,14 @@ def read_manifest(folder: str | Path) -> Manifest:
     """The manifest of an artifacts folder; ValueError naming the file and what is wrong."""
     path = Path(folder) / MANIFEST
     try:
-        raw: dict[str, Any] = json.loads(path.read_text())
-        arms = {str(name): Arm(**spec) for name, spec in raw.pop("arms").items()}
-        return Manifest(arms=arms, **raw)
+        raw = json.loads(path.read_text())
     except FileNotFoundError:
         raise ValueError(f"{path}: no such file (an artifacts folder holds a {MANIFEST}; see docs/serve.md)") from None
-    except (json.JSONDecodeError, KeyError, TypeError, AttributeError, ValueError) as error:
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
         raise ValueError(f"{path}: {error}") from None
+    # Every field's type and range checked, each arm's too: a NaN weight (JSON's NaN and Infinity literals
+    # parse) is refused here, naming the file and the field, rather than failing every new session.
+    return config_from_dict(Manifest, raw, str(path))
 
 
 def write_manifest(folder: str | Path, manifest: Manifest) -> Path:

@@ -21,10 +21,13 @@ import random
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from annotated_types import Ge, Interval
 
 from convoplan.atomic import atomic_write_bytes
 from convoplan.compose.loop import ComposerConfig
+from convoplan.configs import Config
 from convoplan.dm.checkpoint import RNNPolicy, load_network, load_policy
 from convoplan.dm.configs import QConfig, SupervisedConfig
 from convoplan.dm.crossencoder import CrossEncoder, CrossEncoderPolicy
@@ -49,25 +52,25 @@ RL_ARMS = ("saql", "caql", "saql_cql", "caql_cql")
 
 
 @dataclass
-class PipelineConfig:
+class PipelineConfig(Config):
     first_dm: str = "heuristic"
     """The DM that collects the first logs (a built-in name or an import path)."""
-    conversations: int = 400
+    conversations: Annotated[int, Ge(2)] = 400
     """Simulated conversations per collection round."""
-    epsilon: float = 0.2
+    epsilon: Annotated[float, Interval(ge=0, le=1)] = 0.2
     """Exploration of both collection rounds (propensities are logged)."""
-    raters: int = 3
-    """Raters per conversation."""
-    max_turns: int = 30
+    raters: Annotated[int, Ge(1)] = 3
+    """Raters per conversation (the supervised DM regresses their ratings)."""
+    max_turns: Annotated[int, Ge(1)] = 30
     """Bot responses after which a simulated conversation is cut off."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
     """Seed of initialisation and batch sampling."""
     supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
     q: QConfig = field(default_factory=QConfig)
     """Settings shared by the RL DMs (the algorithm and CQL weight are set per arm)."""
-    cql_alpha: float = 1.0
+    cql_alpha: Annotated[float, Ge(0)] = 1.0
     """CQL weight of the regularised variants."""
-    cql_steps: int = 500
+    cql_steps: Annotated[int, Ge(1)] = 500
     """Optimiser steps of the warm-started CQL variants."""
     arms: tuple[str, ...] = RL_ARMS
     """Which RL DMs to train."""
@@ -75,7 +78,7 @@ class PipelineConfig:
     """Also train the cross-encoder DMs: the supervised transformer (on the first logs) and E2E (on the second)."""
     supervised_transformer: SupervisedTransformerConfig = field(default_factory=SupervisedTransformerConfig)
     e2e: E2EConfig = field(default_factory=E2EConfig)
-    rounds: int = 1
+    rounds: Annotated[int, Ge(1)] = 1
     """Rounds of offline RL (1: the paper's); each further one collects with the promoted DM, trains SAQL on all
     logs so far and promotes it if its off-policy lower bound beats the promoted DM's (needs "saql" in arms)."""
     promotion: OPEConfig = field(default_factory=lambda: OPEConfig(estimators=("fqe",)))

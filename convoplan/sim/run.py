@@ -13,12 +13,15 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
+from typing import Annotated
 
+from annotated_types import Ge
 from pydantic import JsonValue
 
 from convoplan.compose.fusion import Entity, Fuser
 from convoplan.compose.loop import Bot, ComposerConfig, DialogueManager, DialogueState, Provider
 from convoplan.compose.nlu import Lexicon
+from convoplan.configs import Config
 from convoplan.corpora.splits import split_of
 from convoplan.dm.baselines import RandomDM
 from convoplan.progress import Progress, Update
@@ -49,17 +52,17 @@ class World:
 
 
 @dataclass
-class SimulationConfig:
-    conversations: int = 100
+class SimulationConfig(Config):
+    conversations: Annotated[int, Ge(1)] = 100
     """How many conversations to simulate."""
-    raters: int = 3
+    raters: Annotated[int, Ge(0)] = 3
     """Raters per conversation; each rates every candidate of every step."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
     """Seed of every random stream of the run."""
     purpose: str = ""
     """Mixed into every random stream: "" for collecting logs (pipelines, `simulate`), "evaluation" for A/B tests,
     so that evaluation users never repeat the users a DM was trained on, whatever the seeds."""
-    max_turns: int = 30
+    max_turns: Annotated[int, Ge(1)] = 30
     """Bot responses after which a conversation is cut off."""
     composer: ComposerConfig = field(default_factory=ComposerConfig)
 

@@ -106,7 +106,7 @@ def test_a_target_for_other_steps_is_refused() -> None:
     steps, _ = chain.sample(BEHAVIOUR, episodes=10, seed=7)
     with pytest.raises(ValueError, match="probabilities for 3 steps"):
         evaluate_policies(steps, {"x": torch.ones(3, 2) / 2}, OPEConfig(estimators=("wis",)))
-    with pytest.raises(ValueError, match="refits and resamples"):
+    with pytest.raises(ValueError, match="refits: must be >= 0, got -1"):
         OPEConfig(refits=-1)
 
 

@@ -13,12 +13,13 @@ from convoplan.compose.fusion.text import (
     detokenize,
     tokenize,
 )
+from convoplan.configs import Config
 
 # ---------------------------------------------------------------------------------------------------- rules
 
 
 @dataclass(frozen=True)
-class RuleFusionConfig:
+class RuleFusionConfig(Config):
     """The wording of the rules. The defaults are the most frequent choices of the train split's targets."""
 
     repeated_source: str = "It also"

@@ -8,10 +8,11 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
 import numpy.typing as npt
+from annotated_types import Ge, Gt
 
 from convoplan.atomic import atomic_write_bytes
 from convoplan.compose.fusion.text import (
@@ -22,6 +23,7 @@ from convoplan.compose.fusion.text import (
     detokenize,
     tokenize,
 )
+from convoplan.configs import Config
 
 # ---------------------------------------------------------------------------------------------------- tags
 
@@ -182,16 +184,16 @@ _FORMAT = "convoplan-fusion-tagger/1"
 
 
 @dataclass(frozen=True)
-class TaggerConfig:
+class TaggerConfig(Config):
     """How the tagger is trained."""
 
-    max_phrases: int = 64
+    max_phrases: Annotated[int, Ge(1)] = 64
     """Size of the phrase vocabulary: the most frequent phrases the training alignments add."""
-    c: float = 4.0
+    c: Annotated[float, Gt(0)] = 4.0
     """Inverse L2 regularisation strength of the logistic regression (chosen by 5-fold CV on the train split)."""
-    max_iter: int = 1000
+    max_iter: Annotated[int, Ge(1)] = 1000
     """Most iterations of the solver (lbfgs); it converges in far fewer on the packaged pairs."""
-    min_count: int = 2
+    min_count: Annotated[int, Ge(1)] = 2
     """Features seen in fewer training tokens are dropped: a smaller model that generalises no worse."""
 
 

@@ -21,8 +21,12 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
+
+from annotated_types import Ge
 
 from convoplan.compose.loop import STOP, DialogueManager, Provider
+from convoplan.configs import Config
 from convoplan.lm.model import ModelConfig, load_model
 from convoplan.lm.provider import LMProvider, LMProviderConfig, lm_conversations
 from convoplan.lm.train import TrainConfig, train
@@ -48,20 +52,20 @@ def _small_lm() -> TrainConfig:
 
 
 @dataclass
-class LMWorldConfig:
+class LMWorldConfig(Config):
     """The LM-in-the-world demo."""
 
-    conversations: int = 200
+    conversations: Annotated[int, Ge(1)] = 200
     """Simulated conversations the LM is trained on."""
     dm: str = "heuristic"
     """DM of both simulations: random, heuristic, greedy, a trained DM folder, or 'pkg.module:Factory'."""
-    demo_conversations: int = 3
+    demo_conversations: Annotated[int, Ge(1)] = 3
     """Conversations simulated with the LM provider added."""
-    max_turns: int = 30
+    max_turns: Annotated[int, Ge(1)] = 30
     """Bot responses after which a demo conversation is cut off."""
     lm_only: bool = False
     """Demo with the LM provider alone: every candidate is LM-written (the DM chooses among acts only)."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
     """Seed of both simulations (the demo uses seed + 1, so its users are new) and of training."""
     lm: TrainConfig = field(default_factory=_small_lm)
     """The LM and its training."""

@@ -11,8 +11,12 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Annotated
+
+from annotated_types import Ge
 
 from convoplan.compose.loop import QUESTION_ACTIONS, STOP, DialogueState
+from convoplan.configs import Config
 from convoplan.schema import Candidate
 
 __all__ = ["RaterConfig"]
@@ -59,10 +63,10 @@ def to_rating(value: float) -> int:
 
 
 @dataclass
-class RaterConfig:
-    noise_sd: tuple[float, float] = (0.5, 1.5)
+class RaterConfig(Config):
+    noise_sd: tuple[Annotated[float, Ge(0)], Annotated[float, Ge(0)]] = (0.5, 1.5)
     """Each rater's noise standard deviation is drawn uniformly from this range."""
-    bias_sd: float = 0.7
+    bias_sd: Annotated[float, Ge(0)] = 0.7
     """Each rater's constant bias (harsh or lenient) is drawn from N(0, bias_sd)."""
 
 

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Annotated
 
+from annotated_types import Ge, Interval
 from pydantic import JsonValue
 
 from convoplan.compose.loop import Response
+from convoplan.configs import UNBOUNDED, Config
 from convoplan.schema import Candidate
 from convoplan.sim.protocols import UserReply
 from convoplan.worlds.animals.knowledge import Animal, KnowledgeBase, load_knowledge_base
@@ -25,60 +28,64 @@ from convoplan.worlds.animals.knowledge import Animal, KnowledgeBase, load_knowl
 __all__ = ["POPULATIONS", "UserConfig"]
 
 KINDS = ("sound", "fact", "attribute", "quiz")
+_Share = Annotated[float, Interval(ge=0, le=1)]
+"""A probability, or a level of engagement (which lives in [0, 1])."""
+_Weight = Annotated[float, Ge(0)]
+"""A relative chance (random.choices takes no negative weight)."""
 
 
 @dataclass
-class UserConfig:
-    favourites: int = 3
+class UserConfig(Config):
+    favourites: Annotated[int, Ge(1)] = 3
     """How many favourite animals a user has."""
-    liked_kinds: int = 2
+    liked_kinds: Annotated[int, Interval(ge=0, le=4)] = 2
     """How many of the content kinds (sound, fact, attribute, quiz) a user enjoys."""
-    kind_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    kind_weights: tuple[_Weight, _Weight, _Weight, _Weight] = (1.0, 1.0, 1.0, 1.0)
     """Relative chance of each kind (sound, fact, attribute, quiz) being one the user enjoys."""
-    start_engagement: tuple[float, float] = (0.45, 0.75)
+    start_engagement: tuple[_Share, _Share] = (0.45, 0.75)
     """Initial engagement, drawn uniformly from this range (engagement lives in [0, 1])."""
-    leave_below: float = 0.15
+    leave_below: Annotated[float, Interval(ge=0, le=1)] = 0.15
     """The user leaves once engagement falls below this."""
-    hazard: float = 0.04
+    hazard: Annotated[float, Interval(ge=0, le=1)] = 0.04
     """Chance per turn of leaving anyway, scaled by (1 - engagement)."""
-    hazard_floor: float = 0.02
+    hazard_floor: Annotated[float, Interval(ge=0, le=1)] = 0.02
     """Chance per turn of leaving however engaged the user is (everyone leaves eventually)."""
-    interest_favourite: float = 1.0
+    interest_favourite: Annotated[float, Ge(0)] = 1.0
     """Initial interest in a favourite animal."""
-    interest_other: float = 0.45
+    interest_other: Annotated[float, Ge(0)] = 0.45
     """Initial interest in any other animal."""
-    liked_gain: float = 0.11
+    liked_gain: Annotated[float, UNBOUNDED] = 0.11
     """Engagement from one utterance of a liked kind, times the interest in its animal."""
-    other_gain: float = 0.015
+    other_gain: Annotated[float, UNBOUNDED] = 0.015
     """Engagement from one utterance of a kind the user does not care for, times the interest."""
-    fatigue: float = 0.3
+    fatigue: Annotated[float, Interval(ge=0, le=1)] = 0.3
     """Each utterance about a non-favourite animal multiplies the interest in it by (1 - fatigue)."""
-    favourite_fatigue: float = 0.06
+    favourite_fatigue: Annotated[float, Interval(ge=0, le=1)] = 0.06
     """The same for favourite animals: depth is welcome there."""
-    repetition_penalty: float = 0.1
+    repetition_penalty: Annotated[float, Ge(0)] = 0.1
     """Engagement lost when a response's main kind is the main kind of both previous responses."""
-    comfortable_length: int = 2
+    comfortable_length: Annotated[int, Ge(0)] = 2
     """Content utterances per response a user reads happily."""
-    verbosity_penalty: float = 0.05
+    verbosity_penalty: Annotated[float, Ge(0)] = 0.05
     """Engagement lost per content utterance beyond `comfortable_length`."""
-    ignored_request_penalty: float = 0.12
+    ignored_request_penalty: Annotated[float, Ge(0)] = 0.12
     """Engagement lost when the bot ignores what the user just asked for."""
-    hop_penalty: float = 0.06
+    hop_penalty: Annotated[float, Ge(0)] = 0.06
     """Engagement lost when the bot moves to an animal the user did not ask for before saying two things about the
     current one (hopping around feels random)."""
-    asked_gain: float = 0.06
+    asked_gain: Annotated[float, UNBOUNDED] = 0.06
     """Engagement from being asked which animal they like, or offered a favourite."""
-    baseline: float = 0.05
+    baseline: Annotated[float, Ge(0)] = 0.05
     """Engagement lost per response regardless (time has a cost)."""
-    feedback_scale: float = 2.0
+    feedback_scale: Annotated[float, Ge(0)] = 2.0
     """P(explicit praise) = feedback_scale * gain for a gain > 0; P(complaint) likewise for a loss."""
-    cooperation: float = 0.85
+    cooperation: Annotated[float, Interval(ge=0, le=1)] = 0.85
     """Probability of answering a question cooperatively at full engagement (about a favourite: always)."""
-    quiz_skill: float = 0.6
+    quiz_skill: Annotated[float, Interval(ge=0, le=1)] = 0.6
     """Probability of guessing a quiz right."""
-    request_rate: float = 0.25
+    request_rate: Annotated[float, Interval(ge=0, le=1)] = 0.25
     """Probability of asking for something when there is no question to answer."""
-    off_domain_rate: float = 0.04
+    off_domain_rate: Annotated[float, Interval(ge=0, le=1)] = 0.04
     """Probability of saying something off-domain instead."""
 
 
