@@ -1,6 +1,7 @@
 """Generation (`convoplan.lm.generate`): messages end at `<|end|>` and are never empty, left-padded batches and n
 messages per prompt write what single prompts do, a shared history is read once and a `PrefixCache` reads only
-what is new, streamed text adds up to the final messages, and a streaming callback or a cancel event can stop generation."""
+what is new, streamed text adds up to the final messages, and a streaming callback or a cancel event can stop
+generation."""
 
 from __future__ import annotations
 
