@@ -68,6 +68,7 @@ def test_a_live_writers_temp_file_is_left_alone(tmp_path: Path) -> None:
     assert live.exists() and unrelated.exists() and target.read_text() == "done" and not other.exists()
 
 
+@pytest.mark.bad_input("27.3 a full disk")
 def test_a_write_the_storage_refuses_names_the_target(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     target, folder = tmp_path / "out.txt", tmp_path / "model"
     target.write_text("before")
@@ -91,6 +92,7 @@ def test_a_write_the_storage_refuses_names_the_target(tmp_path: Path, monkeypatc
     assert storage_errno(OSError(errno.EDQUOT, "quota")) == errno.EDQUOT and storage_errno(ValueError("x")) is None
 
 
+@pytest.mark.bad_input("27.6 smaller ones: --out, modes, BOM, --host, empty splits")
 def test_what_an_atomic_write_leaves_has_a_plain_files_mode(tmp_path: Path) -> None:
     import torch
     from safetensors.torch import save_file

@@ -82,6 +82,7 @@ def test_the_training_record_has_the_same_keys_for_every_model() -> None:
     json.dumps(empty, allow_nan=False)
 
 
+@pytest.mark.bad_input("27.6 smaller ones: --out, modes, BOM, --host, empty splits")
 def test_a_folder_holding_another_kind_of_model_is_not_replaceable(tmp_path: Path) -> None:
     check_replaceable(tmp_path / "missing", "convoplan-dm/1", "DM")
     (tmp_path / "empty").mkdir()

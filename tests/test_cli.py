@@ -166,6 +166,7 @@ def test_help_shows_square_brackets_rather_than_taking_them_for_markup() -> None
     assert "[default: $CONVOPLAN_EMBEDDING_CACHE" in shown
 
 
+@pytest.mark.bad_input("27.6 smaller ones: --out, modes, BOM, --host, empty splits")
 def test_a_trainer_refuses_an_out_folder_holding_another_kind_of_model(tmp_path: Path) -> None:
     from convoplan.actions.labeller import FORMAT as LABELLER
     from convoplan.checkpoint import write_folder

@@ -127,6 +127,7 @@ class Train(Config):
     name: str = "x"
 
 
+@pytest.mark.bad_input("27.4 settings nobody checks")
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -166,6 +167,7 @@ def test_set_names_the_override_and_the_field_path() -> None:
     assert apply_overrides(Train(), ["lr=none", "network.dropout=0"]) == Train(lr=None, network=Net(dropout=0.0))
 
 
+@pytest.mark.bad_input("27.4 settings nobody checks")
 @pytest.mark.parametrize(
     ("saved", "name", "message"),
     [
@@ -237,6 +239,7 @@ def _named_configs() -> list[type[Any]]:
     return found
 
 
+@pytest.mark.bad_input("27.4 settings nobody checks")
 def test_every_config_of_the_package_uses_the_base_and_declares_the_range_of_each_number() -> None:
     named = _named_configs()
     assert len(named) >= 31
@@ -262,6 +265,7 @@ def test_the_config_reference_is_current() -> None:
 runner = CliRunner()
 
 
+@pytest.mark.bad_input("27.4 settings nobody checks")
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
@@ -327,6 +331,7 @@ def test_show_config_prints_the_range_column(tmp_path: Path) -> None:
     assert ">= 1" in result.stdout and "[0, 1)" in result.stdout
 
 
+@pytest.mark.bad_input("27.4 settings nobody checks")
 @pytest.mark.parametrize(
     ("weights", "message"),
     [

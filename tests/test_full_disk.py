@@ -85,6 +85,7 @@ INJECT: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
 }
 
 
+@pytest.mark.bad_input("27.3 a full disk")
 @pytest.mark.parametrize("command", ["lm", "label", "export"])
 def test_a_full_disk_is_one_line_naming_the_output(
     command: str, tmp_path: Path, embedder: SentenceEmbedder, monkeypatch: pytest.MonkeyPatch
@@ -115,6 +116,7 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", str(folder)], check=True)
 
 
+@pytest.mark.bad_input("27.3 a full disk")
 def test_a_real_full_disk_is_one_line_for_every_command(
     small_disk: Path, tmp_path: Path, embedder: SentenceEmbedder
 ) -> None:

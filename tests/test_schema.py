@@ -318,6 +318,7 @@ def test_a_line_that_is_not_utf8_is_one_bad_line(tmp_path: Path) -> None:
     assert [line.line for line in skipped] == [2]
 
 
+@pytest.mark.bad_input("27.5 memory a file can take")
 def test_a_line_over_the_byte_limit_is_refused_and_skipped_in_chunks(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -367,6 +368,7 @@ def test_the_default_line_limit_is_generous_and_a_line_at_it_is_read(
     assert [c.id for c in read_jsonl(path)] == ["a"]
 
 
+@pytest.mark.bad_input("27.6 smaller ones: --out, modes, BOM, --host, empty splits")
 def test_a_utf8_byte_order_mark_at_the_start_is_accepted(tmp_path: Path) -> None:
     lines = [json.dumps(good_line(id=name)).encode() for name in ("a", "b")]
     plain, marked = tmp_path / "plain.jsonl", tmp_path / "bom.jsonl"

@@ -297,6 +297,7 @@ def test_cli_bad_input_exits_2(tmp_path: Path) -> None:
     assert result.exit_code == 2 and "not a convoplan next-best-action model" in result.stderr
 
 
+@pytest.mark.bad_input("27.6 smaller ones: --out, modes, BOM, --host, empty splits")
 def test_an_empty_validation_split_is_refused_before_any_training(tmp_path: Path) -> None:
     turns = [Turn(speaker="agent", text="Hello!", action="greet"), Turn(speaker="user", text="Hi.")]
     turns += [Turn(speaker="agent", text="Anything else?", action="ask")]

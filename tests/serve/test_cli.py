@@ -82,6 +82,7 @@ def test_the_thread_policy_shares_the_cores_among_the_workers(monkeypatch: pytes
         ServeConfig(model_workers=0)
 
 
+@pytest.mark.bad_input("27.6 smaller ones: --out, modes, BOM, --host, empty splits")
 def test_serve_names_the_host_or_the_port_at_fault_before_loading_anything(tmp_path: Path) -> None:
     missing = ["serve", "--artifacts", str(tmp_path / "never-read"), "--db", f"sqlite:///{tmp_path / 's.db'}"]
     for host in ("256.1.1.1", "192.0.2.1", "no-such-host.invalid"):  # not an address; not this machine's; no name

@@ -35,7 +35,7 @@ def full_disk(api: tuple[TestClient, Store]) -> Iterator[threading.Event]:
     event.remove(store.engine, "before_cursor_execute", fail_writes)
 
 
-@pytest.mark.bad_input("27.3 a full disk under the store")
+@pytest.mark.bad_input("27.3 a full disk")
 def test_a_full_disk_gives_503_and_healthz_says_so_until_writes_succeed_again(
     api: tuple[TestClient, Store], full_disk: threading.Event
 ) -> None:

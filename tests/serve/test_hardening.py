@@ -122,7 +122,7 @@ def test_an_empty_api_key_from_the_environment_is_refused_at_start_up(artifacts_
     )
 
 
-@pytest.mark.bad_input("27.4 a serve.json arm naming a callable that is no DM factory")
+@pytest.mark.bad_input("27.4 settings nobody checks")
 @pytest.mark.parametrize("dm", ["os:system", "os:getcwd"])
 def test_a_dm_import_path_that_makes_no_dm_is_one_line(artifacts_dir: Path, tmp_path: Path, dm: str) -> None:
     manifest = json.loads((artifacts_dir / "serve.json").read_text())
