@@ -22,6 +22,7 @@ LAYERS = (
     "schema",
     "corpora",
     "embed",
+    "retrieval",
     "compose",
     "dm",
     "actions",
