@@ -42,11 +42,19 @@ Progress = Callable[[Update], None]
 
 
 def renamed(progress: Progress | None, task: str) -> Progress | None:
-    """`progress` with every update's task replaced by `task` (a pipeline names the DM a generic loop trains)."""
+    """`progress` with the job's task named `task` (a pipeline names the DM a generic loop trains). The first task
+    the job reports is the job's own; any other keeps its name after `task` ("training the LM (validating)"), so
+    that two tasks of one job never read as one whose count jumps back and forth."""
     if progress is None:
         return None
     target = progress
-    return lambda update: target(replace(update, task=task))
+    first: list[str] = []
+
+    def report(update: Update) -> None:
+        first[:] = first or [update.task]
+        target(replace(update, task=task if update.task == first[0] else f"{task} ({update.task})"))
+
+    return report
 
 
 def _duration(seconds: float) -> str:

@@ -53,6 +53,11 @@ def test_renamed_names_the_task() -> None:
     assert named is not None and renamed(None, "x") is None
     named(Update("training", 1, 2))
     assert seen == [Update("training e2e", 1, 2)]
+    # A second task of the same job (the validation pass of a training run) keeps its own name: renamed to the
+    # job's name too, its count (1 of 163 blocks) would read as the training's steps going back.
+    named(Update("validating", 1, 163))
+    named(Update("training", 2, 2))
+    assert seen[1:] == [Update("training e2e (validating)", 1, 163), Update("training e2e", 2, 2)]
 
 
 class CountingModel:
