@@ -122,11 +122,22 @@ def test_a_corpus_of_ones_own_from_conversion_to_suggestions(corpus: Path, tmp_p
         "--nba", str(nba), "--out", str(evaluation), "--set", "sampling.max_new_tokens=8",
     )  # fmt: skip
     report = json.loads((evaluation / "report.json").read_text())
-    assert report["systems"] == ["vanilla", "true action", "predicted action"]
+    systems = ["vanilla", "true action", "predicted action", "most frequent message", "nearest exemplar"]
+    assert report["systems"] == systems
     for system in report["systems"]:
         overall = report["scores"][system]["all"]
         assert overall["messages"] > 0 and 0.0 <= overall["bleu"] <= 100.0 and math.isfinite(overall["bleu"])
     assert len((evaluation / "messages.jsonl").read_text().splitlines()) == overall["messages"]
+    # The exemplar index beside the LM: the baselines read it, and suggestions can draw on it.
+    assert "wrote " in run("lm", "index", str(mapped), "--model", str(lm))
+    again = work / "lm-eval-index"
+    run(
+        "lm", "eval", str(mapped), "--model", str(lm), "--vanilla-model", str(vanilla), "--labeller", str(labeller),
+        "--nba", str(nba), "--out", str(again), "--set", "sampling.max_new_tokens=8",
+        "--exemplars", str(lm / "exemplars"),
+    )  # fmt: skip
+    rerun = json.loads((again / "report.json").read_text())["scores"]
+    assert rerun["nearest exemplar"] == report["scores"]["nearest exemplar"]  # the same index, built or loaded
 
     shown = run("suggest", "--model", str(lm), "--labeller", str(labeller), "--nba", str(nba), "--conversation",
                 str(mapped), "--turns", "3", "--n", "2", "--seed", "0")  # fmt: skip

@@ -43,6 +43,14 @@ class PrecisionChoice(StrEnum):
     bf16 = "bf16"
 
 
+class SourceChoice(StrEnum):
+    """`convoplan.lm.suggest.Sources` as a command-line choice."""
+
+    lm = "lm"
+    exemplars = "exemplars"
+    both = "both"
+
+
 PrecisionOption = Annotated[
     PrecisionChoice,
     typer.Option(help="How the LMs compute: fp32, int8 (dynamic quantisation of the linear layers, CPU), bf16 (CUDA)."),
@@ -136,6 +144,49 @@ def lm_base(
     say(f"wrote {folder} (train on it: convoplan lm train DATA --out DIR --base-model {folder})")
 
 
+@lm_app.command("index")
+def lm_index(
+    conversations: Annotated[
+        Path, typer.Argument(help="Canonical conversations (.jsonl): their train split is indexed.")
+    ],
+    model: Annotated[
+        Path,
+        typer.Option(help="The LM folder the index serves: it is written to MODEL/exemplars (unless --out)."),
+    ],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Write the index here instead [default: MODEL/exemplars].", callback=output_folder),
+    ] = None,
+    embedding_cache: EmbeddingCache = None,
+    overrides: Annotated[list[str] | None, set_option("context_turns=3")] = None,
+    show_config: ShowConfig = False,
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """Build the exemplar index of an LM: every labelled agent message of the train split with its action and the
+    embedded context (its previous turns), for suggestions retrieved from the logs (serve.json "suggestions") and the
+    nearest-exemplar baseline (docs/lm.md, "Exemplars"). Example:
+
+        convoplan lm index runs/data/star.jsonl --model runs/lm-star
+    """
+    from convoplan.lm.model import read_info
+    from convoplan.retrieval.exemplars import EXEMPLARS, ExemplarConfig, ExemplarIndex
+
+    config = configured(ExemplarConfig(), overrides, show_config)
+    try:
+        read_info(model)  # an LM folder, before the slow part
+    except ValueError as error:
+        fail(f"--model {error}")
+    data = load(conversations, skip_invalid)
+    with progress_display() as progress:
+        try:
+            index = ExemplarIndex.build(data, embedder(embedding_cache, progress), config)
+        except ValueError as error:
+            fail(f"{conversations}: {error}")
+    folder = index.save(out or model / EXEMPLARS)
+    actions = len(index.known_actions)
+    say(f"wrote {folder}: {len(index)} messages of {actions} actions, contexts of {config.context_turns} turns")
+
+
 @lm_app.command("eval")
 def lm_eval(
     conversations: Annotated[
@@ -154,6 +205,13 @@ def lm_eval(
         typer.Option(help="A next-best-action folder for the predicted action [default: the most frequent successor]."),
     ] = None,
     title: Annotated[str | None, typer.Option(help="Report title [default: from the file name].")] = None,
+    exemplars: Annotated[
+        Path | None,
+        typer.Option(
+            help="An exemplar index (`convoplan lm index`) for the retrieval baselines [default: one built "
+            "from the train split of CONVERSATIONS]."
+        ),
+    ] = None,
     precision: PrecisionOption = PrecisionChoice.fp32,
     embedding_cache: EmbeddingCache = None,
     overrides: Annotated[list[str] | None, set_option("max_messages=500")] = None,
@@ -162,7 +220,9 @@ def lm_eval(
 ) -> None:
     """BLEU (sacrebleu, overall and per action) and action adherence of three systems writing every labelled agent
     message of the test split again from its true history: the vanilla LM, the action-directed LM with the true
-    action, and with the predicted one (docs/lm.md, "Evaluation"). Writes OUT/report.md, report.json, report.png
+    action, and with the predicted one; beside them two baselines without an LM, told the true action: the most
+    frequent train message of the action, and the nearest exemplar (the train message of the action whose context
+    is nearest) (docs/lm.md, "Evaluation"). Writes OUT/report.md, report.json, report.png
     (per-action chart) and messages.jsonl (every message written), and prints the tables.
 
     The predicted action comes from --nba, or else from the frequency baseline (the most frequent successor of the
@@ -177,23 +237,31 @@ def lm_eval(
     from convoplan.actions.protocols import NextActionModel
     from convoplan.lm.evaluate import EvalConfig, evaluate_lm
     from convoplan.lm.model import load_model
+    from convoplan.retrieval.exemplars import ExemplarIndex, load_exemplars
 
     config = configured(EvalConfig(), overrides, show_config)
     data = load(conversations, skip_invalid)
     next_action: NextActionModel
+    index: ExemplarIndex | None = None
+    sentences = embedder(embedding_cache)  # one encoder for the labeller, the next-action model and the baselines
     try:
         action_lm, vanilla_lm = load_model(model, precision.value), load_model(vanilla_model, precision.value)
         if action_lm.codec.vanilla or not vanilla_lm.codec.vanilla:
             fail(f"--model {model} must be action-directed and --vanilla-model {vanilla_model} vanilla")
-        reader = load_labeller(labeller, embedder(embedding_cache))
+        reader = load_labeller(labeller, sentences)
         if nba is not None:
-            next_action = load_nba(nba, embedder(embedding_cache))
+            next_action = load_nba(nba, sentences)
         else:
             next_action = FrequencyBaseline(order=1).fit([c for c in data if c.meta.get("split") == "train"])
+        if exemplars is not None:
+            index = load_exemplars(exemplars)
     except ValueError as error:
         fail(str(error))
     with progress_display() as progress:
+        sentences.progress = progress  # embedding the contexts of the train split shows, the first time
         try:
+            if index is None:
+                index = ExemplarIndex.build(data, sentences)
             report = evaluate_lm(
                 data,
                 action_lm,
@@ -203,6 +271,8 @@ def lm_eval(
                 config,
                 title=title or f"Action-directed LM on {conversations.name}",
                 progress=progress,
+                exemplars=index,
+                embedder=sentences,
             )
         except ValueError as error:
             fail(f"{conversations}: {error}")
@@ -227,6 +297,13 @@ def suggest_command(
         int | None, typer.Option(help="Use only the first TURNS messages as the history (default: all).", min=0)
     ] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the sampling (reproducible suggestions).")] = None,
+    sources: Annotated[
+        SourceChoice,
+        typer.Option(
+            help="lm: written; exemplars: the nearest past messages of the action (MODEL/exemplars, "
+            "`convoplan lm index`); both: the nearest past message, then written ones."
+        ),
+    ] = SourceChoice.lm,
     overrides: Annotated[list[str] | None, set_option("sampling.temperature=0.7")] = None,
     show_config: ShowConfig = False,
     skip_invalid: SkipInvalid = False,
@@ -247,10 +324,10 @@ def suggest_command(
         fail(f"{conversation}: no conversation" + (f" {conversation_id!r}" if conversation_id else ""))
     history = chosen[0].turns[:turns]
     try:
-        suggester = Suggester.load(model, labeller, nba, config)
+        suggester = Suggester.load(model, labeller, nba, config, sources.value)
         labelled = suggester.label(history)
         plan = suggester.plan(labelled, action)
-        suggestions = suggester.write(labelled, plan)
+        (suggestions,) = suggester.suggestions(labelled, [plan])
     except ValueError as error:
         fail(str(error))
     pairs = zip(history, labelled.turns, strict=True)
@@ -259,7 +336,8 @@ def suggest_command(
     say(f"action: {plan.action or 'none'} ({plan.reason})")
     for number, suggestion in enumerate(suggestions, 1):
         cut = "" if suggestion.finished else " [cut at max_new_tokens]"
-        say(f"{number}. ({suggestion.score:.2f}) {suggestion.text}{cut}")
+        origin = f" [from the logs: {suggestion.source}]" if suggestion.origin == "exemplar" else ""
+        say(f"{number}. ({suggestion.score:.2f}) {suggestion.text}{cut}{origin}")
 
 
 def _is_main_process() -> bool:

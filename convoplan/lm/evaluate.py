@@ -8,6 +8,12 @@ again from its true history by three systems:
 - **predicted action**: the action-directed LM with a next-action model's top action for that history, falling
   back to no action as suggestions do (no ranking, a score under the threshold, or an action without a tag).
 
+Beside them, two **retrieval baselines** that need no LM (given an exemplar index of the train split,
+`convoplan.retrieval.exemplars`), both told the true action: the **most frequent message** of the action in the
+train split, and the **nearest exemplar**, the train message of the action whose context (the previous turns,
+embedded) is nearest to the target's. What a user could build in an afternoon: an LM that loses to them is seen
+losing.
+
 Each system is scored by corpus BLEU (sacrebleu, default settings: 13a tokenisation, one reference) against the
 logged messages, overall and per action category (the category of a message is its true action), and by
 **adherence**: the share of its messages that the labeller, reading them in their history, assigns to the
@@ -30,8 +36,8 @@ import math
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
-from typing import Annotated, Any, Protocol
+from dataclasses import asdict, dataclass, field, replace
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from annotated_types import Ge
 
@@ -43,9 +49,15 @@ from convoplan.progress import Progress, Update, renamed
 from convoplan.report import figure_png
 from convoplan.schema import Conversation, Turn
 
-__all__ = ["EvalConfig", "LMEvalReport", "evaluate_lm", "score_systems", "targets"]
+if TYPE_CHECKING:
+    from convoplan.embed import SentenceEmbedder
+    from convoplan.retrieval.exemplars import ExemplarIndex
+
+__all__ = ["EvalConfig", "LMEvalReport", "baseline_messages", "evaluate_lm", "score_systems", "targets"]
 
 VANILLA, TRUE, PREDICTED = "vanilla", "true action", "predicted action"
+FREQUENT, NEAREST = "most frequent message", "nearest exemplar"
+"""The retrieval baselines (true action, no LM)."""
 ALL = "all"
 """The row over every message."""
 
@@ -186,6 +198,8 @@ class LMEvalReport:
     """Every message: id, true action, reference, and per system the text, intended and assigned action."""
     chart_actions: int = 20
     """Action categories in the bar chart (the most frequent; the tables list all)."""
+    comparisons: tuple[tuple[str, str], ...] = ()
+    """(system, baseline) pairs whose per-action BLEU wins are stated; default: every system against the first."""
 
     def markdown(self, level: int = 2) -> str:
         lines = [f"{'#' * level} {self.title}", "", *(f"- {note}" for note in self.notes)]
@@ -194,8 +208,7 @@ class LMEvalReport:
             s = self.scores[system][ALL]
             cells = f"{s.bleu:.2f} | {_cell(s.adherence, '.1%')} | {_cell(s.length_ratio, '.2f')}"
             lines.append(f"| {system} | {s.messages} | {cells} |")
-        baseline = self.systems[0]
-        for system in self.systems[1:]:
+        for system, baseline in self.comparisons or [(s, self.systems[0]) for s in self.systems[1:]]:
             won, of = self.wins(system, baseline)
             won_5, of_5 = self.wins(system, baseline, min_messages=5)
             lines.append(
@@ -321,6 +334,18 @@ def score_systems(
     return LMEvalReport(title, tuple(written), actions, scores, tuple(notes), tuple(messages))
 
 
+def baseline_messages(
+    found: Sequence[Target], index: ExemplarIndex, embedder: SentenceEmbedder
+) -> dict[str, list[str]]:
+    """The retrieval baselines' message for each target, told its true action: the most frequent indexed message of
+    the action, and the indexed message of the action whose context is nearest ("" where the index has none)."""
+    nearest = index.nearest([t.history.turns for t in found], [t.action for t in found], embedder, k=1)
+    return {
+        FREQUENT: [index.most_frequent(t.action) or "" for t in found],
+        NEAREST: [hits[0].text if hits else "" for hits in nearest],
+    }
+
+
 def evaluate_lm(
     conversations: Sequence[Conversation],
     action_lm: LanguageModel,
@@ -331,9 +356,12 @@ def evaluate_lm(
     *,
     title: str = "Action-directed LM",
     progress: Progress | None = None,
+    exemplars: ExemplarIndex | None = None,
+    embedder: SentenceEmbedder | None = None,
 ) -> LMEvalReport:
-    """The three systems on `config.split` of `conversations` (see the module docstring); `progress` hears how
-    many messages each system has written."""
+    """The three systems on `config.split` of `conversations` (see the module docstring), and the two retrieval
+    baselines where an exemplar index of the train split is given (searched with `embedder`, default the shared
+    one); `progress` hears how many messages each system has written."""
     config = config or EvalConfig()
     found = targets(conversations, config)
     if not found:
@@ -348,6 +376,14 @@ def evaluate_lm(
         TRUE: directed.write(histories, true, renamed(progress, f"writing ({TRUE})")),
         PREDICTED: directed.write(histories, directing, renamed(progress, f"writing ({PREDICTED})")),
     }
+    intended: dict[str, Sequence[str | None]] = {VANILLA: true, TRUE: true, PREDICTED: guess}
+    comparisons = [(TRUE, VANILLA), (PREDICTED, VANILLA)]
+    if exemplars is not None:
+        from convoplan.embed import shared_embedder
+
+        written |= baseline_messages(found, exemplars, embedder or shared_embedder())
+        intended |= {FREQUENT: true, NEAREST: true}
+        comparisons += [(system, baseline) for system in (TRUE, PREDICTED) for baseline in (FREQUENT, NEAREST)]
     decoding = "greedy"
     if config.sampling.do_sample:
         sampling = config.sampling
@@ -363,6 +399,11 @@ def evaluate_lm(
     untagged = sum(a not in action_lm.codec.actions for a in true)
     if untagged:
         notes.append(f"{untagged} messages carry an action the LM has no tag for: written without an action")
-    return score_systems(
-        found, written, {VANILLA: true, TRUE: true, PREDICTED: guess}, labeller, title=title, notes=notes
-    )
+    if exemplars is not None:
+        notes.append(
+            f"baselines told the true action: the {FREQUENT} of the action and the {NEAREST} by context (the "
+            f"previous {exemplars.config.context_turns} turns) among {len(exemplars)} messages of split "
+            f"{exemplars.config.split!r}"
+        )
+    report = score_systems(found, written, intended, labeller, title=title, notes=notes)
+    return replace(report, comparisons=tuple(comparisons))

@@ -9,10 +9,14 @@ The inference path of the action-directed system ("Action Directed GPT-2", 2021;
    next-action model, it ranks nothing, its top score is under `threshold`, the model has no tag for the action
    (one never seen in training), or the model is the vanilla one.
 3. **Write** n messages for that action (or for each of the top k) in one batched, KV-cached `generate` call
-   (`generate_messages`) that reads the history once, each message stopping at `<|end|>`.
+   (`generate_messages`) that reads the history once, each message stopping at `<|end|>`; or **retrieve** them:
+   the past agent messages of that action whose contexts are nearest (`convoplan.retrieval.exemplars`), no LM
+   run at all. `sources` picks: "lm" (n written), "exemplars" (n retrieved), "both" (the nearest past message,
+   then n - 1 written). Each suggestion says its `origin`.
 
 Each `Suggestion` carries its text, the action it was written for (None after a fallback), that action's score
-from the next-action model, and the message's mean token log-probability.
+from the next-action model, and its own score: a written message's mean token log-probability, a retrieved one's
+context similarity.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from annotated_types import Interval
 
@@ -29,9 +33,17 @@ from convoplan.actions.protocols import Labeller, NextActionModel
 from convoplan.configs import UNBOUNDED, Config
 from convoplan.lm.generate import OnText, PrefixCache, SamplingConfig, generate_messages, prompt_budget
 from convoplan.lm.model import LanguageModel
+from convoplan.retrieval.exemplars import ExemplarIndex
 from convoplan.schema import Conversation, Turn
 
-__all__ = ["Plan", "SuggestConfig", "Suggester", "Suggestion", "suggest"]
+if TYPE_CHECKING:
+    from convoplan.embed import SentenceEmbedder
+
+__all__ = ["Plan", "Sources", "SuggestConfig", "Suggester", "Suggestion", "suggest"]
+
+Sources = Literal["lm", "exemplars", "both"]
+"""Where suggestions come from: written by the LM, retrieved from the logs, or the nearest past message first and
+then written ones."""
 
 History = Conversation | Sequence[Turn]
 """The conversation so far: a Conversation or its turns."""
@@ -78,9 +90,15 @@ class Suggestion:
     action_score: float | None
     """The next-action model's score of that action (None when given by the caller or after a fallback)."""
     score: float
-    """Mean log-probability of the message's tokens under the LM (its end token included)."""
+    """Written: mean log-probability of the message's tokens under the LM (its end token included). Retrieved: the
+    cosine similarity of its context to this one's."""
     finished: bool
-    """Whether the message ended with `<|end|>` within `max_new_tokens` (else it was cut there)."""
+    """Whether the message ended with `<|end|>` within `max_new_tokens` (else it was cut there); a retrieved message
+    is always whole."""
+    origin: Literal["lm", "exemplar"] = "lm"
+    """Written by the LM, or a past agent message retrieved from the logs."""
+    source: str | None = None
+    """A retrieved message's place in the logs (`conversation id#turn index`)."""
 
 
 def _conversation(history: History) -> Conversation:
@@ -103,11 +121,18 @@ class Suggester:
         labeller: Labeller | None = None,
         nba: NextActionModel | None = None,
         config: SuggestConfig | None = None,
+        *,
+        exemplars: ExemplarIndex | None = None,
+        sources: Sources = "lm",
+        embedder: SentenceEmbedder | None = None,
     ) -> None:
+        if sources != "lm" and exemplars is None:
+            raise ValueError(f"suggestions from {sources!r} need an exemplar index (`convoplan lm index`)")
         self.lm = lm
         self.labeller = labeller
         self.nba = nba
         self.config = config or SuggestConfig()
+        self.exemplars, self.sources, self._embedder = exemplars, sources, embedder
         self.prefix = PrefixCache()
         """The last history read: the next request of a conversation reads only its new messages."""
 
@@ -118,10 +143,13 @@ class Suggester:
         labeller: str | Path | None = None,
         nba: str | Path | None = None,
         config: SuggestConfig | None = None,
+        sources: Sources = "lm",
     ) -> Suggester:
         """From folders: an LM (`convoplan lm train`), a labeller (`convoplan label train`), a next-action model
-        (`convoplan nba train`); ValueError naming the folder when one cannot be loaded."""
+        (`convoplan nba train`), and for `sources` other than "lm" the LM folder's exemplar index (`convoplan lm
+        index`); ValueError naming the folder when one cannot be loaded."""
         from convoplan.lm.model import load_model
+        from convoplan.retrieval.exemplars import EXEMPLARS, load_exemplars
 
         loaded_labeller = loaded_nba = None
         if labeller is not None:
@@ -132,7 +160,8 @@ class Suggester:
             from convoplan.actions.load import load_nba
 
             loaded_nba = load_nba(nba)
-        return cls(load_model(model), loaded_labeller, loaded_nba, config)
+        index = load_exemplars(Path(model) / EXEMPLARS) if sources != "lm" else None
+        return cls(load_model(model), loaded_labeller, loaded_nba, config, exemplars=index, sources=sources)
 
     def label(self, history: History) -> Conversation:
         """The history with its unlabelled agent messages labelled (unchanged without a labeller or when none is
@@ -205,10 +234,48 @@ class Suggester:
             for plan, group in zip(plans, written, strict=True)
         ]
 
+    def shares(self, n: int) -> tuple[int, int]:
+        """(retrieved, written) suggestions per action out of `n`, by `sources`."""
+        return {"lm": (0, n), "exemplars": (n, 0), "both": (min(1, n), n - min(1, n))}[self.sources]
+
+    def retrieve(self, history: History, plans: Sequence[Plan], n: int) -> list[list[Suggestion]]:
+        """The `n` past agent messages of each plan's action whose contexts are nearest to this history's, best first
+        (fewer where the logs have fewer; for a plan without an action, of any action). No LM runs."""
+        if self.exemplars is None or n == 0:
+            return [[] for _ in plans]
+        if self._embedder is None:
+            from convoplan.embed import shared_embedder
+
+            self._embedder = shared_embedder()
+        turns = _conversation(history).turns
+        found = self.exemplars.nearest([turns] * len(plans), [plan.action for plan in plans], self._embedder, n)
+        return [
+            [Suggestion(e.text, plan.action, plan.action_score, e.score, True, "exemplar", e.source) for e in hits]
+            for plan, hits in zip(plans, found, strict=True)
+        ]
+
+    def suggestions(
+        self,
+        history: History,
+        plans: Sequence[Plan],
+        n: int | None = None,
+        on_text: OnText | None = None,
+        cancel: threading.Event | None = None,
+    ) -> list[list[Suggestion]]:
+        """`n` suggestions for each plan from the `sources`: the retrieved ones first, then the written ones
+        (`on_text` and `cancel` as in `write_plans`)."""
+        retrieved, written = self.shares(self.config.n if n is None else n)
+        found = self.retrieve(history, plans, retrieved)
+        if not written:
+            return found
+        groups = self.write_plans(history, plans, written, on_text, cancel)
+        return [hits + group for hits, group in zip(found, groups, strict=True)]
+
     def suggest(self, history: History, action: str | None = None, n: int | None = None) -> list[Suggestion]:
-        """Label the history, plan the action (`action`, or the next-action model's), write `n` messages."""
+        """Label the history, plan the action (`action`, or the next-action model's), and make `n` suggestions for
+        it from the `sources`."""
         labelled = self.label(history)
-        return self.write(labelled, self.plan(labelled, action), n)
+        return self.suggestions(labelled, [self.plan(labelled, action)], n)[0]
 
 
 def suggest(

@@ -190,8 +190,13 @@ class SuggestRequest(Body):
 class SuggestionOut(BaseModel):
     text: str
     score: float
-    """Mean token log-probability under the LM."""
+    """Written: the mean token log-probability under the LM. Retrieved: its context's cosine similarity to this
+    conversation's."""
     finished: bool
+    origin: Literal["lm", "exemplar"] = "lm"
+    """Written by the LM, or a past agent message retrieved from the logs (serve.json `suggestions`)."""
+    source: str | None = None
+    """A retrieved message's place in the logs: `conversation id#turn index`."""
 
 
 class ActionOut(BaseModel):
@@ -349,7 +354,10 @@ def _action_out(plan: Plan, suggestions: list[Suggestion]) -> ActionOut:
         action=plan.action,
         score=plan.action_score,
         reason=plan.reason,
-        suggestions=[SuggestionOut(text=s.text, score=s.score, finished=s.finished) for s in suggestions],
+        suggestions=[
+            SuggestionOut(text=s.text, score=s.score, finished=s.finished, origin=s.origin, source=s.source)
+            for s in suggestions
+        ],
     )
 
 
@@ -497,7 +505,7 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         with worker():
             labelled = suggester.label(history)
             plans = suggester.plans(labelled, body.action, actions)
-            written = suggester.write_plans(labelled, plans, n)
+            written = suggester.suggestions(labelled, plans, n)
         return SuggestResponse(
             actions=[_action_out(plan, group) for plan, group in zip(plans, written, strict=True)],
             seconds=time.perf_counter() - started,
@@ -518,8 +526,12 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
                 with contextlib.suppress(RuntimeError):  # the loop has closed (the server is stopping)
                     loop.call_soon_threadsafe(events.put_nowait, event)
 
-        def on_text(row: int, text: str) -> None:
-            put(_event("text", {"action": row // n, "suggestion": row % n, "text": text}))
+        retrieving, writing = suggester.shares(n)
+        found: list[list[Suggestion]] = []
+
+        def on_text(row: int, text: str) -> None:  # row = plan * writing + k; the retrieved ones come first
+            plan, k = divmod(row, writing)
+            put(_event("text", {"action": plan, "suggestion": len(found[plan]) + k, "text": text}))
 
         def work() -> None:
             started = time.perf_counter()
@@ -527,11 +539,14 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
                 with worker(cancel):
                     labelled = suggester.label(history)
                     plans = suggester.plans(labelled, action, actions)
-                    outs = [_action_out(plan, []).model_dump() for plan in plans]
+                    found.extend(suggester.retrieve(labelled, plans, retrieving))
+                    # The plans, with the retrieved suggestions whole: they cost no LM and show at once.
+                    outs = [_action_out(plan, hits).model_dump() for plan, hits in zip(plans, found, strict=True)]
                     put(_event("plans", {"actions": outs, "n": n}))
-                    written = suggester.write_plans(labelled, plans, n, on_text, cancel)
+                    written = suggester.write_plans(labelled, plans, writing, on_text, cancel) if writing else []
+                groups = [hits + group for hits, group in zip(found, written or [[] for _ in plans], strict=True)]
                 answer = SuggestResponse(
-                    actions=[_action_out(plan, group) for plan, group in zip(plans, written, strict=True)],
+                    actions=[_action_out(plan, group) for plan, group in zip(plans, groups, strict=True)],
                     seconds=time.perf_counter() - started,
                 )
                 put(_event("done", answer.model_dump()))

@@ -13,6 +13,8 @@
 - `arms`: the live A/B arms, each a DM (a trained folder, a built-in name, or `pkg.module:Factory`) and a weight;
 - `control`: the arm the A/B report compares the others with;
 - `lm`, `nba`, `labeller`: the agent-assist models (docs/lm.md, docs/actions.md); any may be left out;
+- `suggestions`: where agent-assist suggestions come from: "lm" (written), "exemplars" (retrieved: the past agent
+  messages of the action whose contexts are nearest, from `exemplars` or `lm`'s exemplars/ index), or "both";
 - `lm_provider`: add an LM to the bot's content providers (one candidate per action, `convoplan.lm.provider`):
   `true` for `lm`, or a folder of its own (a smaller LM: the provider writes inside every bot turn, a suggestion
   only when an agent asks).
@@ -37,7 +39,7 @@ from convoplan.atomic import atomic_write
 from convoplan.compose.loop import Bot, DialogueManager, Provider
 from convoplan.configs import Config, config_from_dict
 from convoplan.lm.model import LanguageModel, Precision
-from convoplan.lm.suggest import SuggestConfig, Suggester
+from convoplan.lm.suggest import Sources, SuggestConfig, Suggester
 from convoplan.schema import Turn
 from convoplan.sim.arms import ANIMALS
 from convoplan.sim.run import World
@@ -74,6 +76,11 @@ class Manifest(Config):
     folder of another LM (a smaller one that fits the per-turn latency)."""
     domain: str = "animals"
     """The `domain` of stored sessions."""
+    suggestions: Sources = "lm"
+    """Where agent-assist suggestions come from: "lm" (written), "exemplars" (past agent messages of the action
+    whose contexts are nearest: no LM runs), "both" (the nearest past message first, then written ones)."""
+    exemplars: str | None = None
+    """The exemplar index folder for "exemplars" and "both" (`convoplan lm index`; default: `lm`'s exemplars/)."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -86,6 +93,10 @@ class Manifest(Config):
             raise ValueError(f"control {self.control!r} is not one of the arms ({', '.join(self.arms)})")
         if self.lm_provider is True and self.lm is None:
             raise ValueError("lm_provider true needs an lm (or name the provider's own LM folder)")
+        if self.suggestions != "lm" and self.lm is None:
+            raise ValueError(
+                f"suggestions {self.suggestions!r} needs an lm (it plans the actions and knows their tags)"
+            )
 
 
 def read_manifest(folder: str | Path) -> Manifest:
@@ -172,7 +183,17 @@ class Artifacts:
             from convoplan.lm.provider import LMProvider
 
             extra.append(LMProvider(provider_lm, world.lexicon))
-        suggester = Suggester(lm, labeller, nba, suggest) if lm is not None else None
+        suggester = None
+        if lm is not None and manifest.lm is not None:
+            index = None
+            if manifest.suggestions != "lm":
+                from convoplan.retrieval.exemplars import EXEMPLARS, load_exemplars
+
+                try:
+                    index = load_exemplars(resolve(manifest.exemplars or f"{manifest.lm}/{EXEMPLARS}"))
+                except ValueError as error:
+                    raise where("exemplars", error) from None
+            suggester = Suggester(lm, labeller, nba, suggest, exemplars=index, sources=manifest.suggestions)
         return cls(manifest, world, dms, suggester, extra)
 
     @property

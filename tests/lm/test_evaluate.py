@@ -11,8 +11,11 @@ import pytest
 import torch
 
 from convoplan.actions.protocols import ActionScore, Prediction
+from convoplan.embed import SentenceEmbedder
 from convoplan.lm.evaluate import (
     ALL,
+    FREQUENT,
+    NEAREST,
     PREDICTED,
     TRUE,
     VANILLA,
@@ -30,6 +33,7 @@ from convoplan.lm.generate import SamplingConfig
 from convoplan.lm.model import LanguageModel, new_model
 from convoplan.lm.tokenizer import Codec, train_tokenizer
 from convoplan.report import write_report
+from convoplan.retrieval.exemplars import ExemplarIndex
 from convoplan.schema import Conversation, Turn
 
 from .conftest import TINY, synthetic
@@ -193,3 +197,26 @@ def test_wins_count_the_actions_where_a_system_has_the_higher_bleu() -> None:
     report = LMEvalReport("t", ("vanilla", "true action"), ("a", "c", "b"), scores)
     assert report.wins("true action", "vanilla") == (1, 3)  # a wins, c ties, b loses
     assert report.wins("true action", "vanilla", min_messages=5) == (1, 2)
+
+
+def test_the_retrieval_baselines_are_scored_beside_the_lms(
+    models: tuple[LanguageModel, LanguageModel], embedder: SentenceEmbedder
+) -> None:
+    action_lm, vanilla_lm = models
+    conversations = synthetic()
+    index = ExemplarIndex.build(conversations, embedder)
+    nba = StubNBA([[ActionScore("thank", 0.8)]])
+    config = EvalConfig(sampling=SamplingConfig(do_sample=False, max_new_tokens=8))
+    report = evaluate_lm(conversations, action_lm, vanilla_lm, KeywordLabeller(), nba, config, exemplars=index)
+    assert report.systems == (*SYSTEMS, FREQUENT, NEAREST)
+    found = targets(conversations, config)
+    for message, target in zip(report.messages, found, strict=True):  # each a train message of the true action
+        for baseline in (FREQUENT, NEAREST):
+            text = message[baseline]["text"]
+            assert message[baseline]["intended"] == target.action
+            assert any(index.texts[r] == text and index.actions[r] == target.action for r in range(len(index)))
+        assert message[FREQUENT]["text"] == index.most_frequent(target.action)
+    assert all(report.scores[s][ALL].messages == len(found) for s in report.systems)
+    text = report.markdown()
+    assert f"{TRUE} over {NEAREST}, BLEU per action" in text and f"{PREDICTED} over {VANILLA}" in text
+    assert any("baselines told the true action" in note for note in report.notes)

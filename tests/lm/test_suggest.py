@@ -1,9 +1,11 @@
 """Suggestions: n messages from one batched generate call with the action's tag, the fallback to no action (no
 next-action model, a low score, an action without a tag, a vanilla model), labelling of the history, stopping at
-the end-of-message token, left-padded batches, and `convoplan suggest`."""
+the end-of-message token, left-padded batches, suggestions retrieved from the logs (no LM) or mixed with written
+ones, and `convoplan suggest`."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -15,10 +17,12 @@ from typer.testing import CliRunner
 
 from convoplan.actions.protocols import ActionScore, Prediction
 from convoplan.cli.lm import suggest_command
+from convoplan.embed import SentenceEmbedder
 from convoplan.lm.generate import SamplingConfig, generate_messages
 from convoplan.lm.model import LanguageModel
 from convoplan.lm.suggest import SuggestConfig, Suggester, suggest
 from convoplan.lm.tokenizer import Codec
+from convoplan.retrieval.exemplars import ExemplarIndex
 from convoplan.schema import Conversation, Turn, write_jsonl
 
 from .conftest import Spy, synthetic
@@ -171,3 +175,57 @@ def test_convoplan_suggest_prints_the_suggestions(folder: Path, tmp_path: Path) 
         and result.stderr.startswith("error: ")
         and "not a convoplan language model" in result.stderr
     )
+
+
+# --- suggestions retrieved from the logs (the exemplar index) ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def index(embedder: SentenceEmbedder) -> ExemplarIndex:
+    return ExemplarIndex.build(synthetic(), embedder)
+
+
+def test_retrieved_suggestions_are_past_messages_of_the_action_and_run_no_lm(
+    lm: LanguageModel, history: list[Turn], index: ExemplarIndex, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    forward = lm.model.forward
+    passes: list[int] = []
+    monkeypatch.setattr(lm.model, "forward", lambda *a, **k: passes.append(1) or forward(*a, **k))
+    retrieved = Suggester(lm, config=SEEDED, exemplars=index, sources="exemplars").suggest(history, "thank", n=2)
+    assert not passes  # no LM ran
+    assert [s.origin for s in retrieved] == ["exemplar", "exemplar"] and all(s.action == "thank" for s in retrieved)
+    rows = {index.sources[r]: r for r in range(len(index))}
+    for suggestion in retrieved:
+        assert suggestion.source is not None and index.texts[rows[suggestion.source]] == suggestion.text
+        assert index.actions[rows[suggestion.source]] == "thank" and suggestion.finished
+    assert retrieved[0].score >= retrieved[1].score  # nearest first
+
+    both = Suggester(lm, config=SEEDED, exemplars=index, sources="both").suggest(history, "thank", n=3)
+    assert [s.origin for s in both] == ["exemplar", "lm", "lm"] and both[0].text == retrieved[0].text
+    assert passes  # the two written ones ran the LM
+    written = Suggester(lm, config=SEEDED).suggest(history, "thank", n=2)
+    assert [s.origin for s in written] == ["lm", "lm"] and all(s.source is None for s in written)
+
+
+def test_retrieval_needs_an_index(lm: LanguageModel, folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"suggestions from 'both' need an exemplar index \(`convoplan lm index`\)"):
+        Suggester(lm, sources="both")
+    with pytest.raises(ValueError, match="no exemplar index"):
+        Suggester.load(folder, sources="exemplars")
+
+
+def test_convoplan_suggest_shows_where_a_suggestion_came_from(
+    folder: Path, tmp_path: Path, index: ExemplarIndex
+) -> None:
+    model = tmp_path / "model"
+    shutil.copytree(folder, model)
+    index.save(model / "exemplars")
+    app = typer.Typer()
+    app.command()(suggest_command)
+    data = tmp_path / "conversation.jsonl"
+    write_jsonl(data, synthetic()[-2:])
+    arguments = ["--model", str(model), "--conversation", str(data), "--turns", "3", "--action", "thank", "--n", "2"]
+    result = CliRunner().invoke(app, [*arguments, "--sources", "exemplars"])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3 and all("[from the logs: c" in line for line in lines[1:])

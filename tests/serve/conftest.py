@@ -3,6 +3,7 @@ next-action model trained on the animals world's logs), an in-process client, an
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -15,6 +16,7 @@ from convoplan.actions.nba import NBAConfig
 from convoplan.actions.train_nba import train_nba
 from convoplan.embed import SentenceEmbedder
 from convoplan.lm.provider import lm_conversations
+from convoplan.retrieval.exemplars import EXEMPLARS, ExemplarIndex
 from convoplan.serve.app import ServeConfig, create_app
 from convoplan.serve.artifacts import Arm, Artifacts, Manifest, write_manifest
 from convoplan.serve.process import ServerProcess, free_port
@@ -34,6 +36,7 @@ def artifacts_dir(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceEm
         list(simulate(animals_world(), HeuristicDM(), SimulationConfig(conversations=12, raters=0)))
     )
     shutil.copytree(world_lm_dir, root / "lm")
+    ExemplarIndex.build(logs, embedder).save(root / "lm" / EXEMPLARS)  # for serve.json "suggestions" (unused here)
     train_nba(logs, embedder, TINY_NBA).model.save(root / "nba")
     arms = {"heuristic": Arm("heuristic"), "greedy": Arm("greedy")}
     write_manifest(root, Manifest(arms=arms, control="heuristic", lm="lm", nba="nba"))
@@ -43,6 +46,16 @@ def artifacts_dir(tmp_path_factory: pytest.TempPathFactory, embedder: SentenceEm
 @pytest.fixture(scope="session")
 def artifacts(artifacts_dir: Path) -> Artifacts:
     return Artifacts.load(artifacts_dir)
+
+
+@pytest.fixture(scope="session")
+def mixed_artifacts(artifacts_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
+    """The same artifacts serving "suggestions": "both": the nearest past message of each action, then written ones."""
+    root = tmp_path_factory.mktemp("mixed") / "artifacts"
+    shutil.copytree(artifacts_dir, root)
+    manifest = json.loads((root / "serve.json").read_text())
+    (root / "serve.json").write_text(json.dumps({**manifest, "suggestions": "both"}))
+    return Artifacts.load(root)
 
 
 @pytest.fixture

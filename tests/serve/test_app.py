@@ -41,6 +41,21 @@ def test_suggest_ranks_actions_and_writes_for_each(client: TestClient) -> None:
     assert client.post("/v1/suggest", json={"conversation": history, "action": "no-such-act"}).status_code == 422
 
 
+def test_suggestions_from_the_logs_come_first_and_say_where_they_were_said(
+    mixed_artifacts: Artifacts, store: Store
+) -> None:
+    client = TestClient(create_app(mixed_artifacts, store, ServeConfig()))
+    answer = client.post("/v1/suggest", json={"conversation": [{"speaker": "user", "text": "tell me about lions"}]})
+    assert answer.status_code == 200, answer.text
+    index = mixed_artifacts.suggester.exemplars if mixed_artifacts.suggester else None
+    assert index is not None
+    said = {index.sources[r]: (index.texts[r], index.actions[r]) for r in range(len(index))}
+    for group in answer.json()["actions"]:
+        first, *written = group["suggestions"]
+        assert first["origin"] == "exemplar" and said[first["source"]] == (first["text"], group["action"])
+        assert len(written) == 2 and all(s["origin"] == "lm" and s["source"] is None for s in written)
+
+
 def test_the_bot_s_lm_provider_may_have_an_lm_of_its_own(artifacts_dir: Path, tmp_path: Path) -> None:
     """The demo's layout: agent assist on one LM (`lm`), the bot's provider on another (`lm_provider`: a folder)."""
     root = tmp_path / "artifacts"

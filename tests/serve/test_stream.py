@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 
 from convoplan.serve.app import ServeConfig, create_app
 from convoplan.serve.artifacts import Artifacts
@@ -76,6 +77,24 @@ def test_errors_before_the_stream_keep_their_status_and_a_client_may_leave(serve
         assert client.get("/healthz").status_code == 200
         after = client.post("/v1/suggest", json={**body, "stream": False})
         assert after.status_code == 200 and len(after.json()["actions"][0]["suggestions"]) == 5
+
+
+def test_retrieved_suggestions_arrive_whole_with_the_plans(mixed_artifacts: Artifacts, store: Store) -> None:
+    client = TestClient(create_app(mixed_artifacts, store, ServeConfig()))
+    body = {"conversation": HISTORY, "actions": 2, "n": 3, "stream": True}
+    with client.stream("POST", "/v1/suggest", json=body) as response:
+        received = list(events(response))
+    plans, answer = received[0][1], received[-1][1]
+    assert received[0][0] == "plans" and received[-1][0] == "done"
+    pieces: dict[tuple[int, int], str] = {}
+    for name, data in received[1:-1]:
+        assert name == "text" and data["suggestion"] >= 1  # index 0 of each action is the retrieved one
+        pieces[data["action"], data["suggestion"]] = pieces.get((data["action"], data["suggestion"]), "") + data["text"]
+    for i, (planned, group) in enumerate(zip(plans["actions"], answer["actions"], strict=True)):
+        (retrieved,) = planned["suggestions"]
+        assert retrieved["origin"] == "exemplar" and group["suggestions"][0] == retrieved
+        for j, written in enumerate(group["suggestions"][1:], 1):
+            assert written["origin"] == "lm" and pieces.get((i, j), "") == written["text"]
 
 
 # --- a client that leaves stops the work -----------------------------------------------------------------------

@@ -236,7 +236,10 @@ function renderSuggestions() {
         el("span", { class: "card-meta" },
           el("span", { class: "tag" }, actionName(group.action)),
           suggestion.writing ? el("span", { class: "tag soft" }, "writing…") :
-            el("span", { title: "mean token log-probability" }, `LM ${score(suggestion.score)}`),
+            suggestion.origin === "exemplar" ?
+              el("span", { class: "tag soft", testid: "from-logs", title: `said before: ${suggestion.source}; ` +
+                "the similarity of its context to this one" }, `from the logs ${score(suggestion.score)}`) :
+              el("span", { title: "mean token log-probability" }, `LM ${score(suggestion.score)}`),
           suggestion.finished || suggestion.writing ? null : el("span", { class: "tag warn" }, "cut short")))));
     }
   }
@@ -253,8 +256,9 @@ async function suggest() {
   let first = null; // milliseconds to the first piece of text
   const body = await streamed("/v1/suggest", { session_id: session.id, actions: 3, n: 3, stream: true }, (name, data) => {
     if (name === "plans") {
-      assist.actions = data.actions.map((group) => ({
-        ...group, suggestions: Array.from({ length: data.n }, () => ({ text: "", writing: true })),
+      assist.actions = data.actions.map((group) => ({ // retrieved suggestions come whole; the rest are written
+        ...group, suggestions: [...group.suggestions,
+          ...Array.from({ length: data.n - group.suggestions.length }, () => ({ text: "", writing: true }))],
       }));
       assist.filter = null;
     } else if (name === "text") {
