@@ -271,6 +271,13 @@ def _reason(error: Any) -> str:
     return f"{message[0].lower()}{message[1:]}, got {value!r}"
 
 
+def describe(error: ValidationError) -> tuple[str, str]:
+    """The first problem of a pydantic error as (field path, reason), worded as every reader of the package words
+    it (`turns[3].speaker`, `expected 'agent' or 'user', got 'bot'`)."""
+    first = error.errors()[0]
+    return _field_path(first["loc"]), _reason(first)
+
+
 def _semantic_errors(conversation: Conversation, longest: int) -> Iterator[tuple[str, str]]:
     """Checks that types cannot express, as (field path, reason); `longest` is the most characters of a text."""
     texts = [(f"turns[{i}].text", turn.text) for i, turn in enumerate(conversation.turns)]
@@ -308,8 +315,7 @@ def parse_line(
     try:
         conversation = _ADAPTER.validate_json(text, strict=True)
     except ValidationError as error:
-        first = error.errors()[0]
-        return InvalidLine(path, line, _field_path(first["loc"]), _reason(first))
+        return InvalidLine(path, line, *describe(error))
     for field_path, reason in _semantic_errors(conversation, max_text() if longest is None else longest):
         return InvalidLine(path, line, field_path, reason)
     return conversation
@@ -318,14 +324,11 @@ def parse_line(
 # --- JSON Lines I/O ------------------------------------------------------------------------------------------
 
 
-def iter_jsonl(path: str | Path) -> Iterator[Conversation | InvalidLine]:
-    """Yield each non-blank line of `path` as a Conversation, or as the InvalidLine saying what is wrong.
-
-    A conversation id already seen earlier in the file is reported as invalid too.
-    """
-    seen: set[str] = set()
+def iter_lines(path: str | Path) -> Iterator[tuple[int, bytes] | InvalidLine]:
+    """Yield each non-blank line of a JSON Lines file as (line number, its bytes), or as an InvalidLine when it is
+    longer than `MAX_LINE_BYTES`. A UTF-8 byte-order mark at the start is skipped. Every JSON Lines reader of the
+    package reads through this, so each has the same memory bound and line numbering."""
     name = str(path)
-    longest = max_text()
     limit = MAX_LINE_BYTES
     with open(path, "rb") as stream:  # bytes: a line that is not UTF-8 is one bad line, not the end of the file
         if stream.peek(len(_BOM)).startswith(_BOM):
@@ -339,15 +342,30 @@ def iter_jsonl(path: str | Path) -> Iterator[Conversation | InvalidLine]:
                 while (rest := stream.readline(_SKIP_CHUNK)) and not rest.endswith(b"\n"):
                     pass  # skip the rest of the long line a chunk at a time
                 continue
-            if not text.strip():
-                continue
-            item = parse_line(text, name, number, longest)
-            if isinstance(item, Conversation):
-                if item.id in seen:
-                    item = InvalidLine(name, number, "id", f"duplicate conversation id {item.id!r}")
-                else:
-                    seen.add(item.id)
-            yield item
+            if text.strip():
+                yield number, text
+
+
+def iter_jsonl(path: str | Path) -> Iterator[Conversation | InvalidLine]:
+    """Yield each non-blank line of `path` as a Conversation, or as the InvalidLine saying what is wrong.
+
+    A conversation id already seen earlier in the file is reported as invalid too.
+    """
+    seen: set[str] = set()
+    name = str(path)
+    longest = max_text()
+    for line in iter_lines(path):
+        if isinstance(line, InvalidLine):
+            yield line
+            continue
+        number, text = line
+        item = parse_line(text, name, number, longest)
+        if isinstance(item, Conversation):
+            if item.id in seen:
+                item = InvalidLine(name, number, "id", f"duplicate conversation id {item.id!r}")
+            else:
+                seen.add(item.id)
+        yield item
 
 
 def read_jsonl(
@@ -407,8 +425,8 @@ def read_call_flows(path: str | Path) -> dict[str, CallFlow]:
     try:
         return _FLOWS.validate_json(Path(path).read_bytes().removeprefix(_BOM), strict=True)
     except ValidationError as error:
-        first = error.errors()[0]
-        raise FormatError(f"{path}: {_field_path(first['loc'])}: {_reason(first)}") from None
+        where, reason = describe(error)
+        raise FormatError(f"{path}: {where}: {reason}") from None
 
 
 def dumps_schema() -> str:

@@ -37,7 +37,9 @@ if TYPE_CHECKING:
     from convoplan.lm.suggest import Suggester
     from convoplan.lm.train import TrainConfig
 
-world_app = typer.Typer(help="The built-in animals world: simulate rated conversations.", no_args_is_help=True)
+world_app = typer.Typer(
+    help="The built-in animals world: simulate rated conversations, export its knowledge base.", no_args_is_help=True
+)
 
 
 @world_app.command("simulate")
@@ -74,6 +76,18 @@ def world_simulate(
     write_jsonl(out, logs)
     say(f"wrote {len(logs)} conversations to {out}")
     print_summary(logs, f"{dm}: {len(logs)} simulated conversations", seconds)
+
+
+@world_app.command("knowledge")
+def world_knowledge(
+    out: Annotated[Path, typer.Option(help="Where to write the knowledge file (JSON Lines).", callback=output_file)],
+) -> None:
+    """Export the world's knowledge base as a knowledge file: one passage per fact, sound and attribute."""
+    from convoplan.retrieval.knowledge import write_knowledge
+    from convoplan.worlds.animals.knowledge import knowledge_passages
+
+    count = write_knowledge(out, knowledge_passages())
+    say(f"wrote {count} passages to {out}")
 
 
 def chat(

@@ -2,10 +2,14 @@
 
 `data/animals.json` is written by the project; every fact's source is the guide itself ("the convoplan animal
 guide"), so the providers' attributions never cite a reference the fact did not come from.
+
+`knowledge_passages` exports it as a knowledge file (`convoplan.retrieval.knowledge`, `convoplan world knowledge`):
+what grounded suggestions retrieve and quote, and what a grounding check compares them with.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -14,7 +18,12 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationError
 
-__all__ = ["KnowledgeBase"]
+from convoplan.retrieval.knowledge import FieldValue, Passage
+
+__all__ = ["GUIDE", "KnowledgeBase", "knowledge_passages"]
+
+GUIDE = "the convoplan animal guide"
+"""The source of everything in `data/animals.json`: its facts name it, and its sounds and attributes come from it."""
 
 
 _STRICT = ConfigDict(extra="forbid")
@@ -147,3 +156,85 @@ def _default() -> KnowledgeBase:
 def load_knowledge_base(path: str | Path | None = None) -> KnowledgeBase:
     """The built-in knowledge base (loaded once and shared), or one read from `path`."""
     return _default() if path is None else _read(Path(path))
+
+
+# --- export as a knowledge file (convoplan.retrieval.knowledge) ---------------------------------------------------
+
+_DIETS = {
+    "carnivore": "it eats other animals",
+    "herbivore": "it eats plants",
+    "omnivore": "it eats both plants and animals",
+    "insectivore": "it eats insects",
+    "piscivore": "it eats fish",
+}
+"""What each diet means, said in the passage: a question asks what an animal eats, not whether it is a piscivore."""
+
+
+def _number(value: float) -> str:
+    """2700 -> "2,700", 1.4 -> "1.4", 0.0001 -> "0.0001": as written in the guide, never in exponent form."""
+    return f"{value:,.6f}".rstrip("0").rstrip(".")
+
+
+def _amount(low: float, high: float) -> str:
+    return _number(low) if low == high else f"{_number(low)} to {_number(high)}"
+
+
+def _listed(items: tuple[str, ...]) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} and {items[-1]}"
+
+
+def knowledge_passages(kb: KnowledgeBase | None = None) -> Iterator[Passage]:
+    """The knowledge base as passages of a knowledge file: for each animal its facts (each with its source and
+    topic), its sound, and its attributes as English sentences, the numbers with their unit in `fields`
+    (`weight_kg`: (3000, 6000)). Ids are `<animal>/fact/<n>`, `<animal>/sound` and `<animal>/<field>`, the animal
+    named with dashes for spaces; every passage's `entity` is the animal's name."""
+    for animal in (kb or load_knowledge_base()).animals:
+        yield from _animal_passages(animal)
+
+
+def _animal_passages(animal: Animal) -> Iterator[Passage]:
+    slug = animal.name.replace(" ", "-")
+    subject, plural = _capital(animal.with_article), _capital(animal.plural)  # "An elephant", "Elephants"
+
+    def passage(key: str, text: str, fields: dict[str, FieldValue], source: str = GUIDE) -> Passage:
+        return Passage(id=f"{slug}/{key}", text=text, source=source, entity=animal.name, fields=fields)
+
+    for number, fact in enumerate(animal.facts, start=1):
+        yield passage(f"fact/{number}", fact.text, {"topic": fact.topic}, fact.source)
+    sound = animal.sound
+    # "sound" said in words: a passage should say what it is about, as the questions it answers do.
+    yield passage("sound", f"{subject}'s sound: {sound.description}.", {"sound": sound.name})
+    yield passage("class", f"{subject} is {_a(animal.animal_class)}.", {"class": animal.animal_class})
+    yield passage("diet", f"{subject} is {_a(animal.diet)}: {_DIETS[animal.diet]}.", {"diet": animal.diet})
+    # Habitats and regions are noun phrases of every kind ("ice floe", "worldwide (domestic)"): listed after a
+    # colon, they read right whatever they are.
+    habitats, regions = _listed(animal.habitats), _listed(animal.regions)
+    yield passage("habitat", f"{plural} live in these habitats: {habitats}.", {"habitat": ", ".join(animal.habitats)})
+    yield passage("regions", f"Where {animal.plural} live: {regions}.", {"regions": ", ".join(animal.regions)})
+    low, high = animal.weight_kg
+    yield passage("weight_kg", f"{subject} weighs {_amount(low, high)} kilograms.", {"weight_kg": (low, high)})
+    low, high = animal.size.range_m
+    measure = animal.size.measure
+    size = (
+        f"{subject} has a wingspan of {_amount(low, high)} metres."
+        if measure == "wingspan"
+        else f"{subject} is {_amount(low, high)} metres {'long' if measure == 'length' else 'tall'}."
+    )
+    yield passage(f"{measure}_m", size, {f"{measure}_m": (low, high)})
+    low, high = animal.lifespan_years
+    yield passage("lifespan_years", f"{subject} lives for {_amount(low, high)} years.", {"lifespan_years": (low, high)})
+    if animal.top_speed_kmh is not None:
+        yield passage(
+            "top_speed_kmh",
+            f"{subject} can {animal.moves_by} at up to {_number(animal.top_speed_kmh)} kilometres per hour.",
+            {"top_speed_kmh": animal.top_speed_kmh},
+        )
+
+
+def _capital(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _a(noun: str) -> str:
+    """ "a mammal", "an omnivore", "an insectivore"."""
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
