@@ -251,7 +251,7 @@ class KnowledgeIndex:
     """Passages indexed for search by sentence embeddings (`convoplan.embed`) or by BM25 (`bm25s`).
 
     The index is built in memory when the passages are loaded, which is fast enough not to save it: the animals
-    world's 1,005 passages take 0.02-0.04 s by BM25; by embeddings, 8-11 s to compute their vectors the first time (one
+    world's 1,005 passages take 0.02-0.06 s by BM25; by embeddings, 8-11 s to compute their vectors the first time (one
     CPU thread) and a millisecond once the embedder has them cached (pass an embedder with a cache folder to keep
     them across runs; the default is the process's shared one, in memory).
     """
