@@ -184,12 +184,7 @@ def measure(url: str, pid: int, body: dict[str, Any], args: argparse.Namespace) 
             results["burst_workers_idle_after_close_s"] = time.monotonic() - burst_left
         time.sleep(args.window)
         results["burst_cpu_after_close_s"], results["burst_last_busy_after_close_s"] = trace.since(burst_left)
-        text = client.get("/metrics").text
-        results["streams_cancelled"] = next(
-            float(line.split()[-1])
-            for line in text.splitlines()
-            if line.startswith("convoplan_streams_cancelled_total")
-        )
+        results["streams_cancelled"] = metric(url, "convoplan_streams_cancelled_total")
     return results
 
 
