@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -26,6 +26,12 @@ from convoplan.cli.common import (
     set_option,
     show_report,
 )
+
+if TYPE_CHECKING:
+    from convoplan.embed import SentenceEmbedder
+    from convoplan.lm.grounding import GroundingConfig
+    from convoplan.lm.train import TrainConfig
+    from convoplan.retrieval.knowledge import KnowledgeIndex, Method
 
 __all__ = ["lm_app", "suggest_command"]
 
@@ -49,6 +55,84 @@ class SourceChoice(StrEnum):
     lm = "lm"
     exemplars = "exemplars"
     both = "both"
+
+
+KnowledgeOption = Annotated[
+    Path | None,
+    typer.Option(
+        help="A knowledge file (JSON Lines passages with their source, docs/format.md) whose passages the prompts "
+        "read, for a model trained with grounding.knowledge > 0."
+    ),
+]
+
+DEFAULT_PASSAGES = 3
+"""Passages per prompt when `lm train --knowledge` is given without --set grounding.knowledge."""
+
+
+def knowledge_index(
+    path: Path, method: Method, skip_invalid: bool, sentences: SentenceEmbedder | None = None
+) -> KnowledgeIndex:
+    """Read and index a knowledge file for a command: a bad line exits 2 naming file:line (with `skip_invalid`, each
+    is listed on stderr and the rest loaded); a passage over the length limit is cut, with a note on stderr."""
+    from convoplan.retrieval.knowledge import KnowledgeIndex
+    from convoplan.schema import FormatError, InvalidLine
+
+    skipped: list[InvalidLine] = []
+    cut: list[str] = []  # said once the file is read: an error is then the one line a bad file gets
+    try:
+        index = KnowledgeIndex.from_file(
+            path, method, sentences, skip_invalid=skip_invalid, on_skip=skipped.append, on_cut=cut.append
+        )
+    except (FormatError, OSError, UnicodeDecodeError) as error:
+        fail(f"--knowledge {error}")
+    for note in cut:
+        say(f"note: {note}", to=errors)
+    for line in skipped:
+        say(f"skipped {line}", to=errors)
+    if skipped:
+        say(f"{len(skipped)} invalid line(s) skipped, {len(index)} passages loaded", to=errors)
+    if not len(index):
+        fail(f"--knowledge {path}: no passages")
+    return index
+
+
+def model_knowledge(
+    model: Path, path: Path | None, skip_invalid: bool, sentences: SentenceEmbedder | None = None
+) -> KnowledgeIndex | None:
+    """The knowledge index a model folder's prompts read (by the method it was trained with), from --knowledge;
+    None when it reads none (a --knowledge given anyway is ignored, said on stderr)."""
+    grounding = _recorded_grounding(model)
+    if path is None:
+        return None
+    if not grounding.knowledge:
+        say(f"note: {model} was trained without knowledge in its prompts: --knowledge {path} is ignored", to=errors)
+        return None
+    return knowledge_index(path, grounding.method, skip_invalid, sentences)
+
+
+def _interrupted_config(out: Path) -> TrainConfig | None:
+    """The config of the run interrupted in `out`; None when there is none to read (`train` then says why)."""
+    import json
+
+    from convoplan.configs import config_from_dict
+    from convoplan.lm.checkpoint import STATE_FILE
+    from convoplan.lm.train import CHECKPOINT, TrainConfig
+
+    path = out / CHECKPOINT / STATE_FILE
+    try:
+        return config_from_dict(TrainConfig, json.loads(path.read_text("utf-8"))["config"], str(path), "config")
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _recorded_grounding(model: Path) -> GroundingConfig:
+    from convoplan.lm.grounding import grounding_config
+    from convoplan.lm.model import read_info
+
+    try:
+        return grounding_config(read_info(model))
+    except ValueError as error:
+        fail(f"--model {error}")
 
 
 PrecisionOption = Annotated[
@@ -81,25 +165,60 @@ def lm_train(
         ),
     ] = None,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out with its own settings.")] = False,
+    knowledge: Annotated[
+        Path | None,
+        typer.Option(
+            help="A knowledge file (JSON Lines passages, docs/format.md): every prompt reads the passages nearest "
+            f"its last turns (--set grounding.knowledge=K, {DEFAULT_PASSAGES} by default with this option)."
+        ),
+    ] = None,
+    embedding_cache: EmbeddingCache = None,
     overrides: Annotated[list[str] | None, set_option("epochs=3")] = None,
     show_config: ShowConfig = False,
     skip_invalid: SkipInvalid = False,
 ) -> None:
     """Train on the train split (validation split for early stopping; test is never used) and write a model folder.
 
+    Grounded prompts (docs/lm.md, "Grounding"): --set grounding.events=true renders the conversations' events,
+    --knowledge FILE adds knowledge passages, --set grounding.exemplars=K past messages of the action.
+
     Runs unchanged under `torchrun --nproc_per_node N -m convoplan.cli.lm train ...` (gloo, DDP): each process
     trains on its share of every batch, and the averaged gradient equals the single-process one.
     """
+    from dataclasses import replace
+
     from convoplan.lm.train import TrainConfig, peak_memory, train
 
     config = configured(TrainConfig(vanilla=vanilla), overrides, show_config)
     if resume and (overrides or vanilla or base_model):
         fail("--resume continues the run with its own settings: leave out --set, --vanilla and --base-model")
+    if resume:  # the interrupted run's own grounding decides whether a knowledge file is read
+        config = _interrupted_config(out) or config
+    elif knowledge is not None and not config.grounding.knowledge:
+        config = replace(config, grounding=replace(config.grounding, knowledge=DEFAULT_PASSAGES))
+    if config.grounding.knowledge and knowledge is None:
+        passages = config.grounding.knowledge
+        fail(f"grounding.knowledge = {passages}: the prompts read a knowledge file, give --knowledge FILE")
     data = load(conversations, skip_invalid)
+    sentences = embedder(embedding_cache) if config.grounding.retrieves else None
+    index = None
+    if knowledge is not None and config.grounding.knowledge:
+        index = knowledge_index(knowledge, config.grounding.method, skip_invalid, sentences)
+        passages = config.grounding.knowledge
+        say(f"every prompt reads the {passages} passages nearest its last turns (grounding.knowledge)", to=errors)
     with progress_display() as progress:
+        if sentences is not None:
+            sentences.progress = progress  # embedding the train split's contexts and queries shows, the first time
         try:
             result = train(
-                data, out, None if resume else config, base_model=base_model, resume=resume, progress=progress
+                data,
+                out,
+                None if resume else config,
+                base_model=base_model,
+                resume=resume,
+                progress=progress,
+                knowledge=index,
+                embedder=sentences,
             )
         except ValueError as error:
             fail(str(error))
@@ -212,6 +331,7 @@ def lm_eval(
             "from the train split of CONVERSATIONS]."
         ),
     ] = None,
+    knowledge: KnowledgeOption = None,
     precision: PrecisionOption = PrecisionChoice.fp32,
     embedding_cache: EmbeddingCache = None,
     overrides: Annotated[list[str] | None, set_option("max_messages=500")] = None,
@@ -226,7 +346,8 @@ def lm_eval(
     (per-action chart) and messages.jsonl (every message written), and prints the tables.
 
     The predicted action comes from --nba, or else from the frequency baseline (the most frequent successor of the
-    previous action in the train split). Example:
+    previous action in the train split). A grounded LM writes from the prompts it was trained on: the exemplar index
+    above, and --knowledge FILE for one that reads knowledge. Example:
 
         convoplan lm eval runs/data/persuasion-labelled.jsonl --model runs/lm --vanilla-model runs/lm-vanilla
           --labeller runs/labeller-p4g --nba runs/nba --out runs/lm-eval
@@ -244,6 +365,9 @@ def lm_eval(
     next_action: NextActionModel
     index: ExemplarIndex | None = None
     sentences = embedder(embedding_cache)  # one encoder for the labeller, the next-action model and the baselines
+    passages = model_knowledge(model, knowledge, skip_invalid, sentences)
+    if passages is None and knowledge is not None:  # the directed model reads none: maybe the vanilla one does
+        passages = model_knowledge(vanilla_model, knowledge, skip_invalid, sentences)
     try:
         action_lm, vanilla_lm = load_model(model, precision.value), load_model(vanilla_model, precision.value)
         if action_lm.codec.vanilla or not vanilla_lm.codec.vanilla:
@@ -273,6 +397,7 @@ def lm_eval(
                 progress=progress,
                 exemplars=index,
                 embedder=sentences,
+                knowledge=passages,
             )
         except ValueError as error:
             fail(f"{conversations}: {error}")
@@ -304,13 +429,16 @@ def suggest_command(
             "`convoplan lm index`); both: the nearest past message, then written ones."
         ),
     ] = SourceChoice.lm,
+    knowledge: KnowledgeOption = None,
+    embedding_cache: EmbeddingCache = None,
     overrides: Annotated[list[str] | None, set_option("sampling.temperature=0.7")] = None,
     show_config: ShowConfig = False,
     skip_invalid: SkipInvalid = False,
 ) -> None:
     """Suggest the agent's next message after a conversation: label its history, predict the next action (or take
     --action), and sample N messages in one batch; without an action (none predicted, a low score, or one the model
-    has no tag for) they are written as a plain LM would."""
+    has no tag for) they are written as a plain LM would. A grounded model reads its prompts as it was trained on
+    them: the conversation's events, its folder's exemplars, and --knowledge FILE's passages."""
     from dataclasses import replace
 
     from convoplan.lm.suggest import SuggestConfig, Suggester
@@ -323,10 +451,15 @@ def suggest_command(
     if not chosen:
         fail(f"{conversation}: no conversation" + (f" {conversation_id!r}" if conversation_id else ""))
     history = chosen[0].turns[:turns]
+    # the events of the history: those that came before the message to suggest
+    events = [event for event in chosen[0].events if event.position <= len(history)]
+    sentences = embedder(embedding_cache)
+    passages = model_knowledge(model, knowledge, skip_invalid, sentences)
     try:
-        suggester = Suggester.load(model, labeller, nba, config, sources.value)
-        labelled = suggester.label(history)
+        suggester = Suggester.load(model, labeller, nba, config, sources.value, knowledge=passages, embedder=sentences)
+        labelled = suggester.label(replace(chosen[0], turns=history, events=events))
         plan = suggester.plan(labelled, action)
+        grounded = suggester.prompts(labelled, [plan.action])[0]
         (suggestions,) = suggester.suggestions(labelled, [plan])
     except ValueError as error:
         fail(str(error))
@@ -334,6 +467,11 @@ def suggest_command(
     newly = sum(before.action is None and after.action is not None for before, after in pairs)
     say(f"{chosen[0].id}: {len(history)} messages of history, {newly} given an action by the labeller", to=errors)
     say(f"action: {plan.action or 'none'} ({plan.reason})")
+    if suggester.grounder.config.active:
+        found = [f"{len(grounded.passages)} passage(s)", f"{len(grounded.exemplars)} exemplar(s)"]
+        drawn = ", ".join([*grounded.passages, *grounded.exemplars])
+        drawn = f": {drawn}" if drawn else ""
+        say(f"grounding: {' and '.join(found)} in the prompt ({grounded.cut.describe()}){drawn}", to=errors)
     for number, suggestion in enumerate(suggestions, 1):
         cut = "" if suggestion.finished else " [cut at max_new_tokens]"
         origin = f" [from the logs: {suggestion.source}]" if suggestion.origin == "exemplar" else ""

@@ -97,7 +97,8 @@ def load_checkpoint(folder: Path) -> tuple[LanguageModel, Snapshot, dict[str, An
         saved = json.loads((folder / STATE_FILE).read_text())
         if (folder / ADAPTER_FILE).exists():  # a LoRA run: the base, rebuilt as it started, plus the adapter
             info = read_info(folder)
-            tokenizer, base = load_base(saved["base_model"], info["actions"])
+            notes = info.get("grounding") is not None  # a grounded model's tokenizer has the notes' tags
+            tokenizer, base = load_base(saved["base_model"], info["actions"], notes=notes)
             model = load_adapter(base, folder)
             lm = LanguageModel(model, tokenizer, Codec(tokenizer, vanilla=bool(info["vanilla"])), info)
         else:

@@ -24,6 +24,10 @@ Decoding is greedy by default (`EvalConfig.sampling.do_sample = False`), so a ru
 the seed in the sampling config makes it repeatable. Messages are generated in batches of prompts of similar
 length (`generate_messages`), in one call per batch.
 
+A grounded model (`convoplan.lm.grounding`) writes from the prompts it was trained on: the history's events, and
+the passages and exemplars retrieved for each history (`evaluate_lm(knowledge=..., exemplars=...)`); the notes say
+what the prompts had to leave out.
+
 The result (`LMEvalReport`) is a `convoplan.report.Report` (markdown tables, a JSON dump and a per-action bar
 chart) that also lists every written message (`messages_jsonl`). The scoring (`score_systems`) only needs texts
 and a labeller, so it can be checked by hand on a fixture.
@@ -44,6 +48,7 @@ from annotated_types import Ge
 from convoplan.actions.protocols import Labeller, NextActionModel
 from convoplan.configs import UNBOUNDED, Config
 from convoplan.lm.generate import SamplingConfig, generate_messages, prompt_budget
+from convoplan.lm.grounding import Cut, Grounder, grounding_config
 from convoplan.lm.model import LanguageModel
 from convoplan.progress import Progress, Update, renamed
 from convoplan.report import figure_png
@@ -52,6 +57,7 @@ from convoplan.schema import Conversation, Turn
 if TYPE_CHECKING:
     from convoplan.embed import SentenceEmbedder
     from convoplan.retrieval.exemplars import ExemplarIndex
+    from convoplan.retrieval.knowledge import KnowledgeIndex
 
 __all__ = ["EvalConfig", "LMEvalReport", "baseline_messages", "evaluate_lm", "score_systems", "targets"]
 
@@ -107,6 +113,7 @@ def targets(conversations: Sequence[Conversation], config: EvalConfig) -> list[T
                     id=f"{conversation.id}#{index}",
                     domain=conversation.domain,
                     turns=conversation.turns[:index],
+                    events=[event for event in conversation.events if event.position <= index],
                     meta=conversation.meta,
                 )
                 found.append(Target(history, turn.text, turn.action))
@@ -125,22 +132,32 @@ class MessageWriter(Protocol):
 
 
 class LMWriter:
-    """A `MessageWriter` from a loaded LM: batched generation over prompts sorted by length (less padding)."""
+    """A `MessageWriter` from a loaded LM: batched generation over prompts sorted by length (less padding). The
+    prompts are grounded as the model's folder says (`grounder`: built from it, with no index, when not given;
+    ValueError when the model needs one)."""
 
-    def __init__(self, lm: LanguageModel, sampling: SamplingConfig, batch_size: int = 16) -> None:
+    def __init__(
+        self, lm: LanguageModel, sampling: SamplingConfig, batch_size: int = 16, grounder: Grounder | None = None
+    ) -> None:
         self.lm = lm
         self.sampling = sampling
         self.batch_size = batch_size
+        self.grounder = grounder or Grounder(lm.codec, grounding_config(lm.info))
+        self.cut = Cut()
+        """What the prompts written so far left out, added up."""
+        self.prompts_cut = 0
+        """How many of them left something out."""
 
     def write(
         self, histories: Sequence[Conversation], actions: Sequence[str | None], progress: Progress | None = None
     ) -> list[str]:
         codec, budget = self.lm.codec, prompt_budget(self.lm, self.sampling)
         # An action without a tag (or any action, for a vanilla model) is written without one: the fallback.
-        prompts = [
-            codec.prompt(history.turns, action if action in codec.actions else None, budget)
-            for history, action in zip(histories, actions, strict=True)
-        ]
+        directed = [action if action in codec.actions else None for action in actions]
+        built = self.grounder.prompts(histories, directed, budget)
+        for prompt in built:
+            self.cut, self.prompts_cut = self.cut + prompt.cut, self.prompts_cut + bool(prompt.cut)
+        prompts = [prompt.ids for prompt in built]
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         texts = [""] * len(prompts)
         for start in range(0, len(order), self.batch_size):
@@ -358,10 +375,12 @@ def evaluate_lm(
     progress: Progress | None = None,
     exemplars: ExemplarIndex | None = None,
     embedder: SentenceEmbedder | None = None,
+    knowledge: KnowledgeIndex | None = None,
 ) -> LMEvalReport:
     """The three systems on `config.split` of `conversations` (see the module docstring), and the two retrieval
     baselines where an exemplar index of the train split is given (searched with `embedder`, default the shared
-    one); `progress` hears how many messages each system has written."""
+    one); `progress` hears how many messages each system has written. A grounded LM's prompts read `knowledge`
+    and `exemplars` as its folder says (ValueError naming the LM when it needs one not given)."""
     config = config or EvalConfig()
     found = targets(conversations, config)
     if not found:
@@ -369,8 +388,16 @@ def evaluate_lm(
     histories = [t.history for t in found]
     true = [t.action for t in found]
     guess, directing = predicted_actions(nba, histories, config.threshold, action_lm.codec.actions)
-    directed = LMWriter(action_lm, config.sampling, config.batch_size)
-    vanilla = LMWriter(vanilla_lm, config.sampling, config.batch_size)
+    writers: list[LMWriter] = []
+    for name, lm in (("action-directed", action_lm), (VANILLA, vanilla_lm)):
+        try:
+            grounder = Grounder(
+                lm.codec, grounding_config(lm.info), knowledge=knowledge, exemplars=exemplars, embedder=embedder
+            )
+        except ValueError as error:
+            raise ValueError(f"the {name} LM: {error}") from None
+        writers.append(LMWriter(lm, config.sampling, config.batch_size, grounder))
+    directed, vanilla = writers
     written = {
         VANILLA: vanilla.write(histories, [None] * len(found), renamed(progress, f"writing ({VANILLA})")),
         TRUE: directed.write(histories, true, renamed(progress, f"writing ({TRUE})")),
@@ -399,6 +426,18 @@ def evaluate_lm(
     untagged = sum(a not in action_lm.codec.actions for a in true)
     if untagged:
         notes.append(f"{untagged} messages carry an action the LM has no tag for: written without an action")
+    for name, writer in (("action-directed", directed), (VANILLA, vanilla)):
+        grounding = writer.grounder.config
+        if grounding.active:
+            reads = [
+                *(["events"] if grounding.events else []),
+                *([f"{grounding.knowledge} passages"] if grounding.knowledge else []),
+                *([f"{grounding.exemplars} exemplars"] if grounding.exemplars else []),
+            ]
+            notes.append(
+                f"{name} LM's prompts read {', '.join(reads)} (at most {grounding.budget} tokens of passages and "
+                f"exemplars); {writer.prompts_cut} prompts left something out: {writer.cut.describe()}"
+            )
     if exemplars is not None:
         notes.append(
             f"baselines told the true action: the {FREQUENT} of the action and the {NEAREST} by context (the "

@@ -26,7 +26,7 @@ from annotated_types import Ge, Interval
 from convoplan.checkpoint import read_config, write_folder
 from convoplan.configs import Config, RangeError, config_from_dict
 from convoplan.lm.base import quiet
-from convoplan.lm.text import AGENT, END, USER, action_token
+from convoplan.lm.text import AGENT, END, EVENT, EXAMPLE, KNOWLEDGE, USER, action_token
 from convoplan.lm.tokenizer import Codec, add_format_tokens, format_actions
 
 if TYPE_CHECKING:
@@ -83,10 +83,12 @@ def new_model(config: ModelConfig, tokenizer: PreTrainedTokenizerBase) -> PreTra
     return GPT2LMHeadModel(gpt2)
 
 
-def load_base(name_or_path: str, actions: Sequence[str] = ()) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
+def load_base(
+    name_or_path: str, actions: Sequence[str] = (), *, notes: bool = False
+) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     """A pretrained causal LM and its tokenizer (a packaged base such as `smollm2`, a `.gguf` file, a Hugging Face
-    name such as `gpt2`, or a local folder: `convoplan.lm.base`), with the format's tags added to the tokenizer and
-    the embeddings resized for them; ValueError if it cannot be loaded."""
+    name such as `gpt2`, or a local folder: `convoplan.lm.base`), with the format's tags (the notes' too with
+    `notes`) added to the tokenizer and the embeddings resized for them; ValueError if it cannot be loaded."""
     from convoplan.lm.base import load_pretrained
 
     try:
@@ -96,8 +98,8 @@ def load_base(name_or_path: str, actions: Sequence[str] = ()) -> tuple[PreTraine
         raise ValueError(
             f"--base-model {name_or_path!r}: cannot load a causal LM and its tokenizer ({error})"
         ) from None
-    meanings = tag_meanings(tokenizer, actions)  # before the tags are added: the base's own end-of-turn token
-    add_format_tokens(tokenizer, actions)
+    meanings = tag_meanings(tokenizer, actions, notes=notes)  # before the tags are added: the base's own EOS
+    add_format_tokens(tokenizer, actions, notes=notes)
     rows = int(model.get_input_embeddings().weight.shape[0])  # type: ignore[index]
     if len(tokenizer) > rows:
         with quiet():
@@ -106,11 +108,19 @@ def load_base(name_or_path: str, actions: Sequence[str] = ()) -> tuple[PreTraine
     return tokenizer, model
 
 
-def tag_meanings(tokenizer: PreTrainedTokenizerBase, actions: Sequence[str]) -> dict[str, str]:
+NOTE_MEANINGS = {EVENT: " system event result", KNOWLEDGE: " knowledge source says", EXAMPLE: " example reply"}
+"""What the notes' tags mean in words: each opens a block that is neither speaker's, and says what kind it is (an
+event of the system, a passage of a source, a past reply)."""
+
+
+def tag_meanings(tokenizer: PreTrainedTokenizerBase, actions: Sequence[str], *, notes: bool = False) -> dict[str, str]:
     """What each tag the base lacks means, in its own tokens: `<|end|>` is its end-of-turn (EOS)
-    token, the speaker tags the words "user" and "assistant", an action tag the words of the action's name."""
+    token, the speaker tags the words "user" and "assistant", an action tag the words of the action's name, and
+    with `notes` the notes' tags their `NOTE_MEANINGS`."""
     words = {USER: " user", AGENT: " assistant", END: tokenizer.eos_token or "."}
     words.update({action_token(a): " " + re.sub(r"[_\-.]+", " ", a) for a in actions})
+    if notes:
+        words.update(NOTE_MEANINGS)
     known = tokenizer.get_vocab()  # a tag the base already has (a convoplan model trained further) keeps its row
     return {tag: meaning for tag, meaning in words.items() if tag not in known}
 
@@ -191,6 +201,8 @@ class _Info(Config):
     base_model: str | None = None
     block_size: Annotated[int, Ge(1)] | None = None
     training: dict[str, Any] | None = None
+    grounding: dict[str, Any] | None = None
+    """The prompts' grounding (`convoplan.lm.grounding.GroundingConfig`, checked where it is read); absent: none."""
 
 
 def read_info(folder: str | Path) -> dict[str, Any]:

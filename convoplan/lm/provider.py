@@ -15,13 +15,16 @@ so the next step of the turn (the history grown by the chosen message) reads onl
 What the loop needs besides text comes from the text and the state: the focus is the first entity the text names
 (read by the NLU's lexicon, when one is given) or else the current focus; question actions carry their question
 kind (`quiz`, `yes_no`, `open`) in `meta`, and a quiz its options (the entities it names) and answer (the focus).
-Decoding is greedy by default, so a simulation stays reproducible from its seed.
+Decoding is greedy by default, so a simulation stays reproducible from its seed. A grounded LM
+(`convoplan.lm.grounding`) reads the prompts it was trained on: give it the knowledge index and exemplar index its
+folder says it reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from pydantic import JsonValue
 
@@ -29,8 +32,14 @@ from convoplan.compose.loop import STOP, DialogueState
 from convoplan.compose.nlu import Lexicon, interpret
 from convoplan.configs import Config
 from convoplan.lm.generate import Generated, PrefixCache, SamplingConfig, generate_messages, prompt_budget
+from convoplan.lm.grounding import Grounder, grounding_config
 from convoplan.lm.model import LanguageModel
 from convoplan.schema import Candidate, Conversation, Turn
+
+if TYPE_CHECKING:
+    from convoplan.embed import SentenceEmbedder
+    from convoplan.retrieval.exemplars import ExemplarIndex
+    from convoplan.retrieval.knowledge import KnowledgeIndex
 
 __all__ = ["LMProvider", "LMProviderConfig", "lm_conversations", "lm_turns"]
 
@@ -69,8 +78,21 @@ class LMProviderConfig(Config):
 class LMProvider:
     """A `Provider`: one candidate per action, written by an action-directed LM from the conversation so far."""
 
-    def __init__(self, lm: LanguageModel, lexicon: Lexicon | None = None, config: LMProviderConfig | None = None):
+    def __init__(
+        self,
+        lm: LanguageModel,
+        lexicon: Lexicon | None = None,
+        config: LMProviderConfig | None = None,
+        *,
+        knowledge: KnowledgeIndex | None = None,
+        exemplars: ExemplarIndex | None = None,
+        embedder: SentenceEmbedder | None = None,
+    ):
         self.lm = lm
+        self.grounder = Grounder(
+            lm.codec, grounding_config(lm.info), knowledge=knowledge, exemplars=exemplars, embedder=embedder
+        )
+        """The prompts as the LM was trained on them (ValueError when it needs an index not given)."""
         self.lexicon = lexicon
         """Reads which entities a candidate names (its focus); without it candidates keep the current focus."""
         self.config = config or LMProviderConfig()
@@ -88,7 +110,8 @@ class LMProvider:
             return []
         history = lm_turns(state.turns)
         budget = prompt_budget(self.lm, self.config.sampling)
-        prompts = [self.lm.codec.prompt(history, action, budget) for action in self.actions]
+        built = self.grounder.prompts([history] * len(self.actions), self.actions, budget)
+        prompts = [prompt.ids for prompt in built]
         written = generate_messages(self.lm, prompts, self.config.sampling, prefix=self.prefix)  # [actions][1]
         taken = state.said | {c.text for c in state.chosen}
         candidates = []

@@ -17,6 +17,10 @@ The inference path of the action-directed system ("Action Directed GPT-2", 2021;
 Each `Suggestion` carries its text, the action it was written for (None after a fallback), that action's score
 from the next-action model, and its own score: a written message's mean token log-probability, a retrieved one's
 context similarity.
+
+A grounded model (its folder records a `GroundingConfig`, `convoplan.lm.grounding`) reads its prompts as it was
+trained on them: the conversation's events in the history, and the knowledge passages (`knowledge`, a
+`KnowledgeIndex` of the file it should read) and exemplars (its folder's exemplar index) retrieved for each one.
 """
 
 from __future__ import annotations
@@ -32,12 +36,14 @@ from annotated_types import Interval
 from convoplan.actions.protocols import Labeller, NextActionModel
 from convoplan.configs import UNBOUNDED, Config
 from convoplan.lm.generate import OnText, PrefixCache, SamplingConfig, generate_messages, prompt_budget
+from convoplan.lm.grounding import Grounder, Prompt, grounding_config
 from convoplan.lm.model import LanguageModel
 from convoplan.retrieval.exemplars import ExemplarIndex
 from convoplan.schema import Conversation, Turn
 
 if TYPE_CHECKING:
     from convoplan.embed import SentenceEmbedder
+    from convoplan.retrieval.knowledge import KnowledgeIndex
 
 __all__ = ["Plan", "Sources", "SuggestConfig", "Suggester", "Suggestion", "suggest"]
 
@@ -125,6 +131,7 @@ class Suggester:
         exemplars: ExemplarIndex | None = None,
         sources: Sources = "lm",
         embedder: SentenceEmbedder | None = None,
+        knowledge: KnowledgeIndex | None = None,
     ) -> None:
         if sources != "lm" and exemplars is None:
             raise ValueError(f"suggestions from {sources!r} need an exemplar index (`convoplan lm index`)")
@@ -133,6 +140,10 @@ class Suggester:
         self.nba = nba
         self.config = config or SuggestConfig()
         self.exemplars, self.sources, self._embedder = exemplars, sources, embedder
+        self.grounder = Grounder(
+            lm.codec, grounding_config(lm.info), knowledge=knowledge, exemplars=exemplars, embedder=embedder
+        )
+        """Builds the prompts as the model was trained on them (ValueError when it needs an index not given)."""
         self.prefix = PrefixCache()
         """The last history read: the next request of a conversation reads only its new messages."""
 
@@ -144,10 +155,14 @@ class Suggester:
         nba: str | Path | None = None,
         config: SuggestConfig | None = None,
         sources: Sources = "lm",
+        knowledge: KnowledgeIndex | None = None,
+        embedder: SentenceEmbedder | None = None,
     ) -> Suggester:
         """From folders: an LM (`convoplan lm train`), a labeller (`convoplan label train`), a next-action model
-        (`convoplan nba train`), and for `sources` other than "lm" the LM folder's exemplar index (`convoplan lm
-        index`); ValueError naming the folder when one cannot be loaded."""
+        (`convoplan nba train`), and for `sources` other than "lm", or a model whose prompts carry exemplars, the LM
+        folder's exemplar index (`convoplan lm index`); `knowledge` for a model that reads knowledge; `embedder` for
+        the exemplar queries (default: the shared one). ValueError
+        naming the folder when one cannot be loaded, or the model needs what it was not given."""
         from convoplan.lm.model import load_model
         from convoplan.retrieval.exemplars import EXEMPLARS, load_exemplars
 
@@ -160,8 +175,22 @@ class Suggester:
             from convoplan.actions.load import load_nba
 
             loaded_nba = load_nba(nba)
-        index = load_exemplars(Path(model) / EXEMPLARS) if sources != "lm" else None
-        return cls(load_model(model), loaded_labeller, loaded_nba, config, exemplars=index, sources=sources)
+        lm = load_model(model)
+        needs_index = sources != "lm" or grounding_config(lm.info).exemplars > 0
+        index = load_exemplars(Path(model) / EXEMPLARS) if needs_index else None
+        try:
+            return cls(
+                lm,
+                loaded_labeller,
+                loaded_nba,
+                config,
+                exemplars=index,
+                sources=sources,
+                embedder=embedder,
+                knowledge=knowledge,
+            )
+        except ValueError as error:
+            raise ValueError(f"{model}: {error}") from None
 
     def label(self, history: History) -> Conversation:
         """The history with its unlabelled agent messages labelled (unchanged without a labeller or when none is
@@ -204,10 +233,16 @@ class Suggester:
             return Plan(None, action, score, "none", f"the model has no tag for {action!r}: written without an action")
         return Plan(action, action, score, source, source if score is None else f"{source}, score {score:.3g}")
 
+    def prompts(self, history: History, actions: Sequence[str | None]) -> list[Prompt]:
+        """The prompts asking for the next agent message with each action, each with what it left out to leave room
+        to write (`Prompt.cut`) and the passages and exemplars it grounds on; retrieved in one batch."""
+        budget = prompt_budget(self.lm, self.config.sampling)
+        conversation = _conversation(history)
+        return self.grounder.prompts([conversation] * len(actions), actions, budget)
+
     def prompt(self, history: History, action: str | None) -> list[int]:
         """Token ids asking for the next agent message with `action` (left-truncated to leave room to write)."""
-        budget = prompt_budget(self.lm, self.config.sampling)
-        return self.lm.codec.prompt(_conversation(history).turns, action, budget)
+        return self.prompts(history, [action])[0].ids
 
     def write(self, history: History, plan: Plan, n: int | None = None) -> list[Suggestion]:
         """`n` (default: the config's) messages for a plan, sampled in one batched generate call."""
@@ -225,7 +260,7 @@ class Suggester:
         prompts differ only in the action tag). `on_text(row, text)` hears the messages grow, row = plan * n + k;
         setting `cancel` stops the writing before its next decoding step (`Cancelled`)."""
         count = self.config.n if n is None else n
-        prompts = [self.prompt(history, plan.action) for plan in plans]
+        prompts = [prompt.ids for prompt in self.prompts(history, [plan.action for plan in plans])]
         written = generate_messages(
             self.lm, prompts, self.config.sampling, count, prefix=self.prefix, on_text=on_text, cancel=cancel
         )

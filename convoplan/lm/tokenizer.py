@@ -18,7 +18,20 @@ import inspect
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
-from convoplan.lm.text import AGENT, END, EOS, FORMAT_TOKENS, USER, action_name, action_token, keep_recent
+from convoplan.lm.text import (
+    AGENT,
+    END,
+    EOS,
+    FORMAT_TOKENS,
+    NOTE_TAGS,
+    USER,
+    Block,
+    Note,
+    NoteKind,
+    action_name,
+    action_token,
+    keep_recent,
+)
 from convoplan.schema import Conversation, Turn
 
 if TYPE_CHECKING:
@@ -29,8 +42,11 @@ __all__ = ["Codec", "train_tokenizer"]
 _REPLACE_FLAGS = ("replace_extra_special_tokens", "replace_additional_special_tokens")
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int, actions: Sequence[str] = ()) -> PreTrainedTokenizerBase:
-    """A byte-level BPE of `vocab_size` entries (tags included) trained on `texts`, plus one tag per action."""
+def train_tokenizer(
+    texts: Iterable[str], vocab_size: int, actions: Sequence[str] = (), *, notes: bool = False
+) -> PreTrainedTokenizerBase:
+    """A byte-level BPE of `vocab_size` entries (tags included) trained on `texts`, plus one tag per action (and the
+    notes' tags with `notes`)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
     bpe = Tokenizer(models.BPE())
@@ -43,10 +59,10 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, actions: Sequence[str
         show_progress=False,
     )
     bpe.train_from_iterator(texts, trainer)
-    return wrap_tokenizer(bpe.to_str(), actions)
+    return wrap_tokenizer(bpe.to_str(), actions, notes=notes)
 
 
-def wrap_tokenizer(serialised: str, actions: Sequence[str] = ()) -> PreTrainedTokenizerBase:
+def wrap_tokenizer(serialised: str, actions: Sequence[str] = (), *, notes: bool = False) -> PreTrainedTokenizerBase:
     """A transformers tokenizer around a `tokenizers` tokenizer given as its JSON (`Tokenizer.to_str()`), with the
     format's tags registered as special tokens (added when missing)."""
     from tokenizers import Tokenizer
@@ -56,21 +72,22 @@ def wrap_tokenizer(serialised: str, actions: Sequence[str] = ()) -> PreTrainedTo
     tokenizer = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=backend, eos_token=EOS, pad_token=EOS, clean_up_tokenization_spaces=False
     )
-    add_format_tokens(tokenizer, actions)
+    add_format_tokens(tokenizer, actions, notes=notes)
     return tokenizer
 
 
-def add_format_tokens(tokenizer: PreTrainedTokenizerBase, actions: Sequence[str] = ()) -> int:
-    """Add the tags (speakers, end of message, one per action) as special tokens, and an end-of-text token as
-    EOS and padding where the tokenizer has none; return how many tokens were added (resize the model's
-    embeddings to `len(tokenizer)` after)."""
+def add_format_tokens(tokenizer: PreTrainedTokenizerBase, actions: Sequence[str] = (), *, notes: bool = False) -> int:
+    """Add the tags (speakers, end of message, one per action, and with `notes` the tags of events, knowledge and
+    exemplars) as special tokens, and an end-of-text token as EOS and padding where the tokenizer has none; return
+    how many tokens were added (resize the model's embeddings to `len(tokenizer)` after)."""
     before = len(tokenizer)
     if tokenizer.eos_token is None:
         tokenizer.add_special_tokens({"eos_token": EOS})
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     known = set(tokenizer.all_special_tokens)
-    tags = [tag for tag in [USER, AGENT, END, *map(action_token, actions)] if tag not in known]
+    note_tags = list(NOTE_TAGS.values()) if notes else []
+    tags = [tag for tag in [USER, AGENT, END, *note_tags, *map(action_token, actions)] if tag not in known]
     if tags:
         # As additional special tokens they are never split and `decode(skip_special_tokens=True)` drops them. Extend
         # the tokenizer's list rather than replace it (the keyword is spelt differently across transformers versions).
@@ -100,11 +117,15 @@ class Codec:
         self.end: int = vocabulary[END]
         self.actions: dict[str, int] = {name: vocabulary[action_token(name)] for name in format_actions(tokenizer)}
         """Action name -> its tag's token id (empty for a vanilla tokenizer)."""
+        self.notes: dict[NoteKind, int] = {
+            kind: vocabulary[tag] for kind, tag in NOTE_TAGS.items() if tag in vocabulary
+        }
+        """Note kind -> its tag's token id: a grounded model's tokenizer has all three, any other none."""
         self._tags = {USER: vocabulary[USER], AGENT: vocabulary[AGENT]}
 
     def tag_ids(self) -> list[int]:
-        """The ids of every tag of the format: speakers, end of message, actions (what a base model lacks)."""
-        return [*self._tags.values(), self.end, *self.actions.values()]
+        """The ids of every tag of the format: speakers, end of message, notes, actions (what a base model lacks)."""
+        return [*self._tags.values(), self.end, *self.notes.values(), *self.actions.values()]
 
     def action_id(self, action: str) -> int:
         """The token id of an action's tag; ValueError when the tokenizer has none (e.g. an action never seen in
@@ -112,6 +133,11 @@ class Codec:
         if action not in self.actions:
             raise ValueError(f"action {action!r} has no token in this tokenizer ({len(self.actions)} actions known)")
         return self.actions[action]
+
+    def head(self, action: str | None) -> list[int]:
+        """The ids that ask for an agent message: `<|agent|>` and the action's tag (none for a vanilla model or
+        `action=None`; ValueError for an action without a tag)."""
+        return self._tag_ids(Turn(speaker="agent", text="", action=action))
 
     def _tag_ids(self, turn: Turn) -> list[int]:
         ids = [self._tags[USER if turn.speaker == "user" else AGENT]]
@@ -130,6 +156,21 @@ class Codec:
         """Each message's ids: its tags, its text, `<|end|>`. Concatenated they tokenise `render(turns)`."""
         texts = self.encode_texts([turn.text for turn in turns])
         return [[*self._tag_ids(turn), *text, self.end] for turn, text in zip(turns, texts, strict=True)]
+
+    def note_id(self, kind: NoteKind) -> int:
+        """The token id of a note's tag; ValueError when the tokenizer has none (a model trained without grounding)."""
+        if kind not in self.notes:
+            raise ValueError(f"this tokenizer has no {NOTE_TAGS[kind]} tag: the model was trained without grounding")
+        return self.notes[kind]
+
+    def encode_blocks(self, blocks: Sequence[Block]) -> list[list[int]]:
+        """Each block's ids: a message as in `encode_turns`, a note as its tag, its text and `<|end|>`.
+        Concatenated they tokenise `render(blocks)`; text is read with special tokens off, so a tag in it stays text."""
+        texts = self.encode_texts([block.text for block in blocks])
+        return [
+            [*([self.note_id(block.kind)] if isinstance(block, Note) else self._tag_ids(block)), *text, self.end]
+            for block, text in zip(blocks, texts, strict=True)
+        ]
 
     def encode_conversations(self, conversations: Sequence[Conversation]) -> list[list[int]]:
         """Each conversation as one sequence: EOS (the separator from whatever came before), then its messages."""

@@ -9,6 +9,14 @@ function of (seed, epoch) and dropout masks of (seed, step, rank), so a run resu
 same steps as one that was never interrupted.
 
 The vanilla baseline is the same call with `vanilla=True`: same architecture, data and budget, no action tags.
+
+**Grounding** (`TrainConfig.grounding`, `convoplan.lm.grounding`). With events only, the packed stream renders each
+conversation's events at their places, as inputs without targets. With knowledge passages or exemplars, training
+renders exactly what inference renders: one sample per agent message, its prompt built by the same `Grounder` as
+suggestions (the passages retrieved for its history, the exemplars of its action never from its own conversation,
+cut to the same budgets) then the message, and only the message is learnt (`convoplan.lm.data.samples`). Each
+history is read once per message rather than once per conversation: the price of every message seeing its own
+grounding (packed blocks would cut prompts from their messages). Batches of such rows are cut to their longest.
 """
 
 from __future__ import annotations
@@ -31,15 +39,21 @@ from convoplan.checkpoint import training_record
 from convoplan.configs import Config, config_from_dict
 from convoplan.distributed import all_sum, barrier, process_group
 from convoplan.lm.checkpoint import STATE_FILE, LoopState, Snapshot, load_checkpoint, save_checkpoint
-from convoplan.lm.data import IGNORE, Blocks, pack, split
+from convoplan.lm.data import IGNORE, Blocks, pack, samples, split
+from convoplan.lm.grounding import Grounder, GroundingConfig, passage_note
 from convoplan.lm.lora import LoraConfig, add_lora, merge
 from convoplan.lm.model import INFO_FILE, ModelConfig, load_base, new_model, save_model
+from convoplan.lm.text import Note, with_events
 from convoplan.lm.tokenizer import Codec, train_tokenizer, wrap_tokenizer
 from convoplan.progress import Progress, Update
 from convoplan.schema import Conversation
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+    from convoplan.embed import SentenceEmbedder
+    from convoplan.retrieval.exemplars import ExemplarIndex
+    from convoplan.retrieval.knowledge import KnowledgeIndex
 
 __all__ = ["TrainConfig", "TrainResult", "fit", "lm_loss", "train"]
 
@@ -102,6 +116,9 @@ class TrainConfig(Config):
     precision: Literal["auto", "fp32", "bf16"] = "auto"
     """Arithmetic of forward passes: bf16 = autocast to bfloat16 (weights and optimiser stay fp32); auto = bf16 on a
     CUDA device that supports it, else fp32 (CPU autocast is slower than fp32 on most CPUs)."""
+    grounding: GroundingConfig = field(default_factory=GroundingConfig)
+    """What the prompts hold besides the messages (events, knowledge passages, exemplars), recorded with the model
+    so that suggestions, evaluation and serving build the same prompts; all off by default."""
 
 
 @dataclass
@@ -191,8 +208,9 @@ def validation_loss(
     with torch.no_grad():
         for start in range(0, len(mine), config.eval_batch_size):
             rows = mine[start : start + config.eval_batch_size]
-            logits = _forward(model, blocks.inputs[rows].to(device), bf16)  # [b, T, V]
-            loss, n = lm_loss(logits, blocks.targets[rows].to(device))
+            width = blocks.width(rows)  # rows of samples: cut to the longest, the rest is padding
+            logits = _forward(model, blocks.inputs[rows, :width].to(device), bf16)  # [b, W, V]
+            loss, n = lm_loss(logits, blocks.targets[rows, :width].to(device))
             total, count = total + float(loss), count + n
             if progress is not None:
                 progress(Update("validating", start + len(rows), len(mine), "blocks"))
@@ -257,15 +275,18 @@ def fit(
             started = time.perf_counter()
             rows = order[state.batch * batch_size : (state.batch + 1) * batch_size]  # the global batch
             mine = rows[rank::world]  # this process's share
+            if train_blocks.lengths is not None:  # rows of samples: passes of alike lengths, each cut to its longest
+                mine = mine[torch.argsort(train_blocks.lengths[mine], descending=True, stable=True)]
             count = train_blocks.tokens(rows)  # targets in the global batch: every process knows it
             torch.manual_seed(config.seed + 1_000_003 * (state.step + 1) + rank)  # dropout masks
             micro = torch.split(mine, config.micro_batch_size or len(mine))  # forward-backward passes of this step
             loss_sum = 0.0
             for i, part in enumerate(micro):
                 last = i == len(micro) - 1  # DDP averages gradients over processes on the last pass only
+                width = train_blocks.width(part)  # T for packed blocks
                 with network.no_sync() if world > 1 and not last else contextlib.nullcontext():  # type: ignore[operator]
-                    logits = _forward(network, train_blocks.inputs[part].to(device), bf16)  # [b, T, V]
-                    loss, _ = lm_loss(logits, train_blocks.targets[part].to(device))
+                    logits = _forward(network, train_blocks.inputs[part, :width].to(device), bf16)  # [b, W, V]
+                    loss, _ = lm_loss(logits, train_blocks.targets[part, :width].to(device))
                     # summed loss scaled by N / (targets in the global batch): the passes add up to the mean's gradient
                     (loss * (world / count)).backward()  # type: ignore[no-untyped-call]
                 loss_sum += float(loss.detach())
@@ -343,33 +364,95 @@ def _fingerprint(*blocks: Blocks) -> str:
     return digest.hexdigest()[:16]
 
 
+def _note_texts(
+    train_set: Sequence[Conversation], grounding: GroundingConfig, knowledge: KnowledgeIndex | None
+) -> list[str]:
+    """The texts of the notes a grounded model reads besides messages (events, passages): a from-scratch tokenizer
+    learns its merges from them too. Exemplars are messages already."""
+    texts: list[str] = []
+    if grounding.events:
+        for c in train_set:
+            blocks = with_events([], c.events, grounding.skip_keys, grounding.event_chars)
+            texts.extend(block.text for block in blocks if isinstance(block, Note))
+    if grounding.knowledge and knowledge is not None:
+        texts.extend(passage_note(passage).text for passage in knowledge.passages)
+    return texts
+
+
 def _start(
     train_set: Sequence[Conversation],
     actions: Sequence[str],
     config: TrainConfig,
     base_model: str | None,
     world: int,
+    note_texts: Sequence[str] = (),
 ) -> tuple[PreTrainedTokenizerBase, PreTrainedModel]:
     """A new tokenizer and model: from a base checkpoint, or trained from scratch (the tokenizer on rank 0, sent to
-    the others, so every process has the very same one)."""
+    the others, so every process has the very same one). A grounded model's tokenizer has the notes' tags."""
     torch.manual_seed(config.seed)  # LoRA's A matrices, a from-scratch model: drawn from the seed
+    notes = config.grounding.active
     if base_model is not None:
-        tokenizer, model = load_base(base_model, actions)
+        tokenizer, model = load_base(base_model, actions, notes=notes)
         if config.lora.rank > 0:
             model = add_lora(model, config.lora, Codec(tokenizer).tag_ids())
         return tokenizer, model
     if config.lora.rank > 0:
         raise ValueError("LoRA (lora.rank > 0) adapts a pretrained base: give --base-model, or set lora.rank=0")
     texts = [" " + turn.text for conversation in train_set for turn in conversation.turns]
+    texts += [" " + text for text in note_texts]
     if world == 1:
-        tokenizer = train_tokenizer(texts, config.vocab_size, actions)
+        tokenizer = train_tokenizer(texts, config.vocab_size, actions, notes=notes)
     else:  # rank 0 trains it and sends it as JSON: every process then has the very same tokenizer
         message: list[Any] = [None]
         if dist.get_rank() == 0:
-            message = [train_tokenizer(texts, config.vocab_size, actions).backend_tokenizer.to_str()]
+            message = [train_tokenizer(texts, config.vocab_size, actions, notes=notes).backend_tokenizer.to_str()]
         dist.broadcast_object_list(message, src=0)
-        tokenizer = wrap_tokenizer(message[0], actions)
+        tokenizer = wrap_tokenizer(message[0], actions, notes=notes)
     return tokenizer, new_model(config.model, tokenizer)
+
+
+def training_blocks(
+    codec: Codec, conversations: Sequence[Conversation], block_size: int, grounder: Grounder | None = None
+) -> Blocks:
+    """The training data of `conversations`: packed blocks (events, where the grounding renders them, as inputs
+    without targets), or with retrieved grounding one sample per agent message (`grounded_samples`)."""
+    if grounder is not None and grounder.config.retrieves:
+        return grounded_samples(codec, grounder, conversations, block_size)
+    if grounder is None or not grounder.config.events:
+        return pack(codec.encode_conversations(conversations), block_size, codec.eos)
+    sequences: list[list[int]] = []
+    trained: list[list[bool]] = []
+    for conversation in conversations:
+        blocks = grounder.blocks(conversation)
+        encoded = codec.encode_blocks(blocks)
+        sequences.append([codec.eos, *(i for ids in encoded for i in ids)])
+        trained.append([True, *(not isinstance(b, Note) for b, ids in zip(blocks, encoded, strict=True) for _ in ids)])
+    return pack(sequences, block_size, codec.eos, trained)
+
+
+def grounded_samples(
+    codec: Codec, grounder: Grounder, conversations: Sequence[Conversation], block_size: int
+) -> Blocks:
+    """One sample per agent message: the prompt that inference would build for it (its history with the events
+    before it, the passages retrieved for that history, the exemplars of its action from other conversations,
+    `<|agent|>` and its action's tag) in `block_size` less the message's tokens, then the message and `<|end|>`,
+    the targets. A message keeps at most half the block (its end then cut off), so every prompt has room."""
+    places = [(c, i) for c in conversations for i, turn in enumerate(c.turns) if turn.speaker == "agent"]
+    texts = codec.encode_texts([c.turns[i].text for c, i in places])
+    messages = [[*text, codec.end][: max(1, block_size // 2)] for text in texts]
+    histories = [
+        Conversation(
+            id=c.id, domain=c.domain, turns=c.turns[:i], events=[e for e in c.events if e.position <= i], meta=c.meta
+        )
+        for c, i in places
+    ]
+    prompts = grounder.prompts(
+        histories,
+        [c.turns[i].action for c, i in places],
+        [block_size - len(message) for message in messages],
+        [c.id for c, _ in places],
+    )
+    return samples([(p.ids + m, len(p.ids)) for p, m in zip(prompts, messages, strict=True)], codec.eos)
 
 
 def train(
@@ -380,10 +463,17 @@ def train(
     base_model: str | None = None,
     resume: bool = False,
     progress: Progress | None = None,
+    knowledge: KnowledgeIndex | None = None,
+    exemplars: ExemplarIndex | None = None,
+    embedder: SentenceEmbedder | None = None,
 ) -> TrainResult:
     """Train on the train split of `conversations` (validation split for early stopping; test never used) and write
     the model folder `out`. While training, `out/checkpoint/` holds the resumable state; `resume=True` continues
-    from it with the run's own config (a different `config` is an error) and must see the same data."""
+    from it with the run's own config (a different `config` is an error) and must see the same data.
+
+    A config whose grounding reads knowledge needs `knowledge` (on resume too); one that carries exemplars uses
+    `exemplars`, or else builds the index of the train split with `embedder` (default: the shared one), and saves it
+    in the model folder (`out/exemplars`), where suggestions find it."""
     out = Path(out)
     folder = out / CHECKPOINT
     snapshot: Snapshot | None = None
@@ -407,20 +497,34 @@ def train(
     train_set, validation_set = split(conversations, config.validation_fraction, config.seed)
     if not train_set:
         raise ValueError("no training conversations (meta.split 'train' or none)")
+    grounding = config.grounding
+    if grounding.knowledge and knowledge is None:
+        raise ValueError("this model reads knowledge (grounding.knowledge > 0): give --knowledge FILE")
     if not resume:
         actions = [] if config.vanilla else _actions([*train_set, *validation_set])
-        tokenizer, model = _start(train_set, actions, config, base_model, world)
+        note_texts = _note_texts(train_set, grounding, knowledge)
+        tokenizer, model = _start(train_set, actions, config, base_model, world, note_texts)
 
     codec = Codec(tokenizer, vanilla=config.vanilla)
     context = int(getattr(model.config, "n_positions", 0) or model.config.max_position_embeddings)
     block_size = min(config.block_size, context)
-    train_blocks = pack(codec.encode_conversations(train_set), block_size, codec.eos)
-    validation_blocks = pack(codec.encode_conversations(validation_set), block_size, codec.eos)
+    grounder = None
+    if grounding.active:
+        if grounding.exemplars and exemplars is None:  # the train split's messages, as `convoplan lm index` builds
+            from convoplan.embed import shared_embedder
+            from convoplan.retrieval.exemplars import ExemplarIndex
+
+            exemplars = ExemplarIndex.build(conversations, embedder or shared_embedder())
+        grounder = Grounder(codec, grounding, knowledge=knowledge, exemplars=exemplars, embedder=embedder)
+    train_blocks = training_blocks(codec, train_set, block_size, grounder)
+    validation_blocks = training_blocks(codec, validation_set, block_size, grounder)
     fingerprint = _fingerprint(train_blocks, validation_blocks)
     run = {"config": dataclasses.asdict(config), "base_model": base_model, "data": fingerprint}
     if resume and interrupted["data"] != fingerprint:
         raise ValueError(f"{out}: these conversations are not the ones the interrupted run was training on")
-    info = {"vanilla": config.vanilla, "base_model": base_model, "block_size": block_size}
+    info: dict[str, Any] = {"vanilla": config.vanilla, "base_model": base_model, "block_size": block_size}
+    if grounding.active:
+        info["grounding"] = dataclasses.asdict(grounding)
 
     def write_checkpoint(snap: Snapshot) -> None:
         if rank == 0:
@@ -463,6 +567,15 @@ def train(
             }
         else:
             del training["config"]["lora"]
-        save_model(out, model, tokenizer, {**info, "training": training})  # replaces out/ and its checkpoint/
+        index = grounder.exemplars if grounder is not None else None
+
+        def with_index(folder: Path) -> None:  # the exemplars the prompts read travel with the model
+            if index is not None:
+                from convoplan.retrieval.exemplars import EXEMPLARS
+
+                index.save(folder / EXEMPLARS)
+
+        # replaces out/ and its checkpoint/
+        save_model(out, model, tokenizer, {**info, "training": training}, extra=with_index)
     barrier(world)
     return result
