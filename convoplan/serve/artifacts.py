@@ -17,7 +17,9 @@
   messages of the action whose contexts are nearest, from `exemplars` or `lm`'s exemplars/ index), or "both";
 - `lm_provider`: add an LM to the bot's content providers (one candidate per action, `convoplan.lm.provider`):
   `true` for `lm`, or a folder of its own (a smaller LM: the provider writes inside every bot turn, a suggestion
-  only when an agent asks).
+  only when an agent asks);
+- `knowledge`: the knowledge file a grounded LM reads (docs/lm.md, "Grounding"); a grounded LM whose prompts carry
+  exemplars reads its folder's exemplars/.
 
 Folders are relative to the manifest. Loading uses the checkpoint readers only, never training code.
 """
@@ -27,10 +29,10 @@ from __future__ import annotations
 import json
 import math
 import random
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 from annotated_types import Ge
 
@@ -38,11 +40,16 @@ from convoplan.actions.protocols import Labeller, NextActionModel
 from convoplan.atomic import atomic_write
 from convoplan.compose.loop import Bot, DialogueManager, Provider
 from convoplan.configs import Config, config_from_dict
+from convoplan.lm.grounding import grounding_config
 from convoplan.lm.model import LanguageModel, Precision
 from convoplan.lm.suggest import Sources, SuggestConfig, Suggester
 from convoplan.schema import Turn
 from convoplan.sim.arms import ANIMALS
 from convoplan.sim.run import World
+
+if TYPE_CHECKING:
+    from convoplan.retrieval.exemplars import ExemplarIndex
+    from convoplan.retrieval.knowledge import KnowledgeIndex
 
 __all__ = ["Arm", "Artifacts", "Manifest", "write_manifest"]
 
@@ -81,6 +88,8 @@ class Manifest(Config):
     whose contexts are nearest: no LM runs), "both" (the nearest past message first, then written ones)."""
     exemplars: str | None = None
     """The exemplar index folder for "exemplars" and "both" (`convoplan lm index`; default: `lm`'s exemplars/)."""
+    knowledge: str | None = None
+    """The knowledge file (docs/format.md) whose passages a grounded LM's prompts read (docs/lm.md, "Grounding")."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -118,6 +127,36 @@ def write_manifest(folder: str | Path, manifest: Manifest) -> Path:
     with atomic_write(path) as stream:
         stream.write(json.dumps(asdict(manifest), indent=2) + "\n")
     return path
+
+
+def _exemplars(
+    lm: LanguageModel, folder: str, wanted: bool, where: Callable[[str, Exception], ValueError]
+) -> ExemplarIndex | None:
+    """The exemplar index in `folder` when `wanted` or the LM's grounded prompts carry exemplars; else None."""
+    if not (wanted or grounding_config(lm.info).exemplars):
+        return None
+    from convoplan.retrieval.exemplars import load_exemplars
+
+    try:
+        return load_exemplars(folder)
+    except ValueError as error:
+        raise where("exemplars", error) from None
+
+
+def _knowledge(
+    path: str | None, lms: list[LanguageModel], where: Callable[[str, Exception], ValueError]
+) -> KnowledgeIndex | None:
+    """The knowledge file at `path`, indexed by the method of the LMs that read it (None without one)."""
+    if path is None:
+        return None
+    from convoplan.retrieval.knowledge import DEFAULT_METHOD, KnowledgeIndex
+    from convoplan.schema import FormatError
+
+    readers = [grounding_config(lm.info) for lm in lms if grounding_config(lm.info).knowledge]
+    try:
+        return KnowledgeIndex.from_file(path, readers[0].method if readers else DEFAULT_METHOD)
+    except (FormatError, OSError, UnicodeDecodeError, ValueError) as error:
+        raise where("knowledge", error) from None
 
 
 @dataclass
@@ -178,22 +217,32 @@ class Artifacts:
                 provider_lm = load_model(resolve(manifest.lm_provider), precision)
         except (ValueError, OSError) as error:
             raise where("models", error) from None
+        from convoplan.retrieval.exemplars import EXEMPLARS
+
+        knowledge_file = manifest.knowledge
+        if knowledge_file is not None and (root / knowledge_file).exists():  # relative to the manifest, as folders are
+            knowledge_file = str(root / knowledge_file)
+        knowledge = _knowledge(knowledge_file, [m for m in (lm, provider_lm) if m is not None], where)
         extra: list[Provider] = []
         if manifest.lm_provider and provider_lm is not None:
             from convoplan.lm.provider import LMProvider
 
-            extra.append(LMProvider(provider_lm, world.lexicon))
+            folder = str(manifest.lm if manifest.lm_provider is True else manifest.lm_provider)
+            own = _exemplars(provider_lm, resolve(f"{folder}/{EXEMPLARS}"), False, where)
+            try:
+                extra.append(LMProvider(provider_lm, world.lexicon, knowledge=knowledge, exemplars=own))
+            except ValueError as error:
+                raise where("lm_provider", error) from None
         suggester = None
         if lm is not None and manifest.lm is not None:
-            index = None
-            if manifest.suggestions != "lm":
-                from convoplan.retrieval.exemplars import EXEMPLARS, load_exemplars
-
-                try:
-                    index = load_exemplars(resolve(manifest.exemplars or f"{manifest.lm}/{EXEMPLARS}"))
-                except ValueError as error:
-                    raise where("exemplars", error) from None
-            suggester = Suggester(lm, labeller, nba, suggest, exemplars=index, sources=manifest.suggestions)
+            wanted = manifest.suggestions != "lm"
+            index = _exemplars(lm, resolve(manifest.exemplars or f"{manifest.lm}/{EXEMPLARS}"), wanted, where)
+            try:
+                suggester = Suggester(
+                    lm, labeller, nba, suggest, exemplars=index, sources=manifest.suggestions, knowledge=knowledge
+                )
+            except ValueError as error:
+                raise where("lm", error) from None
         return cls(manifest, world, dms, suggester, extra)
 
     @property

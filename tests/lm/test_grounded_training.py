@@ -246,3 +246,22 @@ def test_lm_eval_reads_the_knowledge_of_a_grounded_model(
     histories = [replace(c, turns=c.turns[:3]) for c in test]
     texts = writer.write(histories, ["thank", "greeting"])
     assert len(texts) == 2 and writer.prompts_cut <= 2
+
+
+def test_the_server_serves_a_grounded_model_with_the_manifest_s_knowledge(grounded: Grounded, tmp_path: Path) -> None:
+    from convoplan.serve.artifacts import Arm, Artifacts, Manifest, write_manifest
+
+    shutil.copytree(grounded.folder, tmp_path / "lm")
+    write_knowledge(tmp_path / "kb.jsonl", PASSAGES)
+    write_manifest(tmp_path, Manifest(arms={"h": Arm("heuristic")}, lm="lm"))
+    with pytest.raises(ValueError, match=r"serve.json: lm: this model reads knowledge: give --knowledge FILE"):
+        Artifacts.load(tmp_path)
+    write_manifest(tmp_path, Manifest(arms={"h": Arm("heuristic")}, lm="lm", knowledge="kb.jsonl", lm_provider=True))
+    artifacts = Artifacts.load(tmp_path)
+    assert artifacts.suggester is not None and artifacts.suggester.grounder.knowledge is not None
+    assert artifacts.suggester.grounder.exemplars is not None  # the folder's own exemplars/, for its prompts
+    provider = artifacts.extra_providers[0]
+    assert isinstance(provider, LMProvider) and provider.grounder.config == GROUNDED
+    history = with_events(synthetic())[-1]
+    (suggestion,) = artifacts.suggester.suggest(replace(history, turns=history.turns[:3]), "thank", n=1)
+    assert suggestion.action == "thank"
