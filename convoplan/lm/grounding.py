@@ -281,9 +281,11 @@ class Grounder:
         if self.knowledge is None:
             return [[] for _ in histories]
         queries = [query_from_turns(turns, self.config.query_turns) if turns else "" for turns in histories]
+        unique = list(dict.fromkeys(queries))  # one history's prompts for k actions share their query
         if self.knowledge.method == "embedding":
-            self.embedder.embed(queries)  # one batch; the index's searches then find them cached (same embedder)
-        return [[hit.passage for hit in self.knowledge.search(q, self.config.knowledge)] for q in queries]
+            self.embedder.embed(unique)  # one batch; the index's searches then find them cached (same embedder)
+        found = {q: [hit.passage for hit in self.knowledge.search(q, self.config.knowledge)] for q in unique}
+        return [found[q] for q in queries]
 
     def _exemplars(
         self, histories: Sequence[Sequence[Turn]], actions: Sequence[str | None], exclude: Sequence[str | None]

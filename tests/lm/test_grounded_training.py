@@ -20,7 +20,7 @@ from convoplan.lm.data import IGNORE
 from convoplan.lm.evaluate import LMWriter
 from convoplan.lm.generate import SamplingConfig
 from convoplan.lm.grounding import Grounder, GroundingConfig, grounding_config
-from convoplan.lm.model import load_model, new_model
+from convoplan.lm.model import NOTE_MEANINGS, load_base, load_model, new_model
 from convoplan.lm.provider import LMProvider
 from convoplan.lm.suggest import SuggestConfig, Suggester
 from convoplan.lm.tokenizer import Codec, train_tokenizer
@@ -30,6 +30,8 @@ from convoplan.retrieval.knowledge import KnowledgeIndex, Passage, write_knowled
 from convoplan.schema import Conversation, Event, write_jsonl
 
 from .conftest import TINY, WORDING, synthetic
+from .test_lora import ACTIONS, LORA, base  # noqa: F401 (base: the tiny pretrained Llama fixture)
+from .test_train import Interrupt, assert_same_weights, interrupt_at
 
 PASSAGES = [
     Passage(id="charity", text="Save the Children helps children in need.", source="charity guide"),
@@ -265,3 +267,30 @@ def test_the_server_serves_a_grounded_model_with_the_manifest_s_knowledge(ground
     history = with_events(synthetic())[-1]
     (suggestion,) = artifacts.suggester.suggest(replace(history, turns=history.turns[:3]), "thank", n=1)
     assert suggestion.action == "thank"
+
+
+# --- a pretrained base ---------------------------------------------------------------------------------------------
+
+
+def test_the_notes_tags_start_at_their_meaning_and_a_grounded_lora_run_resumes(
+    base: Path,  # noqa: F811 (the fixture imported from test_lora)
+    tmp_path: Path,
+    knowledge: KnowledgeIndex,
+    embedder: SentenceEmbedder,
+) -> None:
+    tokenizer, model = load_base(str(base), ACTIONS, notes=True)
+    table = model.get_input_embeddings().weight
+    for tag, meaning in NOTE_MEANINGS.items():
+        words = tokenizer(meaning, add_special_tokens=False)["input_ids"]
+        assert torch.allclose(table[tokenizer.convert_tokens_to_ids(tag)], table[words].mean(0)), tag
+    assert set(Codec(tokenizer).notes.values()) <= set(Codec(tokenizer).tag_ids())  # LoRA trains their rows
+
+    corpus = with_events(synthetic())
+    config = replace(LORA, checkpoint_every=3, grounding=GROUNDED)
+    grounding = {"knowledge": knowledge, "embedder": embedder}
+    train(corpus, tmp_path / "whole", config, base_model=str(base), **grounding)
+    with pytest.raises(Interrupt):
+        train(corpus, tmp_path / "cut", config, base_model=str(base), progress=interrupt_at(5), **grounding)
+    train(corpus, tmp_path / "cut", resume=True, **grounding)  # the base rebuilt with the notes' tags
+    assert_same_weights(tmp_path / "whole", tmp_path / "cut")
+    assert grounding_config(load_model(tmp_path / "cut").info) == GROUNDED
