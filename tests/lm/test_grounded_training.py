@@ -14,10 +14,11 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from convoplan.actions.protocols import ActionScore
 from convoplan.cli.lm import lm_app, suggest_command
 from convoplan.embed import SentenceEmbedder
 from convoplan.lm.data import IGNORE
-from convoplan.lm.evaluate import LMWriter
+from convoplan.lm.evaluate import ALL, EvalConfig, LMWriter, evaluate_lm, targets
 from convoplan.lm.generate import SamplingConfig
 from convoplan.lm.grounding import Grounder, GroundingConfig, grounding_config
 from convoplan.lm.model import NOTE_MEANINGS, load_base, load_model, new_model
@@ -30,6 +31,7 @@ from convoplan.retrieval.knowledge import KnowledgeIndex, Passage, write_knowled
 from convoplan.schema import Conversation, Event, write_jsonl
 
 from .conftest import TINY, WORDING, synthetic
+from .test_evaluate import KeywordLabeller, StubNBA
 from .test_lora import ACTIONS, LORA, base  # noqa: F401 (base: the tiny pretrained Llama fixture)
 from .test_train import Interrupt, assert_same_weights, interrupt_at
 
@@ -237,17 +239,24 @@ def test_the_commands_read_a_knowledge_file_and_say_what_is_wrong_with_it(ground
     assert result.stdout.splitlines()[0] == "action: thank (given)"
 
 
-def test_lm_eval_reads_the_knowledge_of_a_grounded_model(
+def test_evaluation_writes_from_grounded_prompts_and_says_what_they_cut(
     grounded: Grounded, knowledge: KnowledgeIndex, embedder: SentenceEmbedder
 ) -> None:
     lm = load_model(grounded.folder)
     index = load_exemplars(grounded.folder / EXEMPLARS)
-    grounder = Grounder(lm.codec, grounding_config(lm.info), knowledge=knowledge, exemplars=index, embedder=embedder)
-    writer = LMWriter(lm, SamplingConfig(do_sample=False, max_new_tokens=8), 4, grounder)
-    test = [c for c in grounded.corpus if c.meta["split"] == "test"][:2]
-    histories = [replace(c, turns=c.turns[:3]) for c in test]
-    texts = writer.write(histories, ["thank", "greeting"])
-    assert len(texts) == 2 and writer.prompts_cut <= 2
+    config = EvalConfig(sampling=SamplingConfig(do_sample=False, max_new_tokens=8), max_messages=6)
+    found = targets(grounded.corpus, config)
+    # a target's history carries the events before its message (the lookup sits at position 2)
+    assert [len(t.history.events) for t in found] == [int(len(t.history.turns) >= 2) for t in found]
+    nba = StubNBA([[ActionScore("thank", 0.8)]])
+    with pytest.raises(ValueError, match="the action-directed LM: this model reads knowledge"):
+        evaluate_lm(grounded.corpus, lm, lm, KeywordLabeller(), nba, config, exemplars=index, embedder=embedder)
+    report = evaluate_lm(
+        grounded.corpus, lm, lm, KeywordLabeller(), nba, config, exemplars=index, embedder=embedder, knowledge=knowledge
+    )
+    assert all(report.scores[s][ALL].messages == 6 for s in report.systems)
+    read = [note for note in report.notes if "LM's prompts read events, 2 passages, 1 exemplars" in note]
+    assert len(read) == 2 and all("prompts left something out" in note for note in read)
 
 
 def test_the_server_serves_a_grounded_model_with_the_manifest_s_knowledge(grounded: Grounded, tmp_path: Path) -> None:
