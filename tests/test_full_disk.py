@@ -22,7 +22,8 @@ from convoplan.serve.store import Store
 from tests.lm.conftest import synthetic
 
 runner = CliRunner()
-LM = [f"--set={item}" for item in ("model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.n_positions=32")]
+LM = ["--from-scratch"]
+LM += [f"--set={item}" for item in ("model.n_layer=1", "model.n_head=2", "model.n_embd=16", "model.n_positions=32")]
 LM += [f"--set={item}" for item in ("vocab_size=280", "epochs=1", "batch_size=8", "device=cpu", "checkpoint_every=0")]
 FULL = "no space left on device"
 

