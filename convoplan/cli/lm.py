@@ -252,7 +252,7 @@ def lm_train(
     state = result.state
     if not _is_main_process():
         return
-    stopped = ", stopped early" if state.stopped else ""
+    stopped = ", stopped early" if state.stopped else (", stopped at the time budget" if state.out_of_time else "")
     best = f", best validation loss {state.best:.3f}" if state.best is not None else ""
     epochs = f"{result.epochs:.3g} epoch{'' if result.epochs == 1 else 's'}{stopped}"
     say(

@@ -47,6 +47,8 @@ class LoopState:
     """Epochs since the validation loss last improved (early stopping at `patience`)."""
     stopped: bool = False
     """Early stopping ended the run."""
+    out_of_time: bool = False
+    """The time budget (`max_seconds`) ended the run."""
     losses: list[float] = field(default_factory=list)
     """Training loss (mean per target token over the whole global batch) of every step."""
     validation: list[float] = field(default_factory=list)

@@ -88,6 +88,10 @@ class TrainConfig(Config):
     """Passes over the training blocks (the budget; early stopping may end sooner)."""
     max_steps: Annotated[int, Ge(0)] = 0
     """Cap on optimiser steps; 0 = no cap."""
+    max_seconds: Annotated[float, Ge(0)] = 0.0
+    """Cap on the seconds of training steps (validation and checkpoints not counted): past it the epoch ends, is
+    validated, and the run stops with its best weights; 0 = no cap. A slow machine then trains fewer steps instead
+    of taking longer (the steps taken then depend on the machine; the learning rate schedule does not shrink)."""
     grad_clip: Annotated[float, Gt(0)] = 1.0
     """Largest global gradient norm; larger gradients are scaled down to it."""
     patience: Annotated[int, Ge(1)] = 2
@@ -267,11 +271,11 @@ def fit(
     def snapshot() -> Snapshot:
         return Snapshot(dataclasses.replace(state), optimiser.state_dict(), scheduler.state_dict(), best)
 
-    while state.step < total and not state.stopped:
+    while state.step < total and not state.stopped and not state.out_of_time:
         order = torch.randperm(
             len(train_blocks), generator=torch.Generator().manual_seed(config.seed * 7919 + state.epoch)
         )
-        while state.batch < steps_per_epoch and state.step < total:
+        while state.batch < steps_per_epoch and state.step < total and not state.out_of_time:
             started = time.perf_counter()
             rows = order[state.batch * batch_size : (state.batch + 1) * batch_size]  # the global batch
             mine = rows[rank::world]  # this process's share
@@ -299,6 +303,9 @@ def fit(
             state.tokens += count
             state.seconds += time.perf_counter() - started
             state.losses.append(summed / count)
+            if config.max_seconds > 0:  # every process stops at the same step: rank 0's clock decides
+                (over,) = all_sum([float(rank == 0 and state.seconds >= config.max_seconds)], world, device)
+                state.out_of_time = over > 0
             due = config.checkpoint_every > 0 and state.step % config.checkpoint_every == 0
             if checkpoint is not None and due and state.batch < steps_per_epoch:  # an epoch's end writes its own
                 checkpoint(snapshot())
@@ -553,6 +560,7 @@ def train(
             validation_tokens=validation_blocks.tokens(),
             epochs=round(result.epochs, 3),
             stopped_early=state.stopped,
+            out_of_time=state.out_of_time,
             best_validation_loss=state.best,
             tokens_per_second=result.tokens_per_second,
             trainable_parameters=trainable,

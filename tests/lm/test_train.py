@@ -270,3 +270,14 @@ def test_a_step_budget_reports_the_epochs_really_run(tmp_path: Path, corpus: lis
     result = train(corpus, tmp_path / "model", replace(TINY, epochs=3, max_steps=one + 1))
     assert result.state.step == one + 1 and result.epochs == pytest.approx((one + 1) / one) and result.epochs < 2
     assert load_model(tmp_path / "model").info["training"]["epochs"] == round(result.epochs, 3)
+
+
+def test_a_time_budget_ends_the_run_validated_with_its_best_weights(tmp_path: Path, corpus: list[Conversation]) -> None:
+    # A budget of a microsecond: the first step spends it, its epoch ends there, is validated, and the run stops.
+    result = train(corpus, tmp_path / "model", replace(TINY, epochs=5, max_seconds=1e-6))
+    state = result.state
+    assert state.out_of_time and not state.stopped and state.step == 1 and len(state.validation) == 1
+    assert result.steps_per_epoch > 1  # the budget, not the data, ended the epoch
+    assert load_model(tmp_path / "model").info["training"]["out_of_time"] is True
+    untimed = train(corpus, tmp_path / "untimed", replace(TINY, epochs=1))
+    assert not untimed.state.out_of_time and untimed.state.step == untimed.steps_per_epoch
