@@ -1,0 +1,66 @@
+"""The support check (`convoplan.retrieval.support`): quotes and close paraphrases of a passage are supported, an
+invented statement or a number no source states is not, numbers inside a field's range are, questions and short
+phatic sentences claim nothing; and on the animals world's own knowledge base its fact provider's sentences are
+supported while the invented facts a small LM wrote in the console (issue 28) are not."""
+
+from __future__ import annotations
+
+import pytest
+
+from convoplan.retrieval.knowledge import Passage
+from convoplan.retrieval.support import SupportConfig, check_support, numbers_in
+from convoplan.worlds.animals.knowledge import knowledge_passages
+
+ELEPHANT = [
+    Passage(id="e/fact", text="Elephants sleep only about two hours a day, often standing up.", source="guide"),
+    Passage(
+        id="e/weight",
+        text="An elephant weighs 3,000 to 6,000 kilograms.",
+        source="guide",
+        entity="elephant",
+        fields={"weight_kg": (3000.0, 6000.0)},
+    ),
+    Passage(id="e/life", text="Elephants live for about 60 years.", source="guide", fields={"lifespan_years": 60.0}),
+]
+
+
+def test_numbers_are_read_as_written() -> None:
+    assert numbers_in("3,000 to 6,000 kg, 2.5 m, 60 years") == [3000.0, 6000.0, 2.5, 60.0]
+    assert numbers_in("H2O and id c12#3, version 1.2.3") == []
+
+
+@pytest.mark.parametrize(
+    ("text", "supported", "sources"),
+    [
+        ("Elephants sleep only about two hours a day, often standing up.", True, ["e/fact"]),  # a quote
+        ("Elephants sleep about two hours a day.", True, ["e/fact"]),  # a close paraphrase
+        ("An elephant can weigh 4,500 kilograms.", True, ["e/weight"]),  # a number inside the range
+        ("Elephants live for about 60 years. Would you like to hear more?", True, ["e/life"]),  # the question: none
+        ("Sure! Happy to help.", True, []),  # nothing claimed
+        ("Elephants sleep for about 40 to 100 hours a day.", False, []),  # the console's invented fact
+        ("An elephant weighs 2,000 to 6,000 kilograms.", False, ["e/weight"]),  # 2,000 is no source's number
+        ("An elephant's eyes can see light as far as 2,000 kilometres wide.", False, []),
+    ],
+)
+def test_claims_are_supported_by_a_passage_or_not(text: str, supported: bool, sources: list[str]) -> None:
+    support = check_support(text, ELEPHANT)
+    assert support.supported is supported, support.claims
+    assert support.sources == sources
+    if not supported:
+        assert support.unsupported
+
+
+def test_the_similarity_threshold_is_the_config_s() -> None:
+    paraphrase = "Elephants sleep about two hours a day."
+    assert not check_support(paraphrase, ELEPHANT, SupportConfig(min_similarity=100.0)).supported
+    assert check_support(paraphrase, [], SupportConfig()).unsupported[0].kind == "statement"
+
+
+def test_the_animals_fact_provider_is_supported_by_its_knowledge_base() -> None:
+    passages = list(knowledge_passages())
+    lion = [p for p in passages if p.entity == "lion"]
+    facts = [p for p in lion if "/fact/" in p.id]
+    assert facts
+    for fact in facts:  # the provider quotes the guide: "The convoplan animal guide says: ..."
+        assert check_support(f'The convoplan animal guide says: "{fact.text}"', lion).supported, fact.text
+    assert not check_support("Lions can run at 300 kilometres per hour.", lion).supported
