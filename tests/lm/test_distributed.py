@@ -29,7 +29,7 @@ def train(args: list[str], launcher: list[str]) -> str:
 def test_two_processes_train_like_one(tmp_path: Path, corpus: list[Conversation]) -> None:
     data = tmp_path / "data.jsonl"
     write_jsonl(data, corpus)
-    common = [str(data), *[a for item in TINY for a in ("--set", item)]]
+    common = [str(data), "--from-scratch", *[a for item in TINY for a in ("--set", item)]]
     train([*common, "--out", str(tmp_path / "one")], [sys.executable])
     torchrun = str(Path(sys.executable).with_name("torchrun"))
     output = train([*common, "--out", str(tmp_path / "two")], [torchrun, "--standalone", "--nproc_per_node", "2"])

@@ -204,7 +204,7 @@ def test_the_commands_read_a_knowledge_file_and_say_what_is_wrong_with_it(ground
     tiny = [f"{k}={v}" for k, v in (("model.n_layer", 1), ("model.n_embd", 16), ("model.n_head", 2))]
     settings = [*tiny, "model.n_positions=48", "vocab_size=280", "epochs=1", "device=cpu"]
     settings += ["grounding.method=bm25", "grounding.budget=12", "grounding.events=true"]
-    options = [argument for item in settings for argument in ("--set", item)]
+    options = ["--from-scratch", *(argument for item in settings for argument in ("--set", item))]
     out = tmp_path / "lm"
 
     result = runner.invoke(lm_app, ["train", str(data), "--out", str(out), *options, "--set", "grounding.knowledge=2"])
