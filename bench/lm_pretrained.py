@@ -1,7 +1,9 @@
 """Pretrained against from-scratch LMs (issue 15): each system writes the same seeded sample of human-labelled test
 messages again from their true histories (greedy, at most 40 tokens), with the message's true action where the
-system is action-directed; corpus BLEU overall and per action, adherence (the labeller's verdict on the written
-message against the true action), the generated/reference length ratio, and what each system cost to train.
+system is action-directed, beside the two retrieval baselines (the most frequent train message of the true action,
+and the nearest exemplar by context: `convoplan.lm.evaluate.baseline_messages`); corpus BLEU overall and per action,
+adherence (the labeller's verdict on the written message against the true action), the generated/reference length
+ratio, and what each system cost to train.
 
 Systems are model folders (`--system NAME=FOLDER`, written by `convoplan lm train`: directed or vanilla, as the
 folder says) and, with `--untuned BASE`, the base before fine-tuning (its tags initialised from their meaning as
@@ -26,6 +28,7 @@ import argparse
 import os
 import platform
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,12 +36,14 @@ import torch
 import transformers
 
 from convoplan.actions.labeller import load_labeller
-from convoplan.lm.evaluate import EvalConfig, LMWriter, score_systems, targets
+from convoplan.embed import SentenceEmbedder, default_cache_dir
+from convoplan.lm.evaluate import FREQUENT, NEAREST, EvalConfig, LMWriter, baseline_messages, score_systems, targets
 from convoplan.lm.generate import SamplingConfig
 from convoplan.lm.model import LanguageModel, load_base, load_model
 from convoplan.lm.tokenizer import Codec
 from convoplan.progress import ProgressDisplay
 from convoplan.report import write_report
+from convoplan.retrieval.exemplars import ExemplarIndex
 from convoplan.schema import read_jsonl
 
 
@@ -120,6 +125,10 @@ def main() -> None:
             written[name] = LMWriter(lm, config.sampling, config.batch_size).write(histories, actions, progress)
             seconds[name] = time.perf_counter() - started
             print(f"{name}: {len(found)} messages in {seconds[name]:.0f} s", flush=True)
+    # The retrieval baselines, told the true action: what copying a past message scores (no LM).
+    sentences = SentenceEmbedder(cache_dir=default_cache_dir())
+    index = ExemplarIndex.build(conversations, sentences)
+    written |= baseline_messages(found, index, sentences)
     notes = [
         f"{len(found)} human-labelled agent messages of the test split (seeded sample, seed {args.seed}), "
         f"{len(set(true))} actions; greedy decoding, at most {args.max_new_tokens} tokens; directed systems get "
@@ -131,8 +140,11 @@ def main() -> None:
         dict.fromkeys(written, true),
         load_labeller(args.labeller),
         title=args.title or f"Pretrained and from-scratch LMs on {Path(args.data).name}",
-        notes=notes,
+        notes=[*notes, f"{FREQUENT} and {NEAREST}: train messages of the true action, no LM ({len(index)} indexed)"],
     )
+    first = next(iter(systems))
+    comparisons = [(name, first) for name in systems if name != first]
+    report = replace(report, comparisons=(*comparisons, (first, FREQUENT), (first, NEAREST)))
     machine = (
         f"machine: {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, Python "
         f"{platform.python_version()}, torch {torch.__version__}, transformers {transformers.__version__}, "
