@@ -155,6 +155,7 @@ class Bot:
             "answer": heard.answer,
             "feedback": heard.feedback,
             "request": heard.request,
+            "attribute": heard.attribute,
             "stop": heard.wants_to_stop or None,  # kept only when true
         }
         state.turns.append(Turn(speaker="user", text=text, meta={k: v for k, v in read.items() if v is not None}))

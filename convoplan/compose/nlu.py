@@ -8,7 +8,8 @@ It reads one user message given the current focus and the bot's last question:
 - explicit **feedback**: "positive" (thanks, praise of the bot) or "negative" ("stop", "shut up", boredom, "that's
   wrong"; a polite goodbye such as "I have to go now, bye" is leaving, not feedback);
 - whether the user wants to **stop** (a goodbye, or telling the bot to stop);
-- a **request** for a kind of content ("what sound does it make?" -> "sound").
+- a **request** for a kind of content ("what sound does it make?" -> "sound"), and for an attribute which one
+  ("how heavy are they?" -> "attribute", "weight"; `ATTRIBUTES` lists them).
 
 Entities come from a `Lexicon` of surface forms, so any domain with named entities can use it; the animals world
 builds one from its knowledge base.
@@ -23,7 +24,7 @@ from typing import Literal
 
 from rapidfuzz.distance import Levenshtein
 
-__all__ = ["NON_COOPERATIVE", "Lexicon", "interpret"]
+__all__ = ["ATTRIBUTES", "NON_COOPERATIVE", "Lexicon", "interpret"]
 
 QuestionKind = Literal["yes_no", "open", "list", "quiz"]
 NON_COOPERATIVE = frozenset({"no", "ignored", "none"})
@@ -55,6 +56,9 @@ class Interpretation:
     mentions: tuple[str, ...]
     """Entities named and not negated, in order."""
     wants_to_stop: bool
+    attribute: str | None = None
+    """With request "attribute": the attribute asked about (one of `ATTRIBUTES`), or None when the question names
+    none the NLU knows."""
 
 
 def _plurals(word: str) -> set[str]:
@@ -77,8 +81,9 @@ def _plurals(word: str) -> set[str]:
 class Lexicon:
     """Surface forms -> canonical entity names, matched longest first over word tokens.
 
-    Every given form is also known inflected in the plural (on its last word), and a single word of six letters or
-    more that is one edit away from exactly one known word is read as that word ("racoons" -> "raccoons").
+    Every given form is also known inflected in the plural (on its last word) and in the possessive ("lion's"),
+    and a single word of six letters or more that is one edit away from exactly one known word is read as that word
+    ("racoons" -> "raccoons").
     """
 
     def __init__(self, forms: Mapping[str, Iterable[str]]) -> None:
@@ -92,6 +97,8 @@ class Lexicon:
         self.single_words = sorted(key[0] for key in self.entity_of if len(key) == 1 and len(key[0]) >= 5)
 
     def _correct(self, word: str) -> str:
+        if word.endswith("'s") and (word,) not in self.entity_of:
+            word = word[:-2]  # a possessive ("a lion's top speed") names the animal
         if len(word) < 6 or (word,) in self.entity_of:
             return word
         close = [known for known in self.single_words if Levenshtein.distance(word, known, score_cutoff=1) <= 1]
@@ -168,10 +175,21 @@ _REQUESTS = {
     "sound": _phrases("sound; sounds; noise; hear; listen; call; roar; say"),
     "quiz": _phrases("quiz; test me; game; guess"),
     "attribute": _phrases(
-        "how (big|heavy|fast|long|old|tall|large|small); weigh; weight; eats?; diet; lives?; speed; size"
+        "how (big|heavy|fast|quick|quickly|long|old|tall|large|small); weigh; weighs; weight; eats?; diet; food;"
+        "lives?; speed; size; length; height; wingspan; lifespan; life span; habitat; where [a-z' -]*found"
     ),
     "fact": _phrases("fact; facts; tell me (more|something|about); more; know about"),
 }
+ATTRIBUTES: dict[str, re.Pattern[str]] = {
+    "lifespan": _phrases("how long (do|does|can|will) [a-z' -]*live; lifespan; life span; how old; live (to|for)"),
+    "habitat": _phrases("where [a-z' -]*(live|lives|found|from); habitat; live in"),
+    "weight": _phrases("heavy; weigh; weighs; weight"),
+    "speed": _phrases("fast; speed; quick; quickly"),
+    "diet": _phrases("eats?; eating; diet; food; feed"),
+    "size": _phrases("big; large; small; tall; size; long; length; height; wingspan"),
+}
+"""The attributes a question can ask about, each read by its phrases; the first that matches wins (lifespan and
+habitat first: "how long do they live?" asks neither a length nor a diet)."""
 _NOT_YES = _phrases("not sure; i don'?t think so")
 _HARD_NO = _phrases("no+; nah+; nope")
 _ALSO_NO = _phrases("i don'?t think so; don'?t")
@@ -249,6 +267,15 @@ def interpret(text: str, lexicon: Lexicon, previous_focus: str | None, question:
     elif _POSITIVE.search(lowered):
         feedback = "positive"
     request = next((kind for kind, pattern in _REQUESTS.items() if pattern.search(lowered)), None)
+    attribute = None
+    if request == "attribute":
+        attribute = next((name for name, pattern in ATTRIBUTES.items() if pattern.search(lowered)), None)
     return Interpretation(
-        focus=focus, answer=answer, feedback=feedback, request=request, mentions=tuple(affirmed), wants_to_stop=stop
+        focus=focus,
+        answer=answer,
+        feedback=feedback,
+        request=request,
+        mentions=tuple(affirmed),
+        wants_to_stop=stop,
+        attribute=attribute,
     )

@@ -99,7 +99,11 @@ class _StatementProvider(_KnowledgeProvider):
         fresh = [
             c for text, meta in self.statements(animal) if (c := _content(animal, state, self.action, text, **meta))
         ]
-        return fresh[: self.per_step]
+        return self.ranked(state, fresh)[: self.per_step]
+
+    def ranked(self, state: DialogueState, fresh: list[Candidate]) -> list[Candidate]:
+        """The fresh statements in the order they are offered (default: the fixed order of `statements`)."""
+        return fresh
 
 
 class FactProvider(_StatementProvider):
@@ -111,23 +115,30 @@ class FactProvider(_StatementProvider):
         return [(f'{_capital(fact.source)} says: "{fact.text}"', {"topic": fact.topic}) for fact in animal.facts]
 
 
-def attribute_statements(animal: Animal) -> list[str]:
-    """Template sentences for the structured attributes, in a fixed order."""
+def attribute_sentences(animal: Animal) -> dict[str, str]:
+    """A template sentence per structured attribute, by the attribute's name in the NLU (`ATTRIBUTES`), in a fixed
+    order: weight, size, lifespan, diet, habitat, and speed where the knowledge base has one."""
     plural = _capital(animal.plural)
     low, high = animal.weight_kg
-    statements = [
-        f"{plural} weigh between {_number(low)} and {_number(high)} kilograms.",
-        f"{plural} grow to between {_number(animal.size.range_m[0])} and {_number(animal.size.range_m[1])} metres"
-        f" {dict(length='long', height='tall', wingspan='across the wings')[animal.size.measure]}.",
-        f"{plural} live for about {_number(animal.lifespan_years[0])} to {_number(animal.lifespan_years[1])} years.",
-        f"{plural} are {animal.diet}s.",
-        f"{plural} live in {' and '.join(_plural_habitat(h) for h in animal.habitats[:2])}.",
-    ]
+    statements = {
+        "weight": f"{plural} weigh between {_number(low)} and {_number(high)} kilograms.",
+        "size": f"{plural} grow to between {_number(animal.size.range_m[0])} and {_number(animal.size.range_m[1])}"
+        f" metres {dict(length='long', height='tall', wingspan='across the wings')[animal.size.measure]}.",
+        "lifespan": f"{plural} live for about {_number(animal.lifespan_years[0])} to"
+        f" {_number(animal.lifespan_years[1])} years.",
+        "diet": f"{plural} are {animal.diet}s.",
+        "habitat": f"{plural} live in {' and '.join(_plural_habitat(h) for h in animal.habitats[:2])}.",
+    }
     if animal.top_speed_kmh is not None:
-        statements.append(
+        statements["speed"] = (
             f"{plural} can {animal.moves_by} at up to {_number(animal.top_speed_kmh)} kilometres per hour."
         )
     return statements
+
+
+def attribute_statements(animal: Animal) -> list[str]:
+    """Template sentences for the structured attributes, in a fixed order (`attribute_sentences`)."""
+    return list(attribute_sentences(animal).values())
 
 
 def _plural_habitat(habitat: str) -> str:
@@ -139,12 +150,18 @@ def _plural_habitat(habitat: str) -> str:
 
 
 class AttributeProvider(_StatementProvider):
-    """Attribute statements from templates: weight, size, lifespan, diet, habitat, speed."""
+    """Attribute statements from templates: weight, size, lifespan, diet, habitat, speed. Each candidate names its
+    attribute in `meta["attribute"]`; when the user asked about one ("how heavy are they?"), its statement comes
+    first (unless it was said already), so that the answer to the question is among the two offered."""
 
     action = "attribute"
 
     def statements(self, animal: Animal) -> list[tuple[str, dict[str, str]]]:
-        return [(text, {}) for text in attribute_statements(animal)]
+        return [(text, {"attribute": name}) for name, text in attribute_sentences(animal).items()]
+
+    def ranked(self, state: DialogueState, fresh: list[Candidate]) -> list[Candidate]:
+        asked = state.heard.attribute if state.heard is not None else None
+        return sorted(fresh, key=lambda c: c.meta.get("attribute") != asked) if asked else fresh
 
 
 class QuizProvider(_KnowledgeProvider):

@@ -43,7 +43,10 @@ def immediate_fit(state: DialogueState, candidate: Candidate) -> float:
     fit = _BASE.get(action or "", 1.0)
     request = heard.request if heard is not None else None
     if request is not None:
-        if action == request and candidate.focus == state.focus:
+        # "how heavy?" wants the weight; a candidate that does not say its attribute (an LM's) is taken at its word
+        asked = heard.attribute if heard is not None else None
+        answers = asked is None or candidate.meta.get("attribute", asked) == asked
+        if action == request and candidate.focus == state.focus and answers:
             return 7.0  # answers the user's request
         if not any(c.action == request for c in chosen):
             fit -= 2.0  # ignores it

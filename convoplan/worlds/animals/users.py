@@ -5,6 +5,10 @@ rises with liked content about animals of interest, with variety, and with being
 repetition of the same kind, long responses, ignored requests, and dwelling on an animal they do not care about
 (interest in an animal fades as it is talked about, slowly for favourites: they welcome depth). Users answer
 questions cooperatively or not, ask for things, praise or complain explicitly, and leave when disengaged.
+A request is worded in one of several ways (`ASKING`), about the animal by name or as "it"/"they"; an attribute
+question asks about one attribute ("how heavy are they?", "what do elephants eat?"), one the bot has not stated
+yet, and a first message may be a question about a favourite. Wordings come from a random stream of their own, so the
+main stream's draws (favourites, likes, when to ask, praise or leave) do not depend on how many wordings there are.
 Every parameter is in `UserConfig`. `POPULATIONS` names the built-in populations (`--simulator scholars`): the
 default users, and scholars, who want facts and attributes at length, are less patient, dislike being asked what
 they like and answer questions less willingly.
@@ -25,9 +29,30 @@ from convoplan.schema import Candidate
 from convoplan.sim.protocols import UserReply
 from convoplan.worlds.animals.knowledge import Animal, KnowledgeBase, load_knowledge_base
 
-__all__ = ["POPULATIONS", "UserConfig"]
+__all__ = ["ASKING", "POPULATIONS", "UserConfig"]
 
 KINDS = ("sound", "fact", "attribute", "quiz")
+ASKING: dict[str, tuple[str, ...]] = {
+    "sound": ("what sound {do} {it} make?", "what {do} {it} sound like?", "what noise {do} {it} make?"),
+    "fact": (
+        "tell me more facts about {them}",
+        "tell me something interesting about {them}",
+        "any fun facts about {them}?",
+        "what else do you know about {them}?",
+    ),
+    "quiz": ("can you give me a quiz?", "quiz me!", "can we play a guessing game?"),
+    "weight": ("how heavy {are} {it}?", "how much {do} {it} weigh?", "what {do} {it} weigh?"),
+    "size": ("how big {are} {it}?", "how large {do} {it} get?", "what size {are} {it}?"),
+    "speed": ("how fast {are} {it}?", "how fast can {it} go?", "what is {its} top speed?"),
+    "lifespan": ("how long {do} {it} live?", "how old {do} {it} get?", "what is {its} lifespan?"),
+    "diet": ("what {do} {it} eat?", "what food {do} {it} like?", "what is {its} diet?"),
+    "habitat": ("where {do} {it} live?", "where {are} {it} found?"),
+}
+"""How users word a request of each kind (an attribute question by the attribute it asks about). {it} is "it",
+"they", "a lion" or "lions"; {its} "its", "their" or "the lion's"; {them} "it", "them" or "lions"; {are} and {do}
+agree with {it}."""
+ATTRIBUTES = ("weight", "size", "speed", "lifespan", "diet", "habitat")
+"""The attributes users ask about (the NLU reads each: `convoplan.compose.nlu.ATTRIBUTES`)."""
 _Share = Annotated[float, Interval(ge=0, le=1)]
 """A probability, or a level of engagement (which lives in [0, 1])."""
 _Weight = Annotated[float, Ge(0)]
@@ -138,6 +163,11 @@ class AnimalUser:
         """The animal the bot's content is about, and how many content utterances it has had in a row."""
         self.request: str | None = None
         """What the user's last message asked for: a content kind, or "animal:<name>"."""
+        self.wording = random.Random(str(rng.getstate()))
+        """How requests are worded: a stream of its own, so that the draws of `rng` (what the user does) do not
+        depend on how many wordings there are."""
+        self.told: dict[str, set[str]] = {}
+        """Animal -> the attributes the bot has stated about it (an attribute question asks about another one)."""
 
     # --- what the user says --------------------------------------------------------------------------------------
 
@@ -148,17 +178,43 @@ class AnimalUser:
         """The favourite the user is most interested in now."""
         return self._animal(max(self.favourites, key=lambda n: (self.interest[n], self.rng.random())))
 
+    def ask(self, kind: str, animal: Animal | None, named: bool = False) -> str:
+        """A request of `kind` (a content kind, or an attribute of `ATTRIBUTES`) worded by the wording stream: about
+        `animal` by name (always when `named`, else half the time), or as "it" or "they"."""
+        template, plural = self.wording.choice(ASKING[kind]), self.wording.random() < 0.5
+        if animal is not None and (named or self.wording.random() < 0.5):
+            it = animal.plural if plural else animal.with_article
+            its, them = f"the {animal.name}'s", animal.plural
+        else:
+            it, its, them = ("they", "their", "them") if plural else ("it", "its", "it")
+        return template.format(it=it, its=its, them=them, are="are" if plural else "is", do="do" if plural else "does")
+
     def opening(self) -> str:
         roll, favourite = self.rng.random(), self._favourite()
         if roll < 0.4:
-            return self.rng.choice(("hi", "hello!", "hey there"))
+            greeting = self.rng.choice(("hi", "hello!", "hey there"))
+            question = self._question(favourite, 0.5)
+            return greeting if question is None else f"{greeting.rstrip('!')}! {question}"
         if roll < 0.7:
+            question = self._question(favourite, 2 / 3)
+            if question is not None:
+                return question
             self.request = f"animal:{favourite.name}"
             return f"tell me about {favourite.plural}"
         if roll < 0.85:
             self.request = "sound"
             return f"can I hear what {favourite.with_article} sounds like?"
         return f"I really like {favourite.plural}"
+
+    def _question(self, animal: Animal, chance: float, named: bool = True) -> str | None:
+        """With `chance` (drawn by the wording stream), a question about `animal` of a kind the user likes
+        (attribute, fact or sound), the request it makes recorded; None otherwise. The first message, an answer to
+        "which animal next?" and a yes to another animal may be one."""
+        liked = [kind for kind in ("attribute", "fact", "sound") if kind in self.liked]
+        if not liked or self.wording.random() >= chance:
+            return None
+        kind = self.request = self.wording.choice(liked)
+        return self.ask(self.wording.choice(ATTRIBUTES) if kind == "attribute" else kind, animal, named)
 
     def _request(self, focus: str | None) -> str:
         kind = self.rng.choice(sorted(self.liked))
@@ -168,12 +224,10 @@ class AnimalUser:
             self.request = f"animal:{favourite.name}"
             return self.rng.choice((f"can we talk about {favourite.plural}?", f"what about {favourite.plural}?"))
         self.request = kind
-        return {
-            "sound": "what sound does it make?",
-            "fact": "tell me more facts about them",
-            "attribute": "how big are they?",
-            "quiz": "can you give me a quiz?",
-        }[kind]
+        if kind != "attribute":
+            return self.ask(kind, self._animal(focus))
+        untold = [name for name in ATTRIBUTES if name not in self.told.get(focus, set())]
+        return self.ask(self.wording.choice(untold or ATTRIBUTES), self._animal(focus))
 
     def _answer(self, question: Candidate) -> tuple[str, str]:
         """(text, "cooperative" or "non_cooperative") for the bot's question."""
@@ -182,13 +236,16 @@ class AnimalUser:
         if kind == "yes_no":
             if focus in self.favourites or (willing and self.interest.get(focus or "", 0) >= 0.4):
                 self.request = f"animal:{focus}"  # agreeing to a new animal is asking for it
-                return self.rng.choice(("yes please", "sure!", "yeah, why not", "ok")), "cooperative"
+                yes = self.rng.choice(("yes please", "sure!", "yeah, why not", "ok"))
+                asked = self._question(self._animal(focus), 1 / 3, named=False) if focus in self.kb.by_name else None
+                return (yes if asked is None else f"{yes.rstrip('!')}! {asked}"), "cooperative"
             return self.rng.choice(("no thanks", "nah", "not really")), "non_cooperative"
         if kind == "open":
             if willing or self.rng.random() < 0.5:
                 favourite = self._favourite()
                 self.request = f"animal:{favourite.name}"
-                return self.rng.choice((f"{favourite.plural}!", f"tell me about {favourite.plural}")), "cooperative"
+                pick = self.rng.choice((f"{favourite.plural}!", f"tell me about {favourite.plural}"))
+                return self._question(favourite, 0.5) or pick, "cooperative"
             return self.rng.choice(("I don't know", "you choose")), "non_cooperative"
         if kind == "quiz":
             if willing:
@@ -245,6 +302,10 @@ class AnimalUser:
     def reply(self, response: Response) -> UserReply:
         config, rng = self.config, self.rng
         gain = self._gain(response.chosen)
+        for candidate in response.chosen:
+            attribute = candidate.meta.get("attribute")
+            if candidate.action == "attribute" and candidate.focus is not None and isinstance(attribute, str):
+                self.told.setdefault(candidate.focus, set()).add(attribute)
         self.engagement = min(1.0, max(0.0, self.engagement + gain))
         self.request = None
         meta: dict[str, JsonValue] = {"engagement": round(self.engagement, 4), "gain": round(gain, 4)}
