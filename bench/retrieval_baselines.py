@@ -57,15 +57,12 @@ def tfidf_nearest(index: ExemplarIndex, train_contexts: list[str], queries: list
     return chosen
 
 
-def train_contexts(conversations: list[Conversation], context_turns: int) -> list[str]:
-    """The contexts of the indexed messages, in the index's order (train split, labelled agent messages)."""
-    return [
-        context_text(c.turns[:i], context_turns)
-        for c in conversations
-        if c.meta.get("split", "train") == "train"
-        for i, t in enumerate(c.turns)
-        if t.speaker == "agent" and t.action is not None
-    ]
+def train_contexts(conversations: list[Conversation], index: ExemplarIndex, context_turns: int) -> list[str]:
+    """The contexts of the indexed messages, in the index's order, read back from each one's source
+    (`conversation id#turn index`)."""
+    by_id = {c.id: c for c in conversations}
+    places = [source.rpartition("#") for source in index.sources]
+    return [context_text(by_id[cid].turns[: int(turn)], context_turns) for cid, _, turn in places]
 
 
 def main() -> None:
@@ -99,7 +96,7 @@ def main() -> None:
             rows.append(("nearest exemplar (embeddings)", str(turns), bleu(nearest, references), built, asked))
             started = time.perf_counter()
             queries = [context_text(h, turns) for h in histories]
-            tfidf = tfidf_nearest(index, train_contexts(conversations, turns), queries, actions)
+            tfidf = tfidf_nearest(index, train_contexts(conversations, index, turns), queries, actions)
             asked = (time.perf_counter() - started) / len(found) * 1000
             rows.append(("nearest exemplar (TF-IDF)", str(turns), bleu(tfidf, references), 0.0, asked))
         for name, turns_shown, score, built, asked in rows:

@@ -139,7 +139,7 @@ class Suggester:
         self.labeller = labeller
         self.nba = nba
         self.config = config or SuggestConfig()
-        self.exemplars, self.sources, self._embedder = exemplars, sources, embedder
+        self.exemplars, self.sources = exemplars, sources
         self.grounder = Grounder(
             lm.codec, grounding_config(lm.info), knowledge=knowledge, exemplars=exemplars, embedder=embedder
         )
@@ -278,12 +278,9 @@ class Suggester:
         (fewer where the logs have fewer; for a plan without an action, of any action). No LM runs."""
         if self.exemplars is None or n == 0:
             return [[] for _ in plans]
-        if self._embedder is None:
-            from convoplan.embed import shared_embedder
-
-            self._embedder = shared_embedder()
         turns = _conversation(history).turns
-        found = self.exemplars.nearest([turns] * len(plans), [plan.action for plan in plans], self._embedder, n)
+        embedder = self.grounder.embedder  # one encoder for the prompts' exemplars and the retrieved suggestions
+        found = self.exemplars.nearest([turns] * len(plans), [plan.action for plan in plans], embedder, n)
         return [
             [Suggestion(e.text, plan.action, plan.action_score, e.score, True, "exemplar", e.source) for e in hits]
             for plan, hits in zip(plans, found, strict=True)
