@@ -28,6 +28,8 @@ from convoplan.cli.common import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from convoplan.embed import SentenceEmbedder
     from convoplan.lm.grounding import GroundingConfig
     from convoplan.lm.train import TrainConfig
@@ -63,8 +65,8 @@ class SourceChoice(StrEnum):
 KnowledgeOption = Annotated[
     Path | None,
     typer.Option(
-        help="A knowledge file (JSON Lines passages with their source, docs/format.md) whose passages the prompts "
-        "read, for a model trained with grounding.knowledge > 0."
+        help="A knowledge file (JSON Lines passages with their source, docs/format.md): the passages the prompts "
+        "read, for a model trained with grounding.knowledge > 0, and what every claim written is checked against."
     ),
 ]
 
@@ -100,17 +102,21 @@ def knowledge_index(
 
 
 def model_knowledge(
-    model: Path, path: Path | None, skip_invalid: bool, sentences: SentenceEmbedder | None = None
+    models: Sequence[Path], path: Path | None, skip_invalid: bool, sentences: SentenceEmbedder | None = None
 ) -> KnowledgeIndex | None:
-    """The knowledge index a model folder's prompts read (by the method it was trained with), from --knowledge;
-    None when it reads none (a --knowledge given anyway is ignored, said on stderr)."""
-    grounding = _recorded_grounding(model)
+    """The knowledge index of --knowledge (None without it): searched by the method the first of `models` whose
+    prompts read knowledge was trained with; where none reads any, by the default method, for the grounding check of
+    what they write only (said on stderr)."""
     if path is None:
         return None
-    if not grounding.knowledge:
-        say(f"note: {model} was trained without knowledge in its prompts: --knowledge {path} is ignored", to=errors)
-        return None
-    return knowledge_index(path, grounding.method, skip_invalid, sentences)
+    for model in models:
+        grounding = _recorded_grounding(model)
+        if grounding.knowledge:
+            return knowledge_index(path, grounding.method, skip_invalid, sentences)
+    from convoplan.retrieval.knowledge import DEFAULT_METHOD
+
+    say(f"note: no model here reads knowledge in its prompts: --knowledge {path} only checks claims", to=errors)
+    return knowledge_index(path, DEFAULT_METHOD, skip_invalid, sentences)
 
 
 def _interrupted_config(out: Path) -> TrainConfig | None:
@@ -390,9 +396,7 @@ def lm_eval(
     next_action: NextActionModel
     index: ExemplarIndex | None = None
     sentences = embedder(embedding_cache)  # one encoder for the labeller, the next-action model and the baselines
-    passages = model_knowledge(model, knowledge, skip_invalid, sentences)
-    if passages is None and knowledge is not None:  # the directed model reads none: maybe the vanilla one does
-        passages = model_knowledge(vanilla_model, knowledge, skip_invalid, sentences)
+    passages = model_knowledge([model, vanilla_model], knowledge, skip_invalid, sentences)
     try:
         action_lm, vanilla_lm = load_model(model, precision.value), load_model(vanilla_model, precision.value)
         if action_lm.codec.vanilla or not vanilla_lm.codec.vanilla:
@@ -479,7 +483,7 @@ def suggest_command(
     # the events of the history: those that came before the message to suggest
     events = [event for event in chosen[0].events if event.position <= len(history)]
     sentences = embedder(embedding_cache)
-    passages = model_knowledge(model, knowledge, skip_invalid, sentences)
+    passages = model_knowledge([model], knowledge, skip_invalid, sentences)
     try:
         suggester = Suggester.load(model, labeller, nba, config, sources.value, knowledge=passages, embedder=sentences)
         labelled = suggester.label(replace(chosen[0], turns=history, events=events))

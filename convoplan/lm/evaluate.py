@@ -28,6 +28,13 @@ A grounded model (`convoplan.lm.grounding`) writes from the prompts it was train
 the passages and exemplars retrieved for each history (`evaluate_lm(knowledge=..., exemplars=...)`); the notes say
 what the prompts had to leave out.
 
+**The grounding check** (`convoplan.retrieval.support`) of every system's messages: given a knowledge file, every
+statement and number a message makes must be supported by a passage of the entity in focus (the last one the
+history names; all passages where none is named), and the report gives the share of messages that claim something
+whose claims are all supported, overall and per action; where the conversations carry items an API returned
+(STAR's `return_item` events), slot precision and recall of the messages whose reference states the latest item's
+values (`check_slots`, against every value the train split's items carry).
+
 The result (`LMEvalReport`) is a `convoplan.report.Report` (markdown tables, a JSON dump and a per-action bar
 chart) that also lists every written message (`messages_jsonl`). The scoring (`score_systems`) only needs texts
 and a labeller, so it can be checked by hand on a fixture.
@@ -40,7 +47,7 @@ import math
 import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, astuple, dataclass, field, replace
 from typing import TYPE_CHECKING, Annotated, Any, Protocol
 
 from annotated_types import Ge
@@ -52,6 +59,7 @@ from convoplan.lm.grounding import Cut, Grounder, grounding_config
 from convoplan.lm.model import LanguageModel
 from convoplan.progress import Progress, Update, renamed
 from convoplan.report import figure_png
+from convoplan.retrieval.support import SupportConfig, check_slots, check_support, item_vocabulary, returned_item
 from convoplan.schema import Conversation, Turn
 
 if TYPE_CHECKING:
@@ -196,6 +204,39 @@ class Score:
     """Words written / words of the references (BLEU's 13a tokens, summed over the messages): 1 = as long."""
 
 
+@dataclass(frozen=True)
+class Grounded:
+    """The grounding check of a group of one system's messages (zeros where there was nothing to check)."""
+
+    claiming: int = 0
+    """Messages that claim something (a statement or a number) checked against the knowledge."""
+    supported: int = 0
+    """Of those, the messages whose every claim a passage of the entity in focus supports."""
+    slot_messages: int = 0
+    """Messages whose reference states values of the item an API returned last."""
+    expected: int = 0
+    """The item's values those references state (slot recall's denominator)."""
+    recalled: int = 0
+    stated: int = 0
+    """Values of the API's items the messages state (slot precision's denominator)."""
+    correct: int = 0
+
+    def __add__(self, other: Grounded) -> Grounded:
+        return Grounded(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+
+    @property
+    def supported_share(self) -> float:
+        return self.supported / self.claiming if self.claiming else math.nan
+
+    @property
+    def slot_precision(self) -> float:
+        return self.correct / self.stated if self.stated else math.nan
+
+    @property
+    def slot_recall(self) -> float:
+        return self.recalled / self.expected if self.expected else math.nan
+
+
 def _cell(value: float, spec: str) -> str:
     return "n/a" if math.isnan(value) else format(value, spec)
 
@@ -217,6 +258,8 @@ class LMEvalReport:
     """Action categories in the bar chart (the most frequent; the tables list all)."""
     comparisons: tuple[tuple[str, str], ...] = ()
     """(system, baseline) pairs whose per-action BLEU wins are stated; default: every system against the first."""
+    grounding: dict[str, dict[str, Grounded]] = field(default_factory=dict)
+    """system -> ALL or action -> the grounding check of its messages (empty: nothing was checked)."""
 
     def markdown(self, level: int = 2) -> str:
         lines = [f"{'#' * level} {self.title}", "", *(f"- {note}" for note in self.notes)]
@@ -232,6 +275,7 @@ class LMEvalReport:
                 f"\n{system} over {baseline}, BLEU per action: higher in {won} of {of} actions "
                 f"({won_5} of {of_5} with at least 5 messages)"
             )
+        lines += self._grounding_lines()
         head = " | ".join(f"BLEU {s}" for s in self.systems) + " | " + " | ".join(f"adh. {s}" for s in self.systems)
         lines += ["", f"| action | messages | {head} |", "|---|---:|" + "---:|" * (2 * len(self.systems))]
         for action in self.actions:
@@ -240,6 +284,31 @@ class LMEvalReport:
             adherence = " | ".join(_cell(r.adherence, ".0%") for r in row)
             lines.append(f"| {action} | {row[0].messages} | {bleu} | {adherence} |")
         return "\n".join(lines) + "\n"
+
+    def _grounding_lines(self) -> list[str]:
+        """The grounding check's tables: claims supported by the knowledge, and slot precision and recall."""
+        if not self.grounding:
+            return []
+        overall = {system: self.grounding[system][ALL] for system in self.systems}
+        lines = []
+        if any(g.claiming for g in overall.values()):
+            lines += ["", "Grounding check: messages whose claims (statements, numbers) the knowledge supports", ""]
+            lines += ["| action | " + " | ".join(self.systems) + " |", "|---|" + "---:|" * len(self.systems)]
+            for group in [*self.actions, ALL]:
+                row = [self.grounding[system].get(group, Grounded()) for system in self.systems]
+                if any(g.claiming for g in row):
+                    cells = " | ".join(f"{_cell(g.supported_share, '.1%')} of {g.claiming}" for g in row)
+                    lines.append(f"| {group} | {cells} |")
+        if any(g.slot_messages for g in overall.values()):
+            lines += [
+                "",
+                "| system | messages with item values | slot precision | slot recall |",
+                "|---|---:|---:|---:|",
+            ]
+            for system, g in overall.items():
+                precision, recall = _cell(g.slot_precision, ".1%"), _cell(g.slot_recall, ".1%")
+                lines.append(f"| {system} | {g.slot_messages} | {precision} ({g.correct}/{g.stated}) | {recall} |")
+        return lines
 
     def wins(self, system: str, baseline: str, min_messages: int = 1) -> tuple[int, int]:
         """(actions where `system` has the higher BLEU, actions compared): the actions with at least
@@ -258,6 +327,15 @@ class LMEvalReport:
             "systems": list(self.systems),
             "actions": list(self.actions),
             "scores": {s: {group: plain(score) for group, score in self.scores[s].items()} for s in self.systems},
+            "grounding": {
+                s: {
+                    group: asdict(g)
+                    | {"supported_share": g.supported_share, "slot_precision": g.slot_precision}
+                    | {"slot_recall": g.slot_recall}
+                    for group, g in groups.items()
+                }
+                for s, groups in self.grounding.items()
+            },
         }
 
     def png(self) -> bytes:
@@ -319,6 +397,39 @@ def _assigned(labeller: Labeller, histories: Sequence[Conversation], texts: Sequ
     return [(v[-1].action if v[-1] is not None else None) for v in verdicts]
 
 
+def grounding_checks(
+    found: Sequence[Target],
+    texts: Sequence[str],
+    knowledge: KnowledgeIndex | None = None,
+    vocabulary: Mapping[str, frozenset[str]] | None = None,
+    config: SupportConfig | None = None,
+) -> list[Grounded]:
+    """The grounding check of each message (one per target): its claims against the passages of the entity in
+    focus in `knowledge`, and its slots against the latest item the history's API returned (`vocabulary`: every
+    value of each API's items, `item_vocabulary`)."""
+    checks = []
+    for target, text in zip(found, texts, strict=True):
+        check = Grounded()
+        if knowledge is not None:
+            support = check_support(text, knowledge.about(target.history.turns), config)
+            if support.claims:
+                check = replace(check, claiming=1, supported=int(support.supported))
+        item = returned_item(target.history) if vocabulary is not None else None
+        if item is not None and vocabulary is not None:
+            slots = check_slots(text, target.reference, item, vocabulary)
+            if slots.expected:
+                check = replace(
+                    check,
+                    slot_messages=1,
+                    expected=slots.expected,
+                    recalled=slots.recalled,
+                    stated=slots.stated,
+                    correct=slots.correct,
+                )
+        checks.append(check)
+    return checks
+
+
 def score_systems(
     found: Sequence[Target],
     written: Mapping[str, Sequence[str]],
@@ -327,14 +438,18 @@ def score_systems(
     *,
     title: str = "Action-directed LM",
     notes: Sequence[str] = (),
+    knowledge: KnowledgeIndex | None = None,
+    vocabulary: Mapping[str, frozenset[str]] | None = None,
 ) -> LMEvalReport:
     """BLEU and adherence of each system's messages (`written[system]`, one per target) overall and per true
     action; `intended[system]` is the action each message should carry (adherence counts a match with the
-    labeller's verdict; None never matches)."""
+    labeller's verdict; None never matches). With `knowledge` or `vocabulary`, the grounding check of every message
+    too (`grounding_checks`)."""
     counts = Counter(t.action for t in found)
     actions = tuple(sorted(counts, key=lambda a: (-counts[a], a)))
     histories = [t.history for t in found]
     scores: dict[str, dict[str, Score]] = {}
+    grounding: dict[str, dict[str, Grounded]] = {}
     messages: list[dict[str, Any]] = [{"id": t.history.id, "action": t.action, "reference": t.reference} for t in found]
     for system, texts in written.items():
         assigned = _assigned(labeller, histories, texts)
@@ -347,8 +462,15 @@ def score_systems(
             bleu, length = _bleu([texts[i] for i in members], [found[i].reference for i in members])
             adherence = sum(hits[i] for i in members) / len(members) if members else math.nan
             scores[system][group] = Score(len(members), bleu, adherence, length)
+        if knowledge is not None or vocabulary:
+            checks = grounding_checks(found, texts, knowledge, vocabulary)
+            for message, check in zip(messages, checks, strict=True):
+                message[system]["grounding"] = asdict(check)
+            grounding[system] = {
+                group: sum((checks[i] for i in members), Grounded()) for group, members in rows.items()
+            }
     notes = [*notes, *_tokenized_note(found, written)]
-    return LMEvalReport(title, tuple(written), actions, scores, tuple(notes), tuple(messages))
+    return LMEvalReport(title, tuple(written), actions, scores, tuple(notes), tuple(messages), grounding=grounding)
 
 
 def baseline_messages(
@@ -444,5 +566,11 @@ def evaluate_lm(
             f"previous {exemplars.config.context_turns} turns) among {len(exemplars)} messages of split "
             f"{exemplars.config.split!r}"
         )
-    report = score_systems(found, written, intended, labeller, title=title, notes=notes)
+    train = [c for c in conversations if c.meta.get("split") == "train"]
+    vocabulary = item_vocabulary(train)
+    if knowledge is not None:
+        notes.append(f"grounding check: claims against the {len(knowledge)} passages of the knowledge file")
+    report = score_systems(
+        found, written, intended, labeller, title=title, notes=notes, knowledge=knowledge, vocabulary=vocabulary
+    )
     return replace(report, comparisons=tuple(comparisons))

@@ -5,8 +5,8 @@ A grounded model reads three kinds of notes (`convoplan.lm.text.Note`), each cho
 - **events** of the conversation (`convoplan.schema.Event`: STAR's knowledge-base queries and the items they
   returned, any corpus's events), each rendered at its place in the history as one short line (`event_text`);
   truncation drops them with the messages, as whole blocks, from the left;
-- **knowledge passages** (`convoplan.retrieval.knowledge`), the `knowledge` nearest the last `query_turns` turns,
-  each as `<|knowledge|> source: text<|end|>`;
+- **knowledge passages** (`convoplan.retrieval.knowledge`), the `knowledge` nearest the last `query_turns` turns
+  (with `focus`, among those of the entity in focus), each as `<|knowledge|> source: text<|end|>`;
 - **exemplars** (`convoplan.retrieval.exemplars`), the `exemplars` past agent messages of the action whose contexts
   are nearest this history, each as `<|example|> text<|end|>`.
 
@@ -85,6 +85,9 @@ class GroundingConfig(Config):
     """How passages are searched: embedding (sentence vectors) or bm25 (words)."""
     query_turns: Annotated[int, Ge(1)] = 2
     """The last turns whose texts make the knowledge query."""
+    focus: bool = False
+    """Search only the passages of the entity in focus (the last one the history names, `KnowledgeIndex.focus`),
+    where one is: after "hmm" the last turns say little, but the conversation is still about that animal."""
     exemplars: Annotated[int, Interval(ge=0, le=20)] = 0
     """Past agent messages of the action per prompt, those whose contexts are nearest (the model folder's exemplar
     index, built by training); never from the conversation being learnt."""
@@ -284,8 +287,11 @@ class Grounder:
         unique = list(dict.fromkeys(queries))  # one history's prompts for k actions share their query
         if self.knowledge.method == "embedding":
             self.embedder.embed(unique)  # one batch; the index's searches then find them cached (same embedder)
-        found = {q: [hit.passage for hit in self.knowledge.search(q, self.config.knowledge)] for q in unique}
-        return [found[q] for q in queries]
+        knowledge, k = self.knowledge, self.config.knowledge
+        entities = [knowledge.focus(turns) if self.config.focus else None for turns in histories]
+        pairs = dict.fromkeys(zip(queries, entities, strict=True))  # searched once each
+        found = {(q, e): [hit.passage for hit in knowledge.search(q, k, e)] for q, e in pairs}
+        return [found[q, e] for q, e in zip(queries, entities, strict=True)]
 
     def _exemplars(
         self, histories: Sequence[Sequence[Turn]], actions: Sequence[str | None], exclude: Sequence[str | None]

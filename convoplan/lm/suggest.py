@@ -16,7 +16,9 @@ The inference path of the action-directed system ("Action Directed GPT-2", 2021;
 
 Each `Suggestion` carries its text, the action it was written for (None after a fallback), that action's score
 from the next-action model, and its own score: a written message's mean token log-probability, a retrieved one's
-context similarity.
+context similarity. Given a knowledge file, each is also **checked** (`convoplan.retrieval.support`): its statements
+and numbers against the passages of the entity in focus, with the passages that support them (`sources`) and the
+claims none does (`unsupported`).
 
 A grounded model (its folder records a `GroundingConfig`, `convoplan.lm.grounding`) reads its prompts as it was
 trained on them: the conversation's events in the history, and the knowledge passages (`knowledge`, a
@@ -27,7 +29,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -39,6 +41,8 @@ from convoplan.lm.generate import OnText, PrefixCache, SamplingConfig, generate_
 from convoplan.lm.grounding import Grounder, Prompt, grounding_config
 from convoplan.lm.model import LanguageModel
 from convoplan.retrieval.exemplars import ExemplarIndex
+from convoplan.retrieval.knowledge import Passage
+from convoplan.retrieval.support import SupportConfig, check_support
 from convoplan.schema import Conversation, Turn
 
 if TYPE_CHECKING:
@@ -105,6 +109,12 @@ class Suggestion:
     """Written by the LM, or a past agent message retrieved from the logs."""
     source: str | None = None
     """A retrieved message's place in the logs (`conversation id#turn index`)."""
+    checked: bool = False
+    """Whether its claims were checked against a knowledge file (`Suggester.check`)."""
+    sources: tuple[Passage, ...] = ()
+    """The passages that support its claims."""
+    unsupported: tuple[str, ...] = ()
+    """Its claims that no passage supports (statements, and numbers as written)."""
 
 
 def _conversation(history: History) -> Conversation:
@@ -146,6 +156,10 @@ class Suggester:
         """Builds the prompts as the model was trained on them (ValueError when it needs an index not given)."""
         self.prefix = PrefixCache()
         """The last history read: the next request of a conversation reads only its new messages."""
+        self.knowledge = knowledge
+        """What suggestions are checked against (whether or not the model's prompts read it); None: unchecked."""
+        self.support = SupportConfig()
+        """How close a claim must be to a passage to count as supported."""
 
     @classmethod
     def load(
@@ -160,7 +174,8 @@ class Suggester:
     ) -> Suggester:
         """From folders: an LM (`convoplan lm train`), a labeller (`convoplan label train`), a next-action model
         (`convoplan nba train`), and for `sources` other than "lm", or a model whose prompts carry exemplars, the LM
-        folder's exemplar index (`convoplan lm index`); `knowledge` for a model that reads knowledge; `embedder` for
+        folder's exemplar index (`convoplan lm index`); `knowledge` for a model that reads knowledge, and to check
+        every suggestion's claims against; `embedder` for
         the exemplar queries (default: the shared one). ValueError
         naming the folder when one cannot be loaded, or the model needs what it was not given."""
         from convoplan.lm.model import load_model
@@ -286,6 +301,24 @@ class Suggester:
             for plan, hits in zip(plans, found, strict=True)
         ]
 
+    def check(self, history: History, groups: Sequence[Sequence[Suggestion]]) -> list[list[Suggestion]]:
+        """The suggestions with their claims checked against the knowledge's passages of the entity in focus
+        (`KnowledgeIndex.about`); unchanged without a knowledge file."""
+        if self.knowledge is None:
+            return [list(group) for group in groups]
+        passages = self.knowledge.about(_conversation(history).turns)
+        by_id = {passage.id: passage for passage in passages}
+        checked = []
+        for group in groups:
+            row = []
+            for suggestion in group:
+                support = check_support(suggestion.text, passages, self.support)
+                found = tuple(by_id[source] for source in support.sources)
+                missing = tuple(claim.text for claim in support.unsupported)
+                row.append(replace(suggestion, checked=True, sources=found, unsupported=missing))
+            checked.append(row)
+        return checked
+
     def suggestions(
         self,
         history: History,
@@ -298,10 +331,10 @@ class Suggester:
         (`on_text` and `cancel` as in `write_plans`)."""
         retrieved, written = self.shares(self.config.n if n is None else n)
         found = self.retrieve(history, plans, retrieved)
-        if not written:
-            return found
-        groups = self.write_plans(history, plans, written, on_text, cancel)
-        return [hits + group for hits, group in zip(found, groups, strict=True)]
+        if written:
+            groups = self.write_plans(history, plans, written, on_text, cancel)
+            found = [hits + group for hits, group in zip(found, groups, strict=True)]
+        return self.check(history, found)
 
     def suggest(self, history: History, action: str | None = None, n: int | None = None) -> list[Suggestion]:
         """Label the history, plan the action (`action`, or the next-action model's), and make `n` suggestions for

@@ -225,6 +225,19 @@ class Hit:
     score: float
 
 
+def _plurals(name: str) -> list[str]:
+    """A name and its regular plurals: lion, lions, lionses (harmless), fox, foxes, butterfly, butterflies, wolf,
+    wolves. Irregular ones (mouse, mice; goose, geese) are not found."""
+    forms = [name, name + "s", name + "es"]
+    if name.endswith("y"):
+        forms.append(name[:-1] + "ies")
+    if name.endswith("f"):
+        forms.append(name[:-1] + "ves")
+    if name.endswith("fe"):
+        forms.append(name[:-2] + "ves")
+    return forms
+
+
 # bm25s splits as scikit-learn does: words of two or more letters or digits.
 _WORD = re.compile(r"(?u)\b\w\w+\b")
 
@@ -269,6 +282,8 @@ class KnowledgeIndex:
         self.method: Method = method
         self._entities = np.array([(p.entity or "").casefold() for p in self.passages], dtype=object)
         self._bm25: Any = None
+        self._names: dict[str, str] | None = None  # every form of every entity's name -> the name (`focus`)
+        self._focus: re.Pattern[str] | None = None
         self._vectors: np.ndarray | None = None
         self._embedder = embedder
         # What is searched is the entity and the text: a passage's text need not name what it is about.
@@ -323,6 +338,35 @@ class KnowledgeIndex:
             return np.asarray(self._bm25.get_scores(known), dtype=np.float32)
         assert self._embedder is not None and self._vectors is not None
         return np.asarray(self._vectors @ self._embedder.embed([query])[0], dtype=np.float32)
+
+    def focus(self, turns: Sequence[Turn]) -> str | None:
+        """The entity in focus after `turns`: the last one named in the latest turn that names any (by its name or
+        a regular plural: "elephants", "foxes", "butterflies", "wolves"; case ignored; the longest name where one
+        holds another, "polar bear" over "bear"), spelt as the passages spell it; None when no turn names one."""
+        if self._names is None:
+            self._names = {}
+            for name in {p.entity for p in self.passages if p.entity}:
+                for form in _plurals(name.casefold()):
+                    self._names.setdefault(form, name)
+            forms = sorted(self._names, key=len, reverse=True)  # the regex takes the first alternative that matches
+            self._focus = (
+                re.compile(r"\b(?:" + "|".join(map(re.escape, forms)) + r")\b", re.IGNORECASE) if forms else None
+            )
+        if self._focus is None:
+            return None
+        for turn in reversed(turns):
+            found = self._focus.findall(turn.text)
+            if found:
+                return self._names[found[-1].casefold()]
+        return None
+
+    def about(self, turns: Sequence[Turn]) -> list[Passage]:
+        """The passages of the entity in focus after `turns` (`focus`); every passage when none is named: what a
+        claim made next should be checked against."""
+        entity = self.focus(turns)
+        if entity is None:
+            return self.passages
+        return [self.passages[i] for i in np.flatnonzero(self._entities == entity.casefold())]
 
     def search(self, query: str, k: int = 3, entity: str | None = None) -> list[Hit]:
         """The `k` passages nearest `query`, best first; with `entity`, only passages about it (case ignored).

@@ -16,22 +16,43 @@ says. `check_support(text, passages)` splits the text into claims and looks for 
 Each claim comes back with the passage that supports it (`source`, its id) or None; `Support.sources` are the
 passages the text drew on and `Support.unsupported` what a reviewer should look at. Which passages to check against
 is the caller's choice: those of the entity in focus (the animal asked about), or those the prompt carried.
+
+**Items an API returned** (STAR's `return_item` events: `{"APIName": ..., "Item": {field: value}}`) are checked by
+their values instead (`check_slots`): the values of the latest item before a message that its reference states must
+be stated by the suggestion too (slot recall), and every value the suggestion states, of all those the API returned
+anywhere in the logs (`item_vocabulary`), must be the item's own (slot precision: a restaurant's name or a price
+that is not this item's contradicts it) or one the reference states too (the human wrote it: the other days of a
+forecast, "available" in "no room available"). A value is stated when it appears as whole words, case ignored ("1,372"
+reads as "1372"); values are an item's strings of at most `MAX_VALUE_WORDS` words and its numbers (not its `id`,
+its true/false flags, or its long messages, which BLEU already compares).
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Interval
 from rapidfuzz import fuzz
 
 from convoplan.configs import Config
 from convoplan.retrieval.knowledge import Passage
+from convoplan.schema import Conversation
 
-__all__ = ["Claim", "Support", "SupportConfig", "check_support", "numbers_in"]
+__all__ = [
+    "Claim",
+    "Item",
+    "Slots",
+    "Support",
+    "SupportConfig",
+    "check_slots",
+    "check_support",
+    "item_vocabulary",
+    "numbers_in",
+    "returned_item",
+]
 
 _NUMBER = re.compile(r"(?<![\w.#])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\w|\.\d|,\d)")
 """A number as written: 3,000 or 6000 or 2.5 (not inside a word such as "H2O" or an id such as "c12#3")."""
@@ -115,3 +136,82 @@ def check_support(text: str, passages: Sequence[Passage], config: SupportConfig 
         source = next((p.id for p in passages if _states_number(p, value, config.tolerance)), None)
         claims.append(Claim(f"{value:g}", "number", source))
     return Support(tuple(claims))
+
+
+# --- items an API returned (STAR's return_item events) ------------------------------------------------------------
+
+RETURN_ITEM = "return_item"
+"""The kind of event that carries an API's result: `data` = {"APIName": api, "Item": {field: value}}."""
+MAX_VALUE_WORDS = 5
+"""Longest string value that counts as a slot value: longer ones are messages ("Your appointment has been ...")."""
+_NOT_SLOTS = frozenset({"APIName", "id"})
+
+
+@dataclass(frozen=True)
+class Item:
+    """The values of one returned item: its API and the values a message can state (casefolded)."""
+
+    api: str
+    values: frozenset[str]
+
+
+def _values(item: Mapping[str, Any]) -> frozenset[str]:
+    found: set[str] = set()
+    for key, value in item.items():
+        if key in _NOT_SLOTS:
+            continue
+        for one in value if isinstance(value, list) else [value]:
+            if isinstance(one, bool) or one is None:
+                continue
+            text = str(one).strip()
+            if text and (not isinstance(one, str) or len(text.split()) <= MAX_VALUE_WORDS):
+                found.add(text.casefold())
+    return frozenset(found)
+
+
+def returned_item(history: Conversation) -> Item | None:
+    """The latest item an API returned in `history` (its events at or before its last turn); None: none did."""
+    for event in reversed(history.events):
+        item = event.data.get("Item")
+        if event.kind == RETURN_ITEM and event.position <= len(history.turns) and isinstance(item, Mapping):
+            return Item(str(event.data.get("APIName", "")), _values(item))
+    return None
+
+
+def item_vocabulary(conversations: Iterable[Conversation]) -> dict[str, frozenset[str]]:
+    """Per API, every value its returned items carry in `conversations`: what a suggestion can state wrongly."""
+    vocabulary: dict[str, set[str]] = {}
+    for conversation in conversations:
+        for event in conversation.events:
+            item = event.data.get("Item")
+            if event.kind == RETURN_ITEM and isinstance(item, Mapping):
+                vocabulary.setdefault(str(event.data.get("APIName", "")), set()).update(_values(item))
+    return {api: frozenset(values) for api, values in vocabulary.items()}
+
+
+def _stated(text: str, values: Iterable[str]) -> set[str]:
+    """The values `text` states as whole words (case ignored; thousands commas read as none)."""
+    plain = re.sub(r"(?<=\d),(?=\d{3})", "", text).casefold()
+    return {value for value in values if re.search(rf"(?<!\w){re.escape(value)}(?!\w)", plain)}
+
+
+@dataclass(frozen=True)
+class Slots:
+    """What a suggestion says of the item its reference describes."""
+
+    expected: int
+    """The item's values the reference states."""
+    recalled: int
+    """Of those, the ones the suggestion states."""
+    stated: int
+    """Values (of any item of the API) the suggestion states."""
+    correct: int
+    """Of those, the item's own."""
+
+
+def check_slots(text: str, reference: str, item: Item, vocabulary: Mapping[str, frozenset[str]]) -> Slots:
+    """Slot recall and precision counts of `text` against the `item` its `reference` was written after."""
+    known = vocabulary.get(item.api, frozenset()) | item.values
+    expected, said = _stated(reference, item.values), _stated(reference, known)
+    stated = _stated(text, known)
+    return Slots(len(expected), len(expected & stated), len(stated), len(stated & (item.values | said)))

@@ -104,6 +104,10 @@ class ServeConfig(Config):
     slower than 1. More workers serve more requests at once; more threads per worker cut one request's latency."""
     precision: Precision = "fp32"
     """How the LMs compute: fp32, int8 (dynamic quantisation of the linear layers, CPU) or bf16 (CUDA)."""
+    drop_unsupported: bool = False
+    """Leave out the suggestions with a claim that serve.json's knowledge file does not support (each suggestion's
+    `unsupported`): an agent then never sees a statement that no source makes. Without a knowledge file nothing is
+    checked or dropped."""
     suggest: SuggestConfig = field(default_factory=SuggestConfig)
     """Agent-assist decoding (temperature, top-p, max_new_tokens) and the next-action threshold under which a
     message is written without an action."""
@@ -187,6 +191,15 @@ class SuggestRequest(Body):
     answer, as without streaming) or `error` ({detail})."""
 
 
+class SourceOut(BaseModel):
+    """A passage of the knowledge file that supports a suggestion's claim."""
+
+    id: str
+    source: str
+    """Where the passage comes from ("the convoplan animal guide", a URL)."""
+    text: str
+
+
 class SuggestionOut(BaseModel):
     text: str
     score: float
@@ -197,6 +210,12 @@ class SuggestionOut(BaseModel):
     """Written by the LM, or a past agent message retrieved from the logs (serve.json `suggestions`)."""
     source: str | None = None
     """A retrieved message's place in the logs: `conversation id#turn index`."""
+    checked: bool = False
+    """Whether its claims were checked against the knowledge file (serve.json `knowledge`)."""
+    sources: list[SourceOut] = Field(default_factory=list)
+    """The passages that support its claims."""
+    unsupported: list[str] = Field(default_factory=list)
+    """Its claims (statements, numbers) that no passage of the entity in focus supports."""
 
 
 class ActionOut(BaseModel):
@@ -349,15 +368,24 @@ def _event(name: str, data: object) -> str:
     return f"event: {name}\ndata: {json.dumps(data, ensure_ascii=True)}\n\n"
 
 
-def _action_out(plan: Plan, suggestions: list[Suggestion]) -> ActionOut:
+def _suggestion_out(s: Suggestion) -> SuggestionOut:
+    return SuggestionOut(
+        text=s.text,
+        score=s.score,
+        finished=s.finished,
+        origin=s.origin,
+        source=s.source,
+        checked=s.checked,
+        sources=[SourceOut(id=p.id, source=p.source, text=p.text) for p in s.sources],
+        unsupported=list(s.unsupported),
+    )
+
+
+def _action_out(plan: Plan, suggestions: list[Suggestion], drop_unsupported: bool = False) -> ActionOut:
+    """An action's answer; with `drop_unsupported`, without the suggestions that make an unsupported claim."""
+    shown = [s for s in suggestions if not (drop_unsupported and s.unsupported)]
     return ActionOut(
-        action=plan.action,
-        score=plan.action_score,
-        reason=plan.reason,
-        suggestions=[
-            SuggestionOut(text=s.text, score=s.score, finished=s.finished, origin=s.origin, source=s.source)
-            for s in suggestions
-        ],
+        action=plan.action, score=plan.action_score, reason=plan.reason, suggestions=[_suggestion_out(s) for s in shown]
     )
 
 
@@ -506,8 +534,9 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
             labelled = suggester.label(history)
             plans = suggester.plans(labelled, body.action, actions)
             written = suggester.suggestions(labelled, plans, n)
+        drop = config.drop_unsupported
         return SuggestResponse(
-            actions=[_action_out(plan, group) for plan, group in zip(plans, written, strict=True)],
+            actions=[_action_out(plan, group, drop) for plan, group in zip(plans, written, strict=True)],
             seconds=time.perf_counter() - started,
         )
 
@@ -527,7 +556,8 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
                     loop.call_soon_threadsafe(events.put_nowait, event)
 
         retrieving, writing = suggester.shares(n)
-        found: list[list[Suggestion]] = []
+        found: list[list[Suggestion]] = []  # the retrieved suggestions shown: text events number the written after
+        drop = config.drop_unsupported
 
         def on_text(row: int, text: str) -> None:  # row = plan * writing + k; the retrieved ones come first
             plan, k = divmod(row, writing)
@@ -539,14 +569,16 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
                 with worker(cancel):
                     labelled = suggester.label(history)
                     plans = suggester.plans(labelled, action, actions)
-                    found.extend(suggester.retrieve(labelled, plans, retrieving))
-                    # The plans, with the retrieved suggestions whole: they cost no LM and show at once.
+                    retrieved = suggester.check(labelled, suggester.retrieve(labelled, plans, retrieving))
+                    found.extend([s for s in group if not (drop and s.unsupported)] for group in retrieved)
+                    # The plans, with the retrieved suggestions whole (checked): they cost no LM and show at once.
                     outs = [_action_out(plan, hits).model_dump() for plan, hits in zip(plans, found, strict=True)]
                     put(_event("plans", {"actions": outs, "n": n}))
                     written = suggester.write_plans(labelled, plans, writing, on_text, cancel) if writing else []
+                    written = suggester.check(labelled, written)
                 groups = [hits + group for hits, group in zip(found, written or [[] for _ in plans], strict=True)]
                 answer = SuggestResponse(
-                    actions=[_action_out(plan, group) for plan, group in zip(plans, groups, strict=True)],
+                    actions=[_action_out(plan, group, drop) for plan, group in zip(plans, groups, strict=True)],
                     seconds=time.perf_counter() - started,
                 )
                 put(_event("done", answer.model_dump()))

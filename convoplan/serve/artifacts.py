@@ -18,8 +18,9 @@
 - `lm_provider`: add an LM to the bot's content providers (one candidate per action, `convoplan.lm.provider`):
   `true` for `lm`, or a folder of its own (a smaller LM: the provider writes inside every bot turn, a suggestion
   only when an agent asks);
-- `knowledge`: the knowledge file a grounded LM reads (docs/lm.md, "Grounding"); a grounded LM whose prompts carry
-  exemplars reads its folder's exemplars/.
+- `knowledge`: the knowledge file a grounded LM reads (docs/lm.md, "Grounding"), and that every suggestion's claims
+  are checked against (`ServeConfig.drop_unsupported` drops those it does not support); a grounded LM whose prompts
+  carry exemplars reads its folder's exemplars/.
 
 Folders are relative to the manifest. Loading uses the checkpoint readers only, never training code.
 """
@@ -89,7 +90,8 @@ class Manifest(Config):
     exemplars: str | None = None
     """The exemplar index folder for "exemplars" and "both" (`convoplan lm index`; default: `lm`'s exemplars/)."""
     knowledge: str | None = None
-    """The knowledge file (docs/format.md) whose passages a grounded LM's prompts read (docs/lm.md, "Grounding")."""
+    """The knowledge file (docs/format.md) whose passages a grounded LM's prompts read (docs/lm.md, "Grounding"), and
+    that every suggestion's claims are checked against."""
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -20,6 +20,7 @@ from convoplan.lm.evaluate import (
     TRUE,
     VANILLA,
     EvalConfig,
+    Grounded,
     LMEvalReport,
     LMWriter,
     Score,
@@ -34,7 +35,8 @@ from convoplan.lm.model import LanguageModel, new_model
 from convoplan.lm.tokenizer import Codec, train_tokenizer
 from convoplan.report import write_report
 from convoplan.retrieval.exemplars import ExemplarIndex
-from convoplan.schema import Conversation, Turn
+from convoplan.retrieval.knowledge import KnowledgeIndex, Passage
+from convoplan.schema import Conversation, Event, Turn
 
 from .conftest import TINY, synthetic
 
@@ -220,3 +222,49 @@ def test_the_retrieval_baselines_are_scored_beside_the_lms(
     text = report.markdown()
     assert f"{TRUE} over {NEAREST}, BLEU per action" in text and f"{PREDICTED} over {VANILLA}" in text
     assert any("baselines told the true action" in note for note in report.notes)
+
+
+def test_the_grounding_check_counts_supported_claims_and_slots_per_system() -> None:
+    passages = [
+        Passage("lion/fact", "Lions sleep up to 20 hours a day.", "guide", "lion"),
+        Passage("lion/weight", "A lion weighs 120 to 250 kilograms.", "guide", "lion", {"weight_kg": (120.0, 250.0)}),
+        Passage("tiger/fact", "Tigers like to swim in rivers.", "guide", "tiger"),
+    ]
+    knowledge = KnowledgeIndex(passages, "bm25")
+    about_lions = Conversation(id="h", domain="animals", turns=[Turn(speaker="user", text="tell me about lions")])
+    found = [Target(about_lions, "Lions sleep up to 20 hours a day.", "fact"), Target(about_lions, "Hi!", "ack")]
+    written = {
+        TRUE: ["Lions sleep up to 20 hours a day.", "Hello there!"],  # a quote; a greeting claims nothing
+        # another animal's fact, a weight outside the range: claims the focus's passages do not support
+        VANILLA: ["Tigers like to swim in rivers.", "A lion weighs 900 kilograms."],
+    }
+    intended: dict[str, Sequence[str | None]] = {TRUE: ["fact", "ack"], VANILLA: ["fact", "ack"]}
+    report = score_systems(found, written, intended, KeywordLabeller(), knowledge=knowledge, vocabulary={})
+    assert report.grounding[TRUE][ALL] == Grounded(claiming=1, supported=1)
+    assert report.grounding[VANILLA][ALL] == Grounded(claiming=2, supported=0)
+    assert report.grounding[VANILLA]["ack"].claiming == 1
+    assert report.messages[0][VANILLA]["grounding"]["claiming"] == 1
+    table = report.markdown()
+    assert "| all | 100.0% of 1 | 0.0% of 2 |" in table
+    assert report.to_dict()["grounding"][TRUE][ALL]["supported_share"] == 1.0
+    assert "slot precision" not in table  # no item was returned
+
+
+def test_slot_precision_and_recall_are_summed_over_messages_with_item_values() -> None:
+    def after(item: dict[str, object]) -> Conversation:
+        event = Event(kind="return_item", position=1, data={"APIName": "hotel", "Item": item})
+        return Conversation(id="h", domain="hotel", turns=[Turn(speaker="user", text="a hotel?")], events=[event])
+
+    found = [
+        Target(after({"Name": "Hyatt", "Cost": "Cheap"}), "The Hyatt is cheap.", "inform"),
+        Target(after({"Name": "Hilton", "Cost": "Expensive"}), "Hilton it is, expensive.", "inform"),
+        Target(after({"Name": "Hilton"}), "Anything else?", "ask"),  # the reference states no value: not counted
+    ]
+    vocabulary = {"hotel": frozenset({"hyatt", "hilton", "cheap", "expensive"})}
+    written = {TRUE: ["The Hyatt is cheap.", "The Hyatt is expensive.", "The Hilton!"]}
+    report = score_systems(found, written, {TRUE: ["inform"] * 3}, KeywordLabeller(), vocabulary=vocabulary)
+    check = report.grounding[TRUE][ALL]
+    assert check.slot_messages == 2 and check.claiming == 0
+    # values stated 2 + 2 (the third message is not counted), the item's own 2 + 1; recalled 2 + 1 of 2 + 2
+    assert (check.slot_precision, check.slot_recall) == (pytest.approx(3 / 4), pytest.approx(3 / 4))
+    assert "| true action | 2 | 75.0% (3/4) | 75.0% |" in report.markdown()

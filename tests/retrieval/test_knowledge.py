@@ -242,3 +242,29 @@ def test_an_index_reads_its_file(tmp_path: Path) -> None:
     index = KnowledgeIndex.from_file(path, "bm25")
     assert len(index) == len(TINY)
     assert index.search("shop opens", k=1)[0].passage == TINY[-1]
+
+
+def test_the_entity_in_focus_is_the_last_one_named() -> None:
+    index = KnowledgeIndex(
+        [
+            *TINY,
+            Passage("bear/x", "Bears sleep.", "g", "bear"),
+            Passage("polar/x", "Polar bears swim.", "g", "polar bear"),
+            Passage("fly/x", "Butterflies taste with their feet.", "g", "butterfly"),
+            Passage("wolf/x", "Wolves howl.", "g", "wolf"),
+        ],
+        "bm25",
+    )
+
+    def focus(*texts: str) -> str | None:
+        return index.focus([Turn(speaker="user", text=text) for text in texts])
+
+    assert focus("tell me about elephants", "hmm") == "elephant"  # the latest turn naming one
+    assert focus("an ELEPHANT and then a Mouse?") == "mouse"  # the last one in that turn, case ignored
+    assert focus("polar bears!") == "polar bear"  # the longest name, not "bear"
+    assert focus("butterflies", "and wolves?") == "wolf"  # regular plurals
+    assert focus("mice?") is None  # an irregular plural is not found
+    assert focus("hello") is None and focus() is None
+    assert {p.entity for p in index.about([Turn(speaker="user", text="a mouse")])} == {"mouse"}
+    assert index.about([]) == index.passages  # none in focus: every passage
+    assert KnowledgeIndex([], "bm25").focus([Turn(speaker="user", text="elephant")]) is None

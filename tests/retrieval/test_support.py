@@ -1,14 +1,26 @@
 """The support check (`convoplan.retrieval.support`): quotes and close paraphrases of a passage are supported, an
 invented statement or a number no source states is not, numbers inside a field's range are, questions and short
 phatic sentences claim nothing; and on the animals world's own knowledge base its fact provider's sentences are
-supported while the invented facts a small LM wrote in the console (issue 28) are not."""
+supported while the invented facts a small LM wrote in the console (issue 28) are not; STAR-like returned items give
+slot precision and recall counts by hand."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import pytest
 
 from convoplan.retrieval.knowledge import Passage
-from convoplan.retrieval.support import SupportConfig, check_support, numbers_in
+from convoplan.retrieval.support import (
+    Slots,
+    SupportConfig,
+    check_slots,
+    check_support,
+    item_vocabulary,
+    numbers_in,
+    returned_item,
+)
+from convoplan.schema import Conversation, Event, Turn
 from convoplan.worlds.animals.knowledge import knowledge_passages
 
 ELEPHANT = [
@@ -64,3 +76,58 @@ def test_the_animals_fact_provider_is_supported_by_its_knowledge_base() -> None:
     for fact in facts:  # the provider quotes the guide: "The convoplan animal guide says: ..."
         assert check_support(f'The convoplan animal guide says: "{fact.text}"', lion).supported, fact.text
     assert not check_support("Lions can run at 300 kilometres per hour.", lion).supported
+
+
+# --- items an API returned (STAR's return_item events) ------------------------------------------------------------
+
+
+def _star_history(item: dict[str, object], api: str = "restaurant_search") -> Conversation:
+    """A STAR-like history: the user asked, the wizard queried, the API returned `item`."""
+    return Conversation(
+        id="c",
+        domain="restaurant",
+        turns=[Turn(speaker="user", text="Any Indian place in the centre?")],
+        events=[
+            Event(kind="query", position=1, data={"APIName": api, "Constraints": []}),
+            Event(kind="return_item", position=1, data={"APIName": api, "Item": {"APIName": api, **item}}),
+        ],
+    )
+
+
+THE_PORCH = {
+    "Name": "The Porch",
+    "Cuisine": "Indian",
+    "Price": 1372,
+    "Delivers": True,
+    "id": 21,
+    "Message": "This restaurant is a very popular place with a long wait on weekends",
+}
+
+
+def test_the_latest_returned_item_s_short_values_are_its_slots() -> None:
+    item = returned_item(_star_history(THE_PORCH))
+    assert item is not None and item.api == "restaurant_search"
+    # not its id, its flag, its long message or its API name; numbers as text, casefolded
+    assert item.values == {"the porch", "indian", "1372"}
+    assert returned_item(Conversation(id="c", domain="", turns=[])) is None
+    later = _star_history(THE_PORCH)
+    future = Event(kind="return_item", position=5, data={"APIName": "x", "Item": {"Name": "Later"}})
+    assert returned_item(replace(later, events=[*later.events, future])) == item  # an event after the last turn
+
+
+def test_slot_precision_and_recall_count_the_item_s_values() -> None:
+    history = _star_history(THE_PORCH)
+    item = returned_item(history)
+    assert item is not None
+    other = _star_history({"Name": "Tamarind", "Cuisine": "Thai", "Price": 999})
+    vocabulary = item_vocabulary([history, other])
+    assert vocabulary["restaurant_search"] == {"the porch", "indian", "1372", "tamarind", "thai", "999"}
+    reference = "The Porch serves Indian food for about $1,372."
+    assert check_slots(reference, reference, item, vocabulary) == Slots(3, 3, 3, 3)
+    # one value left out, one contradicted (another restaurant's name): recall 2/3, precision 2/3
+    assert check_slots("Tamarind serves Indian food for $1372.", reference, item, vocabulary) == Slots(3, 2, 3, 2)
+    # whole words only: "Indiana" states no cuisine
+    assert check_slots("The Porch, Indiana.", reference, item, vocabulary) == Slots(3, 1, 1, 1)
+    # a value the reference states too is not counted against the suggestion
+    both = "The Porch is not Thai but Indian, $1372."
+    assert check_slots("Not Thai: The Porch.", both, item, vocabulary) == Slots(3, 1, 2, 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -16,10 +17,14 @@ from convoplan.actions.outcome import OutcomeConfig
 from convoplan.actions.train_outcome import train_outcome
 from convoplan.embed import SentenceEmbedder
 from convoplan.lm.provider import LMProvider, lm_conversations
+from convoplan.lm.suggest import Plan, Suggestion
+from convoplan.retrieval.knowledge import write_knowledge
+from convoplan.retrieval.support import check_support
 from convoplan.schema import Conversation
-from convoplan.serve.app import ServeConfig, create_app
+from convoplan.serve.app import ServeConfig, _action_out, create_app
 from convoplan.serve.artifacts import Artifacts, read_manifest, write_manifest
 from convoplan.serve.store import Store
+from convoplan.worlds.animals.knowledge import knowledge_passages
 
 
 def test_a_bot_session_stores_every_turn_and_exports_it(client: TestClient, store: Store) -> None:
@@ -180,3 +185,47 @@ def test_the_server_imports_no_training_code(
     training = _training_modules()
     assert {"convoplan.dm.train", "convoplan.actions.train_outcome", "convoplan.lm.train"} <= set(training)
     assert [name for name in training if f"'{name}'" in modules] == []
+
+
+@pytest.fixture(scope="module")
+def checked_artifacts(artifacts_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Artifacts:
+    """The artifacts serving "both" with a knowledge file (the animals guide's lions and tigers)."""
+    root = tmp_path_factory.mktemp("checked") / "artifacts"
+    shutil.copytree(artifacts_dir, root)
+    write_knowledge(root / "kb.jsonl", [p for p in knowledge_passages() if p.entity in ("lion", "tiger")])
+    write_manifest(root, replace(read_manifest(root), suggestions="both", knowledge="kb.jsonl"))
+    return Artifacts.load(root)
+
+
+def test_every_suggestion_is_checked_against_the_knowledge_and_unsupported_ones_can_be_dropped(
+    checked_artifacts: Artifacts, store: Store
+) -> None:
+    assert checked_artifacts.suggester is not None and checked_artifacts.suggester.knowledge is not None
+    lions = [p for p in checked_artifacts.suggester.knowledge.passages if p.entity == "lion"]
+    body = {"conversation": [{"speaker": "user", "text": "tell me about lions"}], "actions": 3, "n": 4}
+    kept = TestClient(create_app(checked_artifacts, store, ServeConfig())).post("/v1/suggest", json=body).json()
+    every = [s for group in kept["actions"] for s in group["suggestions"]]
+    assert every and all(s["checked"] for s in every)
+    for s in every:  # the answer is the check's, against the lion's passages (the animal in focus)
+        support = check_support(s["text"], lions)
+        assert s["unsupported"] == [claim.text for claim in support.unsupported]
+        assert [p["id"] for p in s["sources"]] == support.sources
+        assert all(p["source"] == "the convoplan animal guide" and p["text"] for p in s["sources"])
+    assert any(s["unsupported"] for s in every), "the tiny LM's sentences should not all be supported"
+
+    dropping = TestClient(create_app(checked_artifacts, store, ServeConfig(drop_unsupported=True)))
+    shown = dropping.post("/v1/suggest", json=body).json()
+    assert all(not s["unsupported"] for group in shown["actions"] for s in group["suggestions"])
+    with dropping.stream("POST", "/v1/suggest", json={**body, "stream": True}) as response:
+        lines = [line for line in response.iter_lines() if line.startswith("data:")]
+    plans, done = json.loads(lines[0].removeprefix("data:")), json.loads(lines[-1].removeprefix("data:"))
+    for group in [*plans["actions"], *done["actions"]]:
+        assert all(not s["unsupported"] for s in group["suggestions"])
+
+
+def test_an_action_s_answer_leaves_out_unsupported_suggestions_only_when_told() -> None:
+    plan = Plan("fact", "fact", 0.5, "predicted", "predicted")
+    good = Suggestion("Lions live in prides.", "fact", 0.5, -1.0, True, checked=True)
+    bad = replace(good, text="Lions fly.", unsupported=("Lions fly.",))
+    assert [s.text for s in _action_out(plan, [good, bad]).suggestions] == ["Lions live in prides.", "Lions fly."]
+    assert [s.text for s in _action_out(plan, [good, bad], drop_unsupported=True).suggestions] == [good.text]

@@ -233,6 +233,7 @@ function renderSuggestions() {
           onclick: () => useSuggestion(group.action, suggestion.text),
         },
         el("span", { class: "card-text" }, suggestion.text),
+        ...supportLines(suggestion),
         el("span", { class: "card-meta" },
           el("span", { class: "tag" }, actionName(group.action)),
           suggestion.writing ? el("span", { class: "tag soft" }, "writing…") :
@@ -240,13 +241,27 @@ function renderSuggestions() {
               el("span", { class: "tag soft", testid: "from-logs", title: `said before: ${suggestion.source}; ` +
                 "the similarity of its context to this one" }, `from the logs ${score(suggestion.score)}`) :
               el("span", { title: "mean token log-probability" }, `LM ${score(suggestion.score)}`),
-          suggestion.finished || suggestion.writing ? null : el("span", { class: "tag warn" }, "cut short")))));
+          suggestion.finished || suggestion.writing ? null : el("span", { class: "tag warn" }, "cut short"),
+          suggestion.unsupported?.length ? el("span", { class: "tag warn", testid: "unsupported" }, "unsupported") :
+            null))));
     }
   }
   if (!list.children.length) {
     list.append(el("li", { class: "empty" }, assist.actions.length ? "No suggestions for this action." :
       "Add a customer message, or press Suggest."));
   }
+}
+
+/** What the knowledge file says of a checked suggestion: the passages behind its claims, or the claims no passage
+ * of the animal (entity) in focus supports. */
+function supportLines(suggestion) {
+  if (!suggestion.checked) return [];
+  if (suggestion.unsupported.length) {
+    return [el("span", { class: "card-support warn" }, `No source says: ${suggestion.unsupported.join("; ")}`)];
+  }
+  return suggestion.sources.map((passage) => el("span", {
+    class: "card-support", testid: "source", title: passage.text,
+  }, `Source: ${passage.source} (${passage.id})`));
 }
 
 /** Suggestions as they are written: the actions first, then each suggestion's text growing in its card. */
