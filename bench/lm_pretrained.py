@@ -15,6 +15,12 @@ the others are compared with per action.
         --system "SmolLM2 vanilla=runs/p15/persuasion-smollm2-vanilla" \\
         --system "5M directed=runs/p15/persuasion-5m-directed" --untuned runs/smollm2 --out runs/p15/eval-persuasion
 
+Grounded systems (`convoplan lm train --set grounding...`, docs/lm.md "Grounding") write from the prompts they were
+trained on: their folder's exemplar index, and `--knowledge FILE`'s passages. With `--knowledge` every system's
+claims are also checked against the file (the grounding check: the share of messages whose statements and numbers
+a passage of the entity in focus supports), and on data with items an API returned (STAR) slot precision and recall
+are reported. `--actions fact,attribute` evaluates only messages of those actions (the seeded sample drawn from them).
+
 With `--int8` every system is also evaluated with its linear layers quantised to int8 (`load_model(...,
 "int8")`, torch's dynamic quantisation), as "NAME int8": the quality cost of serving quantised (issue 16).
 
@@ -25,8 +31,10 @@ prints the report with a table of the systems' training cost (from their folders
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import platform
+import random
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -39,11 +47,14 @@ from convoplan.actions.labeller import load_labeller
 from convoplan.embed import SentenceEmbedder, default_cache_dir
 from convoplan.lm.evaluate import FREQUENT, NEAREST, EvalConfig, LMWriter, baseline_messages, score_systems, targets
 from convoplan.lm.generate import SamplingConfig
+from convoplan.lm.grounding import Grounder, grounding_config
 from convoplan.lm.model import LanguageModel, load_base, load_model
 from convoplan.lm.tokenizer import Codec
 from convoplan.progress import ProgressDisplay
 from convoplan.report import write_report
-from convoplan.retrieval.exemplars import ExemplarIndex
+from convoplan.retrieval.exemplars import EXEMPLARS, ExemplarIndex, load_exemplars
+from convoplan.retrieval.knowledge import KnowledgeIndex
+from convoplan.retrieval.support import item_vocabulary
 from convoplan.schema import read_jsonl
 
 
@@ -89,6 +100,8 @@ def main() -> None:
     parser.add_argument("--generation-batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--int8", action="store_true", help="also every system with int8 linear layers")
+    parser.add_argument("--knowledge", type=Path, default=None, help="knowledge file: grounded prompts and the check")
+    parser.add_argument("--actions", default=None, help="only messages of these actions (comma-separated)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     transformers.utils.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
@@ -100,16 +113,33 @@ def main() -> None:
         max_messages=args.max_messages,
         seed=args.seed,
     )
-    found = targets(conversations, config)
+    if args.actions is None:
+        found = targets(conversations, config)
+    else:  # the seeded sample is drawn from the messages of these actions
+        wanted = set(args.actions.split(","))
+        every = [t for t in targets(conversations, replace(config, max_messages=0)) if t.action in wanted]
+        keep = list(range(len(every)))
+        if 0 < args.max_messages < len(every):
+            keep = sorted(random.Random(args.seed).sample(keep, args.max_messages))
+        found = [every[i] for i in keep]
+    sentences = SentenceEmbedder(cache_dir=default_cache_dir())
+    knowledge = None if args.knowledge is None else KnowledgeIndex.from_file(args.knowledge, embedder=sentences)
     histories, true = [t.history for t in found], [t.action for t in found]
     systems: dict[str, LanguageModel] = {}
+    grounders: dict[str, Grounder] = {}
     for spec in args.system:
         name, sep, folder = spec.partition("=")
         if not sep:
             parser.error(f"--system {spec!r}: expected NAME=FOLDER")
         systems[name] = load_model(folder)
+        grounding = grounding_config(systems[name].info)
+        own = load_exemplars(Path(folder) / EXEMPLARS) if grounding.exemplars else None
+        grounders[name] = Grounder(
+            systems[name].codec, grounding, knowledge=knowledge, exemplars=own, embedder=sentences
+        )
         if args.int8:
             systems[f"{name} int8"] = load_model(folder, "int8")
+            grounders[f"{name} int8"] = grounders[name]
     if args.untuned is not None:
         directed = next(lm for lm in systems.values() if not lm.codec.vanilla)
         systems["SmolLM2 untuned" if "smollm2" in args.untuned.lower() else "base untuned"] = untuned(
@@ -118,15 +148,19 @@ def main() -> None:
 
     written: dict[str, list[str]] = {}
     seconds: dict[str, float] = {}
+    grounded: list[str] = []
     with ProgressDisplay() as progress:
         for name, lm in systems.items():
             actions = [None if lm.codec.vanilla else a for a in true]
             started = time.perf_counter()
-            written[name] = LMWriter(lm, config.sampling, config.batch_size).write(histories, actions, progress)
+            writer = LMWriter(lm, config.sampling, config.batch_size, grounders.get(name))
+            written[name] = writer.write(histories, actions, progress)
             seconds[name] = time.perf_counter() - started
             print(f"{name}: {len(found)} messages in {seconds[name]:.0f} s", flush=True)
+            if writer.grounder.config.active:
+                reads = {k: v for k, v in dataclasses.asdict(writer.grounder.config).items() if k != "skip_keys"}
+                grounded.append(f"{name} reads {reads}; {writer.prompts_cut} prompts cut: {writer.cut.describe()}")
     # The retrieval baselines, told the true action: what copying a past message scores (no LM).
-    sentences = SentenceEmbedder(cache_dir=default_cache_dir())
     index = ExemplarIndex.build(conversations, sentences)
     written |= baseline_messages(found, index, sentences)
     notes = [
@@ -140,7 +174,13 @@ def main() -> None:
         dict.fromkeys(written, true),
         load_labeller(args.labeller),
         title=args.title or f"Pretrained and from-scratch LMs on {Path(args.data).name}",
-        notes=[*notes, f"{FREQUENT} and {NEAREST}: train messages of the true action, no LM ({len(index)} indexed)"],
+        notes=[
+            *notes,
+            f"{FREQUENT} and {NEAREST}: train messages of the true action, no LM ({len(index)} indexed)",
+            *grounded,
+        ],
+        knowledge=knowledge,
+        vocabulary=item_vocabulary(c for c in conversations if c.meta.get("split") == "train"),
     )
     first = next(iter(systems))
     comparisons = [(name, first) for name in systems if name != first]

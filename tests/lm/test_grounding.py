@@ -13,7 +13,7 @@ from convoplan.lm.model import LanguageModel
 from convoplan.lm.text import TAG, Block, Note, event_text, parse, parse_blocks, render, with_events
 from convoplan.lm.tokenizer import Codec, train_tokenizer
 from convoplan.retrieval.exemplars import Exemplar
-from convoplan.retrieval.knowledge import Passage
+from convoplan.retrieval.knowledge import KnowledgeIndex, Passage
 from convoplan.schema import Conversation, Event, Turn
 
 from .conftest import USER, WORDING, synthetic
@@ -239,3 +239,19 @@ def test_a_grounder_refuses_what_it_cannot_build(lm: LanguageModel, codec: Codec
         Grounder(lm.codec, GroundingConfig(events=True))  # a tokenizer without the notes' tags
     with pytest.raises(ValueError, match=r"convoplan-lm.json: grounding.knowledge: must be in \[0, 20\], got 50"):
         grounding_config({"grounding": {"knowledge": 50}})
+
+
+def test_with_focus_the_passages_are_the_entity_in_focus_s(codec: Codec) -> None:
+    passages = [
+        Passage("lion/sleep", "Lions sleep up to 20 hours a day.", "guide", "lion"),
+        Passage("tiger/sleep", "Tigers sleep hours a day: hours and hours.", "guide", "tiger"),
+        Passage("lion/pride", "Lions live in prides.", "guide", "lion"),
+    ]
+    knowledge = KnowledgeIndex(passages, "bm25")
+    history = [Turn(speaker="user", text="tell me about lions"), Turn(speaker="user", text="how many hours a day?")]
+    plain = Grounder(codec, GroundingConfig(knowledge=1, query_turns=1), knowledge=knowledge)
+    focused = Grounder(codec, GroundingConfig(knowledge=1, query_turns=1, focus=True), knowledge=knowledge)
+    assert plain.prompt(history, None, 200).passages == ("tiger/sleep",)  # the words match the tiger's best
+    assert focused.prompt(history, None, 200).passages == ("lion/sleep",)  # but the conversation is about lions
+    nobody = [Turn(speaker="user", text="how many hours a day?")]
+    assert focused.prompt(nobody, None, 200).passages == ("tiger/sleep",)  # no entity named: every passage
