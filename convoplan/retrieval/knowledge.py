@@ -104,6 +104,9 @@ class Passage:
     fields: dict[str, Annotated[FieldValue, PlainValidator(_field_value)]] = field(default_factory=dict)
     """Structured values the text states, name -> number, text or (low, high): what a grounding check compares
     a suggestion's numbers with."""
+    aliases: tuple[_Text, ...] = ()
+    """Other names of its entity that a conversation may use ("hippo", "hippos" for "hippopotamus"): finding the
+    entity in focus reads them besides the name and its regular plurals."""
     cut: bool = False
     """The text was cut to `MAX_PASSAGE_CHARS` from a longer one (set by the reader)."""
 
@@ -175,6 +178,8 @@ def passage_json(passage: Passage) -> str:
     record: dict[str, Any] = {"id": passage.id, "text": passage.text, "source": passage.source}
     if passage.entity is not None:
         record["entity"] = passage.entity
+    if passage.aliases:
+        record["aliases"] = list(passage.aliases)
     if passage.fields:
         # Whole numbers are written as integers: 2700, not 2700.0, as a person would write the file.
         record["fields"] = {
@@ -340,14 +345,16 @@ class KnowledgeIndex:
         return np.asarray(self._vectors @ self._embedder.embed([query])[0], dtype=np.float32)
 
     def focus(self, turns: Sequence[Turn]) -> str | None:
-        """The entity in focus after `turns`: the last one named in the latest turn that names any (by its name or
-        a regular plural: "elephants", "foxes", "butterflies", "wolves"; case ignored; the longest name where one
-        holds another, "polar bear" over "bear"), spelt as the passages spell it; None when no turn names one."""
+        """The entity in focus after `turns`: the last one named in the latest turn that names any (by its name, a
+        regular plural: "elephants", "foxes", "butterflies", "wolves", or one of its passages' `aliases`; case
+        ignored; the longest name where one holds another, "polar bear" over "bear"), spelt as the passages spell
+        it; None when no turn names one."""
         if self._names is None:
             self._names = {}
-            for name in {p.entity for p in self.passages if p.entity}:
-                for form in _plurals(name.casefold()):
-                    self._names.setdefault(form, name)
+            for passage in self.passages:
+                if passage.entity is not None:
+                    for form in [*_plurals(passage.entity.casefold()), *(a.casefold() for a in passage.aliases)]:
+                        self._names.setdefault(form, passage.entity)
             forms = sorted(self._names, key=len, reverse=True)  # the regex takes the first alternative that matches
             self._focus = (
                 re.compile(r"\b(?:" + "|".join(map(re.escape, forms)) + r")\b", re.IGNORECASE) if forms else None

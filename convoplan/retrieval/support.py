@@ -5,9 +5,11 @@ says. `check_support(text, passages)` splits the text into claims and looks for 
 
 - **sentences**: every statement (not a question, at least `min_claim_words` words) must be a quote or a close
   paraphrase of a passage: rapidfuzz's `token_set_ratio` (the words of the shorter text against the longer one,
-  order and repeats ignored, 0-100) at least `min_similarity`. "Elephants sleep about two hours a day" is supported
-  by "Elephants sleep only about two hours a day, standing up"; "Elephants sleep for 40 to 100 hours a day" is not
-  — its numbers are not there.
+  order and repeats ignored, 0-100; case, punctuation and a plural's "s" ignored) at least `min_similarity`; a
+  statement with numbers only from a passage that states them all, at least `min_numeric_similarity` (the numbers
+  carry the claim: "Pigs weigh between 100 and 350 kilograms" for "A pig weighs 100 to 350 kilograms").
+  "Elephants sleep about two hours a day" is supported by "Elephants sleep only about two hours a day, standing
+  up"; "Elephants sleep for 40 to 100 hours a day" is not: its numbers are not there.
 - **numbers**: every number in the text (digits, with thousands commas and decimals) must be one a passage states:
   in its text, equal to one of its `fields`, or inside one of its [low, high] ranges, within `tolerance` (relative).
   A suggestion that gives an elephant's weight as 2,000 kilograms where the source says 3,000 to 6,000 is caught
@@ -65,6 +67,9 @@ class SupportConfig(Config):
 
     min_similarity: Annotated[float, Interval(ge=0, le=100)] = 80.0
     """Least rapidfuzz token_set_ratio (0-100) between a statement and a passage."""
+    min_numeric_similarity: Annotated[float, Interval(ge=0, le=100)] = 60.0
+    """The same for a statement with numbers that one passage states all of: "Pigs weigh between 100 and 350
+    kilograms" says what "A pig weighs 100 to 350 kilograms" says in other words (token_set_ratio 77)."""
     min_claim_words: Annotated[int, Ge(1)] = 4
     """Statements shorter than this ("Sure!", "Happy to help.") claim nothing."""
     tolerance: Annotated[float, Interval(ge=0, le=1)] = 0.02
@@ -98,6 +103,16 @@ class Support:
         return list(dict.fromkeys(claim.source for claim in self.claims if claim.source is not None))
 
 
+_WORD = re.compile(r"[\w.,]*\w")
+
+
+def _words(text: str) -> str:
+    """The text as compared: lower case, punctuation dropped, a plural's "s" dropped ("forests" and "forest",
+    "weighs" and "weigh" are one word), numbers kept as written."""
+    words = [w for w in _WORD.findall(text.casefold())]
+    return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words)
+
+
 def numbers_in(text: str) -> list[float]:
     """The numbers written in `text` with digits, in order ("3,000 to 6,000" -> [3000.0, 6000.0])."""
     return [float(match.group().replace(",", "")) for match in _NUMBER.finditer(text)]
@@ -128,10 +143,20 @@ def check_support(text: str, passages: Sequence[Passage], config: SupportConfig 
     for sentence in _SENTENCE.split(text.strip()):
         if sentence.rstrip().endswith("?") or len(sentence.split()) < config.min_claim_words:
             continue
-        scores = [fuzz.token_set_ratio(sentence, passage.text) for passage in passages]
-        best = max(range(len(scores)), key=scores.__getitem__, default=None)
-        found = best is not None and scores[best] >= config.min_similarity
-        claims.append(Claim(sentence, "statement", passages[best].id if found and best is not None else None))
+        said = _words(sentence)
+        scores = [fuzz.token_set_ratio(said, _words(passage.text)) for passage in passages]
+        values = numbers_in(sentence)
+        # A statement with numbers is supported only by a passage that states them all, and then needs less of its
+        # wording: the numbers carry the claim.
+        needed = [
+            (config.min_numeric_similarity if all(_states_number(p, v, config.tolerance) for v in values) else 101.0)
+            if values
+            else config.min_similarity
+            for p in passages
+        ]
+        found = [i for i in range(len(passages)) if scores[i] >= needed[i]]
+        best = max(found, key=scores.__getitem__, default=None)
+        claims.append(Claim(sentence, "statement", passages[best].id if best is not None else None))
     for value in numbers_in(text):
         source = next((p.id for p in passages if _states_number(p, value, config.tolerance)), None)
         claims.append(Claim(f"{value:g}", "number", source))

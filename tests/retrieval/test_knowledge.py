@@ -41,6 +41,7 @@ def test_a_file_written_reads_back_the_same(tmp_path: Path) -> None:
             "https://example.org/elephants",
             "elephant",
             {"diet": "herbivore"},
+            aliases=("elephants", "jumbo"),
         ),
         Passage("note", "Opening hours are nine to five.", "the shop's API", fields={"opens": 9.0}),
         Passage("long", "Cut here…", "a document", cut=True),
@@ -263,7 +264,8 @@ def test_the_entity_in_focus_is_the_last_one_named() -> None:
     assert focus("an ELEPHANT and then a Mouse?") == "mouse"  # the last one in that turn, case ignored
     assert focus("polar bears!") == "polar bear"  # the longest name, not "bear"
     assert focus("butterflies", "and wolves?") == "wolf"  # regular plurals
-    assert focus("mice?") is None  # an irregular plural is not found
+    assert focus("mice?") is None  # an irregular plural is not found ...
+    assert focus("lions", "what about HIPPOS?") == "hippopotamus"  # ... unless it is an alias
     assert focus("hello") is None and focus() is None
     assert {p.entity for p in index.about([Turn(speaker="user", text="a mouse")])} == {"mouse"}
     assert index.about([]) == index.passages  # none in focus: every passage

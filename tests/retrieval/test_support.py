@@ -51,6 +51,8 @@ def test_numbers_are_read_as_written() -> None:
         ("Sure! Happy to help.", True, []),  # nothing claimed
         ("Elephants sleep for about 40 to 100 hours a day.", False, []),  # the console's invented fact
         ("An elephant weighs 2,000 to 6,000 kilograms.", False, ["e/weight"]),  # 2,000 is no source's number
+        ("Elephants weigh between 3000 and 6000 kilograms.", True, ["e/weight"]),  # other words, the same numbers
+        ("Elephants sleep for two hours, or 40.", False, []),  # close words, a number the passage lacks
         ("An elephant's eyes can see light as far as 2,000 kilometres wide.", False, []),
     ],
 )
@@ -63,8 +65,9 @@ def test_claims_are_supported_by_a_passage_or_not(text: str, supported: bool, so
 
 
 def test_the_similarity_threshold_is_the_config_s() -> None:
-    paraphrase = "Elephants sleep about two hours a day."
-    assert not check_support(paraphrase, ELEPHANT, SupportConfig(min_similarity=100.0)).supported
+    paraphrase = "Elephants sleep around two hours a day."  # token_set_ratio 89
+    assert check_support(paraphrase, ELEPHANT).supported
+    assert not check_support(paraphrase, ELEPHANT, SupportConfig(min_similarity=90.0)).supported
     assert check_support(paraphrase, [], SupportConfig()).unsupported[0].kind == "statement"
 
 

@@ -196,8 +196,11 @@ def _animal_passages(animal: Animal) -> Iterator[Passage]:
     slug = animal.name.replace(" ", "-")
     subject, plural = _capital(animal.with_article), _capital(animal.plural)  # "An elephant", "Elephants"
 
+    # Every surface form but the name itself: the plural and the synonyms a conversation may use ("hippos").
+    aliases = tuple(dict.fromkeys(form for form in animal.names if form != animal.name))
+
     def passage(key: str, text: str, fields: dict[str, FieldValue], source: str = GUIDE) -> Passage:
-        return Passage(id=f"{slug}/{key}", text=text, source=source, entity=animal.name, fields=fields)
+        return Passage(id=f"{slug}/{key}", text=text, source=source, entity=animal.name, aliases=aliases, fields=fields)
 
     for number, fact in enumerate(animal.facts, start=1):
         yield passage(f"fact/{number}", fact.text, {"topic": fact.topic}, fact.source)
