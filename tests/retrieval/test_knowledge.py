@@ -253,6 +253,7 @@ def test_the_entity_in_focus_is_the_last_one_named() -> None:
             Passage("polar/x", "Polar bears swim.", "g", "polar bear"),
             Passage("fly/x", "Butterflies taste with their feet.", "g", "butterfly"),
             Passage("wolf/x", "Wolves howl.", "g", "wolf"),
+            Passage("hippo/x", "Hippos ooze.", "g", "hippopotamus", aliases=("hippo", "hippos")),
         ],
         "bm25",
     )
