@@ -131,13 +131,22 @@ def test_a_corpus_of_ones_own_from_conversion_to_suggestions(corpus: Path, tmp_p
     # The exemplar index beside the LM: the baselines read it, and suggestions can draw on it.
     assert "wrote " in run("lm", "index", str(mapped), "--model", str(lm))
     again = work / "lm-eval-index"
-    run(
+    # The restaurant's own knowledge: what every claim written is checked against (no model reads it here).
+    knowledge = work / "kb.jsonl"
+    knowledge.write_text(
+        '{"id": "hours", "text": "We have a table on Friday, Saturday and Sunday.", "source": "the booking sheet"}\n'
+        '{"id": "seats", "text": "A table seats two, four or six.", "source": "the booking sheet"}\n'
+    )
+    checked = run(
         "lm", "eval", str(mapped), "--model", str(lm), "--vanilla-model", str(vanilla), "--labeller", str(labeller),
         "--nba", str(nba), "--out", str(again), "--set", "sampling.max_new_tokens=8",
-        "--exemplars", str(lm / "exemplars"),
+        "--exemplars", str(lm / "exemplars"), "--knowledge", str(knowledge),
     )  # fmt: skip
-    rerun = json.loads((again / "report.json").read_text())["scores"]
-    assert rerun["nearest exemplar"] == report["scores"]["nearest exemplar"]  # the same index, built or loaded
+    assert "only checks claims" in checked
+    rerun = json.loads((again / "report.json").read_text())
+    assert rerun["scores"]["nearest exemplar"] == report["scores"]["nearest exemplar"]  # same index, built or loaded
+    grounding = rerun["grounding"]["nearest exemplar"]["all"]  # logged messages: "We have a table on Friday. ..."
+    assert grounding["claiming"] > 0 and 0.0 < grounding["supported_share"] <= 1.0
 
     shown = run("suggest", "--model", str(lm), "--labeller", str(labeller), "--nba", str(nba), "--conversation",
                 str(mapped), "--turns", "3", "--n", "2", "--seed", "0")  # fmt: skip

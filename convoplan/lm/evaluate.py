@@ -321,6 +321,11 @@ class LMEvalReport:
         def plain(score: Score) -> dict[str, Any]:
             return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(score).items()}
 
+        def plain_grounding(g: Grounded) -> dict[str, Any]:
+            shares = {"supported_share": g.supported_share, "slot_precision": g.slot_precision}
+            shares["slot_recall"] = g.slot_recall
+            return asdict(g) | {k: (None if math.isnan(v) else v) for k, v in shares.items()}
+
         return {
             "title": self.title,
             "notes": list(self.notes),
@@ -328,13 +333,7 @@ class LMEvalReport:
             "actions": list(self.actions),
             "scores": {s: {group: plain(score) for group, score in self.scores[s].items()} for s in self.systems},
             "grounding": {
-                s: {
-                    group: asdict(g)
-                    | {"supported_share": g.supported_share, "slot_precision": g.slot_precision}
-                    | {"slot_recall": g.slot_recall}
-                    for group, g in groups.items()
-                }
-                for s, groups in self.grounding.items()
+                s: {group: plain_grounding(g) for group, g in groups.items()} for s, groups in self.grounding.items()
             },
         }
 
