@@ -51,6 +51,14 @@ class Blocks:
         targets = self.targets if rows is None else self.targets[rows]
         return int((targets != IGNORE).sum())
 
+    def sample(self, count: int, seed: int) -> Blocks:
+        """A seeded sample of `count` rows, in their order (all of them when there are no more)."""
+        if count >= len(self):
+            return self
+        rows = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count].sort().values
+        lengths = None if self.lengths is None else self.lengths[rows]
+        return Blocks(self.inputs[rows], self.targets[rows], lengths)
+
     def width(self, rows: torch.Tensor) -> int:
         """Columns the given rows need: their longest length (padding after it has no target and, the model being
         causal, no effect on what comes before), or the whole block for packed blocks."""

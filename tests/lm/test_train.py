@@ -281,3 +281,22 @@ def test_a_time_budget_ends_the_run_validated_with_its_best_weights(tmp_path: Pa
     assert load_model(tmp_path / "model").info["training"]["out_of_time"] is True
     untimed = train(corpus, tmp_path / "untimed", replace(TINY, epochs=1))
     assert not untimed.state.out_of_time and untimed.state.step == untimed.steps_per_epoch
+
+
+def test_validation_scores_a_seeded_sample_of_at_most_max_validation_blocks(
+    tmp_path: Path, corpus: list[Conversation]
+) -> None:
+    updates: list[Update] = []
+    config = replace(TINY, epochs=1, eval_batch_size=1, max_validation_blocks=2)
+    result = train(corpus, tmp_path / "model", config, progress=updates.append)
+    passes = [u for u in updates if u.task == "validating" and u.done == u.total]
+    assert [u.total for u in passes] == [2]  # of the more blocks the validation split packs into
+    codec = Codec(result.tokenizer)
+    every = pack(codec.encode_conversations([c for c in corpus if c.meta["split"] == "validation"]), 64, codec.eos)
+    assert len(every) > 2
+    sample = every.sample(2, config.seed)
+    assert torch.equal(sample.inputs, every.sample(2, config.seed).inputs)  # seeded
+    assert validation_loss(result.model, sample, TINY, 1, 0, torch.device("cpu")) == pytest.approx(
+        result.state.validation[0]
+    )
+    assert every.sample(len(every) + 5, 0) is every
