@@ -88,6 +88,9 @@ class GroundingConfig(Config):
     focus: bool = False
     """Search only the passages of the entity in focus (the last one the history names, `KnowledgeIndex.focus`),
     where one is: after "hmm" the last turns say little, but the conversation is still about that animal."""
+    skip_said: bool = False
+    """With `focus`, leave out the entity's passages that the history's agent messages already say (the grounding
+    check's `check_support`): the nearest passages to the last turns are otherwise the ones just said."""
     exemplars: Annotated[int, Interval(ge=0, le=20)] = 0
     """Past agent messages of the action per prompt, those whose contexts are nearest (the model folder's exemplar
     index, built by training); never from the conversation being learnt."""
@@ -289,9 +292,24 @@ class Grounder:
             self.embedder.embed(unique)  # one batch; the index's searches then find them cached (same embedder)
         knowledge, k = self.knowledge, self.config.knowledge
         entities = [knowledge.focus(turns) if self.config.focus else None for turns in histories]
-        pairs = dict.fromkeys(zip(queries, entities, strict=True))  # searched once each
-        found = {(q, e): [hit.passage for hit in knowledge.search(q, k, e)] for q, e in pairs}
-        return [found[q, e] for q, e in zip(queries, entities, strict=True)]
+        found = []
+        for turns, query, entity in zip(histories, queries, entities, strict=True):
+            said = self._said(turns, entity)
+            hits = knowledge.search(query, k + len(said), entity)
+            found.append([hit.passage for hit in hits if hit.passage.id not in said][:k])
+        return found
+
+    def _said(self, turns: Sequence[Turn], entity: str | None) -> set[str]:
+        """With `skip_said` and an entity in focus, the ids of its passages that the history's agent messages
+        already say (`check_support`): a prompt then offers what is still to say."""
+        if not (self.config.skip_said and entity is not None and self.knowledge is not None):
+            return set()
+        from convoplan.retrieval.support import check_support
+
+        passages = self.knowledge.of(entity)
+        return {
+            source for turn in turns if turn.speaker == "agent" for source in check_support(turn.text, passages).sources
+        }
 
     def _exemplars(
         self, histories: Sequence[Sequence[Turn]], actions: Sequence[str | None], exclude: Sequence[str | None]

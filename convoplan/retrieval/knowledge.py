@@ -371,8 +371,10 @@ class KnowledgeIndex:
         """The passages of the entity in focus after `turns` (`focus`); every passage when none is named: what a
         claim made next should be checked against."""
         entity = self.focus(turns)
-        if entity is None:
-            return self.passages
+        return self.passages if entity is None else self.of(entity)
+
+    def of(self, entity: str) -> list[Passage]:
+        """The passages about `entity` (case ignored), in file order."""
         return [self.passages[i] for i in np.flatnonzero(self._entities == entity.casefold())]
 
     def search(self, query: str, k: int = 3, entity: str | None = None) -> list[Hit]:

@@ -4,6 +4,8 @@ in budget order, what is cut and said, and the default (no grounding) building t
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -255,3 +257,21 @@ def test_with_focus_the_passages_are_the_entity_in_focus_s(codec: Codec) -> None
     assert focused.prompt(history, None, 200).passages == ("lion/sleep",)  # but the conversation is about lions
     nobody = [Turn(speaker="user", text="how many hours a day?")]
     assert focused.prompt(nobody, None, 200).passages == ("tiger/sleep",)  # no entity named: every passage
+
+
+def test_skip_said_leaves_out_the_passages_the_agent_has_said(codec: Codec) -> None:
+    passages = [
+        Passage("lion/sleep", "Lions sleep up to 20 hours a day.", "guide", "lion"),
+        Passage("lion/pride", "Lions live in groups called prides.", "guide", "lion"),
+        Passage("lion/roar", "A lion's roar carries eight kilometres.", "guide", "lion"),
+    ]
+    knowledge = KnowledgeIndex(passages, "bm25")
+    history = [
+        Turn(speaker="user", text="lions please"),
+        Turn(speaker="agent", text='The guide says: "Lions sleep up to 20 hours a day."'),
+        Turn(speaker="user", text="how many hours do lions sleep?"),
+    ]
+    config = GroundingConfig(knowledge=2, query_turns=1, focus=True)
+    assert Grounder(codec, config, knowledge=knowledge).prompt(history, None, 300).passages[0] == "lion/sleep"
+    skipping = Grounder(codec, replace(config, skip_said=True), knowledge=knowledge)
+    assert set(skipping.prompt(history, None, 300).passages) == {"lion/pride", "lion/roar"}
