@@ -100,6 +100,9 @@ class TrainConfig(Config):
     """Least decrease of the validation loss that counts as better."""
     validation_fraction: Annotated[float, Interval(ge=0, lt=1)] = 0.1
     """Share of training conversations held out for validation when the data has no validation split."""
+    max_train_rows: Annotated[int, Ge(0)] = 0
+    """Most training blocks (rows), a seeded sample; 0 = all. A grounded run builds one prompt per agent message,
+    retrieval included, before the first step: a budget of a few hundred rows need not pay for thousands."""
     max_validation_blocks: Annotated[int, Ge(0)] = 256
     """Most validation blocks (rows) scored after each epoch, a seeded sample; 0 = all. A grounded run has one row
     per agent message: SmolLM2 scored 1.5 rows/s on a loaded 2-core CPU, so the animals world's 2,141 validation
@@ -423,32 +426,50 @@ def _start(
 
 
 def training_blocks(
-    codec: Codec, conversations: Sequence[Conversation], block_size: int, grounder: Grounder | None = None
+    codec: Codec,
+    conversations: Sequence[Conversation],
+    block_size: int,
+    grounder: Grounder | None = None,
+    max_rows: int = 0,
+    seed: int = 0,
 ) -> Blocks:
     """The training data of `conversations`: packed blocks (events, where the grounding renders them, as inputs
-    without targets), or with retrieved grounding one sample per agent message (`grounded_samples`)."""
+    without targets), or with retrieved grounding one sample per agent message (`grounded_samples`); at most
+    `max_rows` rows (a seeded sample; 0 = all), which for samples are drawn before their prompts are built."""
     if grounder is not None and grounder.config.retrieves:
-        return grounded_samples(codec, grounder, conversations, block_size)
+        return grounded_samples(codec, grounder, conversations, block_size, max_rows, seed)
     if grounder is None or not grounder.config.events:
-        return pack(codec.encode_conversations(conversations), block_size, codec.eos)
-    sequences: list[list[int]] = []
-    trained: list[list[bool]] = []
-    for conversation in conversations:
-        blocks = grounder.blocks(conversation)
-        encoded = codec.encode_blocks(blocks)
-        sequences.append([codec.eos, *(i for ids in encoded for i in ids)])
-        trained.append([True, *(not isinstance(b, Note) for b, ids in zip(blocks, encoded, strict=True) for _ in ids)])
-    return pack(sequences, block_size, codec.eos, trained)
+        blocks = pack(codec.encode_conversations(conversations), block_size, codec.eos)
+    else:
+        sequences: list[list[int]] = []
+        trained: list[list[bool]] = []
+        for conversation in conversations:
+            parts = grounder.blocks(conversation)
+            encoded = codec.encode_blocks(parts)
+            sequences.append([codec.eos, *(i for ids in encoded for i in ids)])
+            flags = (not isinstance(b, Note) for b, ids in zip(parts, encoded, strict=True) for _ in ids)
+            trained.append([True, *flags])
+        blocks = pack(sequences, block_size, codec.eos, trained)
+    return blocks.sample(max_rows, seed) if max_rows else blocks
 
 
 def grounded_samples(
-    codec: Codec, grounder: Grounder, conversations: Sequence[Conversation], block_size: int
+    codec: Codec,
+    grounder: Grounder,
+    conversations: Sequence[Conversation],
+    block_size: int,
+    max_rows: int = 0,
+    seed: int = 0,
 ) -> Blocks:
     """One sample per agent message: the prompt that inference would build for it (its history with the events
     before it, the passages retrieved for that history, the exemplars of its action from other conversations,
     `<|agent|>` and its action's tag) in `block_size` less the message's tokens, then the message and `<|end|>`,
-    the targets. A message keeps at most half the block (its end then cut off), so every prompt has room."""
+    the targets. A message keeps at most half the block (its end then cut off), so every prompt has room. With
+    `max_rows`, a seeded sample of that many messages (in corpus order): retrieval runs for them only."""
     places = [(c, i) for c in conversations for i, turn in enumerate(c.turns) if turn.speaker == "agent"]
+    if 0 < max_rows < len(places):
+        keep = torch.randperm(len(places), generator=torch.Generator().manual_seed(seed))[:max_rows]
+        places = [places[i] for i in sorted(keep.tolist())]
     texts = codec.encode_texts([c.turns[i].text for c, i in places])
     messages = [[*text, codec.end][: max(1, block_size // 2)] for text in texts]
     histories = [
@@ -527,10 +548,10 @@ def train(
 
             exemplars = ExemplarIndex.build(conversations, embedder or shared_embedder())
         grounder = Grounder(codec, grounding, knowledge=knowledge, exemplars=exemplars, embedder=embedder)
-    train_blocks = training_blocks(codec, train_set, block_size, grounder)
-    validation_blocks = training_blocks(codec, validation_set, block_size, grounder)
-    if config.max_validation_blocks:
-        validation_blocks = validation_blocks.sample(config.max_validation_blocks, config.seed)
+    train_blocks = training_blocks(codec, train_set, block_size, grounder, config.max_train_rows, config.seed)
+    validation_blocks = training_blocks(
+        codec, validation_set, block_size, grounder, config.max_validation_blocks, config.seed
+    )
     fingerprint = _fingerprint(train_blocks, validation_blocks)
     run = {"config": dataclasses.asdict(config), "base_model": base_model, "data": fingerprint}
     if resume and interrupted["data"] != fingerprint:

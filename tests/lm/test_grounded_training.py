@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -20,10 +22,10 @@ from convoplan.embed import SentenceEmbedder
 from convoplan.lm.data import IGNORE
 from convoplan.lm.evaluate import ALL, EvalConfig, LMWriter, evaluate_lm, targets
 from convoplan.lm.generate import SamplingConfig
-from convoplan.lm.grounding import Grounder, GroundingConfig, grounding_config
+from convoplan.lm.grounding import Grounder, GroundingConfig, Prompt, grounding_config
 from convoplan.lm.model import NOTE_MEANINGS, load_base, load_model, new_model
 from convoplan.lm.provider import LMProvider
-from convoplan.lm.suggest import SuggestConfig, Suggester
+from convoplan.lm.suggest import History, SuggestConfig, Suggester
 from convoplan.lm.tokenizer import Codec, train_tokenizer
 from convoplan.lm.train import grounded_samples, train, training_blocks
 from convoplan.retrieval.exemplars import EXEMPLARS, ExemplarIndex, load_exemplars
@@ -303,3 +305,27 @@ def test_the_notes_tags_start_at_their_meaning_and_a_grounded_lora_run_resumes(
     train(corpus, tmp_path / "cut", resume=True, **grounding)  # the base rebuilt with the notes' tags
     assert_same_weights(tmp_path / "whole", tmp_path / "cut")
     assert grounding_config(load_model(tmp_path / "cut").info) == GROUNDED
+
+
+def test_max_rows_draws_a_seeded_sample_of_the_messages_before_their_prompts_are_built(
+    knowledge: KnowledgeIndex,
+) -> None:
+    corpus = with_events(synthetic())[:6]
+    codec = Codec(train_tokenizer([" " + t.text for c in corpus for t in c.turns], 300, list(WORDING), notes=True))
+    built: list[int] = []
+
+    class Counting(Grounder):
+        def prompts(self, histories: Sequence[History], *args: Any, **kwargs: Any) -> list[Prompt]:
+            built.append(len(histories))
+            return super().prompts(histories, *args, **kwargs)
+
+    grounder = Counting(codec, GroundingConfig(knowledge=1), knowledge=knowledge)
+    every = training_blocks(codec, corpus, 64, grounder)
+    some = training_blocks(codec, corpus, 64, grounder, max_rows=3, seed=1)
+    assert built == [len(every), 3] and len(every) > 3  # prompts were built for the 3 only
+    rows = {tuple(row.tolist()) for row in every.inputs[:, :64]}
+    assert len(some) == 3 and all(tuple(row.tolist()) in rows for row in some.inputs)  # the same samples
+    again = training_blocks(codec, corpus, 64, grounder, max_rows=3, seed=1)
+    assert torch.equal(again.inputs, some.inputs)  # seeded
+    packed = training_blocks(codec, corpus, 16)
+    assert len(training_blocks(codec, corpus, 16, max_rows=2)) == 2 < len(packed)
