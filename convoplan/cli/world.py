@@ -221,10 +221,10 @@ def stage(name: str, times: dict[str, float]) -> Iterator[None]:
 
 
 ASSIST_STEPS = 30
-"""LoRA steps of the agent-assist LM in the demo (8 blocks of 128 tokens each; measured in BENCHMARKS.md)."""
+"""LoRA steps of the agent-assist LM in the demo (8 grounded samples of up to 352 tokens each)."""
 ASSIST_SECONDS = 120.0
-"""The LoRA's time budget: a slower machine trains fewer steps rather than keep a new user waiting (30 steps took
-128 s at 239 tokens/s and 254 s at 121)."""
+"""The LoRA's time budget: a slower machine trains fewer steps rather than keep a new user waiting (30 plain steps
+of 8 x 128 tokens took 128 s at 239 tokens/s and 254 s at 121; grounded samples are longer)."""
 KNOWLEDGE_FILE = "knowledge.jsonl"
 """The animal guide in the demo's artifacts (serve.json `knowledge`)."""
 ASSIST_BASE = "smollm2"
@@ -234,21 +234,25 @@ ASSIST_BASE = "smollm2"
 def assist_config() -> TrainConfig:
     """LoRA on SmolLM2 for the agent-assist suggestions, sized to a few CPU minutes: the base already writes English
     and knows the animals; the steps teach it the world's acts and wording (docs/lm.md, "A pretrained base"). Its
-    prompts carry the 3 passages of the animal guide nearest the last turns, among the animal in focus's: the model
-    learns to say what the guide says (docs/lm.md, "Grounding")."""
+    prompts carry up to 10 passages of the animal guide about the animal in focus that the agent has not said yet,
+    nearest the last turns first: the model learns to say what the guide says (docs/lm.md, "Grounding"); with 3
+    passages the guide's sentence an agent said next was in the prompt for a third of the messages (BENCHMARKS.md,
+    issue 28)."""
     from convoplan.lm.grounding import GroundingConfig
     from convoplan.lm.lora import LoraConfig
     from convoplan.lm.train import TrainConfig
 
     return TrainConfig(
         lora=LoraConfig(rank=16),
-        block_size=192,
+        block_size=352,
         batch_size=8,
         max_steps=ASSIST_STEPS,
         max_seconds=ASSIST_SECONDS,
         lr=2e-3,
         checkpoint_every=0,
-        grounding=GroundingConfig(knowledge=3, focus=True, budget=96),
+        max_train_rows=ASSIST_STEPS * 8,  # prompts (retrieval) for the messages the steps can learn, not all
+        max_validation_blocks=64,
+        grounding=GroundingConfig(knowledge=10, focus=True, skip_said=True, budget=256),
     )
 
 
