@@ -505,6 +505,10 @@ def suggest_command(
         cut = "" if suggestion.finished else " [cut at max_new_tokens]"
         origin = f" [from the logs: {suggestion.source}]" if suggestion.origin == "exemplar" else ""
         say(f"{number}. ({suggestion.score:.2f}) {suggestion.text}{cut}{origin}")
+        if suggestion.unsupported:
+            say(f"   unsupported: {'; '.join(suggestion.unsupported)}")
+        for passage in suggestion.sources:
+            say(f"   source: {passage.source} ({passage.id})")
 
 
 def _is_main_process() -> bool:

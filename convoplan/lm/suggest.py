@@ -175,8 +175,7 @@ class Suggester:
         """From folders: an LM (`convoplan lm train`), a labeller (`convoplan label train`), a next-action model
         (`convoplan nba train`), and for `sources` other than "lm", or a model whose prompts carry exemplars, the LM
         folder's exemplar index (`convoplan lm index`); `knowledge` for a model that reads knowledge, and to check
-        every suggestion's claims against; `embedder` for
-        the exemplar queries (default: the shared one). ValueError
+        every suggestion's claims against; `embedder` for the exemplar queries (default: the shared one). ValueError
         naming the folder when one cannot be loaded, or the model needs what it was not given."""
         from convoplan.lm.model import load_model
         from convoplan.retrieval.exemplars import EXEMPLARS, load_exemplars
