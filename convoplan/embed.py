@@ -27,6 +27,9 @@ __all__ = ["EMBEDDING_DIM", "SentenceEmbedder", "default_cache_dir", "default_mo
 EMBEDDING_DIM = 384
 CHUNK = 2048
 """New texts encoded, cached and reported at a time: a few seconds of work on a CPU."""
+SHOWN_FROM = 64
+"""Fewer new texts than this show no progress: a bot turn's one or two take milliseconds, and a log file would
+otherwise get a line for each."""
 
 
 def default_model_path() -> Path:
@@ -151,7 +154,7 @@ class SentenceEmbedder:
                     self._remember(chunk_keys, vectors)
                     if self.cache_dir is not None:
                         self._write_shard(chunk_keys, vectors)
-                    if self.progress is not None:
+                    if self.progress is not None and len(missing) >= SHOWN_FROM:
                         self.progress(Update("embedding", first + len(chunk_keys), len(missing), "texts"))
         if not keys:
             return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)

@@ -75,9 +75,13 @@ def test_long_embeddings_report_progress_per_chunk(monkeypatch: pytest.MonkeyPat
     seen: list[Update] = []
     model = CountingModel()
     monkeypatch.setattr("convoplan.embed.CHUNK", 4)
-    vectors = SentenceEmbedder(model=model, progress=seen.append).embed([f"text {i}" for i in range(10)] + ["text 0"])
+    monkeypatch.setattr("convoplan.embed.SHOWN_FROM", 5)
+    embedder = SentenceEmbedder(model=model, progress=seen.append)
+    vectors = embedder.embed([f"text {i}" for i in range(10)] + ["text 0"])
     assert vectors.shape == (11, 384) and model.calls == [4, 4, 2]
     assert [(u.task, u.done, u.total) for u in seen] == [("embedding", n, 10) for n in (4, 8, 10)]
+    embedder.embed(["one new text", "and another"])  # under SHOWN_FROM: a bot turn's, no line in a log
+    assert model.calls[-1] == 2 and len(seen) == 3
 
 
 def test_big_numbers_read_without_an_exponent() -> None:
