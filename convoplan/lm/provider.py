@@ -34,6 +34,7 @@ from convoplan.configs import Config
 from convoplan.lm.generate import Generated, PrefixCache, SamplingConfig, generate_messages, prompt_budget
 from convoplan.lm.grounding import Grounder, grounding_config
 from convoplan.lm.model import LanguageModel
+from convoplan.retrieval.support import check_support
 from convoplan.schema import Candidate, Conversation, Turn
 
 if TYPE_CHECKING:
@@ -73,6 +74,9 @@ class LMProviderConfig(Config):
     """The `provider` of its candidates."""
     keep_unfinished: bool = False
     """Offer messages cut at max_new_tokens (they end mid-sentence)."""
+    check: bool = True
+    """With a knowledge file, offer only candidates whose every claim a passage about their entity supports (the
+    grounding check, `convoplan.retrieval.support`): the bot never says what no source says."""
 
 
 class LMProvider:
@@ -89,6 +93,8 @@ class LMProvider:
         embedder: SentenceEmbedder | None = None,
     ):
         self.lm = lm
+        self.knowledge = knowledge
+        """What candidates' claims are checked against (`LMProviderConfig.check`); None: unchecked."""
         self.grounder = Grounder(
             lm.codec, grounding_config(lm.info), knowledge=knowledge, exemplars=exemplars, embedder=embedder
         )
@@ -119,8 +125,17 @@ class LMProvider:
             fresh = message.text.strip() and message.text not in taken
             if fresh and (message.finished or self.config.keep_unfinished):
                 candidate = self._candidate(action, message, state)
-                candidates.extend([candidate] if candidate is not None else [])
+                if candidate is not None and self._supported(candidate):
+                    candidates.append(candidate)
         return candidates
+
+    def _supported(self, candidate: Candidate) -> bool:
+        """Whether the knowledge supports every claim of the candidate: against the passages of the entity it is
+        about (all of them where it is about none the knowledge knows). True when nothing is checked."""
+        if self.knowledge is None or not self.config.check:
+            return True
+        passages = self.knowledge.of(candidate.focus) if candidate.focus is not None else []
+        return check_support(candidate.text, passages or self.knowledge.passages).supported
 
     def _candidate(self, action: str, message: Generated, state: DialogueState) -> Candidate | None:
         """The message as a candidate of `action`, or None for a quiz with no subject (no focus, names nothing)."""

@@ -1,5 +1,6 @@
 """The action-directed LM as a content provider: the LM's view of the loop's logs, one candidate per action from
-one generate call, and a composed turn made of LM candidates whose second step reads only the new message."""
+one generate call, and a composed turn made of LM candidates whose second step reads only the new message; with a
+knowledge file, only candidates whose claims it supports."""
 
 from __future__ import annotations
 
@@ -14,9 +15,12 @@ from convoplan.compose.loop import STOP, Bot, ComposerConfig, DialogueState, Pro
 from convoplan.lm.generate import SamplingConfig
 from convoplan.lm.model import LanguageModel, load_model
 from convoplan.lm.provider import QUESTION_KINDS, LMProvider, LMProviderConfig, lm_conversations, lm_turns
+from convoplan.retrieval.knowledge import KnowledgeIndex
+from convoplan.retrieval.support import check_support
 from convoplan.schema import Candidate, Conversation, Turn
 from convoplan.sim.run import SimulationConfig, simulate
 from convoplan.worlds.animals import animals_world
+from convoplan.worlds.animals.knowledge import knowledge_passages
 from convoplan.worlds.animals.planning import HeuristicDM
 
 from .conftest import Spy
@@ -91,3 +95,19 @@ def test_a_composed_turn_of_lm_candidates(lm: LanguageModel) -> None:
     # The second step's history is the first's and its chosen message: the first's was not read again.
     heard = lm.codec.prompt([Turn(speaker="user", text="tell me about lions")], None, 100)  # EOS, message, <|agent|>
     assert provider.prefix.reused >= len(heard)
+
+
+def test_with_knowledge_only_candidates_whose_claims_it_supports_are_offered(
+    lm: LanguageModel, logs: list[Conversation]
+) -> None:
+    state = DialogueState(turns=logs[0].turns[:6], focus="lion")
+    offered = LMProvider(lm, animals_world().lexicon, SHORT).propose(state)
+    passages = [p for p in knowledge_passages() if p.entity in ("lion", *(c.focus for c in offered))]
+    checked = LMProvider(lm, animals_world().lexicon, SHORT, knowledge=KnowledgeIndex(passages, "bm25"))
+    kept = checked.propose(state)
+    index = KnowledgeIndex(passages, "bm25")
+    expected = [c for c in offered if check_support(c.text, index.of(c.focus or "") or passages).supported]
+    assert [c.text for c in kept] == [c.text for c in expected]
+    assert len(kept) < len(offered), "the tiny LM's sentences should not all be supported"
+    unchecked = LMProvider(lm, animals_world().lexicon, replace(SHORT, check=False), knowledge=index)
+    assert [c.text for c in unchecked.propose(state)] == [c.text for c in offered]

@@ -31,8 +31,10 @@ from convoplan.lm.model import ModelConfig, load_model
 from convoplan.lm.provider import LMProvider, LMProviderConfig, lm_conversations
 from convoplan.lm.train import TrainConfig, train
 from convoplan.progress import Progress, renamed
+from convoplan.retrieval.knowledge import KnowledgeIndex
 from convoplan.schema import Conversation, write_jsonl
 from convoplan.sim.run import SimulationConfig, simulate
+from convoplan.worlds.animals.knowledge import knowledge_passages
 
 __all__ = ["LMWorldConfig", "LMWorldDemo", "lm_world_demo", "transcript"]
 
@@ -140,7 +142,9 @@ def lm_world_demo(
         f"{result.epochs:.3g} epochs in {result.state.seconds:.0f} s): {out / 'lm'}"
     )
 
-    provider = LMProvider(load_model(out / "lm"), world.lexicon, config.provider)
+    # The animal guide checks what the LM writes: a candidate with a claim it does not support is not offered.
+    guide = KnowledgeIndex(list(knowledge_passages()), "bm25")
+    provider = LMProvider(load_model(out / "lm"), world.lexicon, config.provider, knowledge=guide)
     base = world.providers
 
     def providers(rng: random.Random) -> list[Provider]:
