@@ -104,7 +104,9 @@ def main() -> None:
     sentences = SentenceEmbedder()  # in memory: each history's texts are embedded when asked, as in a server
     knowledge = None if args.knowledge is None else KnowledgeIndex.from_file(args.knowledge, embedder=sentences)
     exemplars = load_exemplars(args.model / EXEMPLARS) if grounding.exemplars else None
-    suggester = Suggester(lm, config=SuggestConfig(n=args.suggestions), knowledge=knowledge, embedder=sentences)
+    suggester = Suggester(
+        lm, config=SuggestConfig(n=args.suggestions), exemplars=exemplars, knowledge=knowledge, embedder=sentences
+    )
     grounders = {
         "plain": Grounder(lm.codec, GroundingConfig()),
         "grounded": Grounder(lm.codec, grounding, knowledge=knowledge, exemplars=exemplars, embedder=sentences),

@@ -248,7 +248,7 @@ _WORD = re.compile(r"(?u)\b\w\w+\b")
 
 
 @cache
-def _stopwords() -> frozenset[str]:
+def stopwords() -> frozenset[str]:
     """bm25s's 33 English stopwords ("the", "is", "of", ...): words that match every passage and say nothing."""
     from bm25s.stopwords import STOPWORDS_EN  # type: ignore[import-untyped]
 
@@ -328,7 +328,7 @@ class KnowledgeIndex:
 
     @staticmethod
     def _tokens(text: str) -> list[str]:
-        stop = _stopwords()
+        stop = stopwords()
         return [_stem(word) for word in _WORD.findall(text.lower()) if word not in stop]
 
     def scores(self, query: str) -> np.ndarray:

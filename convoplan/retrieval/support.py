@@ -7,7 +7,9 @@ says. `check_support(text, passages)` splits the text into claims and looks for 
   paraphrase of a passage: rapidfuzz's `token_set_ratio` (the words of the shorter text against the longer one,
   order and repeats ignored, 0-100; case, punctuation and a plural's "s" ignored) at least `min_similarity`; a
   statement with numbers only from a passage that states them all, at least `min_numeric_similarity` (the numbers
-  carry the claim: "Pigs weigh between 100 and 350 kilograms" for "A pig weighs 100 to 350 kilograms").
+  carry the claim: "Pigs weigh between 100 and 350 kilograms" for "A pig weighs 100 to 350 kilograms"). Either
+  way at least `min_coverage` of the statement's words must be the passage's (or its source's): a passage with a
+  claim added is not a paraphrase of it.
   "Elephants sleep about two hours a day" is supported by "Elephants sleep only about two hours a day, standing
   up"; "Elephants sleep for 40 to 100 hours a day" is not: its numbers are not there.
 - **numbers**: every number in the text (digits, with thousands commas and decimals) must be one a passage states:
@@ -70,6 +72,10 @@ class SupportConfig(Config):
     min_numeric_similarity: Annotated[float, Interval(ge=0, le=100)] = 60.0
     """The same for a statement with numbers that one passage states all of: "Pigs weigh between 100 and 350
     kilograms" says what "A pig weighs 100 to 350 kilograms" says in other words (token_set_ratio 77)."""
+    min_coverage: Annotated[float, Interval(ge=0, le=1)] = 0.6
+    """Least share of a statement's words (stopwords aside) that the passage, with its source, has too: a true
+    passage with a claim added ("Elephants live in savannas, where they find plenty of grazing for meat") is
+    similar enough to it by token_set_ratio, which reads only the words both have, but says more than it."""
     min_claim_words: Annotated[int, Ge(1)] = 4
     """Statements shorter than this ("Sure!", "Happy to help.") claim nothing."""
     tolerance: Annotated[float, Interval(ge=0, le=1)] = 0.02
@@ -106,11 +112,32 @@ class Support:
 _WORD = re.compile(r"[\w.,]*\w")
 
 
+def _singular(word: str) -> str:
+    """A regular plural or third person's ending dropped: forests, weighs -> forest, weigh; foxes, hippopotamuses
+    -> fox, hippopotamus; butterflies -> butterfly; "hippopotamus", "grass", "this" stay."""
+    if len(word) <= 3 or not word.endswith("s") or word.endswith(("ss", "us", "is")):
+        return word
+    if word.endswith("ies"):
+        return word[:-3] + "y"
+    if word.endswith("es") and word[:-2].endswith(("s", "x", "z", "ch", "sh")):
+        return word[:-2]
+    return word[:-1]
+
+
 def _words(text: str) -> str:
-    """The text as compared: lower case, punctuation dropped, a plural's "s" dropped ("forests" and "forest",
-    "weighs" and "weigh" are one word), numbers kept as written."""
-    words = [w for w in _WORD.findall(text.casefold())]
-    return " ".join(w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w for w in words)
+    """The text as compared: lower case, punctuation dropped, plurals singular (`_singular`), numbers without
+    thousands commas (3,000 and 3000 are one number)."""
+    plain = re.sub(r"(?<=\d),(?=\d{3})", "", text.casefold())
+    return " ".join(_singular(w) for w in _WORD.findall(plain))
+
+
+def _coverage(said: str, passage: str) -> float:
+    """The share of `said`'s words (stopwords aside; both as `_words` gives them) that `passage` has."""
+    from convoplan.retrieval.knowledge import stopwords
+
+    words = [w for w in said.split() if w not in stopwords()]
+    known = set(passage.split())
+    return sum(w in known for w in words) / len(words) if words else 1.0
 
 
 def numbers_in(text: str) -> list[float]:
@@ -144,7 +171,11 @@ def check_support(text: str, passages: Sequence[Passage], config: SupportConfig 
         if sentence.rstrip().endswith("?") or len(sentence.split()) < config.min_claim_words:
             continue
         said = _words(sentence)
-        scores = [fuzz.token_set_ratio(said, _words(passage.text)) for passage in passages]
+        # The source's words count as the passage's: 'The guide says: "..."' quotes it.
+        texts = [_words(f"{passage.source} says {passage.text}") for passage in passages]
+        scores = [
+            fuzz.token_set_ratio(said, text) if _coverage(said, text) >= config.min_coverage else 0.0 for text in texts
+        ]
         values = numbers_in(sentence)
         # A statement with numbers is supported only by a passage that states them all, and then needs less of its
         # wording: the numbers carry the claim.

@@ -53,6 +53,9 @@ def test_numbers_are_read_as_written() -> None:
         ("An elephant weighs 2,000 to 6,000 kilograms.", False, ["e/weight"]),  # 2,000 is no source's number
         ("Elephants weigh between 3000 and 6000 kilograms.", True, ["e/weight"]),  # other words, the same numbers
         ("Elephants sleep for two hours, or 40.", False, []),  # close words, a number the passage lacks
+        # the passage with claims added: its words are all there, but the sentence says more
+        ("Elephants sleep only about two hours a day, dreaming of flying over seas and mountains.", False, []),
+        ("The guide says: Elephants sleep only about two hours a day.", True, ["e/fact"]),  # the source quoted
         ("An elephant's eyes can see light as far as 2,000 kilometres wide.", False, []),
     ],
 )
