@@ -8,8 +8,9 @@ says. `check_support(text, passages)` splits the text into claims and looks for 
   order and repeats ignored, 0-100; case, punctuation and a plural's "s" ignored) at least `min_similarity`; a
   statement with numbers only from a passage that states them all, at least `min_numeric_similarity` (the numbers
   carry the claim: "Pigs weigh between 100 and 350 kilograms" for "A pig weighs 100 to 350 kilograms"). Either
-  way at least `min_coverage` of the statement's words must be the passage's (or its source's): a passage with a
-  claim added is not a paraphrase of it.
+  way at least `min_coverage` of the statement's words must be the passage's (words that attribute it to the
+  passage's source aside: "The convoplan animal guide says: ..."): a passage with a claim added is not a
+  paraphrase of it.
   "Elephants sleep about two hours a day" is supported by "Elephants sleep only about two hours a day, standing
   up"; "Elephants sleep for 40 to 100 hours a day" is not: its numbers are not there.
 - **numbers**: every number in the text (digits, with thousands commas and decimals) must be one a passage states:
@@ -36,6 +37,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from functools import cache
 from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Interval
@@ -73,7 +75,8 @@ class SupportConfig(Config):
     """The same for a statement with numbers that one passage states all of: "Pigs weigh between 100 and 350
     kilograms" says what "A pig weighs 100 to 350 kilograms" says in other words (token_set_ratio 77)."""
     min_coverage: Annotated[float, Interval(ge=0, le=1)] = 0.6
-    """Least share of a statement's words (stopwords aside) that the passage, with its source, has too: a true
+    """Least share of a statement's words (stopwords and the words attributing it to the passage's source aside)
+    that the passage has too: a true
     passage with a claim added ("Elephants live in savannas, where they find plenty of grazing for meat") is
     similar enough to it by token_set_ratio, which reads only the words both have, but says more than it."""
     min_claim_words: Annotated[int, Ge(1)] = 4
@@ -131,6 +134,12 @@ def _words(text: str) -> str:
     return " ".join(_singular(w) for w in _WORD.findall(plain))
 
 
+@cache
+def _attribution(source: str) -> frozenset[str]:
+    """The words that attribute a statement to `source`: its own, and "says", "said", "according"."""
+    return frozenset(_words(source).split()) | {"say", "said", "according"}
+
+
 def _coverage(said: str, passage: str) -> float:
     """The share of `said`'s words (stopwords aside; both as `_words` gives them) that `passage` has."""
     from convoplan.retrieval.knowledge import stopwords
@@ -170,12 +179,13 @@ def check_support(text: str, passages: Sequence[Passage], config: SupportConfig 
     for sentence in _SENTENCE.split(text.strip()):
         if sentence.rstrip().endswith("?") or len(sentence.split()) < config.min_claim_words:
             continue
-        said = _words(sentence)
-        # The source's words count as the passage's: 'The guide says: "..."' quotes it.
-        texts = [_words(f"{passage.source} says {passage.text}") for passage in passages]
-        scores = [
-            fuzz.token_set_ratio(said, text) if _coverage(said, text) >= config.min_coverage else 0.0 for text in texts
-        ]
+        words = _words(sentence)
+        scores = []
+        for passage in passages:
+            # Attribution to the source ('The guide says: "..."') is left out: the rest is what must be the passage's.
+            said = " ".join(w for w in words.split() if w not in _attribution(passage.source))
+            known = _words(passage.text)
+            scores.append(fuzz.token_set_ratio(said, known) if _coverage(said, known) >= config.min_coverage else 0.0)
         values = numbers_in(sentence)
         # A statement with numbers is supported only by a passage that states them all, and then needs less of its
         # wording: the numbers carry the claim.

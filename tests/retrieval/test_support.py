@@ -56,6 +56,7 @@ def test_numbers_are_read_as_written() -> None:
         # the passage with claims added: its words are all there, but the sentence says more
         ("Elephants sleep only about two hours a day, dreaming of flying over seas and mountains.", False, []),
         ("The guide says: Elephants sleep only about two hours a day.", True, ["e/fact"]),  # the source quoted
+        ("The guide says an elephant's day can recognise itself.", False, []),  # attribution is not support
         ("An elephant's eyes can see light as far as 2,000 kilometres wide.", False, []),
     ],
 )
