@@ -205,7 +205,7 @@ class Score:
 
 
 @dataclass(frozen=True)
-class Grounded:
+class GroundingCheck:
     """The grounding check of a group of one system's messages (zeros where there was nothing to check)."""
 
     claiming: int = 0
@@ -221,8 +221,8 @@ class Grounded:
     """Values of the API's items the messages state (slot precision's denominator)."""
     correct: int = 0
 
-    def __add__(self, other: Grounded) -> Grounded:
-        return Grounded(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
+    def __add__(self, other: GroundingCheck) -> GroundingCheck:
+        return GroundingCheck(*(a + b for a, b in zip(astuple(self), astuple(other), strict=True)))
 
     @property
     def supported_share(self) -> float:
@@ -258,7 +258,7 @@ class LMEvalReport:
     """Action categories in the bar chart (the most frequent; the tables list all)."""
     comparisons: tuple[tuple[str, str], ...] = ()
     """(system, baseline) pairs whose per-action BLEU wins are stated; default: every system against the first."""
-    grounding: dict[str, dict[str, Grounded]] = field(default_factory=dict)
+    grounding: dict[str, dict[str, GroundingCheck]] = field(default_factory=dict)
     """system -> ALL or action -> the grounding check of its messages (empty: nothing was checked)."""
 
     def markdown(self, level: int = 2) -> str:
@@ -295,7 +295,7 @@ class LMEvalReport:
             lines += ["", "Grounding check: messages whose claims (statements, numbers) the knowledge supports", ""]
             lines += ["| action | " + " | ".join(self.systems) + " |", "|---|" + "---:|" * len(self.systems)]
             for group in [*self.actions, ALL]:
-                row = [self.grounding[system].get(group, Grounded()) for system in self.systems]
+                row = [self.grounding[system].get(group, GroundingCheck()) for system in self.systems]
                 if any(g.claiming for g in row):
                     cells = " | ".join(f"{_cell(g.supported_share, '.1%')} of {g.claiming}" for g in row)
                     lines.append(f"| {group} | {cells} |")
@@ -321,7 +321,7 @@ class LMEvalReport:
         def plain(score: Score) -> dict[str, Any]:
             return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(score).items()}
 
-        def plain_grounding(g: Grounded) -> dict[str, Any]:
+        def plain_grounding(g: GroundingCheck) -> dict[str, Any]:
             shares = {"supported_share": g.supported_share, "slot_precision": g.slot_precision}
             shares["slot_recall"] = g.slot_recall
             return asdict(g) | {k: (None if math.isnan(v) else v) for k, v in shares.items()}
@@ -402,13 +402,13 @@ def grounding_checks(
     knowledge: KnowledgeIndex | None = None,
     vocabulary: Mapping[str, frozenset[str]] | None = None,
     config: SupportConfig | None = None,
-) -> list[Grounded]:
+) -> list[GroundingCheck]:
     """The grounding check of each message (one per target): its claims against the passages of the entity in
     focus in `knowledge`, and its slots against the latest item the history's API returned (`vocabulary`: every
     value of each API's items, `item_vocabulary`)."""
     checks = []
     for target, text in zip(found, texts, strict=True):
-        check = Grounded()
+        check = GroundingCheck()
         if knowledge is not None:
             support = check_support(text, knowledge.about(target.history.turns), config)
             if support.claims:
@@ -448,7 +448,7 @@ def score_systems(
     actions = tuple(sorted(counts, key=lambda a: (-counts[a], a)))
     histories = [t.history for t in found]
     scores: dict[str, dict[str, Score]] = {}
-    grounding: dict[str, dict[str, Grounded]] = {}
+    grounding: dict[str, dict[str, GroundingCheck]] = {}
     messages: list[dict[str, Any]] = [{"id": t.history.id, "action": t.action, "reference": t.reference} for t in found]
     for system, texts in written.items():
         assigned = _assigned(labeller, histories, texts)
@@ -466,7 +466,7 @@ def score_systems(
             for message, check in zip(messages, checks, strict=True):
                 message[system]["grounding"] = asdict(check)
             grounding[system] = {
-                group: sum((checks[i] for i in members), Grounded()) for group, members in rows.items()
+                group: sum((checks[i] for i in members), GroundingCheck()) for group, members in rows.items()
             }
     notes = [*notes, *_tokenized_note(found, written)]
     return LMEvalReport(title, tuple(written), actions, scores, tuple(notes), tuple(messages), grounding=grounding)

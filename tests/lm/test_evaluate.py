@@ -20,7 +20,7 @@ from convoplan.lm.evaluate import (
     TRUE,
     VANILLA,
     EvalConfig,
-    Grounded,
+    GroundingCheck,
     LMEvalReport,
     LMWriter,
     Score,
@@ -240,8 +240,8 @@ def test_the_grounding_check_counts_supported_claims_and_slots_per_system() -> N
     }
     intended: dict[str, Sequence[str | None]] = {TRUE: ["fact", "ack"], VANILLA: ["fact", "ack"]}
     report = score_systems(found, written, intended, KeywordLabeller(), knowledge=knowledge, vocabulary={})
-    assert report.grounding[TRUE][ALL] == Grounded(claiming=1, supported=1)
-    assert report.grounding[VANILLA][ALL] == Grounded(claiming=2, supported=0)
+    assert report.grounding[TRUE][ALL] == GroundingCheck(claiming=1, supported=1)
+    assert report.grounding[VANILLA][ALL] == GroundingCheck(claiming=2, supported=0)
     assert report.grounding[VANILLA]["ack"].claiming == 1
     assert report.messages[0][VANILLA]["grounding"]["claiming"] == 1
     table = report.markdown()
