@@ -292,12 +292,17 @@ class Grounder:
             self.embedder.embed(unique)  # one batch; the index's searches then find them cached (same embedder)
         knowledge, k = self.knowledge, self.config.knowledge
         entities = [knowledge.focus(turns) if self.config.focus else None for turns in histories]
-        found = []
+        found: dict[tuple[object, ...], list[Passage]] = {}  # one history's prompts for k actions: searched once
+        keys = []
         for turns, query, entity in zip(histories, queries, entities, strict=True):
-            said = self._said(turns, entity)
-            hits = knowledge.search(query, k + len(said), entity)
-            found.append([hit.passage for hit in hits if hit.passage.id not in said][:k])
-        return found
+            agent = tuple(t.text for t in turns if t.speaker == "agent") if self.config.skip_said else ()
+            key = (query, entity, agent)
+            if key not in found:
+                said = self._said(turns, entity)
+                hits = knowledge.search(query, k + len(said), entity)
+                found[key] = [hit.passage for hit in hits if hit.passage.id not in said][:k]
+            keys.append(key)
+        return [found[key] for key in keys]
 
     def _said(self, turns: Sequence[Turn], entity: str | None) -> set[str]:
         """With `skip_said` and an entity in focus, the ids of its passages that the history's agent messages
