@@ -350,7 +350,8 @@ def serving_artifacts(out: Path, arm: Path, control: Path, seed: int, cache: Pat
         train_set = [c for c in both if c.meta.get("split") == "train"]
         validation = [c for c in both if c.meta.get("split") == "validation"]
         nba = renamed(progress, "training the NBA model")
-        trained = train_nba(train_set, embedder(cache, progress), demo_nba_config(), validation, progress=nba)
+        sentences.progress = progress  # the one embedder of these stages: its cache and model load once
+        trained = train_nba(train_set, sentences, demo_nba_config(), validation, progress=nba)
     for name, source in (("lm-provider", demo.model), (f"dm/{arm.name}", arm), (f"dm/{control.name}", control)):
         shutil.rmtree(folder / name, ignore_errors=True)
         shutil.copytree(source, folder / name)

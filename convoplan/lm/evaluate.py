@@ -318,20 +318,21 @@ class LMEvalReport:
         return won, len(compared)
 
     def to_dict(self) -> dict[str, Any]:
-        def plain(score: Score) -> dict[str, Any]:
-            return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(score).items()}
+        def plain(values: dict[str, Any]) -> dict[str, Any]:  # NaN (nothing to score) as JSON null
+            return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in values.items()}
 
         def plain_grounding(g: GroundingCheck) -> dict[str, Any]:
             shares = {"supported_share": g.supported_share, "slot_precision": g.slot_precision}
-            shares["slot_recall"] = g.slot_recall
-            return asdict(g) | {k: (None if math.isnan(v) else v) for k, v in shares.items()}
+            return plain(asdict(g) | shares | {"slot_recall": g.slot_recall})
 
         return {
             "title": self.title,
             "notes": list(self.notes),
             "systems": list(self.systems),
             "actions": list(self.actions),
-            "scores": {s: {group: plain(score) for group, score in self.scores[s].items()} for s in self.systems},
+            "scores": {
+                s: {group: plain(asdict(score)) for group, score in self.scores[s].items()} for s in self.systems
+            },
             "grounding": {
                 s: {group: plain_grounding(g) for group, g in groups.items()} for s, groups in self.grounding.items()
             },
@@ -413,7 +414,7 @@ def grounding_checks(
             support = check_support(text, knowledge.about(target.history.turns), config)
             if support.claims:
                 check = replace(check, claiming=1, supported=int(support.supported))
-        item = returned_item(target.history) if vocabulary is not None else None
+        item = returned_item(target.history)
         if item is not None and vocabulary is not None:
             slots = check_slots(text, target.reference, item, vocabulary)
             if slots.expected:

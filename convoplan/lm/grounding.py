@@ -39,6 +39,7 @@ from annotated_types import Ge, Interval
 from convoplan.configs import Config, config_from_dict
 from convoplan.lm.text import Block, Note, keep_recent, shorten, with_events
 from convoplan.retrieval.knowledge import DEFAULT_METHOD, Method, Passage, query_from_turns
+from convoplan.retrieval.support import check_support
 from convoplan.schema import Conversation, Turn
 
 if TYPE_CHECKING:
@@ -309,8 +310,6 @@ class Grounder:
         already say (`check_support`): a prompt then offers what is still to say."""
         if not (self.config.skip_said and entity is not None and self.knowledge is not None):
             return set()
-        from convoplan.retrieval.support import check_support
-
         passages = self.knowledge.of(entity)
         return {
             source for turn in turns if turn.speaker == "agent" for source in check_support(turn.text, passages).sources

@@ -287,8 +287,15 @@ class KnowledgeIndex:
         self.method: Method = method
         self._entities = np.array([(p.entity or "").casefold() for p in self.passages], dtype=object)
         self._bm25: Any = None
-        self._names: dict[str, str] | None = None  # every form of every entity's name -> the name (`focus`)
-        self._focus: re.Pattern[str] | None = None
+        # Every form of every entity's name -> the name, and one pattern finding them (`focus`): the longest form
+        # first, as the pattern takes the first alternative that matches ("polar bear" before "bear").
+        self._names: dict[str, str] = {}
+        for passage in self.passages:
+            if passage.entity is not None:
+                for form in [*_plurals(passage.entity.casefold()), *(a.casefold() for a in passage.aliases)]:
+                    self._names.setdefault(form, passage.entity)
+        forms = sorted(self._names, key=len, reverse=True)
+        self._focus = re.compile(r"\b(?:" + "|".join(map(re.escape, forms)) + r")\b", re.IGNORECASE) if forms else None
         self._vectors: np.ndarray | None = None
         self._embedder = embedder
         # What is searched is the entity and the text: a passage's text need not name what it is about.
@@ -349,16 +356,6 @@ class KnowledgeIndex:
         regular plural: "elephants", "foxes", "butterflies", "wolves", or one of its passages' `aliases`; case
         ignored; the longest name where one holds another, "polar bear" over "bear"), spelt as the passages spell
         it; None when no turn names one."""
-        if self._names is None:
-            self._names = {}
-            for passage in self.passages:
-                if passage.entity is not None:
-                    for form in [*_plurals(passage.entity.casefold()), *(a.casefold() for a in passage.aliases)]:
-                        self._names.setdefault(form, passage.entity)
-            forms = sorted(self._names, key=len, reverse=True)  # the regex takes the first alternative that matches
-            self._focus = (
-                re.compile(r"\b(?:" + "|".join(map(re.escape, forms)) + r")\b", re.IGNORECASE) if forms else None
-            )
         if self._focus is None:
             return None
         for turn in reversed(turns):

@@ -10,9 +10,8 @@ says. `check_support(text, passages)` splits the text into claims and looks for 
   carry the claim: "Pigs weigh between 100 and 350 kilograms" for "A pig weighs 100 to 350 kilograms"). Either
   way at least `min_coverage` of the statement's words must be the passage's (words that attribute it to the
   passage's source aside: "The convoplan animal guide says: ..."): a passage with a claim added is not a
-  paraphrase of it.
-  "Elephants sleep about two hours a day" is supported by "Elephants sleep only about two hours a day, standing
-  up"; "Elephants sleep for 40 to 100 hours a day" is not: its numbers are not there.
+  paraphrase of it. "Elephants sleep about two hours a day" is supported by "Elephants sleep only about two hours
+  a day, standing up"; "Elephants sleep for 40 to 100 hours a day" is not: its numbers are not there.
 - **numbers**: every number in the text (digits, with thousands commas and decimals) must be one a passage states:
   in its text, equal to one of its `fields`, or inside one of its [low, high] ranges, within `tolerance` (relative).
   A suggestion that gives an elephant's weight as 2,000 kilograms where the source says 3,000 to 6,000 is caught
@@ -37,14 +36,14 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from typing import Annotated, Any, Literal
 
 from annotated_types import Ge, Interval
 from rapidfuzz import fuzz
 
 from convoplan.configs import Config
-from convoplan.retrieval.knowledge import Passage
+from convoplan.retrieval.knowledge import Passage, stopwords
 from convoplan.schema import Conversation
 
 __all__ = [
@@ -76,9 +75,9 @@ class SupportConfig(Config):
     kilograms" says what "A pig weighs 100 to 350 kilograms" says in other words (token_set_ratio 77)."""
     min_coverage: Annotated[float, Interval(ge=0, le=1)] = 0.6
     """Least share of a statement's words (stopwords and the words attributing it to the passage's source aside)
-    that the passage has too: a true
-    passage with a claim added ("Elephants live in savannas, where they find plenty of grazing for meat") is
-    similar enough to it by token_set_ratio, which reads only the words both have, but says more than it."""
+    that the passage has too: a true passage with a claim added ("Elephants live in savannas, where they find
+    plenty of grazing for meat") is similar enough to it by token_set_ratio, which reads only the words both have,
+    but says more than it."""
     min_claim_words: Annotated[int, Ge(1)] = 4
     """Statements shorter than this ("Sure!", "Happy to help.") claim nothing."""
     tolerance: Annotated[float, Interval(ge=0, le=1)] = 0.02
@@ -127,11 +126,23 @@ def _singular(word: str) -> str:
     return word[:-1]
 
 
+_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3})")
+
+
+def _plain(text: str) -> str:
+    """Lower case, numbers without thousands commas: 3,000 and 3000 are one number."""
+    return _THOUSANDS.sub("", text.casefold())
+
+
 def _words(text: str) -> str:
-    """The text as compared: lower case, punctuation dropped, plurals singular (`_singular`), numbers without
-    thousands commas (3,000 and 3000 are one number)."""
-    plain = re.sub(r"(?<=\d),(?=\d{3})", "", text.casefold())
-    return " ".join(_singular(w) for w in _WORD.findall(plain))
+    """The text as compared: `_plain`, punctuation dropped, plurals singular (`_singular`)."""
+    return " ".join(_singular(w) for w in _WORD.findall(_plain(text)))
+
+
+@lru_cache(maxsize=65_536)
+def _passage_words(text: str) -> str:
+    """`_words` of a passage: the same passages are compared with every sentence of every suggestion."""
+    return _words(text)
 
 
 @cache
@@ -142,8 +153,6 @@ def _attribution(source: str) -> frozenset[str]:
 
 def _coverage(said: str, passage: str) -> float:
     """The share of `said`'s words (stopwords aside; both as `_words` gives them) that `passage` has."""
-    from convoplan.retrieval.knowledge import stopwords
-
     words = [w for w in said.split() if w not in stopwords()]
     known = set(passage.split())
     return sum(w in known for w in words) / len(words) if words else 1.0
@@ -184,7 +193,7 @@ def check_support(text: str, passages: Sequence[Passage], config: SupportConfig 
         for passage in passages:
             # Attribution to the source ('The guide says: "..."') is left out: the rest is what must be the passage's.
             said = " ".join(w for w in words.split() if w not in _attribution(passage.source))
-            known = _words(passage.text)
+            known = _passage_words(passage.text)
             scores.append(fuzz.token_set_ratio(said, known) if _coverage(said, known) >= config.min_coverage else 0.0)
         values = numbers_in(sentence)
         # A statement with numbers is supported only by a passage that states them all, and then needs less of its
@@ -257,7 +266,7 @@ def item_vocabulary(conversations: Iterable[Conversation]) -> dict[str, frozense
 
 def _stated(text: str, values: Iterable[str]) -> set[str]:
     """The values `text` states as whole words (case ignored; thousands commas read as none)."""
-    plain = re.sub(r"(?<=\d),(?=\d{3})", "", text).casefold()
+    plain = _plain(text)
     return {value for value in values if re.search(rf"(?<!\w){re.escape(value)}(?!\w)", plain)}
 
 
