@@ -69,7 +69,9 @@ def untuned(base: str, actions: list[str], block_size: int) -> LanguageModel:
 def cost_row(name: str, lm: LanguageModel, seconds: float) -> str:
     """What the system cost: parameters, tokens and time of training, peak memory, and writing time here."""
     training: dict[str, Any] = lm.info.get("training") or {}
-    parameters = sum(p.numel() for p in lm.model.parameters())
+    parameters = (
+        (training.get("parameters") or 0) if lm.network is None else sum(p.numel() for p in lm.model.parameters())
+    )
     tokens = training.get("tokens_trained")
     if tokens is None and "epochs" in training:  # records written before tokens_trained was
         tokens = round(training["epochs"] * training["train_tokens"])
@@ -99,7 +101,7 @@ def main() -> None:
     parser.add_argument("--max-new-tokens", type=int, default=40)
     parser.add_argument("--generation-batch", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
-    parser.add_argument("--int8", action="store_true", help="also every system with int8 linear layers")
+    parser.add_argument("--int8", action="store_true", help="also every PyTorch system with int8 linear layers")
     parser.add_argument("--knowledge", type=Path, default=None, help="knowledge file: grounded prompts and the check")
     parser.add_argument("--actions", default=None, help="only messages of these actions (comma-separated)")
     args = parser.parse_args()
@@ -137,7 +139,7 @@ def main() -> None:
         grounders[name] = Grounder(
             systems[name].codec, grounding, knowledge=knowledge, exemplars=own, embedder=sentences
         )
-        if args.int8:
+        if args.int8 and systems[name].network is not None:  # (an exported folder is quantised as exported)
             systems[f"{name} int8"] = load_model(folder, "int8")
             grounders[f"{name} int8"] = grounders[name]
     if args.untuned is not None:

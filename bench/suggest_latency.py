@@ -7,15 +7,19 @@ Four ways to write the same 9 suggestions (3 actions x 3), all through `convopla
 (b) batched, before issue 16: one call, each action's prompt read once and copied to its 3 sequences
     (`share_prefix=False`), so the history is read 3 times;
 (c) shared prefix (issue 16): one call, the history read once and branched to the 9 sequences;
-(d) (c) with the model's linear layers quantised to int8 (torch's dynamic quantisation, `load_model(..., "int8")`).
+(d) (c) with the model's linear layers quantised to int8 (torch's dynamic quantisation, `load_model(..., "int8")`);
+(e), (f) with `--ctranslate2`: the model exported for CTranslate2 (`convoplan lm export`, float32 and int8_float32,
+    written under OUT/ctranslate2), the history as the engine's static prompt (issue 29).
 
 The prompts are real: the last 254 tokens of the corpus's test conversations, then `<|agent|>` and one of the
 first k action tags. Rounds rotate the order of the variants (load on a shared machine hits them alike); each call
 of a round uses the round's seed. Also measured, in the same run:
 
-- time to the first streamed text of (c) and (d) (`on_text`, as `POST /v1/suggest` with `stream` sends it);
-- one decoding step with a 296-token cache at batch 1, 3 and 9: whether dropping finished sequences from the
-  batch would pay (it saves the difference between batch sizes);
+- time to the first streamed text of (c)-(f) (`on_text`, as `POST /v1/suggest` with `stream` sends it), and of a
+  follow-up call of the same conversation: the same history 32 tokens longer, after a call on the shorter one
+  (PyTorch continues the first call's cache, `PrefixCache`, and reads the 32 new tokens; CTranslate2 reads all);
+- one decoding step with a 296-token cache at batch 1, 3 and 9, on every engine: whether dropping finished
+  sequences from the batch would pay (it saves the difference between batch sizes), and how close to the limit;
 - the limit: the model's multiply-adds per token (its weight matrices, the output head included, plus attention
   over the cache) against the machine's matmul throughput (a 1024^3 product) and memory bandwidth (a 256 MB copy),
   so the table says how close decoding runs to the hardware.
@@ -28,7 +32,7 @@ suggestion runs the full 40 tokens, the worst case).
 
     .venv/bin/python bench/suggest_latency.py --data runs/data/persuasion.jsonl \\
         --model "SmolLM2=runs/p15/persuasion-smollm2-directed-240" --fresh "5M=runs/p15/persuasion-5m-directed" \\
-        --threads 2 --out runs/bench-latency
+        --threads 2 --out runs/bench-latency   # add --ctranslate2 for the exported variants
 """
 
 from __future__ import annotations
@@ -47,17 +51,25 @@ import torch
 import transformers
 
 from convoplan.atomic import atomic_write
-from convoplan.lm.generate import SamplingConfig, generate_messages
+from convoplan.lm.ct2 import export
+from convoplan.lm.generate import PrefixCache, SamplingConfig, generate_messages
 from convoplan.lm.model import LanguageModel, ModelConfig, in_precision, load_model, new_model
 from convoplan.schema import read_jsonl
 
-VARIANTS = ("a", "b", "c", "d")
 TITLES = {
     "a": "(a) 9 sequential calls",
     "b": "(b) one call, prompt per action (before)",
-    "c": "(c) one call, shared prefix (new)",
-    "d": "(d) = (c) with int8 linear layers",
+    "c": "(c) one call, shared prefix, PyTorch fp32",
+    "d": "(d) = (c) with int8 linear layers (PyTorch)",
+    "e": "(e) = (c) on CTranslate2 float32",
+    "f": "(f) = (c) on CTranslate2 int8_float32",
 }
+ENGINES = {"e": "float32", "f": "int8_float32"}
+"""The CTranslate2 variants and the quantisation each is exported with."""
+FOLLOW_UP = 32
+"""Tokens a follow-up call's history adds to the previous call's."""
+WEIGHT_BYTES = {"c": 4, "d": 1, "e": 4, "f": 1}
+"""Bytes a weight of the matrix products occupies in each variant (int8: one, its scales aside)."""
 
 
 def fresh(folder: str, positions: int) -> LanguageModel:
@@ -75,15 +87,19 @@ def loaded(folder: str, precision: str, needed: int) -> LanguageModel:
     lm = load_model(folder, precision)  # type: ignore[arg-type]
     if lm.context < needed:
         lm.info = {**lm.info, "block_size": needed}
+        if lm.generator is not None:  # an exported folder records its context
+            lm.info["engine"] = {**lm.info["engine"], "context": min(needed, 2048)}
         if lm.context < needed:
             raise SystemExit(f"{folder}: {lm.context} positions, {needed} needed: use --fresh for this model")
     return lm
 
 
-def prompts_for(lm: LanguageModel, data: str, history: int, k: int) -> list[list[int]]:
-    """k prompts: the last `history - 2` tokens of the test conversations, then <|agent|> and an action's tag."""
+def prompts_for(lm: LanguageModel, data: str, history: int, k: int, short: int = 0) -> list[list[int]]:
+    """k prompts: `history - 2` tokens of the test conversations (ending `short` tokens before their end), then
+    <|agent|> and an action's tag."""
     conversations = [c for c in read_jsonl(data) if c.meta.get("split") == "test"] or read_jsonl(data)
     stream = [i for ids in lm.codec.encode_conversations(conversations[:20]) for i in ids]
+    stream = stream[: len(stream) - short]
     actions = [a for a in sorted(lm.codec.actions) if a != "stop"][:k]
     heads = [lm.codec.prompt([], action, 10)[-2:] for action in actions]  # <|agent|><|action:...|>
     return [stream[-(history - 2) :] + head for head in heads]
@@ -144,18 +160,53 @@ def step_seconds(lm: LanguageModel, prompt: list[int], batch: int, steps: int = 
     return statistics.median(runs[2:])
 
 
+def engine_step_seconds(lm: LanguageModel, prompt: list[int], batch: int) -> float:
+    """One decoding step of `batch` sequences after `prompt` on CTranslate2: the time of 32 forced steps less that
+    of 4 (the prefill and the engine's per-call work cancel), over 28; median of 5."""
+    tokens = lm.tokenizer.convert_ids_to_tokens(prompt)
+
+    def run(steps: int) -> float:
+        start = time.perf_counter()
+        lm.generator.generate_batch(
+            [tokens[-1:]] * batch,
+            max_length=steps,
+            min_length=steps,
+            static_prompt=tokens[:-1],
+            include_prompt_in_result=False,
+            cache_static_prompt=False,
+        )
+        return time.perf_counter() - start
+
+    run(4)
+    return statistics.median((run(32) - run(4)) / 28 for _ in range(5))
+
+
+def ctranslate2_version() -> str:
+    try:
+        import ctranslate2
+    except ImportError:
+        return "not installed"
+    return str(ctranslate2.__version__)
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-def measure(name: str, lm: LanguageModel, int8: LanguageModel, args: argparse.Namespace) -> dict[str, Any]:
+def measure(name: str, models: dict[str, LanguageModel], args: argparse.Namespace) -> dict[str, Any]:
+    """Every variant of `models` ("c": the PyTorch fp32 model, "d" its int8 copy, "e"/"f" its exports), rounds in
+    rotating order, each call of a round with the round's seed."""
+    lm = models["c"]
     prompts = prompts_for(lm, args.data, args.history, args.actions)
+    earlier = prompts_for(lm, args.data, args.history - FOLLOW_UP, args.actions, short=FOLLOW_UP)  # a call before
     n, k = args.suggestions, args.actions
-    seconds: dict[str, list[float]] = {v: [] for v in VARIANTS}
-    first: dict[str, list[float]] = {"c": [], "d": []}
-    tokens: dict[str, list[int]] = {v: [] for v in VARIANTS}
+    variants = ["a", "b", *models]
+    seconds: dict[str, list[float]] = {v: [] for v in variants}
+    first: dict[str, list[float]] = {v: [] for v in models}
+    follow: dict[str, list[float]] = {v: [] for v in models}
+    tokens: dict[str, list[int]] = {v: [] for v in variants}
 
-    def run(variant: str, seed: int) -> None:
+    def timed(model: LanguageModel, batch: list[list[int]], seed: int, prefix: PrefixCache | None) -> tuple:
         sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, seed=seed)
         start = time.perf_counter()
         heard: list[float] = []
@@ -164,27 +215,42 @@ def measure(name: str, lm: LanguageModel, int8: LanguageModel, args: argparse.Na
             if not heard:
                 heard.append(time.perf_counter() - start)
 
+        written = generate_messages(model, batch, sampling, n, on_text=on_text, prefix=prefix)
+        return time.perf_counter() - start, heard[0] if heard else float("nan"), [m for g in written for m in g]
+
+    def run(variant: str, seed: int) -> None:
+        sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, seed=seed)
+        start = time.perf_counter()
         if variant == "a":
             written = [m for p in prompts for _ in range(n) for (m,) in generate_messages(lm, [p], sampling)]
         elif variant == "b":
             written = [m for g in generate_messages(lm, prompts, sampling, n, share_prefix=False) for m in g]
         else:
-            model = lm if variant == "c" else int8
-            written = [m for g in generate_messages(model, prompts, sampling, n, on_text=on_text) for m in g]
-            first[variant].append(heard[0] if heard else float("nan"))
-        seconds[variant].append(time.perf_counter() - start)
+            model = models[variant]
+            took, heard, written = timed(model, prompts, seed, None)
+            first[variant].append(heard)
+            # The follow-up: the same conversation FOLLOW_UP tokens shorter first (untimed), then as above.
+            prefix = PrefixCache()
+            timed(model, earlier, seed, prefix)
+            follow[variant].append(timed(model, prompts, seed, prefix)[1])
+        seconds[variant].append(time.perf_counter() - start if variant in "ab" else took)
         tokens[variant].append(sum(len(m.tokens) for m in written))
 
     for round_ in range(-args.warmup, args.rounds):
-        shift = round_ % len(VARIANTS)
-        for variant in VARIANTS[shift:] + VARIANTS[:shift]:
+        shift = round_ % len(variants)
+        for variant in variants[shift:] + variants[:shift]:
             run(variant, seed=max(round_, 0))
         if round_ == -1:
-            for lists in (seconds, first, tokens):
+            for lists in (seconds, first, follow, tokens):
                 for values in lists.values():
                     values.clear()  # the warm-up rounds are not counted
-    steps = {batch: step_seconds(lm, prompts[0], batch) for batch in (1, k, k * n)}
-    steps_int8 = {batch: step_seconds(int8, prompts[0], batch) for batch in (1, k * n)}
+    steps = {}
+    for variant, model in models.items():
+        batches = (1, k, k * n)
+        if model.generator is None:
+            steps[variant] = {batch: step_seconds(model, prompts[0], batch) for batch in batches}
+        else:
+            steps[variant] = {batch: engine_step_seconds(model, prompts[0], batch) for batch in batches}
     weights = matmul_weights(lm.model)
     config = lm.model.config
     layers = int(getattr(config, "n_layer", None) or config.num_hidden_layers)
@@ -193,58 +259,67 @@ def measure(name: str, lm: LanguageModel, int8: LanguageModel, args: argparse.Na
     macs = weights + 2 * layers * cache * width  # per token: weight products + attention (QK^T and AV)
     return {
         "name": name,
+        "variants": variants,
         "parameters": sum(p.numel() for p in lm.model.parameters()),
         "matmul_weights": weights,
         "macs_per_token": macs,
         "prompt_tokens": len(prompts[0]),
         "seconds": seconds,
         "first_text": first,
+        "follow_up_first_text": follow,
         "new_tokens": {v: statistics.mean(t) / (k * n) for v, t in tokens.items()},
         "step_seconds": steps,
-        "step_seconds_int8": steps_int8,
     }
 
 
 def table(results: list[dict[str, Any]], gflops: float, gbps: float, args: argparse.Namespace) -> str:
     lines = [
-        "| model | variant | p50 ms | p95 ms | mean ms | speed-up over (a), p50 | new tokens per suggestion |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| model | variant | p50 ms | p95 ms | mean ms | speed-up over (c), p50 | over (a) | new tokens a suggestion |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        a50 = percentile(r["seconds"]["a"], 50)
-        for v in VARIANTS:
+        a50, c50 = percentile(r["seconds"]["a"], 50), percentile(r["seconds"]["c"], 50)
+        for v in r["variants"]:
             values = r["seconds"][v]
+            p50 = percentile(values, 50)
             lines.append(
-                f"| {r['name']} | {TITLES[v]} | {1000 * percentile(values, 50):,.0f} | "
-                f"{1000 * percentile(values, 95):,.0f} | {1000 * statistics.mean(values):,.0f} | "
-                f"{a50 / percentile(values, 50):.2f}x | {r['new_tokens'][v]:.1f} |"
+                f"| {r['name']} | {TITLES[v]} | {1000 * p50:,.0f} | {1000 * percentile(values, 95):,.0f} | "
+                f"{1000 * statistics.mean(values):,.0f} | {c50 / p50:.2f}x | {a50 / p50:.2f}x | "
+                f"{r['new_tokens'][v]:.1f} |"
             )
-    lines += ["", "| model | variant | time to first text p50 ms | p95 ms |", "|---|---|---:|---:|"]
+    lines += [
+        "",
+        f"| model | variant | time to first text p50 ms | p95 ms | follow-up call (+{FOLLOW_UP} tokens): first text "
+        "p50 ms | p95 ms |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
     for r in results:
-        for v in ("c", "d"):
-            values = r["first_text"][v]
+        for v, values in r["first_text"].items():
+            again = r["follow_up_first_text"][v]
             lines.append(
                 f"| {r['name']} | {TITLES[v]} | {1000 * percentile(values, 50):,.0f} | "
-                f"{1000 * percentile(values, 95):,.0f} |"
+                f"{1000 * percentile(values, 95):,.0f} | {1000 * percentile(again, 50):,.0f} | "
+                f"{1000 * percentile(again, 95):,.0f} |"
             )
     k, kn = args.actions, args.actions * args.suggestions
     lines += [
         "",
-        f"| model | step, batch 1 ms | batch {k} ms | batch {kn} ms | int8 batch 1 | int8 batch {kn} | "
-        "multiply-adds per token | GFLOP/s at batch 1 (of the matmul peak) | at batch "
-        f"{kn} | weight GB/s at batch 1 (of the copy bandwidth) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| model | variant | step, batch 1 ms | batch {k} ms | batch {kn} ms | multiply-adds per token | GFLOP/s at "
+        f"batch 1 (of the fp32 matmul peak) | at batch {kn} | weight bytes per step | copy-bandwidth limit ms | "
+        "batch-1 step / limit |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
-        s, q = r["step_seconds"], r["step_seconds_int8"]
         flops = 2 * r["macs_per_token"]
-        one, many = flops / s[1] / 1e9, kn * flops / s[kn] / 1e9
-        weight_gbps = 4 * r["matmul_weights"] / s[1] / 1e9
-        lines.append(
-            f"| {r['name']} | {1000 * s[1]:.1f} | {1000 * s[k]:.1f} | {1000 * s[kn]:.1f} | {1000 * q[1]:.1f} | "
-            f"{1000 * q[kn]:.1f} | {r['macs_per_token'] / 1e6:,.1f} M | {one:.1f} ({one / gflops:.0%}) | "
-            f"{many:.1f} ({many / gflops:.0%}) | {weight_gbps:.1f} ({weight_gbps / gbps:.0%}) |"
-        )
+        for v, s in r["step_seconds"].items():
+            one, many = flops / s[1] / 1e9, kn * flops / s[kn] / 1e9
+            moved = WEIGHT_BYTES[v] * r["matmul_weights"]
+            limit = moved / (gbps * 1e9)  # the weights read once per step at the bandwidth a copy moves bytes
+            lines.append(
+                f"| {r['name']} | {TITLES[v]} | {1000 * s[1]:.1f} | {1000 * s[k]:.1f} | {1000 * s[kn]:.1f} | "
+                f"{r['macs_per_token'] / 1e6:,.1f} M | {one:.1f} ({one / gflops:.0%}) | {many:.1f} "
+                f"({many / gflops:.0%}) | {moved / 1e6:,.0f} MB | {1000 * limit:.1f} | {s[1] / limit:.2f}x |"
+            )
     return "\n".join(lines)
 
 
@@ -261,6 +336,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed rounds first")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument("--out", type=Path, default=Path("runs/bench-latency"))
+    parser.add_argument("--ctranslate2", action="store_true", help="also each --model exported for CTranslate2")
     args = parser.parse_args()
     if not args.model and not args.fresh:
         parser.error("give at least one --model or --fresh NAME=FOLDER")
@@ -276,16 +352,21 @@ def main() -> None:
         if not sep:
             parser.error(f"{spec!r}: expected NAME=FOLDER")
         if make == "model":
-            lm, int8 = loaded(folder, "fp32", needed), loaded(folder, "int8", needed)
+            models = {"c": loaded(folder, "fp32", needed), "d": loaded(folder, "int8", needed)}
+            for variant, quantization in ENGINES.items() if args.ctranslate2 else ():
+                exported = export(folder, args.out / "ctranslate2" / f"{name}-{quantization}", quantization)
+                models[variant] = loaded(str(exported), "fp32", needed)
         else:
             lm = fresh(folder, 2 * needed)
             int8 = LanguageModel(in_precision(fresh(folder, 2 * needed).model, "int8"), lm.tokenizer, lm.codec, lm.info)
+            models = {"c": lm, "d": int8}
         print(f"{name}: measuring ...", flush=True)
-        results.append(measure(name, lm, int8, args))
+        results.append(measure(name, models, args))
     machine = (
         f"machine: {platform.machine()}, {os.cpu_count()} cores, load average {load[0]:.2f} at the start "
         f"({os.getloadavg()[0]:.2f} at the end); {args.threads} torch thread(s); Python {platform.python_version()}, "
-        f"torch {torch.__version__}, transformers {transformers.__version__}; matmul peak {gflops:.1f} GFLOP/s "
+        f"torch {torch.__version__}, transformers {transformers.__version__}, ctranslate2 {ctranslate2_version()}; "
+        f"matmul peak {gflops:.1f} GFLOP/s "
         f"(1024^3 fp32), copy bandwidth {gbps:.1f} GB/s"
     )
     task = (

@@ -294,6 +294,57 @@ def lm_base(
     say(f"wrote {folder} (train on it: convoplan lm train DATA --out DIR --base-model {folder})")
 
 
+class QuantizationChoice(StrEnum):
+    """`convoplan.lm.ct2.Quantization` as a command-line choice."""
+
+    float32 = "float32"
+    int8_float32 = "int8_float32"
+    int8 = "int8"
+    int16 = "int16"
+    float16 = "float16"
+    bfloat16 = "bfloat16"
+    int8_float16 = "int8_float16"
+
+
+@lm_app.command("export")
+def lm_export(
+    model: Annotated[Path, typer.Argument(help="The LM folder to export (`convoplan lm train`).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="The exported folder to write.", callback=model_folder("convoplan.lm.model", "language model")
+        ),
+    ],
+    format: Annotated[
+        str, typer.Option("--format", help="The inference engine: ctranslate2 (the only one so far).")
+    ] = "ctranslate2",
+    quantization: Annotated[
+        QuantizationChoice,
+        typer.Option(
+            help="How the weights are stored and computed: on CPU float32, int8_float32 (int8 matrix products, "
+            "float32 elsewhere), int8 or int16; the 16-bit float ones need CUDA."
+        ),
+    ] = QuantizationChoice.int8_float32,
+) -> None:
+    """Export an LM for a faster inference engine (CTranslate2): every loader (`suggest`, `serve`, `lm eval`, the
+    LM provider, the benches) takes the exported folder as it takes a PyTorch one, with its tokenizer, its
+    convoplan-lm.json and its exemplar index (docs/lm.md, "Inference engines"). Example:
+
+        convoplan lm export runs/lm --format ctranslate2 --quantization int8_float32 --out runs/lm-ct2
+    """
+    from convoplan.lm.ct2 import ENGINE, export
+
+    if format != ENGINE:
+        fail(f"--format {format}: unknown engine; expected {ENGINE}")
+    with errors.status(f"exporting {model} for {format} ({quantization.value})"):
+        try:
+            folder = export(model, out, quantization.value)
+        except ValueError as error:
+            fail(str(error))
+    size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())
+    say(f"wrote {folder} ({format}, {quantization.value}, {size / 1e6:,.0f} MB)")
+
+
 @lm_app.command("index")
 def lm_index(
     conversations: Annotated[

@@ -63,7 +63,8 @@ class SamplingConfig(Config):
     max_new_tokens: Annotated[int, Ge(1)] = 40
     """Most tokens of one message, its end token included; a message cut there is returned unfinished."""
     seed: Annotated[int, Ge(0)] | None = None
-    """Seed torch's global generator before sampling (reproducible suggestions); None leaves it alone."""
+    """Seed torch's global generator before sampling (reproducible suggestions); None leaves it alone. CTranslate2
+    seeds its generator once per thread, at its first sample: there only the first seed given takes effect."""
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,8 @@ def generate_messages(
     text as it grows (streaming). `share_prefix=False` reads every prompt in full, as before issue 16 (kept to
     measure the difference). Greedy decoding needs `n == 1`. Setting `cancel` (from another thread) stops the work
     before its next forward pass with `Cancelled`: a streaming client that leaves costs at most one more step.
+    A model exported for CTranslate2 (`lm.generator`) decodes there, with the same semantics
+    (`convoplan.lm.ct2.generate`: what the prompts share is its static prompt; `prefix` is not used).
     """
     if not prompts:
         return []
@@ -116,6 +119,10 @@ def generate_messages(
     width = max(len(prompt) for prompt in prompts)
     if width + config.max_new_tokens > lm.context:
         raise ValueError(f"a prompt of {width} tokens plus {config.max_new_tokens} new ones exceeds the context")
+    if lm.generator is not None:  # an exported folder: the same messages, decoded by CTranslate2
+        from convoplan.lm import ct2
+
+        return ct2.generate(lm, prompts, config, n, on_text, cancel)
     codec = lm.codec
     # [B, W]: prompts right-aligned (left padding), the mask 0 on the padding.
     inputs = torch.full((len(prompts), width), codec.eos, dtype=torch.long)
@@ -131,10 +138,10 @@ def generate_messages(
     cache = _prefill(lm, inputs, mask, n, prefix if share_prefix else None, share_prefix)
     if n > 1:  # n sequences per prompt: rows b*n .. b*n + n-1 are prompt b's
         inputs, mask = inputs.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)  # [B*n, W]
-    texts = _Texts(lm, len(prompts) * n, on_text) if on_text is not None else None
+    texts = Texts(lm, len(prompts) * n, on_text) if on_text is not None else None
     tokens, logprobs = _decode(lm, inputs, mask, cache, config, texts, cancel)
     messages = [
-        _message(lm, row_tokens, row_logprobs) for row_tokens, row_logprobs in zip(tokens, logprobs, strict=True)
+        message(lm, row_tokens, row_logprobs) for row_tokens, row_logprobs in zip(tokens, logprobs, strict=True)
     ]
     return [messages[i * n : (i + 1) * n] for i in range(len(prompts))]
 
@@ -145,7 +152,7 @@ def _decode(
     mask: torch.Tensor,
     cache: Any,
     config: SamplingConfig,
-    texts: _Texts | None,
+    texts: Texts | None,
     cancel: threading.Event | None = None,
 ) -> tuple[list[list[int]], list[list[float]]]:
     """Each row's new tokens (up to and including its end) and their log-probabilities, for the prompts [R, W]
@@ -213,40 +220,54 @@ def _check(cancel: threading.Event | None) -> None:
 
 
 class PrefixCache:
-    """The KV cache of the last prefix read, so that a later prompt extending it reads only its new tokens.
+    """The KV caches of the last `entries` prefixes read, so that a later prompt extending one reads only its new
+    tokens.
 
-    One entry, safe to share between threads: `read` never hands out the stored cache, only a copy (`generate`
-    extends the cache it is given). A caller whose prompts grow by whole messages (a bot turn's composition steps,
-    a conversation's suggest requests) then reads each message once; once a history outgrows the prompt budget it
-    is cut at the front, every position shifts and the prefix is read afresh.
+    Safe to share between threads: `read` never hands out a stored cache, only a copy (`generate` extends the cache
+    it is given). A caller whose prompts grow by whole messages (a bot turn's composition steps, a conversation's
+    suggest requests) then reads each message once. With several entries, conversations served side by side each
+    keep theirs: a prompt continues from the entry it shares the most tokens with, and replaces it when it extends
+    it whole; otherwise it takes the place of the least recently used entry. Memory is bounded by `entries` caches (a
+    cache holds layers x 2 x the key-value width x its tokens: SmolLM2-135M, 46 KB a token). Once a history
+    outgrows the prompt budget it is cut at the front, every position shifts and the prefix is read afresh.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, entries: int = 1) -> None:
+        if entries < 1:
+            raise ValueError(f"a prefix cache holds at least one entry, got {entries}")
         self._lock = threading.Lock()
-        self._ids: tuple[int, ...] = ()
-        self._cache: Any = None
+        self._entries: list[tuple[tuple[int, ...], Any]] = []  # least recently used first
+        self.size = entries
         self.reused = 0
         """Tokens whose reading the cache saved, in all (a measure; tests read it)."""
 
     def read(self, lm: LanguageModel, ids: Sequence[int]) -> Any:
         """A KV cache of `ids` (positions 0..len-1) of one sequence, batch 1, the caller's own to extend."""
         with self._lock:
-            kept_ids, kept = self._ids, self._cache
-        same = 0
-        if kept is not None:
+            entries = list(self._entries)
+        best, same = None, 0
+        for index, (kept_ids, _) in enumerate(entries):
+            common = 0
             for a, b in zip(kept_ids, ids, strict=False):
                 if a != b:
                     break
-                same += 1
+                common += 1
+            if common > same:
+                best, same = index, common
         cache = None
-        if same:
+        if best is not None:
+            kept_ids, kept = entries[best]
             cache = copy.deepcopy(kept)
             if same < len(kept_ids):
                 cache.crop(same - len(kept_ids))  # drop what no longer matches (a negative count: from the end)
             self.reused += same
         cache = _extend(lm, cache, ids, same)
+        stored = (tuple(ids), copy.deepcopy(cache))
         with self._lock:
-            self._ids, self._cache = tuple(ids), copy.deepcopy(cache)
+            if best is not None and same == len(entries[best][0]) and entries[best] in self._entries:
+                self._entries.remove(entries[best])  # extended whole: the longer prefix takes its place
+            self._entries.append(stored)
+            del self._entries[: max(0, len(self._entries) - self.size)]
         return cache
 
 
@@ -297,7 +318,7 @@ def _extend(lm: LanguageModel, cache: Any, ids: Sequence[int], start: int) -> An
         return lm.model(input_ids=new, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1).cache
 
 
-class _Texts:
+class Texts:
     """Hands `on_text` each message's new text as tokens are written. Text is sent when it has grown past what was
     sent, without the surrounding whitespace and not while it ends inside a character, so the pieces add up to the
     final message."""
@@ -318,7 +339,7 @@ class _Texts:
             self.sent[row] = text
 
 
-def _message(lm: LanguageModel, ids: list[int], logprobs: list[float]) -> Generated:
+def message(lm: LanguageModel, ids: list[int], logprobs: list[float]) -> Generated:
     """The message of one row's new tokens, which end at its `<|end|>` or EOS where it wrote one. EOS ends a message
     too: it closes the conversation, and an untuned pretrained base ends its turn with its own EOS (`<|im_end|>`),
     which `<|end|>` starts out equal to (`convoplan.lm.model.init_tags`)."""

@@ -150,18 +150,36 @@ def init_tags(tokenizer: PreTrainedTokenizerBase, model: PreTrainedModel, meanin
 
 @dataclass
 class LanguageModel:
-    """A loaded model folder: the causal LM (in eval mode), its tokenizer, the format codec and the folder's info."""
+    """A loaded model folder: the causal LM (in eval mode) or, for a folder exported for CTranslate2, its generator;
+    the tokenizer, the format codec and the folder's info."""
 
-    model: PreTrainedModel
+    network: PreTrainedModel | None
+    """The PyTorch model; None for an exported folder (`generator`)."""
     tokenizer: PreTrainedTokenizerBase
     codec: Codec
     info: dict[str, Any]
-    """The contents of convoplan-lm.json (format, vanilla, actions, base_model, training)."""
+    """The contents of convoplan-lm.json (format, vanilla, actions, base_model, training; engine when exported)."""
+    generator: Any = None
+    """A `ctranslate2.Generator` for an exported folder (`convoplan.lm.ct2`); None: PyTorch runs the model."""
+
+    @property
+    def model(self) -> PreTrainedModel:
+        """The PyTorch model; ValueError for an exported folder, which only generates."""
+        if self.network is None:
+            raise ValueError("this model is exported for CTranslate2: it generates, but has no PyTorch weights")
+        return self.network
+
+    @property
+    def engine(self) -> str:
+        """What runs it: "pytorch", or the exported folder's engine ("ctranslate2")."""
+        return "pytorch" if self.generator is None else str(self.info["engine"]["name"])
 
     @property
     def context(self) -> int:
         """Longest input in tokens (prompt plus generated tokens): the training block length where the folder
         records one (what the model learnt to read), else the architecture's context."""
+        if self.generator is not None:
+            return int(self.info["engine"]["context"])  # recorded by the export, the same rule
         positions = int(getattr(self.model.config, "n_positions", None) or self.model.config.max_position_embeddings)
         block = self.info.get("block_size")
         return min(positions, block) if isinstance(block, int) and block > 0 else positions
@@ -193,6 +211,18 @@ def save_model(
 
 
 @dataclass
+class _Engine(Config):
+    """An exported folder's engine entry."""
+
+    name: Literal["ctranslate2"]
+    quantization: str
+    context: Annotated[int, Ge(1)]
+    """Longest input in tokens (prompt plus generated), as `LanguageModel.context` read it before the export."""
+    source: str | None = None
+    """The PyTorch folder it was exported from."""
+
+
+@dataclass
 class _Info(Config):
     """What convoplan-lm.json must hold, with its types (checked on load)."""
 
@@ -203,6 +233,8 @@ class _Info(Config):
     training: dict[str, Any] | None = None
     grounding: dict[str, Any] | None = None
     """The prompts' grounding (`convoplan.lm.grounding.GroundingConfig`, checked where it is read); absent: none."""
+    engine: _Engine | None = None
+    """Where the folder was exported for another inference engine (`convoplan.lm.ct2.export`); absent: PyTorch."""
 
 
 def read_info(folder: str | Path) -> dict[str, Any]:
@@ -248,11 +280,23 @@ def check_model_config(folder: str | Path) -> None:
 
 
 def load_model(folder: str | Path, precision: Precision = "fp32") -> LanguageModel:
-    """A model folder written by `save_model` (or a training checkpoint), ready to generate in `precision`."""
+    """A model folder written by `save_model` (or a training checkpoint), ready to generate in `precision`; or a
+    folder exported for CTranslate2 (`convoplan.lm.ct2.export`), which computes as exported (`int8` quantises a
+    float export as it loads)."""
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     info = read_info(folder)
+    if info.get("engine") is not None:  # exported for CTranslate2: its own files, the same tokenizer and info
+        from convoplan.lm import ct2
+
+        generator = ct2.load(Path(folder), precision)
+        try:
+            with quiet():
+                tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        except (OSError, ValueError) as error:
+            raise ValueError(f"{folder}: cannot load the tokenizer ({error})") from None
+        return LanguageModel(None, tokenizer, Codec(tokenizer, vanilla=bool(info["vanilla"])), info, generator)
     check_model_config(folder)
     try:
         with quiet():

@@ -24,8 +24,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
+from annotated_types import Interval
 from pydantic import JsonValue
 
 from convoplan.compose.loop import STOP, DialogueState
@@ -77,6 +78,10 @@ class LMProviderConfig(Config):
     check: bool = True
     """With a knowledge file, offer only candidates whose every claim a passage about their entity supports (the
     grounding check, `convoplan.retrieval.support`): the bot never says what no source says."""
+    cached_histories: Annotated[int, Interval(ge=1, le=256)] = 16
+    """Histories whose KV cache is kept, one per conversation served side by side, so that the next composition step or
+    bot turn reads only its new turns (PyTorch; least recently used out first). Each costs about 46 KB a token with
+    SmolLM2-135M (14 MB for 300)."""
 
 
 class LMProvider:
@@ -108,8 +113,8 @@ class LMProvider:
         if missing:
             raise ValueError(f"the LM has no tag for the action(s) {', '.join(map(repr, missing))}")
         self.actions: tuple[str, ...] = tuple(sorted(wanted))
-        self.prefix = PrefixCache()
-        """The history read at the last step (shared by every session this provider serves)."""
+        self.prefix = PrefixCache(self.config.cached_histories)
+        """The histories read at the last steps (shared by every session this provider serves)."""
 
     def propose(self, state: DialogueState) -> list[Candidate]:
         if not self.actions:

@@ -106,6 +106,25 @@ def test_a_prefix_cache_reads_only_what_is_new(lm: LanguageModel, monkeypatch: p
     ]
 
 
+def test_a_prefix_cache_of_two_entries_keeps_two_conversations(lm: LanguageModel) -> None:
+    """Two conversations served side by side, each a turn longer at every request: with two entries each request
+    reads only its new turn; with one, each reads its whole history again (the other's evicted it)."""
+    greedy = SamplingConfig(do_sample=False, max_new_tokens=4)
+    one, two = synthetic()[-2].turns, synthetic()[-3].turns
+
+    def serve(prefix: PrefixCache, conversations: list[list[Turn]]) -> int:
+        for turns in (2, 3, 4):
+            for conversation in conversations:
+                generate_messages(lm, [lm.codec.prompt(conversation[:turns], "thank", 54)], greedy, prefix=prefix)
+        return prefix.reused
+
+    alone = serve(PrefixCache(1), [one]) + serve(PrefixCache(1), [two])  # each with a cache of its own
+    # (at least: the first request of the second conversation also reuses the opening tokens of the first)
+    assert serve(PrefixCache(2), [one, two]) >= alone > serve(PrefixCache(1), [one, two])
+    with pytest.raises(ValueError, match="at least one entry"):
+        PrefixCache(0)
+
+
 def test_streamed_text_adds_up_to_the_messages(lm: LanguageModel, history: list[Turn]) -> None:
     prompts = [lm.codec.prompt(history, action, 40) for action in ACTIONS]
     pieces: dict[int, list[str]] = {}

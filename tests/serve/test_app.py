@@ -229,3 +229,34 @@ def test_an_action_s_answer_leaves_out_unsupported_suggestions_only_when_told() 
     bad = replace(good, text="Lions fly.", unsupported=("Lions fly.",))
     assert [s.text for s in _action_out(plan, [good, bad]).suggestions] == ["Lions live in prides.", "Lions fly."]
     assert [s.text for s in _action_out(plan, [good, bad], drop_unsupported=True).suggestions] == [good.text]
+
+
+def test_an_lm_exported_for_ctranslate2_serves_suggestions_and_the_bot(artifacts_dir: Path, tmp_path: Path) -> None:
+    """serve.json names an exported folder as it names a PyTorch one: suggestions (plain and streamed) and the bot's
+    LM provider run on CTranslate2."""
+    pytest.importorskip("ctranslate2")
+    from convoplan.lm.ct2 import export
+
+    root = tmp_path / "artifacts"
+    shutil.copytree(artifacts_dir, root)
+    export(artifacts_dir / "lm", root / "lm", "int8_float32")  # replaces the PyTorch folder, exemplars kept
+    write_manifest(root, replace(read_manifest(root), lm_provider=True))
+    loaded = Artifacts.load(root)
+    assert loaded.suggester is not None and loaded.suggester.lm.engine == "ctranslate2"
+    [provider] = loaded.extra_providers
+    assert isinstance(provider, LMProvider) and provider.lm.engine == "ctranslate2"
+    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    client = TestClient(create_app(loaded, store, ServeConfig()))
+    body = {"conversation": [{"speaker": "user", "text": "hi, tell me about lions"}], "actions": 2, "n": 2}
+    answer = client.post("/v1/suggest", json=body)
+    assert answer.status_code == 200, answer.text
+    groups = answer.json()["actions"]
+    assert groups and all(len(g["suggestions"]) == 2 and all(s["text"] for s in g["suggestions"]) for g in groups)
+    with client.stream("POST", "/v1/suggest", json={**body, "stream": True}) as response:
+        events = "".join(response.iter_text())
+    assert response.status_code == 200 and "event: done" in events
+    session = client.post("/v1/sessions", json={"user_id": "u1"}).json()
+    reply = client.post(f"/v1/sessions/{session['id']}/messages", json={"text": "hi, tell me about lions"})
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["steps"]  # a bot turn with the provider on the engine (its candidates tested in tests/lm)
+    store.close()

@@ -20,7 +20,7 @@ from pydantic import AfterValidator, ConfigDict, Field, TypeAdapter, ValidationE
 
 from convoplan.retrieval.knowledge import FieldValue, Passage
 
-__all__ = ["GUIDE", "KnowledgeBase", "knowledge_passages"]
+__all__ = ["GUIDE", "KnowledgeBase", "attribute_sentences", "knowledge_passages"]
 
 GUIDE = "the convoplan animal guide"
 """The source of everything in `data/animals.json`: its facts name it, and its sounds and attributes come from it."""
@@ -161,11 +161,11 @@ def load_knowledge_base(path: str | Path | None = None) -> KnowledgeBase:
 # --- export as a knowledge file (convoplan.retrieval.knowledge) ---------------------------------------------------
 
 _DIETS = {
-    "carnivore": "it eats other animals",
-    "herbivore": "it eats plants",
-    "omnivore": "it eats both plants and animals",
-    "insectivore": "it eats insects",
-    "piscivore": "it eats fish",
+    "carnivore": "they eat other animals",
+    "herbivore": "they eat plants",
+    "omnivore": "they eat both plants and animals",
+    "insectivore": "they eat insects",
+    "piscivore": "they eat fish",
 }
 """What each diet means, said in the passage: a question asks what an animal eats, not whether it is a piscivore."""
 
@@ -173,10 +173,6 @@ _DIETS = {
 def _number(value: float) -> str:
     """2700 -> "2,700", 1.4 -> "1.4", 0.0001 -> "0.0001": as written in the guide, never in exponent form."""
     return f"{value:,.6f}".rstrip("0").rstrip(".")
-
-
-def _amount(low: float, high: float) -> str:
-    return _number(low) if low == high else f"{_number(low)} to {_number(high)}"
 
 
 def _listed(items: tuple[str, ...]) -> str:
@@ -208,30 +204,52 @@ def _animal_passages(animal: Animal) -> Iterator[Passage]:
     # "sound" said in words: a passage should say what it is about, as the questions it answers do.
     yield passage("sound", f"{subject}'s sound: {sound.description}.", {"sound": sound.name})
     yield passage("class", f"{subject} is {_a(animal.animal_class)}.", {"class": animal.animal_class})
-    yield passage("diet", f"{subject} is {_a(animal.diet)}: {_DIETS[animal.diet]}.", {"diet": animal.diet})
-    # Habitats and regions are noun phrases of every kind ("ice floe", "worldwide (domestic)"): listed after a
-    # colon, they read right whatever they are.
-    habitats, regions = _listed(animal.habitats), _listed(animal.regions)
-    yield passage("habitat", f"{plural} live in these habitats: {habitats}.", {"habitat": ", ".join(animal.habitats)})
+    said = attribute_sentences(animal)
+    # The attributes as the world's agent says them (`attribute_sentences`): the guide is what an agent quotes, so
+    # a grounded model copies a sentence instead of rewording it (and its numbers). Diet and habitat say more.
+    yield passage("diet", f"{said['diet'][:-1]}: {_DIETS[animal.diet]}.", {"diet": animal.diet})
+    habitats = _listed(tuple(_plural_habitat(h) for h in animal.habitats))
+    yield passage("habitat", f"{plural} live in {habitats}.", {"habitat": ", ".join(animal.habitats)})
+    regions = _listed(animal.regions)
     yield passage("regions", f"Where {animal.plural} live: {regions}.", {"regions": ", ".join(animal.regions)})
-    low, high = animal.weight_kg
-    yield passage("weight_kg", f"{subject} weighs {_amount(low, high)} kilograms.", {"weight_kg": (low, high)})
-    low, high = animal.size.range_m
-    measure = animal.size.measure
-    size = (
-        f"{subject} has a wingspan of {_amount(low, high)} metres."
-        if measure == "wingspan"
-        else f"{subject} is {_amount(low, high)} metres {'long' if measure == 'length' else 'tall'}."
-    )
-    yield passage(f"{measure}_m", size, {f"{measure}_m": (low, high)})
-    low, high = animal.lifespan_years
-    yield passage("lifespan_years", f"{subject} lives for {_amount(low, high)} years.", {"lifespan_years": (low, high)})
+    yield passage("weight_kg", said["weight"], {"weight_kg": animal.weight_kg})
+    yield passage(f"{animal.size.measure}_m", said["size"], {f"{animal.size.measure}_m": animal.size.range_m})
+    yield passage("lifespan_years", said["lifespan"], {"lifespan_years": animal.lifespan_years})
     if animal.top_speed_kmh is not None:
-        yield passage(
-            "top_speed_kmh",
-            f"{subject} can {animal.moves_by} at up to {_number(animal.top_speed_kmh)} kilometres per hour.",
-            {"top_speed_kmh": animal.top_speed_kmh},
+        yield passage("top_speed_kmh", said["speed"], {"top_speed_kmh": animal.top_speed_kmh})
+
+
+def attribute_sentences(animal: Animal) -> dict[str, str]:
+    """A sentence per structured attribute, by the attribute's name in the NLU (`ATTRIBUTES`), in a fixed order:
+    weight, size, lifespan, diet, habitat (the first two), and speed where the knowledge base has one. The world's
+    agent says them (`AttributeProvider`) and the exported guide states them (`knowledge_passages`)."""
+    plural = _capital(animal.plural)
+    size = {"length": "long", "height": "tall", "wingspan": "across the wings"}[animal.size.measure]
+    statements = {
+        "weight": f"{plural} weigh between {_between(animal.weight_kg)} kilograms.",
+        "size": f"{plural} grow to between {_between(animal.size.range_m)} metres {size}.",
+        "lifespan": f"{plural} live for about {_number(animal.lifespan_years[0])} to"
+        f" {_number(animal.lifespan_years[1])} years.",
+        "diet": f"{plural} are {animal.diet}s.",
+        "habitat": f"{plural} live in {' and '.join(_plural_habitat(h) for h in animal.habitats[:2])}.",
+    }
+    if animal.top_speed_kmh is not None:
+        statements["speed"] = (
+            f"{plural} can {animal.moves_by} at up to {_number(animal.top_speed_kmh)} kilometres per hour."
         )
+    return statements
+
+
+def _between(range_: tuple[float, float]) -> str:
+    return f"{_number(range_[0])} and {_number(range_[1])}"
+
+
+def _plural_habitat(habitat: str) -> str:
+    if habitat.endswith(("s", "sh", "ch")):
+        return habitat + "es"
+    if habitat.endswith("y") and habitat[-2:-1] not in "aeiou":
+        return habitat[:-1] + "ies"
+    return habitat + "s"
 
 
 def _capital(text: str) -> str:

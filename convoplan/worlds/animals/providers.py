@@ -12,13 +12,9 @@ from collections.abc import Sequence
 
 from convoplan.compose.loop import DialogueState, Provider
 from convoplan.schema import Candidate
-from convoplan.worlds.animals.knowledge import Animal, KnowledgeBase
+from convoplan.worlds.animals.knowledge import Animal, KnowledgeBase, attribute_sentences
 
 __all__ = []
-
-
-def _number(value: float) -> str:
-    return f"{value:g}" if value < 10 else f"{value:,.0f}"
 
 
 def _capital(text: str) -> str:
@@ -115,38 +111,9 @@ class FactProvider(_StatementProvider):
         return [(f'{_capital(fact.source)} says: "{fact.text}"', {"topic": fact.topic}) for fact in animal.facts]
 
 
-def attribute_sentences(animal: Animal) -> dict[str, str]:
-    """A template sentence per structured attribute, by the attribute's name in the NLU (`ATTRIBUTES`), in a fixed
-    order: weight, size, lifespan, diet, habitat, and speed where the knowledge base has one."""
-    plural = _capital(animal.plural)
-    low, high = animal.weight_kg
-    statements = {
-        "weight": f"{plural} weigh between {_number(low)} and {_number(high)} kilograms.",
-        "size": f"{plural} grow to between {_number(animal.size.range_m[0])} and {_number(animal.size.range_m[1])}"
-        f" metres {dict(length='long', height='tall', wingspan='across the wings')[animal.size.measure]}.",
-        "lifespan": f"{plural} live for about {_number(animal.lifespan_years[0])} to"
-        f" {_number(animal.lifespan_years[1])} years.",
-        "diet": f"{plural} are {animal.diet}s.",
-        "habitat": f"{plural} live in {' and '.join(_plural_habitat(h) for h in animal.habitats[:2])}.",
-    }
-    if animal.top_speed_kmh is not None:
-        statements["speed"] = (
-            f"{plural} can {animal.moves_by} at up to {_number(animal.top_speed_kmh)} kilometres per hour."
-        )
-    return statements
-
-
 def attribute_statements(animal: Animal) -> list[str]:
     """Template sentences for the structured attributes, in a fixed order (`attribute_sentences`)."""
     return list(attribute_sentences(animal).values())
-
-
-def _plural_habitat(habitat: str) -> str:
-    if habitat.endswith(("s", "sh", "ch")):
-        return habitat + "es"
-    if habitat.endswith("y") and habitat[-2:-1] not in "aeiou":
-        return habitat[:-1] + "ies"
-    return habitat + "s"
 
 
 class AttributeProvider(_StatementProvider):

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from convoplan.cli import app
 from convoplan.retrieval.knowledge import FieldValue, Passage, read_knowledge, write_knowledge
-from convoplan.worlds.animals.knowledge import GUIDE, knowledge_passages, load_knowledge_base
+from convoplan.worlds.animals.knowledge import GUIDE, attribute_sentences, knowledge_passages, load_knowledge_base
 
 runner = CliRunner()
 
@@ -52,13 +52,30 @@ def test_every_animal_has_its_facts_sound_and_attributes(passages: list[Passage]
 
 def test_attributes_are_english_sentences_with_their_units(passages: list[Passage]) -> None:
     by_id = {p.id: p for p in passages}
-    assert by_id["elephant/weight_kg"].text == "An elephant weighs 3,000 to 6,000 kilograms."
+    assert by_id["elephant/weight_kg"].text == "Elephants weigh between 3,000 and 6,000 kilograms."
     assert by_id["elephant/weight_kg"].fields == {"weight_kg": (3000, 6000)}
-    assert by_id["lion/top_speed_kmh"].text == "A lion can run at up to 80 kilometres per hour."
-    assert by_id["lion/length_m"].text == "A lion is 1.4 to 2.5 metres long."
-    assert by_id["honey-bee/weight_kg"].text == "A honey bee weighs 0.0001 to 0.00012 kilograms."  # never 1e-04
-    assert by_id["lion/diet"].text == "A lion is a carnivore: it eats other animals."
+    assert by_id["lion/top_speed_kmh"].text == "Lions can run at up to 80 kilometres per hour."
+    assert by_id["lion/length_m"].text == "Lions grow to between 1.4 and 2.5 metres long."
+    assert by_id["honey-bee/weight_kg"].text == "Honey bees weigh between 0.0001 and 0.00012 kilograms."  # not 1e-04
+    assert by_id["lion/diet"].text == "Lions are carnivores: they eat other animals."
+    assert by_id["lion/habitat"].text == "Lions live in savannas, grasslands and open woodlands."
     assert by_id["owl/class"].text == "An owl is a bird."
+
+
+def test_the_guide_states_each_attribute_as_the_worlds_agent_says_it(passages: list[Passage]) -> None:
+    """A grounded model copies: the guide's attribute passage is the sentence the logged agent said (the diet and
+    habitat passages say it and more)."""
+    by_id = {p.id: p.text for p in passages}
+    for animal in load_knowledge_base().animals:
+        slug = animal.name.replace(" ", "-")
+        said = attribute_sentences(animal)
+        assert by_id[f"{slug}/weight_kg"] == said["weight"]
+        assert by_id[f"{slug}/{animal.size.measure}_m"] == said["size"]
+        assert by_id[f"{slug}/lifespan_years"] == said["lifespan"]
+        assert by_id[f"{slug}/diet"].startswith(said["diet"][:-1] + ":")
+        assert set(said["habitat"][:-1].replace(" and ", " ").split()) <= set(
+            by_id[f"{slug}/habitat"][:-1].replace(",", "").split()
+        )
 
 
 def test_the_exported_file_reads_back(tmp_path: Path, passages: list[Passage]) -> None:

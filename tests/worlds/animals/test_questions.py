@@ -18,9 +18,9 @@ from convoplan.lm.provider import lm_conversations
 from convoplan.schema import Conversation, Turn
 from convoplan.sim.run import SimulationConfig, simulate
 from convoplan.worlds.animals import animals_world
-from convoplan.worlds.animals.knowledge import load_knowledge_base
+from convoplan.worlds.animals.knowledge import attribute_sentences, load_knowledge_base
 from convoplan.worlds.animals.planning import HeuristicDM
-from convoplan.worlds.animals.providers import attribute_sentences, default_providers
+from convoplan.worlds.animals.providers import default_providers
 from convoplan.worlds.animals.raters import immediate_fit
 from convoplan.worlds.animals.users import ASKING, ATTRIBUTES, AnimalUser
 from convoplan.worlds.animals.world import animals_lexicon
