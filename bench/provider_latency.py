@@ -1,9 +1,10 @@
 """Per-turn latency of the bot with an LM content provider, for each LM a serving artifacts folder could give it
 (`convoplan demo` writes one: `lm`, the agent-assist LM, and `lm-provider`, the provider's own): the same arm, the
 same user messages and the same sessions, one bot turn (hear + respond, every composition step's candidates
-written) timed at a time, and a baseline without the LM provider; with `--int8`, each LM also with int8 linear layers.
+written) timed at a time, and a baseline without the LM provider; with `--int8`, each LM also with int8 linear layers;
+with `--ctranslate2`, each LM also exported for CTranslate2 (float32 and int8_float32, into a temp folder).
 
-    .venv/bin/python bench/provider_latency.py --artifacts runs/demo/artifacts --turns 12
+    .venv/bin/python bench/provider_latency.py --artifacts runs/demo/artifacts --turns 12 --int8 --ctranslate2
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ import argparse
 import os
 import platform
 import statistics
+import tempfile
 import time
+from pathlib import Path
 
 import torch
 
 from convoplan.compose.loop import DialogueState
+from convoplan.lm.ct2 import export
 from convoplan.lm.model import Precision, load_model
 from convoplan.lm.provider import LMProvider
 from convoplan.schema import Candidate
@@ -45,6 +49,7 @@ def main() -> None:
     parser.add_argument("--turns", type=int, default=12, help="bot turns timed per LM")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--int8", action="store_true", help="also each LM with int8 linear layers")
+    parser.add_argument("--ctranslate2", action="store_true", help="also each LM exported for CTranslate2")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     artifacts = Artifacts.load(args.artifacts)
@@ -56,10 +61,13 @@ def main() -> None:
     )
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     runs: list[tuple[str | None, Precision]] = [(None, "fp32")]
-    for folder in folders:
+    exports = tempfile.TemporaryDirectory(prefix="provider-latency-")
+    for number, folder in enumerate(folders):
         runs.append((folder, "fp32"))
         if args.int8:
             runs.append((folder, "int8"))
+        for quantization in ("float32", "int8_float32") if args.ctranslate2 else ():
+            runs.append((str(export(folder, Path(exports.name) / f"{number}-{quantization}", quantization)), "fp32"))
     parameters = 0
     for folder, precision in runs:
         providers = [] if folder is None else [TimedProvider(load_model(folder, precision), artifacts.world.lexicon)]
@@ -77,9 +85,12 @@ def main() -> None:
                 offered += sum(c.provider == "lm" for step in response.steps for c in step.candidates)
                 steps += len(response.steps)
                 in_lm += (providers[0].seconds if providers else 0.0) - before
-        if folder is not None and precision == "fp32":  # int8 layers hold packed weights parameters() omits
-            parameters = sum(p.numel() for p in providers[0].lm.model.parameters())
-        name = "no LM provider" if folder is None else f"{folder} ({precision})"
+        lm = providers[0].lm if providers else None
+        if lm is not None and lm.network is not None and precision == "fp32":  # (int8 layers: packed weights)
+            parameters = sum(p.numel() for p in lm.model.parameters())
+        name = "no LM provider" if lm is None else f"{folder} ({precision}, {lm.engine})"
+        if lm is not None and lm.generator is not None:
+            name = f"{lm.info['engine']['source']} ({lm.engine} {lm.info['engine']['quantization']})"
         quantiles = statistics.quantiles(times, n=10)
         print(
             f"| {name} | {parameters:,} | {len(times)} | {statistics.median(times):.3f} | {quantiles[-1]:.3f} "
@@ -89,6 +100,7 @@ def main() -> None:
         f"machine: {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}, "
         f"torch {torch.__version__}, {args.threads} thread(s); arm {arm}"
     )
+    exports.cleanup()
 
 
 if __name__ == "__main__":

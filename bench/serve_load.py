@@ -20,6 +20,10 @@ second, errors by status, the verification, the machine and the command); the se
 The server is stopped at the end, also on an error. The load generator runs on the same machine as the server.
 
     .venv/bin/python bench/serve_load.py --sessions 50 --turns 20 --out runs/bench-serve
+    .venv/bin/python bench/serve_load.py --backend pytorch --backend ctranslate2-int8_float32 --out runs/bench-serve
+
+With several `--backend`s the same load runs on each in turn (the artifacts' LMs exported for CTranslate2 into a
+temp copy), each report under OUT/BACKEND.
 """
 
 from __future__ import annotations
@@ -385,21 +389,60 @@ def main() -> None:
         default=[],
         help="a server setting KEY=VALUE (`convoplan serve --set`)",
     )
+    parser.add_argument(
+        "--backend",
+        action="append",
+        default=None,
+        help="pytorch (default), or ctranslate2-QUANTIZATION (e.g. ctranslate2-int8_float32): the artifacts' LMs "
+        "exported for CTranslate2 into a temp copy; repeat to load each backend in turn, in one run",
+    )
     args = parser.parse_args()
     if not (args.artifacts / "serve.json").is_file():
         parser.error(f"--artifacts {args.artifacts}: no serve.json (run `convoplan demo --no-serve` first)")
+    backends = args.backend or ["pytorch"]
+    for backend in backends:
+        if backend != "pytorch" and not backend.startswith("ctranslate2-"):
+            parser.error(f"--backend {backend}: expected pytorch or ctranslate2-QUANTIZATION")
+    passed = True
+    for backend in backends:
+        out = args.out if len(backends) == 1 else args.out / backend
+        with tempfile.TemporaryDirectory(prefix="serve-load-artifacts-") as temp:
+            artifacts = args.artifacts if backend == "pytorch" else exported(args.artifacts, Path(temp), backend)
+            passed &= run(args, artifacts, out, backend)
+    if not passed:
+        sys.exit(1)
 
+
+def exported(artifacts: Path, temp: Path, backend: str) -> Path:
+    """A copy of `artifacts` whose LM folders (serve.json `lm`, and `lm_provider` when it names one) are exported for
+    CTranslate2 in the backend's quantisation."""
+    import shutil
+
+    from convoplan.lm.ct2 import export
+
+    copy = temp / "artifacts"
+    shutil.copytree(artifacts, copy)
+    manifest = json.loads((copy / "serve.json").read_text())
+    for key in ("lm", "lm_provider"):
+        if isinstance(manifest.get(key), str):
+            print(f"exporting {manifest[key]} for {backend} ...", flush=True)
+            export(artifacts / manifest[key], copy / manifest[key], backend.removeprefix("ctranslate2-"))
+    return copy
+
+
+def run(args: argparse.Namespace, artifacts: Path, out: Path, backend: str) -> bool:
+    """One load on `artifacts`; writes OUT/report.md and report.json and says whether it passed."""
     started = time.perf_counter()
     header = [machine(args.settings), f"command: `{command()}`"]
     print(header[0], flush=True)
+    header[0] += f"; backend: {backend}"
     with tempfile.TemporaryDirectory(prefix="serve-load-") as temp:
-        artifacts = args.artifacts
         db = args.db or f"sqlite:///{Path(temp) / 'serve.db'}"
         store = Store(db)
         before = store.counts()
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "server.log").unlink(missing_ok=True)
-        with running_server(artifacts, db, args.out / "server.log", args.settings) as server:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "server.log").unlink(missing_ok=True)
+        with running_server(artifacts, db, out / "server.log", args.settings) as server:
             print(f"serving {artifacts} on {server.url} (store: {db}); load ...", flush=True)
             load, check = run_load(
                 server.url,
@@ -451,13 +494,12 @@ def main() -> None:
     )
     text = "\n".join(header) + "\n\n" + markdown(report) + "\n"
     print("\n" + text)
-    with atomic_write(args.out / "report.json") as stream:
+    with atomic_write(out / "report.json") as stream:
         stream.write(json.dumps({**report, "calls": [asdict(c) for c in load.calls]}, indent=2) + "\n")
-    with atomic_write(args.out / "report.md") as stream:
+    with atomic_write(out / "report.md") as stream:
         stream.write(text)
-    print(f"wrote {args.out / 'report.md'}, {args.out / 'report.json'}")
-    if not report["passed"]:
-        sys.exit(1)
+    print(f"wrote {out / 'report.md'}, {out / 'report.json'}")
+    return bool(report["passed"])
 
 
 if __name__ == "__main__":
