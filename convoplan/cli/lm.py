@@ -393,7 +393,7 @@ def lm_eval(
     conversations: Annotated[
         Path, typer.Argument(help="Canonical conversations (.jsonl) with meta.split and actions.")
     ],
-    model: Annotated[Path, typer.Option(help="The action-directed LM folder (`convoplan lm train`).")],
+    model: Annotated[Path, typer.Option(help="The action-directed LM folder (`convoplan lm train`, or `lm export`).")],
     vanilla_model: Annotated[
         Path, typer.Option(help="The vanilla LM folder: same data and budget, no actions (`lm train --vanilla`).")
     ],
@@ -485,7 +485,7 @@ def lm_eval(
 
 
 def suggest_command(
-    model: Annotated[Path, typer.Option(help="An LM folder written by `convoplan lm train`.")],
+    model: Annotated[Path, typer.Option(help="An LM folder written by `convoplan lm train` (or `lm export`).")],
     conversation: Annotated[
         Path, typer.Option(help="Canonical conversations (.jsonl): the history is the first one, or --id's.")
     ],
