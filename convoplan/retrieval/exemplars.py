@@ -48,6 +48,8 @@ __all__ = ["EXEMPLARS", "Exemplar", "ExemplarConfig", "ExemplarIndex", "context_
 
 FORMAT = "convoplan-exemplars/1"
 EXEMPLARS = "exemplars"
+CHUNK = 256
+"""Queries scored together against an action's messages: one matrix product each, [messages, CHUNK] floats."""
 """The index's folder inside the LM folder it serves."""
 INDEX_FILE, VECTORS_FILE = "index.json", "vectors.safetensors"
 
@@ -161,22 +163,30 @@ class ExemplarIndex:
         if len(histories) != len(actions):
             raise ValueError(f"{len(histories)} histories but {len(actions)} actions")
         queries = embedder.embed([context_text(h, self.config.context_turns) for h in histories])  # [Q, D]
-        found: list[list[Exemplar]] = []
-        for query, action in zip(queries, actions, strict=True):
+        found: list[list[Exemplar]] = [[] for _ in histories]
+        asking: dict[str | None, list[int]] = {}  # action -> the queries that ask for it
+        for number, action in enumerate(actions):
+            asking.setdefault(action, []).append(number)
+        for action, numbers in asking.items():
             rows = np.arange(len(self.texts)) if action is None else self._rows.get(action)
             if rows is None or not len(rows):
-                found.append([])
                 continue
-            scores = self.vectors[rows] @ query  # [N_a]: cosine, the rows and the query being unit vectors
-            top = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
-            top = top[np.argsort(-scores[top], kind="stable")]
-            found.append(
-                [
-                    Exemplar(self.texts[r], self.actions[r], self.sources[r], float(scores[i]))
-                    for i, r in zip(top.tolist(), rows[top].tolist(), strict=True)
-                ]
-            )
+            vectors = self.vectors if action is None else self.vectors[rows]  # [N_a, D]: gathered once per action
+            for start in range(0, len(numbers), CHUNK):
+                chunk = numbers[start : start + CHUNK]
+                scores = vectors @ queries[chunk].T  # [N_a, C]: cosines, the rows and the queries being unit vectors
+                for column, number in enumerate(chunk):
+                    found[number] = self._best(scores[:, column], rows, k)
         return found
+
+    def _best(self, scores: np.ndarray, rows: np.ndarray, k: int) -> list[Exemplar]:
+        """The `k` best of `scores` (one per row of `rows`), best first; ties in index order."""
+        top = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
+        top = top[np.argsort(-scores[top], kind="stable")]
+        return [
+            Exemplar(self.texts[r], self.actions[r], self.sources[r], float(scores[i]))
+            for i, r in zip(top.tolist(), rows[top].tolist(), strict=True)
+        ]
 
     def save(self, folder: str | Path) -> Path:
         """Write the index as a folder (whole, or not at all)."""

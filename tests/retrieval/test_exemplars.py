@@ -77,6 +77,24 @@ def test_nearest_matches_a_brute_force_search(index: ExemplarIndex, embedder: Se
     assert index.nearest([history], ["refund"], embedder) == [[]]  # an action the index lacks
 
 
+def test_a_batch_of_queries_gets_what_each_gets_alone(
+    index: ExemplarIndex, embedder: SentenceEmbedder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queries are scored per action in chunks: a batch mixing actions (None among them) across chunk boundaries
+    finds exactly what each query finds alone."""
+    import convoplan.retrieval.exemplars as exemplars
+
+    monkeypatch.setattr(exemplars, "CHUNK", 2)
+    turns = [Turn(speaker="user", text=text) for text in ("hi", "how much is the kettle?", "I want a refund", "bye")]
+    histories = [turns[: i + 1] for i in range(4)] * 2
+    actions = ["price", None, "price", "greet", None, "refund", "price", None]
+    together = index.nearest(histories, actions, embedder, k=2)
+    alone = [index.nearest([h], [a], embedder, k=2)[0] for h, a in zip(histories, actions, strict=True)]
+    assert [[e.source for e in found] for found in together] == [[e.source for e in found] for found in alone]
+    assert [e.score for found in together for e in found] == pytest.approx([e.score for f in alone for e in f])
+    assert together[5] == [] and all(together[i] for i in (0, 1, 2, 3, 4, 6, 7))  # (no refund in the index)
+
+
 def test_the_most_frequent_message_of_an_action(index: ExemplarIndex) -> None:
     assert index.most_frequent("greet") == "Hello! How can I help?"  # said twice
     assert index.most_frequent("price") == "It is $30."  # a tie: the first said
