@@ -404,14 +404,14 @@ def grounding_checks(
     vocabulary: Mapping[str, frozenset[str]] | None = None,
     config: SupportConfig | None = None,
 ) -> list[GroundingCheck]:
-    """The grounding check of each message (one per target): its claims against the passages of the entity in
-    focus in `knowledge`, and its slots against the latest item the history's API returned (`vocabulary`: every
-    value of each API's items, `item_vocabulary`)."""
+    """The grounding check of each message (one per target): its claims against the passages of the entities it names
+    in `knowledge`, else of the entity in focus (`KnowledgeIndex.for_claims`), and its slots against the latest item
+    the history's API returned (`vocabulary`: every value of each API's items, `item_vocabulary`)."""
     checks = []
     for target, text in zip(found, texts, strict=True):
         check = GroundingCheck()
         if knowledge is not None:
-            support = check_support(text, knowledge.about(target.history.turns), config)
+            support = check_support(text, knowledge.for_claims(text, target.history.turns), config)
             if support.claims:
                 check = replace(check, claiming=1, supported=int(support.supported))
         item = returned_item(target.history)

@@ -307,12 +307,16 @@ class Grounder:
 
     def _said(self, turns: Sequence[Turn], entity: str | None) -> set[str]:
         """With `skip_said` and an entity in focus, the ids of its passages that the history's agent messages
-        already say (`check_support`): a prompt then offers what is still to say."""
-        if not (self.config.skip_said and entity is not None and self.knowledge is not None):
+        already say (`check_support`, each message against the passages of what it is about:
+        `KnowledgeIndex.for_claims`): a prompt then offers what is still to say."""
+        knowledge = self.knowledge
+        if not (self.config.skip_said and entity is not None and knowledge is not None):
             return set()
-        passages = self.knowledge.of(entity)
         return {
-            source for turn in turns if turn.speaker == "agent" for source in check_support(turn.text, passages).sources
+            source
+            for i, turn in enumerate(turns)
+            if turn.speaker == "agent"
+            for source in check_support(turn.text, knowledge.for_claims(turn.text, turns[:i])).sources
         }
 
     def _exemplars(

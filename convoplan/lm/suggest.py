@@ -305,17 +305,18 @@ class Suggester:
         ]
 
     def check(self, history: History, groups: Sequence[Sequence[Suggestion]]) -> list[list[Suggestion]]:
-        """The suggestions with their claims checked against the knowledge's passages of the entity in focus
-        (`KnowledgeIndex.about`); unchanged without a knowledge file."""
+        """The suggestions with their claims checked against the knowledge's passages of the entities each names, or
+        else of the entity in focus (`KnowledgeIndex.for_claims`); unchanged without a knowledge file."""
         if self.knowledge is None:
             return [list(group) for group in groups]
-        passages = self.knowledge.about(_conversation(history).turns)
-        by_id = {passage.id: passage for passage in passages}
+        turns = _conversation(history).turns
         checked = []
         for group in groups:
             row = []
             for suggestion in group:
+                passages = self.knowledge.for_claims(suggestion.text, turns)
                 support = check_support(suggestion.text, passages, self.support)
+                by_id = {passage.id: passage for passage in passages}
                 found = tuple(by_id[source] for source in support.sources)
                 missing = tuple(claim.text for claim in support.unsupported)
                 row.append(replace(suggestion, checked=True, sources=found, unsupported=missing))

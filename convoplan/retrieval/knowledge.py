@@ -370,6 +370,18 @@ class KnowledgeIndex:
         entity = self.focus(turns)
         return self.passages if entity is None else self.of(entity)
 
+    def named(self, text: str) -> list[str]:
+        """The entities `text` names (as `focus` finds them), in order of first mention."""
+        found = self._focus.findall(text) if self._focus is not None else []
+        return list(dict.fromkeys(self._names[form.casefold()] for form in found))
+
+    def for_claims(self, text: str, turns: Sequence[Turn]) -> list[Passage]:
+        """The passages the claims of `text`, said after `turns`, are checked against: those of the entities it
+        names ("Sheep grow to ..." is about sheep, whatever the conversation was about), else those of the entity
+        in focus after `turns` (`about`)."""
+        named = self.named(text)
+        return [p for entity in named for p in self.of(entity)] if named else self.about(turns)
+
     def of(self, entity: str) -> list[Passage]:
         """The passages about `entity` (case ignored), in file order."""
         return [self.passages[i] for i in np.flatnonzero(self._entities == entity.casefold())]
