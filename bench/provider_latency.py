@@ -20,8 +20,7 @@ from pathlib import Path
 import torch
 
 from convoplan.compose.loop import DialogueState
-from convoplan.lm.ct2 import export
-from convoplan.lm.model import Precision, load_model
+from convoplan.lm.model import Precision, export_model, load_model
 from convoplan.lm.provider import LMProvider
 from convoplan.schema import Candidate
 from convoplan.serve.artifacts import Artifacts
@@ -67,7 +66,9 @@ def main() -> None:
         if args.int8:
             runs.append((folder, "int8"))
         for quantization in ("float32", "int8_float32") if args.ctranslate2 else ():
-            runs.append((str(export(folder, Path(exports.name) / f"{number}-{quantization}", quantization)), "fp32"))
+            runs.append(
+                (str(export_model(folder, Path(exports.name) / f"{number}-{quantization}", quantization)), "fp32")
+            )
     parameters = 0
     for folder, precision in runs:
         providers = [] if folder is None else [TimedProvider(load_model(folder, precision), artifacts.world.lexicon)]

@@ -418,7 +418,7 @@ def exported(artifacts: Path, temp: Path, backend: str) -> Path:
     CTranslate2 in the backend's quantisation."""
     import shutil
 
-    from convoplan.lm.ct2 import export
+    from convoplan.lm.model import export_model
 
     copy = temp / "artifacts"
     shutil.copytree(artifacts, copy)
@@ -426,7 +426,7 @@ def exported(artifacts: Path, temp: Path, backend: str) -> Path:
     for key in ("lm", "lm_provider"):
         if isinstance(manifest.get(key), str):
             print(f"exporting {manifest[key]} for {backend} ...", flush=True)
-            export(artifacts / manifest[key], copy / manifest[key], backend.removeprefix("ctranslate2-"))
+            export_model(artifacts / manifest[key], copy / manifest[key], backend.removeprefix("ctranslate2-"))
     return copy
 
 

@@ -51,9 +51,8 @@ import torch
 import transformers
 
 from convoplan.atomic import atomic_write
-from convoplan.lm.ct2 import export
 from convoplan.lm.generate import PrefixCache, SamplingConfig, generate_messages
-from convoplan.lm.model import LanguageModel, ModelConfig, in_precision, load_model, new_model
+from convoplan.lm.model import LanguageModel, ModelConfig, export_model, in_precision, load_model, new_model
 from convoplan.schema import read_jsonl
 
 TITLES = {
@@ -354,7 +353,7 @@ def main() -> None:
         if make == "model":
             models = {"c": loaded(folder, "fp32", needed), "d": loaded(folder, "int8", needed)}
             for variant, quantization in ENGINES.items() if args.ctranslate2 else ():
-                exported = export(folder, args.out / "ctranslate2" / f"{name}-{quantization}", quantization)
+                exported = export_model(folder, args.out / "ctranslate2" / f"{name}-{quantization}", quantization)
                 models[variant] = loaded(str(exported), "fp32", needed)
         else:
             lm = fresh(folder, 2 * needed)

@@ -332,13 +332,14 @@ def lm_export(
 
         convoplan lm export runs/lm --format ctranslate2 --quantization int8_float32 --out runs/lm-ct2
     """
-    from convoplan.lm.ct2 import ENGINE, export
+    from convoplan.lm.ct2 import ENGINE
+    from convoplan.lm.model import export_model
 
     if format != ENGINE:
         fail(f"--format {format}: unknown engine; expected {ENGINE}")
     with errors.status(f"exporting {model} for {format} ({quantization.value})"):
         try:
-            folder = export(model, out, quantization.value)
+            folder = export_model(model, out, quantization.value)
         except ValueError as error:
             fail(str(error))
     size = sum(path.stat().st_size for path in folder.rglob("*") if path.is_file())

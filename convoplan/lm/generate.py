@@ -37,6 +37,7 @@ from annotated_types import Ge, Gt, Interval
 from transformers import LogitsProcessorList, TemperatureLogitsWarper, TopPLogitsWarper
 
 from convoplan.configs import Config
+from convoplan.lm import ct2
 from convoplan.lm.model import LanguageModel
 
 __all__ = ["Cancelled", "OnText", "PrefixCache", "SamplingConfig", "generate_messages"]
@@ -108,7 +109,7 @@ def generate_messages(
     measure the difference). Greedy decoding needs `n == 1`. Setting `cancel` (from another thread) stops the work
     before its next forward pass with `Cancelled`: a streaming client that leaves costs at most one more step.
     A model exported for CTranslate2 (`lm.generator`) decodes there, with the same semantics
-    (`convoplan.lm.ct2.generate`: what the prompts share is its static prompt; `prefix` is not used).
+    (`_generate_on_engine`: what the prompts share is its static prompt; `prefix` is not used).
     """
     if not prompts:
         return []
@@ -120,9 +121,7 @@ def generate_messages(
     if width + config.max_new_tokens > lm.context:
         raise ValueError(f"a prompt of {width} tokens plus {config.max_new_tokens} new ones exceeds the context")
     if lm.generator is not None:  # an exported folder: the same messages, decoded by CTranslate2
-        from convoplan.lm import ct2
-
-        return ct2.generate(lm, prompts, config, n, on_text, cancel)
+        return _generate_on_engine(lm, prompts, config, n, on_text, cancel)
     codec = lm.codec
     # [B, W]: prompts right-aligned (left padding), the mask 0 on the padding.
     inputs = torch.full((len(prompts), width), codec.eos, dtype=torch.long)
@@ -212,6 +211,51 @@ def _decode(
         attention = torch.cat([attention, attention.new_ones((len(alive), 1))], dim=-1)  # [A, W + step + 1]
         step_ids, step_positions = token[:, None], attention.sum(-1, keepdim=True) - 1
     return tokens, logprobs
+
+
+def _generate_on_engine(
+    lm: LanguageModel,
+    prompts: Sequence[Sequence[int]],
+    config: SamplingConfig,
+    n: int,
+    on_text: OnText | None,
+    cancel: threading.Event | None,
+) -> list[list[Generated]]:
+    """`generate_messages` on CTranslate2 (`convoplan.lm.ct2.decode`): what all prompts share (leaving each at least
+    one token of its own) is read once as the engine's static prompt; rows b*n .. b*n + n-1 are prompt b's."""
+    shortest, shared = min(len(prompt) for prompt in prompts), 0
+    while shared < shortest - 1 and all(prompt[shared] == prompts[0][shared] for prompt in prompts):
+        shared += 1
+    tokens = lm.tokenizer.convert_ids_to_tokens
+    starts = [tokens(list(prompt[shared:])) for prompt in prompts for _ in range(n)]  # [B*n] rows of tokens
+    ids: list[list[int]] = [[] for _ in starts]
+    logprobs: list[list[float]] = [[] for _ in starts]
+    texts = Texts(lm, len(starts), on_text) if on_text is not None else None
+
+    def heard(row: int, token: int, logprob: float) -> None:
+        ids[row].append(token)
+        logprobs[row].append(logprob)
+        if texts is not None:
+            texts.add(row, token)
+
+    _check(cancel)
+    finished = ct2.decode(
+        lm.generator,
+        tokens(list(prompts[0][:shared])) if shared else [],
+        starts,
+        max_new_tokens=config.max_new_tokens,
+        sample=config.do_sample,
+        temperature=config.temperature,
+        top_p=config.top_p,
+        seed=config.seed,
+        end=[lm.codec.end, lm.codec.eos],
+        on_token=heard,
+        cancel=cancel,
+    )
+    if not finished:
+        _check(cancel)
+    messages = [message(lm, row_ids, row_logprobs) for row_ids, row_logprobs in zip(ids, logprobs, strict=True)]
+    return [messages[i * n : (i + 1) * n] for i in range(len(prompts))]
 
 
 def _check(cancel: threading.Event | None) -> None:

@@ -19,7 +19,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
 from annotated_types import Ge, Interval
 
@@ -32,7 +32,9 @@ from convoplan.lm.tokenizer import Codec, add_format_tokens, format_actions
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-__all__ = ["LanguageModel", "ModelConfig", "Precision", "in_precision", "load_model", "new_model"]
+    from convoplan.lm.ct2 import Quantization
+
+__all__ = ["LanguageModel", "ModelConfig", "Precision", "export_model", "in_precision", "load_model", "new_model"]
 
 Precision = Literal["fp32", "int8", "bf16"]
 """How a loaded model computes: fp32; int8 (dynamic quantisation of the linear layers, CPU); bf16 (CUDA)."""
@@ -234,7 +236,7 @@ class _Info(Config):
     grounding: dict[str, Any] | None = None
     """The prompts' grounding (`convoplan.lm.grounding.GroundingConfig`, checked where it is read); absent: none."""
     engine: _Engine | None = None
-    """Where the folder was exported for another inference engine (`convoplan.lm.ct2.export`); absent: PyTorch."""
+    """Where the folder was exported for another inference engine (`export_model`); absent: PyTorch."""
 
 
 def read_info(folder: str | Path) -> dict[str, Any]:
@@ -281,16 +283,20 @@ def check_model_config(folder: str | Path) -> None:
 
 def load_model(folder: str | Path, precision: Precision = "fp32") -> LanguageModel:
     """A model folder written by `save_model` (or a training checkpoint), ready to generate in `precision`; or a
-    folder exported for CTranslate2 (`convoplan.lm.ct2.export`), which computes as exported (`int8` quantises a
-    float export as it loads)."""
+    folder exported for CTranslate2 (`export_model`), which computes as exported (`int8` quantises a float export as
+    it loads)."""
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     info = read_info(folder)
     if info.get("engine") is not None:  # exported for CTranslate2: its own files, the same tokenizer and info
+        import torch
+
         from convoplan.lm import ct2
 
-        generator = ct2.load(Path(folder), precision)
+        # As exported, unless int8 is asked of a float export; bf16 on CUDA.
+        device, compute = ("cuda", "bfloat16") if precision == "bf16" else ("cpu", _ENGINE_COMPUTE[precision])
+        generator = ct2.load(Path(folder), compute, device, torch.get_num_threads())
         try:
             with quiet():
                 tokenizer = AutoTokenizer.from_pretrained(str(folder))
@@ -308,6 +314,52 @@ def load_model(folder: str | Path, precision: Precision = "fp32") -> LanguageMod
     return LanguageModel(
         in_precision(model, precision), tokenizer, Codec(tokenizer, vanilla=bool(info["vanilla"])), info
     )
+
+
+_ENGINE_COMPUTE = {"fp32": "default", "int8": "int8_float32"}
+"""CTranslate2's compute type for a precision on CPU: "default" computes as the folder was exported."""
+
+
+def export_model(folder: str | Path, out: str | Path, quantization: Quantization = "int8_float32") -> Path:
+    """Write the model folder `folder` (of `lm train`) as a folder exported for CTranslate2 in `quantization`, whole or
+    not at all: the engine's files (`convoplan.lm.ct2.convert`), the tokenizer, the exemplar index where there is
+    one, and convoplan-lm.json with an `engine` entry (the context the model reads, as `LanguageModel.context` would
+    say it). ValueError naming what is wrong before the conversion starts."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from convoplan.lm import ct2
+    from convoplan.retrieval.exemplars import EXEMPLARS
+
+    if quantization not in get_args(ct2.Quantization):
+        choices = ", ".join(get_args(ct2.Quantization))
+        raise ValueError(f"unknown quantization {quantization!r}: expected one of {choices}")
+    source = Path(folder)
+    info = read_info(source)
+    if info.get("engine") is not None:
+        raise ValueError(f"{source}: already exported for {info['engine']['name']}; export the PyTorch folder")
+    check_model_config(source)
+    ct2.require()
+    config = json.loads((source / "config.json").read_text("utf-8"))
+    positions = int(config.get("n_positions") or config["max_position_embeddings"])
+    block = info.get("block_size")
+    context = min(positions, block) if isinstance(block, int) and block > 0 else positions
+
+    def write(temp: Path) -> None:
+        converted = temp / ".converted"  # the converter replaces the folder it writes: a subfolder, then moved up
+        with quiet():
+            ct2.convert(source, converted, quantization)
+            AutoTokenizer.from_pretrained(str(source)).save_pretrained(temp)
+        for path in converted.iterdir():
+            path.replace(temp / path.name)
+        converted.rmdir()
+        if (source / EXEMPLARS).is_dir():
+            shutil.copytree(source / EXEMPLARS, temp / EXEMPLARS)
+
+    engine = {"name": ct2.ENGINE, "quantization": quantization, "context": context, "source": str(source)}
+    record = {**{k: v for k, v in info.items() if k != "format"}, "engine": engine}
+    return write_folder(out, FORMAT, record, extra=write, config_file=INFO_FILE)
 
 
 def in_precision(model: PreTrainedModel, precision: Precision) -> PreTrainedModel:

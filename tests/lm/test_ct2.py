@@ -58,11 +58,11 @@ def pair(
     request: pytest.FixtureRequest, folder: Path, llama: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[LanguageModel, LanguageModel]:
     """(the PyTorch model, its float32 export) of each architecture."""
-    from convoplan.lm.ct2 import export
+    from convoplan.lm.model import export_model
 
     torch.set_num_threads(1)
     source = folder if request.param == "gpt2" else llama
-    out = export(source, tmp_path_factory.mktemp("ct2") / request.param, "float32")
+    out = export_model(source, tmp_path_factory.mktemp("ct2") / request.param, "float32")
     return load_model(source), load_model(out)
 
 
@@ -148,7 +148,7 @@ def test_streamed_text_adds_up_and_cancel_stops(pair: tuple[LanguageModel, Langu
 
 
 def test_the_exported_folder_keeps_the_tokenizer_info_and_exemplars(folder: Path, tmp_path: Path) -> None:
-    from convoplan.lm.ct2 import export
+    from convoplan.lm.model import export_model
     from convoplan.retrieval.exemplars import EXEMPLARS
 
     source = tmp_path / "model"
@@ -157,7 +157,7 @@ def test_the_exported_folder_keeps_the_tokenizer_info_and_exemplars(folder: Path
     shutil.copytree(folder, source)
     (source / EXEMPLARS).mkdir()
     (source / EXEMPLARS / "marker.txt").write_text("the index")
-    out = export(source, tmp_path / "exported", "int8_float32")
+    out = export_model(source, tmp_path / "exported", "int8_float32")
     info = json.loads((out / INFO_FILE).read_text())
     original = json.loads((source / INFO_FILE).read_text())
     assert info["engine"] == {
@@ -173,7 +173,7 @@ def test_the_exported_folder_keeps_the_tokenizer_info_and_exemplars(folder: Path
     greedy = SamplingConfig(do_sample=False, max_new_tokens=8)
     assert all(m.tokens for (m,) in generate_messages(int8, prompts(int8), greedy))
     with pytest.raises(ValueError, match="already exported"):
-        export(out, tmp_path / "again")
+        export_model(out, tmp_path / "again")
     assert not (tmp_path / "again").exists()
 
 
@@ -200,9 +200,9 @@ def test_the_cli_exports_and_refuses_bad_input_in_one_line(folder: Path, tmp_pat
 def test_a_corrupt_export_and_a_missing_engine_are_one_line_errors(
     folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from convoplan.lm.ct2 import export
+    from convoplan.lm.model import export_model
 
-    out = export(folder, tmp_path / "ct2", "float32")
+    out = export_model(folder, tmp_path / "ct2", "float32")
     (out / "model.bin").write_bytes(b"not a model")
     with pytest.raises(ValueError, match=r"cannot load the CTranslate2 model"):
         load_model(out)

@@ -235,11 +235,11 @@ def test_an_lm_exported_for_ctranslate2_serves_suggestions_and_the_bot(artifacts
     """serve.json names an exported folder as it names a PyTorch one: suggestions (plain and streamed) and the bot's
     LM provider run on CTranslate2."""
     pytest.importorskip("ctranslate2")
-    from convoplan.lm.ct2 import export
+    from convoplan.lm.model import export_model
 
     root = tmp_path / "artifacts"
     shutil.copytree(artifacts_dir, root)
-    export(artifacts_dir / "lm", root / "lm", "int8_float32")  # replaces the PyTorch folder, exemplars kept
+    export_model(artifacts_dir / "lm", root / "lm", "int8_float32")  # replaces the PyTorch folder, exemplars kept
     write_manifest(root, replace(read_manifest(root), lm_provider=True))
     loaded = Artifacts.load(root)
     assert loaded.suggester is not None and loaded.suggester.lm.engine == "ctranslate2"
