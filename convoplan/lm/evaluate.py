@@ -404,9 +404,10 @@ def grounding_checks(
     vocabulary: Mapping[str, frozenset[str]] | None = None,
     config: SupportConfig | None = None,
 ) -> list[GroundingCheck]:
-    """The grounding check of each message (one per target): its claims against the passages of the entities it names
-    in `knowledge`, else of the entity in focus (`KnowledgeIndex.for_claims`), and its slots against the latest item
-    the history's API returned (`vocabulary`: every value of each API's items, `item_vocabulary`)."""
+    """The grounding check of each message (one per target): its claims against the passages of the entity in
+    focus after its history in `knowledge` (`KnowledgeIndex.for_claims`: a statement about another animal counts
+    against it, however true), and its slots against the latest item the history's API returned (`vocabulary`:
+    every value of each API's items, `item_vocabulary`)."""
     checks = []
     for target, text in zip(found, texts, strict=True):
         check = GroundingCheck()

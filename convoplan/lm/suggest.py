@@ -305,8 +305,8 @@ class Suggester:
         ]
 
     def check(self, history: History, groups: Sequence[Sequence[Suggestion]]) -> list[list[Suggestion]]:
-        """The suggestions with their claims checked against the knowledge's passages of the entities each names, or
-        else of the entity in focus (`KnowledgeIndex.for_claims`); unchanged without a knowledge file."""
+        """The suggestions with their claims checked against the knowledge's passages of the entity in focus (none for
+        one about another entity: `KnowledgeIndex.for_claims`); unchanged without a knowledge file."""
         if self.knowledge is None:
             return [list(group) for group in groups]
         turns = _conversation(history).turns

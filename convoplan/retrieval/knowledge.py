@@ -376,11 +376,14 @@ class KnowledgeIndex:
         return list(dict.fromkeys(self._names[form.casefold()] for form in found))
 
     def for_claims(self, text: str, turns: Sequence[Turn]) -> list[Passage]:
-        """The passages the claims of `text`, said after `turns`, are checked against: those of the entities it
-        names ("Sheep grow to ..." is about sheep, whatever the conversation was about), else those of the entity
-        in focus after `turns` (`about`)."""
-        named = self.named(text)
-        return [p for entity in named for p in self.of(entity)] if named else self.about(turns)
+        """The passages the claims of `text`, said after `turns`, are checked against: those of the entity in focus
+        (`about`), none when `text` names other entities and not it ("Sheep grow to ..." in a conversation about
+        dogs is not about the animal in focus, and the dog's height sentence, in the same words, must not pass it);
+        with no entity in focus, those of the entities it names (every passage when it names none)."""
+        focus, named = self.focus(turns), self.named(text)
+        if focus is None:
+            return [p for entity in named for p in self.of(entity)] if named else self.passages
+        return [] if named and focus not in named else self.of(focus)
 
     def of(self, entity: str) -> list[Passage]:
         """The passages about `entity` (case ignored), in file order."""

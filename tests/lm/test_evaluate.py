@@ -235,8 +235,8 @@ def test_the_grounding_check_counts_supported_claims_and_slots_per_system() -> N
     found = [Target(about_lions, "Lions sleep up to 20 hours a day.", "fact"), Target(about_lions, "Hi!", "ack")]
     written = {
         TRUE: ["Lions sleep up to 20 hours a day.", "Hello there!"],  # a quote; a greeting claims nothing
-        # a tiger's fact said of lions, a weight outside the range: claims the lion's passages do not support
-        VANILLA: ["Lions like to swim in rivers.", "A lion weighs 900 kilograms."],
+        # another animal's fact (true, but not about the animal in focus), a weight outside the range
+        VANILLA: ["Tigers like to swim in rivers.", "A lion weighs 900 kilograms."],
     }
     intended: dict[str, Sequence[str | None]] = {TRUE: ["fact", "ack"], VANILLA: ["fact", "ack"]}
     report = score_systems(found, written, intended, KeywordLabeller(), knowledge=knowledge, vocabulary={})

@@ -85,11 +85,11 @@ def test_the_animals_fact_provider_is_supported_by_its_knowledge_base() -> None:
     assert not check_support("Lions can run at 300 kilometres per hour.", lion).supported
 
 
-def test_a_statement_is_checked_against_what_it_names_not_the_conversation_s_focus() -> None:
-    """After a conversation about dogs, "Sheep grow to between 0.6 and 0.9 metres tall." is about sheep: checked
-    against the dog's passages, their height sentence would pass it (the same words, both numbers under 1); against
-    the sheep's, it is their own height passage that supports it. A statement naming no animal is checked against
-    the one in focus."""
+def test_a_statement_about_another_animal_is_not_supported_by_the_focus_s_passages() -> None:
+    """After a conversation about dogs, "Sheep grow to between 0.6 and 0.9 metres tall." is not about the animal in
+    focus: checked against the dog's passages, their height sentence would source its 0.6 (inside the dog's range;
+    `skip_said` then took the dog's height for said), so it is checked against none. A statement naming the dog, or no animal, is checked
+    against the dog's passages; with no animal in focus, against those of the animals it names."""
     from convoplan.retrieval.knowledge import KnowledgeIndex
     from convoplan.worlds.animals.knowledge import attribute_sentences, load_knowledge_base
 
@@ -97,12 +97,14 @@ def test_a_statement_is_checked_against_what_it_names_not_the_conversation_s_foc
     about_dogs = [Turn(speaker="user", text="tell me about dogs")]
     sheep = attribute_sentences(load_knowledge_base()["sheep"])["size"]
     assert sheep == "Sheep grow to between 0.6 and 0.9 metres tall."
+    dog = [p for p in index.passages if p.entity == "dog"]
+    assert "dog/height_m" in check_support(sheep, dog).sources  # what the check found against the dog's passages
     assert index.named(sheep) == ["sheep"] and index.named("Dogs and sheep") == ["dog", "sheep"]
-    assert {p.entity for p in index.for_claims(sheep, about_dogs)} == {"sheep"}
-    assert check_support(sheep, index.for_claims(sheep, about_dogs)).sources == ["sheep/height_m"]
-    wrong = "Sheep grow to between 0.15 and 0.85 metres tall."  # the dog's numbers, said of sheep
-    assert not check_support(wrong, index.for_claims(wrong, about_dogs)).supported
-    assert {p.entity for p in index.for_claims("They can run fast.", about_dogs)} == {"dog"}
+    assert index.for_claims(sheep, about_dogs) == [] and not check_support(sheep, []).supported
+    assert index.for_claims("Dogs are smarter than sheep.", about_dogs) == dog
+    assert index.for_claims("They can run fast.", about_dogs) == dog
+    assert {p.entity for p in index.for_claims(sheep, [])} == {"sheep"}
+    assert check_support(sheep, index.for_claims(sheep, [])).sources == ["sheep/height_m"]
 
 
 # --- items an API returned (STAR's return_item events) ------------------------------------------------------------
