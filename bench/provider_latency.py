@@ -20,8 +20,10 @@ from pathlib import Path
 import torch
 
 from convoplan.compose.loop import DialogueState
+from convoplan.lm.grounding import grounding_config
 from convoplan.lm.model import Precision, export_model, load_model
 from convoplan.lm.provider import LMProvider
+from convoplan.retrieval.exemplars import EXEMPLARS, load_exemplars
 from convoplan.schema import Candidate
 from convoplan.serve.artifacts import Artifacts
 
@@ -69,9 +71,17 @@ def main() -> None:
             runs.append(
                 (str(export_model(folder, Path(exports.name) / f"{number}-{quantization}", quantization)), "fp32")
             )
+    # A grounded LM reads what the served one reads: the artifacts' knowledge file, its folder's exemplars.
+    knowledge = artifacts.suggester.knowledge if artifacts.suggester is not None else None
+
+    def provider(folder: str, precision: Precision) -> TimedProvider:
+        lm = load_model(folder, precision)
+        exemplars = load_exemplars(Path(folder) / EXEMPLARS) if grounding_config(lm.info).exemplars else None
+        return TimedProvider(lm, artifacts.world.lexicon, knowledge=knowledge, exemplars=exemplars)
+
     parameters = 0
     for folder, precision in runs:
-        providers = [] if folder is None else [TimedProvider(load_model(folder, precision), artifacts.world.lexicon)]
+        providers = [] if folder is None else [provider(folder, precision)]
         artifacts.extra_providers = list(providers)
         times, offered, steps, in_lm = [], 0, 0, 0.0
         for turn in range(args.turns + 1):  # the first turn of all warms up (not timed)
