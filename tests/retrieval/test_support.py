@@ -88,8 +88,9 @@ def test_the_animals_fact_provider_is_supported_by_its_knowledge_base() -> None:
 def test_a_statement_about_another_animal_is_not_supported_by_the_focus_s_passages() -> None:
     """After a conversation about dogs, "Sheep grow to between 0.6 and 0.9 metres tall." is not about the animal in
     focus: checked against the dog's passages, their height sentence would source its 0.6 (inside the dog's range;
-    `skip_said` then took the dog's height for said), so it is checked against none. A statement naming the dog, or no animal, is checked
-    against the dog's passages; with no animal in focus, against those of the animals it names."""
+    `skip_said` then took the dog's height for said), so it is checked against none. A statement naming the dog, or
+    no animal, is checked against the dog's passages; with no animal in focus, against those of the animals it
+    names."""
     from convoplan.retrieval.knowledge import KnowledgeIndex
     from convoplan.worlds.animals.knowledge import attribute_sentences, load_knowledge_base
 
