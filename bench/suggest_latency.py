@@ -218,12 +218,14 @@ def measure(name: str, models: dict[str, LanguageModel], args: argparse.Namespac
         return time.perf_counter() - start, heard[0] if heard else float("nan"), [m for g in written for m in g]
 
     def run(variant: str, seed: int) -> None:
-        sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, seed=seed)
-        start = time.perf_counter()
-        if variant == "a":
-            written = [m for p in prompts for _ in range(n) for (m,) in generate_messages(lm, [p], sampling)]
-        elif variant == "b":
-            written = [m for g in generate_messages(lm, prompts, sampling, n, share_prefix=False) for m in g]
+        if variant in ("a", "b"):
+            sampling = SamplingConfig(max_new_tokens=args.max_new_tokens, seed=seed)
+            start = time.perf_counter()
+            if variant == "a":
+                written = [m for p in prompts for _ in range(n) for (m,) in generate_messages(lm, [p], sampling)]
+            else:
+                written = [m for g in generate_messages(lm, prompts, sampling, n, share_prefix=False) for m in g]
+            took = time.perf_counter() - start
         else:
             model = models[variant]
             took, heard, written = timed(model, prompts, seed, None)
@@ -232,7 +234,7 @@ def measure(name: str, models: dict[str, LanguageModel], args: argparse.Namespac
             prefix = PrefixCache()
             timed(model, earlier, seed, prefix)
             follow[variant].append(timed(model, prompts, seed, prefix)[1])
-        seconds[variant].append(time.perf_counter() - start if variant in "ab" else took)
+        seconds[variant].append(took)
         tokens[variant].append(sum(len(m.tokens) for m in written))
 
     for round_ in range(-args.warmup, args.rounds):
@@ -243,6 +245,8 @@ def measure(name: str, models: dict[str, LanguageModel], args: argparse.Namespac
             for lists in (seconds, first, follow, tokens):
                 for values in lists.values():
                     values.clear()  # the warm-up rounds are not counted
+        kind = "warm-up" if round_ < 0 else f"round {round_ + 1}/{args.rounds}"
+        print(f"{name}: {kind} done ({', '.join(variants)})", flush=True)
     steps = {}
     for variant, model in models.items():
         batches = (1, k, k * n)
@@ -339,6 +343,8 @@ def main() -> None:
     args = parser.parse_args()
     if not args.model and not args.fresh:
         parser.error("give at least one --model or --fresh NAME=FOLDER")
+    if args.history <= FOLLOW_UP + 2:
+        parser.error(f"--history {args.history}: a follow-up call adds {FOLLOW_UP} tokens to a shorter one; give more")
     torch.set_num_threads(args.threads)
     transformers.utils.logging.set_verbosity_error()  # type: ignore[no-untyped-call]
 

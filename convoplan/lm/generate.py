@@ -137,10 +137,10 @@ def generate_messages(
     cache = _prefill(lm, inputs, mask, n, prefix if share_prefix else None, share_prefix)
     if n > 1:  # n sequences per prompt: rows b*n .. b*n + n-1 are prompt b's
         inputs, mask = inputs.repeat_interleave(n, dim=0), mask.repeat_interleave(n, dim=0)  # [B*n, W]
-    texts = Texts(lm, len(prompts) * n, on_text) if on_text is not None else None
+    texts = _Texts(lm, len(prompts) * n, on_text) if on_text is not None else None
     tokens, logprobs = _decode(lm, inputs, mask, cache, config, texts, cancel)
     messages = [
-        message(lm, row_tokens, row_logprobs) for row_tokens, row_logprobs in zip(tokens, logprobs, strict=True)
+        _message(lm, row_tokens, row_logprobs) for row_tokens, row_logprobs in zip(tokens, logprobs, strict=True)
     ]
     return [messages[i * n : (i + 1) * n] for i in range(len(prompts))]
 
@@ -151,7 +151,7 @@ def _decode(
     mask: torch.Tensor,
     cache: Any,
     config: SamplingConfig,
-    texts: Texts | None,
+    texts: _Texts | None,
     cancel: threading.Event | None = None,
 ) -> tuple[list[list[int]], list[list[float]]]:
     """Each row's new tokens (up to and including its end) and their log-probabilities, for the prompts [R, W]
@@ -223,14 +223,13 @@ def _generate_on_engine(
 ) -> list[list[Generated]]:
     """`generate_messages` on CTranslate2 (`convoplan.lm.ct2.decode`): what all prompts share (leaving each at least
     one token of its own) is read once as the engine's static prompt; rows b*n .. b*n + n-1 are prompt b's."""
-    shortest, shared = min(len(prompt) for prompt in prompts), 0
-    while shared < shortest - 1 and all(prompt[shared] == prompts[0][shared] for prompt in prompts):
-        shared += 1
+    shortest = min(len(prompt) for prompt in prompts)
+    shared = min(min(_common_length(prompts[0], prompt) for prompt in prompts), shortest - 1)
     tokens = lm.tokenizer.convert_ids_to_tokens
     starts = [tokens(list(prompt[shared:])) for prompt in prompts for _ in range(n)]  # [B*n] rows of tokens
     ids: list[list[int]] = [[] for _ in starts]
     logprobs: list[list[float]] = [[] for _ in starts]
-    texts = Texts(lm, len(starts), on_text) if on_text is not None else None
+    texts = _Texts(lm, len(starts), on_text) if on_text is not None else None
 
     def heard(row: int, token: int, logprob: float) -> None:
         ids[row].append(token)
@@ -254,8 +253,16 @@ def _generate_on_engine(
     )
     if not finished:
         _check(cancel)
-    messages = [message(lm, row_ids, row_logprobs) for row_ids, row_logprobs in zip(ids, logprobs, strict=True)]
+    messages = [_message(lm, row_ids, row_logprobs) for row_ids, row_logprobs in zip(ids, logprobs, strict=True)]
     return [messages[i * n : (i + 1) * n] for i in range(len(prompts))]
+
+
+def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading ids `a` and `b` share."""
+    for count, (x, y) in enumerate(zip(a, b, strict=False)):
+        if x != y:
+            return count
+    return min(len(a), len(b))
 
 
 def _check(cancel: threading.Event | None) -> None:
@@ -291,11 +298,7 @@ class PrefixCache:
             entries = list(self._entries)
         best, same = None, 0
         for index, (kept_ids, _) in enumerate(entries):
-            common = 0
-            for a, b in zip(kept_ids, ids, strict=False):
-                if a != b:
-                    break
-                common += 1
+            common = _common_length(kept_ids, ids)
             if common > same:
                 best, same = index, common
         cache = None
@@ -362,7 +365,7 @@ def _extend(lm: LanguageModel, cache: Any, ids: Sequence[int], start: int) -> An
         return lm.model(input_ids=new, position_ids=positions, cache=cache, use_cache=True, logits_to_keep=1).cache
 
 
-class Texts:
+class _Texts:
     """Hands `on_text` each message's new text as tokens are written. Text is sent when it has grown past what was
     sent, without the surrounding whitespace and not while it ends inside a character, so the pieces add up to the
     final message."""
@@ -383,7 +386,7 @@ class Texts:
             self.sent[row] = text
 
 
-def message(lm: LanguageModel, ids: list[int], logprobs: list[float]) -> Generated:
+def _message(lm: LanguageModel, ids: list[int], logprobs: list[float]) -> Generated:
     """The message of one row's new tokens, which end at its `<|end|>` or EOS where it wrote one. EOS ends a message
     too: it closes the conversation, and an untuned pretrained base ends its turn with its own EOS (`<|im_end|>`),
     which `<|end|>` starts out equal to (`convoplan.lm.model.init_tags`)."""

@@ -181,10 +181,16 @@ class LanguageModel:
         """Longest input in tokens (prompt plus generated tokens): the training block length where the folder
         records one (what the model learnt to read), else the architecture's context."""
         if self.generator is not None:
-            return int(self.info["engine"]["context"])  # recorded by the export, the same rule
-        positions = int(getattr(self.model.config, "n_positions", None) or self.model.config.max_position_embeddings)
-        block = self.info.get("block_size")
-        return min(positions, block) if isinstance(block, int) and block > 0 else positions
+            return int(self.info["engine"]["context"])  # recorded by the export, by the same rule
+        config = self.model.config
+        return _context(int(getattr(config, "n_positions", None) or config.max_position_embeddings), self.info)
+
+
+def _context(positions: int, info: dict[str, Any]) -> int:
+    """Longest input of a model of `positions` positions and convoplan-lm.json `info`: its training block length
+    where recorded, else its positions."""
+    block = info.get("block_size")
+    return min(positions, block) if isinstance(block, int) and block > 0 else positions
 
 
 def save_model(
@@ -342,9 +348,7 @@ def export_model(folder: str | Path, out: str | Path, quantization: Quantization
     check_model_config(source)
     ct2.require()
     config = json.loads((source / "config.json").read_text("utf-8"))
-    positions = int(config.get("n_positions") or config["max_position_embeddings"])
-    block = info.get("block_size")
-    context = min(positions, block) if isinstance(block, int) and block > 0 else positions
+    context = _context(int(config.get("n_positions") or config["max_position_embeddings"]), info)
 
     def write(temp: Path) -> None:
         converted = temp / ".converted"  # the converter replaces the folder it writes: a subfolder, then moved up

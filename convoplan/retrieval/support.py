@@ -19,8 +19,8 @@ says. `check_support(text, passages)` splits the text into claims and looks for 
 
 Each claim comes back with the passage that supports it (`source`, its id) or None; `Support.sources` are the
 passages the text drew on and `Support.unsupported` what a reviewer should look at. Which passages to check against
-is the caller's choice: `KnowledgeIndex.for_claims` gives those of the entities the text names, else of the entity
-in focus (the animal asked about).
+is the caller's choice: `KnowledgeIndex.for_claims` gives those of the entity in focus (the animal asked about), and
+none for a text about another entity.
 
 **Items an API returned** (STAR's `return_item` events: `{"APIName": ..., "Item": {field: value}}`) are checked by
 their values instead (`check_slots`): the values of the latest item before a message that its reference states must

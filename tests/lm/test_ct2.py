@@ -20,7 +20,7 @@ from convoplan.lm.generate import Cancelled, SamplingConfig, generate_messages
 from convoplan.lm.model import INFO_FILE, LanguageModel, load_base, load_model, save_model
 
 from .conftest import synthetic
-from .test_tokenizer import plain_tokenizer
+from .test_lora import tiny_llama
 
 pytest.importorskip("ctranslate2")
 
@@ -31,24 +31,8 @@ ACTIONS = ("greeting", "ask for sale", "thank")
 @pytest.fixture(scope="module")
 def llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Llama model folder (SmolLM2's architecture: grouped-query attention, tied embeddings), untrained."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
     root = tmp_path_factory.mktemp("llama")
-    tokenizer = plain_tokenizer()
-    tokenizer.save_pretrained(root / "base")
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=96,
-        tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(root / "base")
+    tiny_llama(root / "base", positions=96)
     tokenizer, model = load_base(str(root / "base"), list(ACTIONS))
     return save_model(root / "lm", model, tokenizer, {"vanilla": False})
 

@@ -29,12 +29,11 @@ ACTIONS = ["ask for sale", "greeting", "thank"]
 LORA = replace(TINY, lora=LoraConfig(rank=4, alpha=8, dropout=0.0), lr=1e-2, epochs=2)
 
 
-@pytest.fixture(scope="module")
-def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A saved tiny Llama with tied embeddings and a tokenizer that knows nothing of the format."""
+def tiny_llama(folder: Path, positions: int = 128) -> Path:
+    """Save a tiny untrained Llama (SmolLM2's architecture: grouped-query attention, tied embeddings) and a tokenizer
+    that knows nothing of the format to `folder`."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    folder = tmp_path_factory.mktemp("llama")
     tokenizer = plain_tokenizer()
     tokenizer.save_pretrained(folder)
     config = LlamaConfig(
@@ -44,13 +43,19 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
         num_hidden_layers=2,
         num_attention_heads=4,
         num_key_value_heads=2,
-        max_position_embeddings=128,
+        max_position_embeddings=positions,
         tie_word_embeddings=True,
         eos_token_id=tokenizer.eos_token_id,
     )
     torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved tiny Llama with tied embeddings and a tokenizer that knows nothing of the format."""
+    return tiny_llama(tmp_path_factory.mktemp("llama"))
 
 
 def test_tags_start_at_the_embedding_of_what_they_mean(base: Path) -> None:
