@@ -93,7 +93,7 @@ def start_server(artifacts: Path, db: str, host: str, port: int, config: ServeCo
     check_address(host, port)  # before loading anything, and before printing a URL that another process answers
     shared_embedder().max_cached = config.embedding_cache  # the one every loaded model embeds with
     try:
-        loaded = Artifacts.load(artifacts, config.suggest, config.precision)
+        loaded = Artifacts.load(artifacts, config.suggest, config.precision, config.model_workers)
     except ValueError as error:
         fail(str(error))
     with errors.status("warming up the models"):

@@ -66,13 +66,17 @@ def convert(source: Path, out: Path, quantization: Quantization) -> None:
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
 
 
-def load(folder: Path, compute_type: str, device: str, threads: int) -> Any:
-    """A `ctranslate2.Generator` for an exported folder; ValueError naming it when the files cannot be read."""
+def load(folder: Path, compute_type: str, device: str, threads: int, replicas: int = 1) -> Any:
+    """A `ctranslate2.Generator` for an exported folder, running up to `replicas` batches at once (one per caller
+    thread, each on `threads` threads; on CPU the replicas share the weights); ValueError naming the folder when the
+    files cannot be read."""
     ctranslate2 = require()
     if device == "cuda" and ctranslate2.get_cuda_device_count() == 0:
         raise ValueError("CUDA inference needs a CUDA device and none is available; on CPU use int8 or fp32")
     try:
-        return ctranslate2.Generator(str(folder), device=device, compute_type=compute_type, intra_threads=threads)
+        return ctranslate2.Generator(
+            str(folder), device=device, compute_type=compute_type, intra_threads=threads, inter_threads=replicas
+        )
     except (RuntimeError, ValueError) as error:  # a missing or corrupt model.bin
         raise ValueError(f"{folder}: cannot load the CTranslate2 model ({error})") from None
 

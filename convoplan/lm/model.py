@@ -287,10 +287,11 @@ def check_model_config(folder: str | Path) -> None:
             raise ValueError(f"{path}: {name}: expected {type(default).__name__}, got {json.dumps(value)}")
 
 
-def load_model(folder: str | Path, precision: Precision = "fp32") -> LanguageModel:
+def load_model(folder: str | Path, precision: Precision = "fp32", replicas: int = 1) -> LanguageModel:
     """A model folder written by `save_model` (or a training checkpoint), ready to generate in `precision`; or a
     folder exported for CTranslate2 (`export_model`), which computes as exported (`int8` quantises a float export as
-    it loads)."""
+    it loads) and runs up to `replicas` generations at once (serve: one per model worker; a PyTorch model is shared
+    by its callers as it is)."""
     from safetensors import SafetensorError
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -302,7 +303,7 @@ def load_model(folder: str | Path, precision: Precision = "fp32") -> LanguageMod
 
         # As exported, unless int8 is asked of a float export; bf16 on CUDA.
         device, compute = ("cuda", "bfloat16") if precision == "bf16" else ("cpu", _ENGINE_COMPUTE[precision])
-        generator = ct2.load(Path(folder), compute, device, torch.get_num_threads())
+        generator = ct2.load(Path(folder), compute, device, torch.get_num_threads(), replicas)
         try:
             with quiet():
                 tokenizer = AutoTokenizer.from_pretrained(str(folder))

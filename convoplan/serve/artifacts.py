@@ -173,8 +173,11 @@ class Artifacts:
     extra_providers: list[Provider] = field(default_factory=list)
 
     @classmethod
-    def load(cls, folder: str | Path, suggest: SuggestConfig | None = None, precision: Precision = "fp32") -> Artifacts:
-        """The manifest's world, arms and models (the LMs in `precision`); ValueError naming the manifest entry."""
+    def load(
+        cls, folder: str | Path, suggest: SuggestConfig | None = None, precision: Precision = "fp32", replicas: int = 1
+    ) -> Artifacts:
+        """The manifest's world, arms and models (the LMs in `precision`, each running up to `replicas` generations at
+        once where its engine needs that said: `load_model`); ValueError naming the manifest entry."""
         from convoplan.sim.arms import load_arm, load_world
 
         root = Path(folder)
@@ -203,7 +206,7 @@ class Artifacts:
             if manifest.lm is not None:
                 from convoplan.lm.model import load_model
 
-                lm = load_model(resolve(manifest.lm), precision)
+                lm = load_model(resolve(manifest.lm), precision, replicas)
             if manifest.nba is not None:
                 from convoplan.actions.load import load_nba
 
@@ -216,7 +219,7 @@ class Artifacts:
             if isinstance(manifest.lm_provider, str):
                 from convoplan.lm.model import load_model
 
-                provider_lm = load_model(resolve(manifest.lm_provider), precision)
+                provider_lm = load_model(resolve(manifest.lm_provider), precision, replicas)
         except (ValueError, OSError) as error:
             raise where("models", error) from None
         from convoplan.retrieval.exemplars import EXEMPLARS

@@ -131,6 +131,29 @@ def test_streamed_text_adds_up_and_cancel_stops(pair: tuple[LanguageModel, Langu
         generate_messages(exported, batch, sampling, on_text=fail)
 
 
+def test_replicas_write_concurrent_batches_as_one_writes_them(llama: Path, tmp_path: Path) -> None:
+    """serve's model workers each get a replica: two threads generating at once write what one writes alone."""
+    from convoplan.lm.model import export_model
+
+    exported = load_model(export_model(llama, tmp_path / "ct2", "float32"), replicas=2)
+    assert exported.generator.num_generators == 2
+    batch = prompts(exported)
+    alone = [m.tokens for (m,) in generate_messages(exported, batch, SamplingConfig(do_sample=False, max_new_tokens=12))]
+    together: list[list[list[int]]] = [[], []]
+    start = threading.Barrier(2)
+
+    def write(slot: int) -> None:
+        start.wait()
+        together[slot] = [m.tokens for (m,) in generate_messages(exported, batch, SamplingConfig(do_sample=False, max_new_tokens=12))]
+
+    threads = [threading.Thread(target=write, args=(slot,)) for slot in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert together == [alone, alone]
+
+
 def test_the_exported_folder_keeps_the_tokenizer_info_and_exemplars(folder: Path, tmp_path: Path) -> None:
     from convoplan.lm.model import export_model
     from convoplan.retrieval.exemplars import EXEMPLARS

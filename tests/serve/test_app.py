@@ -233,7 +233,7 @@ def test_an_action_s_answer_leaves_out_unsupported_suggestions_only_when_told() 
 
 def test_an_lm_exported_for_ctranslate2_serves_suggestions_and_the_bot(artifacts_dir: Path, tmp_path: Path) -> None:
     """serve.json names an exported folder as it names a PyTorch one: suggestions (plain and streamed) and the bot's
-    LM provider run on CTranslate2."""
+    LM provider run on CTranslate2, with a generator replica per model worker."""
     pytest.importorskip("ctranslate2")
     from convoplan.lm.model import export_model
 
@@ -241,8 +241,9 @@ def test_an_lm_exported_for_ctranslate2_serves_suggestions_and_the_bot(artifacts
     shutil.copytree(artifacts_dir, root)
     export_model(artifacts_dir / "lm", root / "lm", "int8_float32")  # replaces the PyTorch folder, exemplars kept
     write_manifest(root, replace(read_manifest(root), lm_provider=True))
-    loaded = Artifacts.load(root)
+    loaded = Artifacts.load(root, replicas=ServeConfig().model_workers)
     assert loaded.suggester is not None and loaded.suggester.lm.engine == "ctranslate2"
+    assert loaded.suggester.lm.generator.num_generators == ServeConfig().model_workers == 2
     [provider] = loaded.extra_providers
     assert isinstance(provider, LMProvider) and provider.lm.engine == "ctranslate2"
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")
