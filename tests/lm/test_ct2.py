@@ -139,7 +139,7 @@ def test_replicas_write_concurrent_batches_as_one_writes_them(llama: Path, tmp_p
     assert exported.generator.num_generators == 2
     batch = prompts(exported)
     alone = [m.tokens for (m,) in generate_messages(exported, batch, SamplingConfig(do_sample=False, max_new_tokens=12))]
-    together: list[list[list[int]]] = [[], []]
+    together: list[list[tuple[int, ...]]] = [[], []]
     start = threading.Barrier(2)
 
     def write(slot: int) -> None:
