@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -53,6 +54,7 @@ from convoplan.lm.suggest import Plan, SuggestConfig, Suggestion
 from convoplan.schema import MAX_NESTING, Candidate, Turn, check_json, to_json
 from convoplan.serve.artifacts import Artifacts
 from convoplan.serve.assignment import assign_arm
+from convoplan.serve.choices import answered
 from convoplan.serve.middleware import ApiKey, BodyLimit, Measure, SecurityHeaders
 from convoplan.serve.store import SessionRecord, Store, StoreError, StoreUnavailable
 
@@ -201,6 +203,8 @@ class SourceOut(BaseModel):
 
 
 class SuggestionOut(BaseModel):
+    number: int = 0
+    """Its number in this answer, counting across the actions in order from 0 (a message's `choice` names it)."""
     text: str
     score: float
     """Written: the mean token log-probability under the LM. Retrieved: its context's cosine similarity to this
@@ -230,6 +234,9 @@ class ActionOut(BaseModel):
 class SuggestResponse(BaseModel):
     actions: list[ActionOut]
     seconds: float
+    request_id: str | None = None
+    """What the agent's message names in its `choice` (the store keeps what was shown); None when the store could
+    not keep it."""
 
 
 class SessionRequest(Body):
@@ -247,14 +254,27 @@ class SessionOut(BaseModel):
     created_at: str
 
 
+class Choice(Body):
+    """What an agent's message did with the suggestions of one suggest request."""
+
+    request_id: Name
+    """The suggest answer's `request_id`."""
+    suggestion: int | None = Field(None, ge=0)
+    """The `number` of the suggestion the agent started from (sent as it was, or edited); None: their own text."""
+
+
 class MessageRequest(Body):
     text: Text
     speaker: Literal["agent", "user"] = "user"
     """Bot sessions take user messages only; assist sessions store either."""
     action: Action | None = None
-    """An agent message's action (assist mode)."""
+    """An agent message's action (assist mode); by default that of the suggestion in `choice`."""
+    choice: Choice | None = None
+    """An agent message sent after suggestions were shown (assist mode): which one it started from, if any. The
+    server stores the suggestions shown as the turn's candidates and the outcome (taken, edited, own) in its
+    `meta.choice` (docs/format.md)."""
     meta: Meta = Field(default_factory=dict)
-    """Stored with the turn, e.g. {"suggested": "...", "edited": true} when an agent sent a suggestion."""
+    """Stored with the turn."""
 
 
 class CandidateOut(BaseModel):
@@ -379,6 +399,17 @@ def _suggestion_out(s: Suggestion) -> SuggestionOut:
         sources=[SourceOut(id=p.id, source=p.source, text=p.text) for p in s.sources],
         unsupported=list(s.unsupported),
     )
+
+
+def _candidate(action: str | None, s: SuggestionOut) -> Candidate:
+    """A suggestion as shown, as the canonical candidate the store keeps (docs/format.md, "Agent choices")."""
+    sources: list[JsonValue] = [p.id for p in s.sources]
+    unsupported: list[JsonValue] = list(s.unsupported)
+    fields = {"source": s.source, "sources": sources, "unsupported": unsupported}
+    meta: dict[str, JsonValue] = {key: value for key, value in fields.items() if value}  # (the defaults left out)
+    if not s.finished:
+        meta["finished"] = False
+    return Candidate(text=s.text, action=action, provider=s.origin, score=s.score, meta=meta)
 
 
 def _action_out(plan: Plan, suggestions: list[Suggestion], drop_unsupported: bool = False) -> ActionOut:
@@ -525,7 +556,7 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         actions, n = min(body.actions, config.max_actions), min(body.n, config.max_suggestions)
         if body.stream:
             return StreamingResponse(
-                _stream(history, body.action, actions, n),
+                _stream(history, body.action, actions, n, body.session_id),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},  # no proxy may hold events back
             )
@@ -534,13 +565,30 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
             labelled = suggester.label(history)
             plans = suggester.plans(labelled, body.action, actions)
             written = suggester.suggestions(labelled, plans, n)
-        drop = config.drop_unsupported
-        return SuggestResponse(
-            actions=[_action_out(plan, group, drop) for plan, group in zip(plans, written, strict=True)],
-            seconds=time.perf_counter() - started,
-        )
+        return shown(plans, written, started, body.session_id, len(history))
 
-    async def _stream(history: list[Turn], action: str | None, actions: int, n: int) -> AsyncIterator[str]:
+    def shown(
+        plans: list[Plan], groups: list[list[Suggestion]], started: float, session_id: str | None, position: int
+    ) -> SuggestResponse:
+        """The answer to a suggest request, its suggestions numbered, and what it shows kept in the store under a
+        new request id (none when the store fails: the suggestions still go out)."""
+        actions = [_action_out(plan, group, config.drop_unsupported) for plan, group in zip(plans, groups, strict=True)]
+        numbered = [(a, s) for a in actions for s in a.suggestions]
+        candidates = []
+        for number, (group, suggestion) in enumerate(numbered):
+            suggestion.number = number
+            candidates.append(_candidate(group.action, suggestion))
+        request_id = uuid.uuid4().hex
+        try:
+            store.add_shown(request_id, session_id, position, candidates)
+        except (StoreError, StoreUnavailable):
+            logging.getLogger("convoplan.serve").exception("the suggestions shown could not be stored")
+            return SuggestResponse(actions=actions, seconds=time.perf_counter() - started)
+        return SuggestResponse(actions=actions, seconds=time.perf_counter() - started, request_id=request_id)
+
+    async def _stream(
+        history: list[Turn], action: str | None, actions: int, n: int, session_id: str | None
+    ) -> AsyncIterator[str]:
         """The events of one streamed suggest request. The models run on a thread of their own and hand events to
         the event loop; when the client leaves, Starlette cancels this generator, its `finally` sets `cancel`, and
         the thread stops: before its next decoding step, or before it starts if it was still waiting for a worker."""
@@ -577,11 +625,7 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
                     written = suggester.write_plans(labelled, plans, writing, on_text, cancel) if writing else []
                     written = suggester.check(labelled, written)
                 groups = [hits + group for hits, group in zip(found, written or [[] for _ in plans], strict=True)]
-                answer = SuggestResponse(
-                    actions=[_action_out(plan, group, drop) for plan, group in zip(plans, groups, strict=True)],
-                    seconds=time.perf_counter() - started,
-                )
-                put(_event("done", answer.model_dump()))
+                put(_event("done", shown(plans, groups, started, session_id, len(history)).model_dump()))
             except Cancelled:
                 cancelled.inc()
             except Exception as error:  # the status line has gone out: the failure can only be an event
@@ -633,14 +677,34 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         if position + 1 > config.max_turns:
             raise HTTPException(422, f"the session has reached its limit of {config.max_turns} turns")
         turn = Turn(speaker=body.speaker, text=body.text, action=body.action, meta=body.meta)
+        choice = body.choice
+        if choice is not None:
+            turn = _answer(turn, record, choice)
         if turn.action is not None:
             turn.action_source = "agent"  # chosen by the human agent: a human label
         try:
-            store.append_turns(record.id, position, [turn])
+            store.append_turns(record.id, position, [turn], answers=None if choice is None else choice.request_id)
         except StoreError as error:
             raise HTTPException(409, str(error)) from None
         turns_stored.labels("assist").inc()
         return MessageResponse(position=position)
+
+    def _answer(turn: Turn, record: SessionRecord, choice: Choice) -> Turn:
+        """The agent's turn with its answer to the suggest request `choice` names filed (`choices.answered`); 422
+        where the choice does not fit what that request showed."""
+        if turn.speaker != "agent":
+            raise HTTPException(422, "choice: only an agent message answers suggestions (speaker: agent)")
+        request = store.shown(choice.request_id)
+        if request is None or request.session_id != record.id:
+            raise HTTPException(422, f"choice: no suggest request {choice.request_id!r} in this session")
+        if request.answered is not None:
+            raise HTTPException(409, f"choice: request {choice.request_id} was answered by turn {request.answered}")
+        candidates = request.shown()
+        if choice.suggestion is not None and choice.suggestion >= len(candidates):
+            count = len(candidates)
+            raise HTTPException(422, f"choice: suggestion {choice.suggestion} was not shown (it showed {count})")
+        seconds = (dt.datetime.now(dt.UTC) - request.created_at).total_seconds()
+        return answered(turn, request.id, candidates, choice.suggestion, request.position, seconds)
 
     def _bot_turn(record: SessionRecord, body: MessageRequest) -> MessageResponse:
         bot = sessions.bot(record)

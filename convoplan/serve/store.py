@@ -1,17 +1,22 @@
 """The conversation store: every session, turn and reaction the server sees, through SQLAlchemy.
 
 A SQLite file by default (`sqlite:///runs/serve.db`, in WAL mode so readers never block the writer), PostgreSQL by
-URL (`postgresql+psycopg://user@127.0.0.1:5432/convoplan`). Three tables:
+URL (`postgresql+psycopg://user@127.0.0.1:5432/convoplan`). Four tables:
 
     sessions  id, user_id, arm, mode ("bot" | "assist"), domain, created_at, meta
     turns     (session_id, position) -> speaker, text, action, the whole canonical Turn as JSON, created_at
     feedback  session_id, position of the turn it is about, value ("positive" | "negative" | a rating), created_at
+    shown     id of a suggest request, session_id (none for a conversation sent whole), position (turns before it),
+              the suggestions shown as canonical Candidates, created_at, answered (the agent turn that said what
+              became of them)
 
 A turn's position is part of its key, so a turn can be neither lost nor stored twice: the server writes a user
 message and the bot's response in one transaction, and a second writer at the same position fails instead of
 interleaving. `conversation(id)` exports a session as a canonical `Conversation` (docs/format.md), with the arm in
 `meta` and explicit feedback in the meta of the turn it is about, so stored sessions feed training and
-`convoplan experiment report --db URL` directly.
+`convoplan experiment report --db URL` directly. An agent turn that answered a suggest request carries the
+suggestions shown as its candidates (the one it started from `selected`) and the agent's choice in `meta.choice`
+(`Store.append_turns(..., answers=)`); a request nothing answered is an event `suggestions` at its position.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import hashlib
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from pydantic import JsonValue, TypeAdapter
 from sqlalchemy import (
@@ -38,17 +43,24 @@ from sqlalchemy import (
     func,
     select,
     text,
+    update,
 )
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
-from convoplan.schema import Conversation, Turn
+from convoplan.schema import Candidate, Conversation, Event, Turn
 
-__all__ = ["SessionRecord", "Store", "StoreError", "StoreHealth", "StoreUnavailable"]
+__all__ = ["SessionRecord", "ShownRecord", "Store", "StoreError", "StoreHealth", "StoreUnavailable"]
 
 DEFAULT_URL = "sqlite:///runs/serve.db"
 _TURN: TypeAdapter[Turn] = TypeAdapter(Turn)
+_CANDIDATE: TypeAdapter[Candidate] = TypeAdapter(Candidate)
+_CANDIDATES: TypeAdapter[list[Candidate]] = TypeAdapter(list[Candidate])
+
+
+class _Answered(Exception):
+    """Raised inside a write to roll it back: the suggest request was answered already (or is unknown)."""
 
 
 class StoreError(ValueError):
@@ -136,6 +148,25 @@ class _FeedbackRecord(_Base):
     position: Mapped[int] = mapped_column(Integer)
     value: Mapped[str] = mapped_column(String(20))
     created_at: Mapped[dt.datetime] = mapped_column(_UTC, default=_now)
+
+
+class ShownRecord(_Base):
+    """The suggestions one suggest request showed, kept until an agent turn says what became of them."""
+
+    __tablename__ = "shown"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    session_id: Mapped[str | None] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    """Turns in the conversation when they were shown: the position of the agent turn they were for."""
+    candidates: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
+    """The suggestions in the order shown (their numbers), as canonical Candidates."""
+    created_at: Mapped[dt.datetime] = mapped_column(_UTC, default=_now)
+    answered: Mapped[int | None] = mapped_column(Integer, default=None)
+    """Position of the agent turn that answered it; None while none has."""
+
+    def shown(self) -> list[Candidate]:
+        return _CANDIDATES.validate_python(self.candidates)
 
 
 def _sqlite_pragmas(connection: Any, _record: Any) -> None:
@@ -255,8 +286,19 @@ class Store:
             db.add(record)
         return record
 
-    def append_turns(self, session_id: str, position: int, turns: Sequence[Turn]) -> None:
-        """Store `turns` at positions `position`, `position + 1`, ... in one transaction (all or none)."""
+    def add_shown(self, request_id: str, session_id: str | None, position: int, shown: Sequence[Candidate]) -> None:
+        """Keep what suggest request `request_id` showed (at `position` of session `session_id`, if any)."""
+        candidates = [_CANDIDATE.dump_python(c, mode="json", exclude_defaults=True) for c in shown]
+        record = ShownRecord(id=request_id, session_id=session_id, position=position, candidates=candidates)
+        try:
+            with self._db(write=True) as db:
+                db.add(record)
+        except IntegrityError:
+            raise StoreError(f"suggest request {request_id} is already stored, or no session {session_id}") from None
+
+    def append_turns(self, session_id: str, position: int, turns: Sequence[Turn], answers: str | None = None) -> None:
+        """Store `turns` at positions `position`, `position + 1`, ... in one transaction (all or none); with
+        `answers`, the first of them answers that suggest request (once: a second answer is a `StoreError`)."""
         rows = [
             _TurnRecord(
                 session_id=session_id,
@@ -271,8 +313,18 @@ class Store:
         try:
             with self._db(write=True) as db:
                 db.add_all(rows)
+                if answers is not None:
+                    answer = (
+                        update(ShownRecord)
+                        .where(ShownRecord.id == answers, ShownRecord.answered.is_(None))
+                        .values(answered=position)
+                    )
+                    if db.execute(answer).rowcount != 1:  # type: ignore[attr-defined]
+                        raise _Answered
         except IntegrityError:
             raise StoreError(f"session {session_id}: turn {position} is already stored, or no such session") from None
+        except _Answered:  # (the transaction rolled back: the turn is not stored either)
+            raise StoreError(f"suggest request {answers} was already answered, or is unknown") from None
 
     def add_feedback(self, session_id: str, position: int, value: str) -> None:
         try:
@@ -286,6 +338,11 @@ class Store:
     def session(self, session_id: str) -> SessionRecord | None:
         with self._db() as db:
             return db.get(SessionRecord, session_id)
+
+    def shown(self, request_id: str) -> ShownRecord | None:
+        """What suggest request `request_id` showed (None for an unknown id)."""
+        with self._db() as db:
+            return db.get(ShownRecord, request_id)
 
     def turns(self, session_id: str) -> list[Turn]:
         """The session's turns in order (empty for an unknown session)."""
@@ -320,6 +377,7 @@ class Store:
                 "sessions": db.scalar(select(func.count()).select_from(SessionRecord)) or 0,
                 "turns": db.scalar(select(func.count()).select_from(_TurnRecord)) or 0,
                 "feedback": db.scalar(select(func.count()).select_from(_FeedbackRecord)) or 0,
+                "shown": db.scalar(select(func.count()).select_from(ShownRecord)) or 0,
             }
 
     def export(self, record: SessionRecord) -> Conversation:
@@ -331,6 +389,21 @@ class Store:
                 .where(_FeedbackRecord.session_id == record.id)
                 .order_by(_FeedbackRecord.id)
             ).all()
+            unanswered = list(
+                db.scalars(
+                    select(ShownRecord)
+                    .where(ShownRecord.session_id == record.id, ShownRecord.answered.is_(None))
+                    .order_by(ShownRecord.created_at, ShownRecord.id)
+                )
+            )
+        events = [
+            Event(
+                "suggestions",
+                min(r.position, len(turns)),
+                {"request": r.id, "candidates": cast(JsonValue, r.candidates)},
+            )
+            for r in unanswered  # (a request's candidates are canonical JSON already)
+        ]
         for position, value in feedback:  # the latest reaction to a turn wins
             if 0 <= position < len(turns):
                 turns[position].meta["feedback"] = value
@@ -342,7 +415,7 @@ class Store:
             "mode": record.mode,
             "created_at": record.created_at.isoformat(),
         }
-        return Conversation(id=record.id, domain=record.domain, turns=turns, meta=meta)
+        return Conversation(id=record.id, domain=record.domain, turns=turns, events=events, meta=meta)
 
 
 def _turns(db: Session, session_id: str) -> list[Turn]:

@@ -138,13 +138,17 @@ def test_replicas_write_concurrent_batches_as_one_writes_them(llama: Path, tmp_p
     exported = load_model(export_model(llama, tmp_path / "ct2", "float32"), replicas=2)
     assert exported.generator.num_generators == 2
     batch = prompts(exported)
-    alone = [m.tokens for (m,) in generate_messages(exported, batch, SamplingConfig(do_sample=False, max_new_tokens=12))]
+    alone = [
+        m.tokens for (m,) in generate_messages(exported, batch, SamplingConfig(do_sample=False, max_new_tokens=12))
+    ]
     together: list[list[tuple[int, ...]]] = [[], []]
     start = threading.Barrier(2)
 
     def write(slot: int) -> None:
         start.wait()
-        together[slot] = [m.tokens for (m,) in generate_messages(exported, batch, SamplingConfig(do_sample=False, max_new_tokens=12))]
+        together[slot] = [
+            m.tokens for (m,) in generate_messages(exported, batch, SamplingConfig(do_sample=False, max_new_tokens=12))
+        ]
 
     threads = [threading.Thread(target=write, args=(slot,)) for slot in range(2)]
     for thread in threads:

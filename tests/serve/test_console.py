@@ -118,18 +118,34 @@ def test_assist_suggestion_is_picked_edited_sent_and_stored(page: Page, server: 
     expect(editor).to_have_value("")
     expect(page.get_by_test_id("status")).not_to_have_attribute("data-kind", "error")
 
+    # Next, the agent writes their own reply while suggestions are shown.
+    page.get_by_test_id("customer-input").fill("and elephants?")
+    page.get_by_test_id("customer-send").click()
+    expect(page.get_by_test_id("status")).to_contain_text("first words after", timeout=WAIT)
+    editor.fill("Elephants are my favourite.")
+    page.get_by_test_id("agent-send").click()
+    expect(page.get_by_test_id("assist-turn-agent")).to_have_count(2, timeout=WAIT)
+    expect(page.get_by_test_id("status")).not_to_have_attribute("data-kind", "error")
+
     session_id = page.get_by_test_id("assist-session").get_attribute("data-session-id")
     assert session_id
     store = Store(server.db)
     try:
-        user, agent = store.turns(session_id)
+        user, agent, _, own = store.turns(session_id)
     finally:
         store.close()
     assert (user.speaker, user.text) == ("user", "hi, tell me about lions")
     assert agent.speaker == "agent" and agent.text == f"{suggested} Anything else?".strip()
-    assert agent.meta == {"suggested": suggested, "edited": True}
+    # The suggestions shown are the turn's candidates, the one it started from selected; the outcome in meta.
+    [picked] = [c for c in agent.candidates if c.selected]
+    assert picked.text == suggested and len(agent.candidates) > 1
+    choice = agent.meta["choice"]
+    assert isinstance(choice, dict) and (choice["outcome"], choice["edit_distance"]) == ("edited", 15)
     assert agent.action == (action or None)
     assert agent.action_source == ("agent" if action else None)
+    own_choice = own.meta["choice"]
+    assert isinstance(own_choice, dict) and own_choice["outcome"] == "own" and own_choice["suggestion"] is None
+    assert own.candidates and not any(c.selected for c in own.candidates)
 
 
 def test_bot_response_gets_a_thumbs_up_that_is_stored(page: Page, server: ServerProcess) -> None:

@@ -82,7 +82,7 @@ def test_sessions_turns_and_feedback_round_trip(db: Store) -> None:
     assert record.meta == {"source": "test"}
     assert db.turns("s1") == turns
     assert db.turns("s2") == []
-    assert db.counts() == {"sessions": 2, "turns": 6, "feedback": 1}
+    assert db.counts() == {"sessions": 2, "turns": 6, "feedback": 1, "shown": 0}
 
 
 @pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
@@ -156,7 +156,7 @@ def test_an_unknown_session_is_refused(db: Store) -> None:
     assert db.session("no-such-session") is None
     assert db.conversation("no-such-session") is None
     assert db.turns("no-such-session") == []
-    assert db.counts() == {"sessions": 0, "turns": 0, "feedback": 0}
+    assert db.counts() == {"sessions": 0, "turns": 0, "feedback": 0, "shown": 0}
 
 
 def test_concurrent_writers_lose_nothing(db: Store) -> None:
@@ -183,7 +183,12 @@ def test_concurrent_writers_lose_nothing(db: Store) -> None:
         worker.join(timeout=120)
     assert not any(worker.is_alive() for worker in workers), "a writer did not finish within 120 s"
     assert errors == []
-    assert db.counts() == {"sessions": threads, "turns": threads * appends * 3, "feedback": threads * appends}
+    assert db.counts() == {
+        "sessions": threads,
+        "turns": threads * appends * 3,
+        "feedback": threads * appends,
+        "shown": 0,
+    }
     for n in range(threads):
         assert db.turns(f"writer-{n}") == [turn for i in range(appends) for turn in exchange(i)]
 

@@ -92,9 +92,15 @@ def test_retrieved_suggestions_arrive_whole_with_the_plans(mixed_artifacts: Arti
         pieces[data["action"], data["suggestion"]] = pieces.get((data["action"], data["suggestion"]), "") + data["text"]
     for i, (planned, group) in enumerate(zip(plans["actions"], answer["actions"], strict=True)):
         (retrieved,) = planned["suggestions"]
-        assert retrieved["origin"] == "exemplar" and group["suggestions"][0] == retrieved
+        # (numbered in the final answer only: which written ones are shown is not known yet)
+        assert retrieved["origin"] == "exemplar" and group["suggestions"][0] == retrieved | {"number": i * 3}
         for j, written in enumerate(group["suggestions"][1:], 1):
-            assert written["origin"] == "lm" and pieces.get((i, j), "") == written["text"]
+            # (the tiny LM writes stray bytes: text that ends inside a character is held back from the stream)
+            whole = not written["text"].endswith("\ufffd")
+            piece = pieces.get((i, j), "")
+            assert written["origin"] == "lm" and (
+                piece == written["text"] if whole else written["text"].startswith(piece)
+            )
 
 
 # --- a client that leaves stops the work -----------------------------------------------------------------------

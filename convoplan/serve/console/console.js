@@ -178,7 +178,9 @@ for (const tab of tabs) {
 
 // --- agent assist --------------------------------------------------------------------------------------------
 
-const assist = { session: null, actions: [], filter: null, draft: null };
+// request: the last suggest answer nothing has answered yet ({id, actions}); a draft remembers the request and the
+// number of the suggestion it started from, which an agent message sends back as its `choice`.
+const assist = { session: null, actions: [], filter: null, draft: null, request: null };
 
 async function assistSession() {
   if (!assist.session) {
@@ -223,14 +225,14 @@ function renderSuggestions() {
 
   const list = $("suggestions");
   list.replaceChildren();
-  const shown = assist.actions.filter((_, index) => assist.filter === null || assist.filter === index);
-  for (const group of shown) {
-    for (const suggestion of group.suggestions) {
+  assist.actions.forEach((group, g) => {
+    if (assist.filter !== null && assist.filter !== g) return;
+    group.suggestions.forEach((suggestion, slot) => {
       list.append(el("li", {},
         el("button", {
           type: "button", class: "card", testid: "suggestion", "data-action": group.action ?? "",
           "data-writing": suggestion.writing, disabled: suggestion.writing, // picked once written
-          onclick: () => useSuggestion(group.action, suggestion.text),
+          onclick: () => useSuggestion(g, slot),
         },
         el("span", { class: "card-text" }, suggestion.text),
         ...supportLines(suggestion),
@@ -244,8 +246,8 @@ function renderSuggestions() {
           suggestion.finished || suggestion.writing ? null : el("span", { class: "tag warn" }, "cut short"),
           suggestion.unsupported?.length ? el("span", { class: "tag warn", testid: "unsupported" }, "unsupported") :
             null))));
-    }
-  }
+    });
+  });
   if (!list.children.length) {
     list.append(el("li", { class: "empty" }, assist.actions.length ? "No suggestions for this action." :
       "Add a customer message, or press Suggest."));
@@ -284,6 +286,12 @@ async function suggest() {
   });
   assist.actions = body.actions;
   assist.filter = null;
+  assist.request = body.request_id ? { id: body.request_id, actions: body.actions } : null;
+  const draft = assist.draft;
+  if (draft && draft.request === undefined) { // picked while the rest were written: numbered now
+    const { number } = body.actions[draft.group].suggestions[draft.slot];
+    draft.request = assist.request && { id: assist.request.id, number };
+  }
   renderSuggestions();
   const count = body.actions.reduce((total, group) => total + group.suggestions.length, 0);
   return `${count} suggestion${count === 1 ? "" : "s"} for ${body.actions.length} action${
@@ -291,8 +299,13 @@ async function suggest() {
     first === null ? "" : ` (first words after ${Math.round(first)} ms)`}`;
 }
 
-function useSuggestion(action, text) {
-  assist.draft = { action, suggested: text };
+function useSuggestion(group, slot) {
+  const { action } = assist.actions[group];
+  const { text, number } = assist.actions[group].suggestions[slot];
+  // Until the answer is done (streaming) its suggestions have no numbers yet: `suggest` fills the request in.
+  const request = assist.request && assist.request.actions === assist.actions ? { id: assist.request.id, number } :
+    undefined;
+  assist.draft = { action, suggested: text, group, slot, request };
   $("agent-text").value = text;
   $("draft-note").hidden = false;
   $("draft-note").firstElementChild.textContent = `Suggestion for ${actionName(action)}; edit it freely.`;
@@ -333,8 +346,10 @@ $("agent-form").addEventListener("submit", (event) => {
   if (!text) return;
   const draft = assist.draft;
   const edited = draft ? text !== draft.suggested.trim() : undefined;
-  const body = { text, speaker: "agent", action: draft ? draft.action : null, meta: {} };
-  if (draft) body.meta = { suggested: draft.suggested, edited };
+  const body = { text, speaker: "agent", action: draft ? draft.action : null };
+  // What became of the suggestions shown: the one this started from, or none (the agent's own words).
+  if (draft?.request) body.choice = { request_id: draft.request.id, suggestion: draft.request.number };
+  else if (assist.request) body.choice = { request_id: assist.request.id, suggestion: null };
   attempt("Sending the agent's reply", async () => {
     const session = await assistSession();
     await api("POST", `/v1/sessions/${session.id}/messages`, body);
@@ -342,6 +357,7 @@ $("agent-form").addEventListener("submit", (event) => {
     $("agent-text").value = "";
     clearDraft();
     assist.actions = [];
+    assist.request = null;
     renderSuggestions();
   });
 });
@@ -349,6 +365,7 @@ $("agent-form").addEventListener("submit", (event) => {
 $("assist-new").addEventListener("click", () => {
   assist.session = null;
   assist.actions = [];
+  assist.request = null;
   clearDraft();
   $("assist-transcript").replaceChildren();
   $("assist-session").textContent = "no session yet";
