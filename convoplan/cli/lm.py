@@ -20,6 +20,7 @@ from convoplan.cli.common import (
     from_options,
     load,
     model_folder,
+    output_file,
     output_folder,
     progress_display,
     say,
@@ -387,6 +388,34 @@ def lm_index(
     folder = index.save(out or model / EXEMPLARS)
     actions = len(index.known_actions)
     say(f"wrote {folder}: {len(index)} messages of {actions} actions, contexts of {config.context_turns} turns")
+
+
+@lm_app.command("pairs")
+def lm_pairs(
+    logs: Annotated[
+        Path, typer.Argument(help="Canonical conversations with the agents' choices (`convoplan data export`).")
+    ],
+    out: Annotated[Path, typer.Option(help="The preference pairs to write (.jsonl).", callback=output_file)],
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """Build preference pairs (context, action, chosen, rejected) from what agents did with suggestions: the text
+    sent over the suggestions of its action not taken, an edited text over the suggestion it started from
+    (docs/lm.md, "Learning from the agents' choices"). Prints what it made and what it left out; exits 2 when no
+    agent turn records a choice. Example:
+
+        convoplan data export --db sqlite:///runs/serve.db --out runs/served.jsonl
+        convoplan lm pairs runs/served.jsonl --out runs/pairs.jsonl
+    """
+    from convoplan.lm.preferences import build_pairs, write_pairs
+
+    pairs, counts = build_pairs(load(logs, skip_invalid))
+    for line in counts.lines():
+        say(line)
+    if not counts.choices:
+        fail(f"{logs}: no agent turn records a choice (meta.choice): serve agent assist, then `convoplan data export`")
+    if not pairs:
+        fail(f"{logs}: no preference pair: every choice was left out (above)")
+    say(f"wrote {write_pairs(out, pairs)} pairs to {out}")
 
 
 @lm_app.command("eval")

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from convoplan.lm.preferences import build_pairs
 from convoplan.schema import Candidate, Turn
 from convoplan.serve.app import ServeConfig, create_app
 from convoplan.serve.artifacts import Artifacts
@@ -95,6 +96,10 @@ def test_an_agent_takes_edits_or_writes_and_the_store_keeps_what_was_shown(clien
     assert len(event.data["candidates"]) == sum(len(g["suggestions"]) for g in fourth["actions"])  # type: ignore[arg-type]
     exported = json.loads(client.get(f"/v1/sessions/{session}").text)["conversation"]
     assert exported["turns"][1]["meta"]["choice"]["request"] == first["request_id"]
+    # What the store exports is what preference pairs are built from.
+    pairs, counts = build_pairs([conversation])
+    assert counts.choices == {"taken": 1, "edited": 1, "own": 1}
+    assert {p.chosen for p in pairs} <= {agent[0].text, agent[1].text} and pairs
 
 
 def test_a_choice_that_does_not_fit_is_refused_and_stores_nothing(client: TestClient, store: Store) -> None:
