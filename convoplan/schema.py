@@ -80,6 +80,7 @@ def max_text() -> int:
 
 
 _J = TypeVar("_J")
+_R = TypeVar("_R")
 
 
 def check_json(value: _J, max_nesting: int = MAX_NESTING) -> _J:
@@ -368,6 +369,47 @@ def iter_jsonl(path: str | Path) -> Iterator[Conversation | InvalidLine]:
         yield item
 
 
+def iter_records(
+    path: str | Path, adapter: TypeAdapter[_R], key: Callable[[_R], str]
+) -> Iterator[tuple[int, _R] | InvalidLine]:
+    """Each non-blank line of a JSON Lines file of records other than conversations (knowledge passages, preference
+    pairs) as (line number, the record `adapter` validates, strictly), or as the InvalidLine saying what is wrong;
+    a record whose `key` an earlier line had is invalid, naming that line."""
+    name = str(path)
+    first_line: dict[str, int] = {}
+    for line in iter_lines(path):
+        if isinstance(line, InvalidLine):
+            yield line
+            continue
+        number, raw = line
+        try:
+            record = adapter.validate_json(raw, strict=True)
+        except ValidationError as error:
+            yield InvalidLine(name, number, *describe(error))
+            continue
+        if (seen := first_line.setdefault(key(record), number)) != number:
+            yield InvalidLine(name, number, "id", f"duplicate id {key(record)!r}, first on line {seen}")
+        else:
+            yield number, record
+
+
+def collect(
+    items: Iterable[_R | InvalidLine], skip_invalid: bool, on_skip: Callable[[InvalidLine], None] | None
+) -> list[_R]:
+    """The valid items of a reader, in order: the first InvalidLine raises FormatError, or with `skip_invalid`
+    goes to `on_skip` (when given)."""
+    kept = []
+    for item in items:
+        if isinstance(item, InvalidLine):
+            if not skip_invalid:
+                raise FormatError(str(item))
+            if on_skip is not None:
+                on_skip(item)
+        else:
+            kept.append(item)
+    return kept
+
+
 def read_jsonl(
     path: str | Path,
     *,
@@ -379,16 +421,7 @@ def read_jsonl(
     By default the first invalid line raises FormatError. With `skip_invalid`, invalid lines are passed to
     `on_skip` (when given) and the rest is loaded.
     """
-    conversations = []
-    for item in iter_jsonl(path):
-        if isinstance(item, InvalidLine):
-            if not skip_invalid:
-                raise FormatError(str(item))
-            if on_skip is not None:
-                on_skip(item)
-        else:
-            conversations.append(item)
-    return conversations
+    return collect(iter_jsonl(path), skip_invalid, on_skip)
 
 
 def to_json(conversation: Conversation) -> str:

@@ -27,10 +27,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Annotated, Literal, get_args
 
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter
 
 from convoplan.atomic import atomic_write
-from convoplan.schema import Conversation, FormatError, InvalidLine, Text, Turn, describe, iter_lines, to_json
+from convoplan.schema import Conversation, InvalidLine, Text, Turn, collect, iter_records, to_json
 
 __all__ = ["PairCounts", "PreferencePair", "build_pairs", "read_pairs", "write_pairs"]
 
@@ -153,27 +153,5 @@ def read_pairs(
 ) -> list[PreferencePair]:
     """The pairs of a file in order. The first bad line raises FormatError naming file:line and the field (a
     repeated id names both lines); with `skip_invalid`, bad lines go to `on_skip` and the rest is read."""
-    name = str(path)
-    pairs: list[PreferencePair] = []
-    first_line: dict[str, int] = {}
-    for line in iter_lines(path):
-        problem: InvalidLine | None = line if isinstance(line, InvalidLine) else None
-        if not isinstance(line, InvalidLine):
-            number, raw = line
-            try:
-                pair = _PAIR.validate_json(raw, strict=True)
-            except ValidationError as error:
-                problem = InvalidLine(name, number, *describe(error))
-            else:
-                if pair.id in first_line:
-                    why = f"duplicate id {pair.id!r}, first on line {first_line[pair.id]}"
-                    problem = InvalidLine(name, number, "id", why)
-                else:
-                    first_line[pair.id] = number
-                    pairs.append(pair)
-        if problem is not None:
-            if not skip_invalid:
-                raise FormatError(str(problem))
-            if on_skip is not None:
-                on_skip(problem)
-    return pairs
+    records = iter_records(path, _PAIR, lambda pair: pair.id)
+    return collect((r if isinstance(r, InvalidLine) else r[1] for r in records), skip_invalid, on_skip)

@@ -28,9 +28,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import numpy as np
-from pydantic import ConfigDict, Field, PlainValidator, TypeAdapter, ValidationError
+from pydantic import ConfigDict, Field, PlainValidator, TypeAdapter
 
-from convoplan.schema import FormatError, InvalidLine, Turn, describe, iter_lines
+from convoplan.schema import InvalidLine, Turn, collect, iter_records
 
 if TYPE_CHECKING:
     from convoplan.embed import SentenceEmbedder
@@ -138,39 +138,21 @@ def read_knowledge(
     `MAX_PASSAGE_CHARS` is cut at a word boundary, the passage marked `cut`, and `on_cut` told in one line.
     """
     name = str(path)
-    passages: list[Passage] = []
-    first_line: dict[str, int] = {}
-    for line in iter_lines(path):
-        if isinstance(line, InvalidLine):
-            problem: InvalidLine | None = line
-        else:
-            number, raw = line
-            try:
-                passage = _PASSAGE.validate_json(raw, strict=True)
-            except ValidationError as error:
-                problem = InvalidLine(name, number, *describe(error))
-            else:
-                if passage.id in first_line:
-                    problem = InvalidLine(
-                        name, number, "id", f"duplicate id {passage.id!r}, first on line {first_line[passage.id]}"
-                    )
-                else:
-                    problem = None
-                    first_line[passage.id] = number
-                    if len(passage.text) > MAX_PASSAGE_CHARS:
-                        if on_cut is not None:
-                            on_cut(
-                                f"{name}:{number}: text: {len(passage.text):,} characters, cut at a word boundary "
-                                f"to the limit of {MAX_PASSAGE_CHARS:,}"
-                            )
-                        passage = replace(passage, text=_cut(passage.text, MAX_PASSAGE_CHARS), cut=True)
-                    passages.append(passage)
-        if problem is not None:
-            if not skip_invalid:
-                raise FormatError(str(problem))
-            if on_skip is not None:
-                on_skip(problem)
-    return passages
+
+    def cut(item: tuple[int, Passage] | InvalidLine) -> Passage | InvalidLine:
+        if isinstance(item, InvalidLine):
+            return item
+        number, passage = item
+        if len(passage.text) <= MAX_PASSAGE_CHARS:
+            return passage
+        if on_cut is not None:
+            on_cut(
+                f"{name}:{number}: text: {len(passage.text):,} characters, cut at a word boundary "
+                f"to the limit of {MAX_PASSAGE_CHARS:,}"
+            )
+        return replace(passage, text=_cut(passage.text, MAX_PASSAGE_CHARS), cut=True)
+
+    return collect(map(cut, iter_records(path, _PASSAGE, lambda p: p.id)), skip_invalid, on_skip)
 
 
 def passage_json(passage: Passage) -> str:
