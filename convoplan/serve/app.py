@@ -48,13 +48,13 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue
 
 from convoplan.compose.loop import STOP, Bot
 from convoplan.configs import Config
+from convoplan.lm.choices import answered, shown_candidate
 from convoplan.lm.generate import Cancelled
 from convoplan.lm.model import Precision
 from convoplan.lm.suggest import Plan, SuggestConfig, Suggestion
 from convoplan.schema import MAX_NESTING, Candidate, Turn, check_json, to_json
 from convoplan.serve.artifacts import Artifacts
 from convoplan.serve.assignment import assign_arm
-from convoplan.serve.choices import answered
 from convoplan.serve.middleware import ApiKey, BodyLimit, Measure, SecurityHeaders
 from convoplan.serve.store import SessionRecord, Store, StoreError, StoreUnavailable
 
@@ -401,17 +401,6 @@ def _suggestion_out(s: Suggestion) -> SuggestionOut:
     )
 
 
-def _candidate(action: str | None, s: SuggestionOut) -> Candidate:
-    """A suggestion as shown, as the canonical candidate the store keeps (docs/format.md, "Agent choices")."""
-    sources: list[JsonValue] = [p.id for p in s.sources]
-    unsupported: list[JsonValue] = list(s.unsupported)
-    fields = {"source": s.source, "sources": sources, "unsupported": unsupported}
-    meta: dict[str, JsonValue] = {key: value for key, value in fields.items() if value}  # (the defaults left out)
-    if not s.finished:
-        meta["finished"] = False
-    return Candidate(text=s.text, action=action, provider=s.origin, score=s.score, meta=meta)
-
-
 def _action_out(plan: Plan, suggestions: list[Suggestion], drop_unsupported: bool = False) -> ActionOut:
     """An action's answer; with `drop_unsupported`, without the suggestions that make an unsupported claim."""
     shown = [s for s in suggestions if not (drop_unsupported and s.unsupported)]
@@ -572,12 +561,12 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
     ) -> SuggestResponse:
         """The answer to a suggest request, its suggestions numbered, and what it shows kept in the store under a
         new request id (none when the store fails: the suggestions still go out)."""
-        actions = [_action_out(plan, group, config.drop_unsupported) for plan, group in zip(plans, groups, strict=True)]
-        numbered = [(a, s) for a in actions for s in a.suggestions]
-        candidates = []
-        for number, (group, suggestion) in enumerate(numbered):
-            suggestion.number = number
-            candidates.append(_candidate(group.action, suggestion))
+        drop = config.drop_unsupported
+        kept = [[s for s in group if not (drop and s.unsupported)] for group in groups]
+        actions = [_action_out(plan, group) for plan, group in zip(plans, kept, strict=True)]
+        for number, out in enumerate(out for action in actions for out in action.suggestions):
+            out.number = number
+        candidates = [shown_candidate(s) for group in kept for s in group]
         request_id = uuid.uuid4().hex
         try:
             store.add_shown(request_id, session_id, position, candidates)

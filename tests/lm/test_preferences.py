@@ -10,9 +10,9 @@ import pytest
 from typer.testing import CliRunner
 
 from convoplan.cli import app
+from convoplan.lm.choices import answered
 from convoplan.lm.preferences import build_pairs, read_pairs, write_pairs
 from convoplan.schema import Candidate, Conversation, Event, FormatError, Turn, write_jsonl
-from convoplan.serve.choices import answered
 
 runner = CliRunner()
 SHOWN = [

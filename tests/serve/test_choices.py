@@ -1,4 +1,5 @@
-"""What agents do with suggestions (`convoplan.serve.choices`, the API's `choice`): every suggest answer is kept
+"""What agents do with suggestions through the API (`choice`; the outcome itself: tests/lm/test_choices.py): every
+suggest answer is kept
 under a request id with its suggestions numbered; an agent message names the request and the suggestion it started
 from; the stored turn carries what was shown as candidates and the outcome (taken, edited, own) with its edit
 distance; a request nothing answered is exported as an event; a choice that does not fit is a 4xx that stores
@@ -16,29 +17,9 @@ from convoplan.lm.preferences import build_pairs
 from convoplan.schema import Candidate, Turn
 from convoplan.serve.app import ServeConfig, create_app
 from convoplan.serve.artifacts import Artifacts
-from convoplan.serve.choices import answered, outcome
 from convoplan.serve.store import Store, StoreError
 
 SHOWN = [Candidate("Lions live in prides.", "fact", "lm"), Candidate("Lions roar.", "sound", "exemplar")]
-
-
-def test_the_outcome_and_its_edit_distance() -> None:
-    assert outcome(" Lions roar. ", SHOWN, 1) == ("taken", 0)
-    assert outcome("Lions roar loudly.", SHOWN, 1) == ("edited", 7)
-    assert outcome("Lions roar!", SHOWN, None) == ("own", 1)  # to the nearest shown
-    assert outcome("Hello.", [], None) == ("own", None)
-    turn = answered(Turn("agent", "Lions roar loudly."), "r1", SHOWN, 1, 3, 2.5)
-    assert turn.action == "sound" and [c.selected for c in turn.candidates] == [False, True]
-    assert turn.meta["choice"] == {
-        "request": "r1",
-        "outcome": "edited",
-        "suggestion": 1,
-        "shown_at": 3,
-        "edit_distance": 7,
-        "seconds": 2.5,
-    }
-    own = answered(Turn("agent", "Hi.", action="greeting"), "r2", SHOWN, None, 3, 1.0)
-    assert own.action == "greeting" and not any(c.selected for c in own.candidates)
 
 
 def _suggest(client: TestClient, session: str) -> dict[str, Any]:

@@ -1,5 +1,6 @@
 """What an agent did with the suggestions a suggest request showed: sent one as it was, edited one, or wrote their
-own. The server files the answer with the agent's turn (docs/format.md, "Agent choices"):
+own. The server, and the simulated agents of `convoplan.sim.assist`, file the answer with the agent's turn
+(docs/format.md, "Agent choices"):
 
     turn.candidates   the suggestions shown, in their order (their numbers), the one the agent started from
                       `selected`; provider = the suggestion's origin ("lm" | "exemplar"), score as shown
@@ -21,11 +22,25 @@ from typing import Literal
 from pydantic import JsonValue
 from rapidfuzz.distance import Levenshtein
 
+from convoplan.lm.suggest import Suggestion
 from convoplan.schema import Candidate, Turn
 
-__all__ = ["Outcome", "answered", "outcome"]
+__all__ = ["Outcome", "answered", "outcome", "shown_candidate"]
 
 Outcome = Literal["taken", "edited", "own"]
+
+
+def shown_candidate(s: Suggestion) -> Candidate:
+    """A suggestion as shown, as the canonical candidate that is stored (the module docstring): its
+    origin as `provider`, its score; in `meta` a retrieved one's `source`, the passages (`sources`, ids) behind its
+    claims, its `unsupported` claims and `finished: false` for one cut at the token limit."""
+    sources: list[JsonValue] = [p.id for p in s.sources]
+    unsupported: list[JsonValue] = list(s.unsupported)
+    fields = {"source": s.source, "sources": sources, "unsupported": unsupported}
+    meta: dict[str, JsonValue] = {key: value for key, value in fields.items() if value}  # (the defaults left out)
+    if not s.finished:
+        meta["finished"] = False
+    return Candidate(text=s.text, action=s.action, provider=s.origin, score=s.score, meta=meta)
 
 
 def outcome(sent: str, shown: Sequence[Candidate], chosen: int | None) -> tuple[Outcome, int | None]:
