@@ -418,6 +418,59 @@ def lm_pairs(
     say(f"wrote {write_pairs(out, pairs)} pairs to {out}")
 
 
+@lm_app.command("dpo")
+def lm_dpo(
+    pairs: Annotated[Path, typer.Argument(help="Preference pairs (`convoplan lm pairs`).")],
+    model: Annotated[Path, typer.Option(help="The LM folder to tune (`convoplan lm train`; a PyTorch folder).")],
+    out: Annotated[
+        Path,
+        typer.Option(help="The tuned model folder.", callback=model_folder("convoplan.lm.model", "language model")),
+    ],
+    knowledge: KnowledgeOption = None,
+    overrides: Annotated[list[str] | None, set_option("beta=0.2")] = None,
+    show_config: ShowConfig = False,
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """Tune an LM on preference pairs with DPO (TRL, a LoRA adapter merged when done): each pair's prompt is what
+    suggestions read for its context and action, and the model learns to give the agent's chosen message more
+    probability than the one passed over, relative to the model it starts from (docs/lm.md, "Learning from the
+    agents' choices"). The tuned folder loads wherever a model folder does. Example:
+
+        convoplan lm dpo runs/pairs.jsonl --model runs/lm --out runs/lm-dpo --knowledge runs/kb.jsonl
+    """
+    from convoplan.lm.dpo import DPOConfig, train_dpo
+    from convoplan.lm.model import read_info
+    from convoplan.lm.preferences import read_pairs
+    from convoplan.schema import FormatError, InvalidLine
+
+    config = configured(DPOConfig(), overrides, show_config)
+    try:
+        read_info(model)  # an LM folder, before the slow part
+    except ValueError as error:
+        fail(f"--model {error}")
+    skipped: list[InvalidLine] = []
+    try:
+        loaded = read_pairs(pairs, skip_invalid=skip_invalid, on_skip=skipped.append)
+    except (FormatError, OSError, UnicodeDecodeError) as error:
+        fail(str(error))
+    for line in skipped:
+        say(f"skipped {line}", to=errors)
+    if not loaded:
+        fail(f"{pairs}: no preference pairs")
+    index = model_knowledge([model], knowledge, skip_invalid)
+    with progress_display() as progress:
+        try:
+            result = train_dpo(model, loaded, out, config, knowledge=index, progress=progress)
+        except ValueError as error:
+            fail(str(error))
+    left = f", {result.left_out} left out (their prompts do not tokenise back)" if result.left_out else ""
+    say(
+        f"wrote {result.folder}: {result.pairs} pairs{left}, {len(result.losses)} steps, loss "
+        f"{result.losses[0]:.3f} -> {result.losses[-1]:.3f}, chosen preferred in {result.accuracies[-1]:.0%} of the "
+        "last step's pairs"
+    )
+
+
 @lm_app.command("eval")
 def lm_eval(
     conversations: Annotated[

@@ -51,7 +51,8 @@ class LoraConfig(Config):
 
 
 def add_lora(model: PreTrainedModel, config: LoraConfig, tag_ids: list[int]) -> PreTrainedModel:
-    """`model` wrapped by peft: base weights frozen, LoRA updates and the tags' embedding rows trainable."""
+    """`model` wrapped by peft: base weights frozen, LoRA updates and the tags' embedding rows trainable (none when
+    `tag_ids` is empty: the embedding and output head stay plain modules)."""
     import peft
 
     targets: str | list[str] = config.targets if config.targets == "all-linear" else config.targets.split(",")
@@ -60,7 +61,7 @@ def add_lora(model: PreTrainedModel, config: LoraConfig, tag_ids: list[int]) -> 
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
         target_modules=targets,
-        trainable_token_indices=tag_ids,  # the input embedding's rows (and, tied, the output head's)
+        trainable_token_indices=tag_ids or None,  # the input embedding's rows (and, tied, the output head's)
         task_type="CAUSAL_LM",
     )
     with warnings.catch_warnings():  # peft asks transformers' deprecated is_gradient_checkpointing

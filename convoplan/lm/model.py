@@ -243,6 +243,9 @@ class _Info(Config):
     """The prompts' grounding (`convoplan.lm.grounding.GroundingConfig`, checked where it is read); absent: none."""
     engine: _Engine | None = None
     """Where the folder was exported for another inference engine (`export_model`); absent: PyTorch."""
+    dpo: list[dict[str, Any]] | None = None
+    """Rounds of preference tuning (`convoplan.lm.dpo`), oldest first, each with its config and results; absent:
+    none. `training` stays the supervised run's."""
 
 
 def read_info(folder: str | Path) -> dict[str, Any]:
