@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from convoplan.sim.run import SimulationConfig, World
 
 ConfigT = TypeVar("ConfigT")
+_T = TypeVar("_T")
 
 
 console = Console()
@@ -150,16 +151,22 @@ def embedder(cache: Path | None, progress: Progress | None = None) -> SentenceEm
 
 def load(path: Path, skip_invalid: bool) -> list[Conversation]:
     """Read a canonical file for a command: a bad line exits 2, or with `skip_invalid` is listed on stderr."""
+    return read_records(path, skip_invalid, read_jsonl, "conversations")
+
+
+def read_records(path: Path, skip_invalid: bool, read: Callable[..., list[_T]], what: str) -> list[_T]:
+    """Read a JSON Lines file for a command with `read` (`read_jsonl`, `read_pairs`, ...: path, skip_invalid=,
+    on_skip=): a bad line exits 2, or with `skip_invalid` is listed on stderr with a count of `what` loaded."""
     skipped: list[InvalidLine] = []
     try:
-        conversations = read_jsonl(path, skip_invalid=skip_invalid, on_skip=skipped.append)
+        records = read(path, skip_invalid=skip_invalid, on_skip=skipped.append)
     except (FormatError, OSError, UnicodeDecodeError) as error:
         fail(str(error))
     for line in skipped:
         say(f"skipped {line}", to=errors)
     if skipped:
-        say(f"{len(skipped)} invalid line(s) skipped, {len(conversations)} conversations loaded", to=errors)
-    return conversations
+        say(f"{len(skipped)} invalid line(s) skipped, {len(records)} {what} loaded", to=errors)
+    return records
 
 
 FileArg = Annotated[Path, typer.Argument(help="A canonical conversations file (.jsonl).", show_default=False)]

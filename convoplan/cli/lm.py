@@ -23,6 +23,7 @@ from convoplan.cli.common import (
     output_file,
     output_folder,
     progress_display,
+    read_records,
     say,
     set_option,
     show_report,
@@ -441,20 +442,13 @@ def lm_dpo(
     from convoplan.lm.dpo import DPOConfig, train_dpo
     from convoplan.lm.model import read_info
     from convoplan.lm.preferences import read_pairs
-    from convoplan.schema import FormatError, InvalidLine
 
     config = configured(DPOConfig(), overrides, show_config)
     try:
         read_info(model)  # an LM folder, before the slow part
     except ValueError as error:
         fail(f"--model {error}")
-    skipped: list[InvalidLine] = []
-    try:
-        loaded = read_pairs(pairs, skip_invalid=skip_invalid, on_skip=skipped.append)
-    except (FormatError, OSError, UnicodeDecodeError) as error:
-        fail(str(error))
-    for line in skipped:
-        say(f"skipped {line}", to=errors)
+    loaded = read_records(pairs, skip_invalid, read_pairs, "pairs")
     if not loaded:
         fail(f"{pairs}: no preference pairs")
     index = model_knowledge([model], knowledge, skip_invalid)
