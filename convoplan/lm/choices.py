@@ -32,12 +32,15 @@ Outcome = Literal["taken", "edited", "own"]
 
 def shown_candidate(s: Suggestion) -> Candidate:
     """A suggestion as shown, as the canonical candidate that is stored (the module docstring): its
-    origin as `provider`, its score; in `meta` a retrieved one's `source`, the passages (`sources`, ids) behind its
-    claims, its `unsupported` claims and `finished: false` for one cut at the token limit."""
+    origin as `provider`, its score; in `meta` a retrieved one's `source`, `checked: true` where its claims were
+    checked against the knowledge file, the passages (`sources`, ids) behind them, its `unsupported` claims, and
+    `finished: false` for one cut at the token limit."""
     sources: list[JsonValue] = [p.id for p in s.sources]
     unsupported: list[JsonValue] = list(s.unsupported)
     fields = {"source": s.source, "sources": sources, "unsupported": unsupported}
     meta: dict[str, JsonValue] = {key: value for key, value in fields.items() if value}  # (the defaults left out)
+    if s.checked:
+        meta["checked"] = True
     if not s.finished:
         meta["finished"] = False
     return Candidate(text=s.text, action=s.action, provider=s.origin, score=s.score, meta=meta)

@@ -1,7 +1,9 @@
-"""The seams of simulation: a simulated user and a rater, each a Protocol a domain can implement.
+"""The seams of simulation: a simulated user, a rater and a simulated human agent (agent assist), each a Protocol
+a domain can implement.
 
 A user simulator or rater class plugs in by import path (`--simulator my_pkg.module:MyUsers`): it is called as
-`MyUsers(rng)` once per conversation (a rater as `MyRater(name, rng)`), and must follow the protocol below.
+`MyUsers(rng)` once per conversation (a rater as `MyRater(name, rng)`, an agent as `MyAgent(rng)`), and must
+follow the protocol below.
 """
 
 from __future__ import annotations
@@ -14,9 +16,18 @@ from typing import Protocol
 from pydantic import JsonValue
 
 from convoplan.compose.loop import DialogueState, Response
-from convoplan.schema import Candidate
+from convoplan.schema import Candidate, Conversation, Turn
 
-__all__ = ["Rater", "RaterFactory", "SimulatedUser", "UserFactory", "UserReply"]
+__all__ = [
+    "AgentChoice",
+    "AgentFactory",
+    "Rater",
+    "RaterFactory",
+    "SimulatedAgent",
+    "SimulatedUser",
+    "UserFactory",
+    "UserReply",
+]
 
 
 @dataclass
@@ -54,3 +65,29 @@ class UserFactory(Protocol):
 
 class RaterFactory(Protocol):
     def __call__(self, name: str, rng: random.Random) -> Rater: ...
+
+
+@dataclass(frozen=True)
+class AgentChoice:
+    """What a simulated agent sends after suggestions were shown."""
+
+    text: str
+    suggestion: int | None
+    """The number (index) of the suggestion it started from, sent as it was or edited; None: its own words."""
+
+
+class SimulatedAgent(Protocol):
+    """One simulated human agent using agent assist: shown suggestions for its next message, it sends one as it is,
+    edits one, or writes its own."""
+
+    name: str
+    """Its population and individual ("terse-3"): what the choices it makes are filed under."""
+
+    def choose(self, history: Conversation, meant: Turn, shown: Sequence[Candidate]) -> AgentChoice:
+        """The message to send after `history`, where `meant` is what the agent means to do (the logged message
+        with its action: what it would write unaided) and `shown` the suggestions in the order shown."""
+        ...
+
+
+class AgentFactory(Protocol):
+    def __call__(self, rng: random.Random) -> SimulatedAgent: ...

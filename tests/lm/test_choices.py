@@ -32,5 +32,9 @@ def test_the_outcome_and_its_edit_distance() -> None:
 def test_a_suggestion_is_stored_as_shown() -> None:
     written = Suggestion("Lions roar.", "sound", None, -0.5, False, unsupported=("Lions roar.",), checked=True)
     assert shown_candidate(written) == Candidate(
-        "Lions roar.", "sound", "lm", score=-0.5, meta={"unsupported": ["Lions roar."], "finished": False}
+        "Lions roar.",
+        "sound",
+        "lm",
+        score=-0.5,
+        meta={"unsupported": ["Lions roar."], "checked": True, "finished": False},
     )
