@@ -1,0 +1,87 @@
+"""Agent assist simulated (`convoplan.sim.assist`) with the tiny animals-world LM and the world's agents: every
+assisted message carries what was shown and the agent's choice as the server files it, the same seed meets the
+same agents, the summary adds up, pairs can be built from the run, and the paired comparison is right on runs
+whose shares are known."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from convoplan.lm.choices import answered
+from convoplan.lm.model import load_model
+from convoplan.lm.preferences import build_pairs
+from convoplan.lm.provider import lm_conversations
+from convoplan.lm.suggest import Suggester
+from convoplan.schema import Candidate, Conversation, Turn
+from convoplan.sim.assist import AssistConfig, assist_summary, compare_assist, simulate_assist
+from convoplan.sim.run import SimulationConfig, simulate
+from convoplan.worlds.animals import animals_world
+from convoplan.worlds.animals.agents import agent_population
+from convoplan.worlds.animals.planning import HeuristicDM
+
+
+@pytest.fixture(scope="module")
+def logs() -> list[Conversation]:
+    simulated = simulate(animals_world(), HeuristicDM(), SimulationConfig(conversations=3, raters=0, seed=7))
+    return lm_conversations(list(simulated))
+
+
+def test_a_replay_files_every_choice_as_the_server_does(world_lm_dir: Path, logs: list[Conversation]) -> None:
+    suggester = Suggester(load_model(world_lm_dir))
+    config = AssistConfig(n=2, seed=3, max_messages=4)
+    run = simulate_assist(logs, suggester, agent_population("terse"), config)
+    assert len(run) == len(logs)
+    for original, replayed in zip(logs, run, strict=True):
+        assert replayed.meta["agent"] and str(replayed.meta["agent"]).startswith("terse-")
+        assisted = [(k, t) for k, t in enumerate(replayed.turns) if "choice" in t.meta]
+        assert len(assisted) == 4 and replayed.turns[-1] is assisted[-1][1]  # cut after the last assisted message
+        for position, turn in assisted:
+            choice = turn.meta["choice"]
+            assert isinstance(choice, dict) and choice["shown_at"] == position
+            assert len(turn.candidates) == 2 and turn.action == original.turns[position].action
+            assert all(c.action == turn.action for c in turn.candidates)
+            selected = [k for k, c in enumerate(turn.candidates) if c.selected]
+            assert selected == ([] if choice["suggestion"] is None else [choice["suggestion"]])
+    again = simulate_assist(logs, suggester, agent_population("terse"), config)
+    assert [c.meta["agent"] for c in again] == [c.meta["agent"] for c in run]  # the same seed, the same agents
+    summary = assist_summary(run)
+    assert summary.messages == 12 and math.isclose(summary.taken + summary.edited + summary.own, 1.0)
+    assert math.isnan(summary.supported) and summary.checked == 0  # no knowledge file: nothing checked
+    _, counts = build_pairs(run)
+    assert counts.choices.total() == 12
+
+
+def _run(taken: list[list[bool]]) -> list[Conversation]:
+    """Conversations whose agent messages were taken (True) or written anew (False), one list per conversation."""
+    shown = [Candidate("Lions roar.", "sound")]
+    run = []
+    for k, messages in enumerate(taken):
+        turns = [
+            answered(
+                Turn("agent", "Lions roar." if took else "Hello.", action="sound"),
+                f"r{i}",
+                shown,
+                0 if took else None,
+                i,
+                1.0,
+            )
+            for i, took in enumerate(messages)
+        ]
+        run.append(Conversation(f"c{k}", "animals", turns))
+    return run
+
+
+def test_the_paired_comparison_of_two_runs() -> None:
+    before = _run([[True, False], [False, False], [True, True], [False, True]])  # shares .5, 0, 1, .5
+    after = _run([[True, True], [True, False], [True, True], [True, True]])  # 1, .5, 1, 1
+    result = compare_assist(before, after)
+    assert (result.conversations, result.a, result.b) == (4, 0.5, 0.875)
+    assert math.isclose(result.difference, 0.375) and result.low <= 0.375 <= result.high and result.low >= 0
+    summary = assist_summary(after)
+    assert (summary.taken, summary.own, summary.mean_seconds) == (0.875, 0.125, 1.0)
+    with pytest.raises(ValueError, match="1 in common"):
+        compare_assist(before[:1], [replace(after[0])])
