@@ -26,6 +26,7 @@ from convoplan.cli.common import (
     show_report,
 )
 from convoplan.compose.loop import DialogueManager
+from convoplan.report import Report
 from convoplan.schema import Conversation, write_jsonl
 
 experiment_app = typer.Typer(
@@ -109,16 +110,30 @@ def experiment_report(
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
     resamples: Annotated[int, typer.Option(min=100, help="Bootstrap resamples per interval.")] = 2000,
+    assist: Annotated[
+        bool,
+        typer.Option(
+            "--assist",
+            help="Report agent assist instead of the bot: how agents used each arm's suggestions (share sent "
+            "unedited, edit distance, time to send), from assist sessions (--db) or simulated runs (--logs).",
+        ),
+    ] = False,
     skip_invalid: SkipInvalid = False,
 ) -> None:
     """The A/B report of existing logs: simulated ones (--logs), or the stored sessions of a live experiment (--db),
-    with the same Table-3 metrics and bootstrap intervals as `experiment ab`."""
+    with the same Table-3 metrics and bootstrap intervals as `experiment ab`. With --assist, the agent-assist
+    report: per arm (serve.json assist_arms) the share of agent messages sent as a suggestion was, edited or written
+    anew, the edit distance and the time to send, each arm against the control with a bootstrap interval (paired
+    where the arms hold the same conversations). Example:
+
+        convoplan experiment report --assist --db sqlite:///runs/serve.db --control base --out runs/assist-ab
+    """
     from convoplan.sim.experiment import ab_report
 
     if (logs is None) == (db is None):
         fail("give either --logs files or a --db URL")
     if db is not None:
-        arms = stored_arms(db)
+        arms = stored_arms(db, "assist" if assist else "bot")
         source = f"--db {db}"
     else:
         assert logs is not None
@@ -131,20 +146,28 @@ def experiment_report(
         fail(f"--control {control!r} is not an arm of {source} ({', '.join(arms) or 'none'})")
     if len(arms) < 2:
         fail(f"{source} holds one arm; the report needs the control and at least one other")
+    report: Report
     try:
-        report = ab_report(arms, control, resamples=resamples, seed=seed)
+        if assist:
+            from convoplan.sim.assist import assist_report
+
+            if not any("choice" in t.meta for runs in arms.values() for c in runs for t in c.turns):
+                fail(f"{source}: no agent turn records a choice (meta.choice): nothing to report")
+            report = assist_report(arms, control, resamples=resamples, seed=seed)
+        else:
+            report = ab_report(arms, control, resamples=resamples, seed=seed)
     except ValueError as error:
         fail(str(error))
     show_report(report, out)
 
 
-def stored_arms(url: str) -> dict[str, list[Conversation]]:
-    """The bot sessions of a conversation store, grouped by their stored arm (assist sessions are left out)."""
+def stored_arms(url: str, mode: str = "bot") -> dict[str, list[Conversation]]:
+    """The sessions of one mode ("bot" or "assist") of a conversation store, grouped by their stored arm."""
     from convoplan.cli.data import stored_conversations
 
-    conversations = stored_conversations(url, "bot")
+    conversations = stored_conversations(url, mode)
     arms: dict[str, list[Conversation]] = {}
     for conversation in conversations:
         arms.setdefault(str(conversation.meta["arm"]), []).append(conversation)
-    say(f"read {len(conversations)} bot sessions from {url}: {', '.join(map(str, arms))}", to=errors)
+    say(f"read {len(conversations)} {mode} sessions from {url}: {', '.join(map(str, arms))}", to=errors)
     return arms

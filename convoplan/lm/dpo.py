@@ -115,6 +115,7 @@ def train_dpo(
     import torch
     import transformers
     from datasets import Dataset
+    from datasets.utils import logging as datasets_logging
     from trl.trainer.dpo_config import DPOConfig as TRLConfig
     from trl.trainer.dpo_trainer import DPOTrainer
 
@@ -136,6 +137,7 @@ def train_dpo(
         raise ValueError("no preference pair left to train on")
     random.Random(config.seed).shuffle(order := list(range(len(rows["prompt"]))))
     data = Dataset.from_dict({name: [column[i] for i in order] for name, column in rows.items()})
+    datasets_logging.disable_progress_bar()  # TRL's passes over the pairs: `progress` shows the training
 
     # TRL ends each message with the tokenizer's end-of-sequence text unless it ends so already: here that is the
     # format's end of message, which the messages carry (a copy: the model folder keeps its own tokenizer).

@@ -51,7 +51,7 @@ from convoplan.configs import Config
 from convoplan.lm.choices import answered, shown_candidate
 from convoplan.lm.generate import Cancelled
 from convoplan.lm.model import Precision
-from convoplan.lm.suggest import Plan, SuggestConfig, Suggestion
+from convoplan.lm.suggest import Plan, SuggestConfig, Suggester, Suggestion
 from convoplan.schema import MAX_NESTING, Candidate, Turn, check_json, to_json
 from convoplan.serve.artifacts import Artifacts
 from convoplan.serve.assignment import assign_arm
@@ -514,6 +514,7 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
                 "weights": dict(artifacts.weights),
                 "control": artifacts.control,
                 "assist": artifacts.suggester is not None,
+                "assist_arms": list(artifacts.assist),
             }
         )
 
@@ -533,8 +534,10 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         if suggester is None:
             raise HTTPException(404, "agent assist is off: the artifacts have no LM (serve.json: lm)")
         if body.session_id is not None:
-            record_of(body.session_id)
+            record = record_of(body.session_id)
             history = store.turns(body.session_id)
+            if record.mode == "assist":  # the agent's A/B arm (serve.json assist_arms), where there are arms
+                suggester = artifacts.suggester_of(record.arm) or suggester
         else:
             history = [Turn(speaker=m.speaker, text=m.text, action=m.action) for m in body.conversation]
         if len(history) > config.max_turns:
@@ -545,7 +548,7 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         actions, n = min(body.actions, config.max_actions), min(body.n, config.max_suggestions)
         if body.stream:
             return StreamingResponse(
-                _stream(history, body.action, actions, n, body.session_id),
+                _stream(suggester, history, body.action, actions, n, body.session_id),
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},  # no proxy may hold events back
             )
@@ -576,13 +579,11 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         return SuggestResponse(actions=actions, seconds=time.perf_counter() - started, request_id=request_id)
 
     async def _stream(
-        history: list[Turn], action: str | None, actions: int, n: int, session_id: str | None
+        suggester: Suggester, history: list[Turn], action: str | None, actions: int, n: int, session_id: str | None
     ) -> AsyncIterator[str]:
         """The events of one streamed suggest request. The models run on a thread of their own and hand events to
         the event loop; when the client leaves, Starlette cancels this generator, its `finally` sets `cancel`, and
         the thread stops: before its next decoding step, or before it starts if it was still waiting for a worker."""
-        suggester = artifacts.suggester
-        assert suggester is not None  # checked by the endpoint
         loop = asyncio.get_running_loop()
         events: asyncio.Queue[str | None] = asyncio.Queue()
         cancel = threading.Event()
@@ -637,7 +638,9 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
         """Start a session; its A/B arm follows from a hash of the user id (stored with it)."""
         session_id = uuid.uuid4().hex
         user_id = body.user_id or f"anonymous-{session_id}"
-        arm = assign_arm(user_id, artifacts.weights, config.salt)
+        # An assist session's user is the agent: it gets a suggestion arm where there are some, else the bot's.
+        weights = artifacts.assist_weights if body.mode == "assist" and artifacts.assist else artifacts.weights
+        arm = assign_arm(user_id, weights, config.salt)
         record = store.create_session(
             session_id, user_id=user_id, arm=arm, mode=body.mode, domain=artifacts.manifest.domain, meta=body.meta
         )

@@ -92,6 +92,10 @@ class Manifest(Config):
     knowledge: str | None = None
     """The knowledge file (docs/format.md) whose passages a grounded LM's prompts read (docs/lm.md, "Grounding"), and
     that every suggestion's claims are checked against."""
+    assist_arms: dict[str, str] = field(default_factory=dict)
+    """Agent-assist A/B: arm name -> LM folder writing that arm's suggestions (e.g. `lm` against a tuned one).
+    Each agent (an assist session's `user_id`) gets one arm by a hash of its id, equal shares; the first arm is the
+    control of `convoplan experiment report --assist`. Empty: every agent gets `lm`'s suggestions."""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -108,6 +112,8 @@ class Manifest(Config):
             raise ValueError(
                 f"suggestions {self.suggestions!r} needs an lm (it plans the actions and knows their tags)"
             )
+        if self.assist_arms and self.lm is None:
+            raise ValueError("assist_arms needs an lm (the suggestions of requests without a session)")
 
 
 def read_manifest(folder: str | Path) -> Manifest:
@@ -171,6 +177,9 @@ class Artifacts:
     suggester: Suggester | None = None
     """Agent assist: LM + next-action model + labeller; None without an LM."""
     extra_providers: list[Provider] = field(default_factory=list)
+    assist: dict[str, Suggester] = field(default_factory=dict)
+    """Agent-assist arms (serve.json `assist_arms`): each arm's suggester, with the same next-action model, labeller,
+    exemplars and knowledge as `suggester`; empty without arms."""
 
     @classmethod
     def load(
@@ -248,7 +257,19 @@ class Artifacts:
                 )
             except ValueError as error:
                 raise where("lm", error) from None
-        return cls(manifest, world, dms, suggester, extra)
+        assist: dict[str, Suggester] = {}
+        for name, folder in manifest.assist_arms.items():
+            from convoplan.lm.model import load_model
+
+            try:
+                arm_lm = load_model(resolve(folder), precision, replicas)
+                own = _exemplars(arm_lm, resolve(f"{folder}/{EXEMPLARS}"), manifest.suggestions != "lm", where)
+                assist[name] = Suggester(
+                    arm_lm, labeller, nba, suggest, exemplars=own, sources=manifest.suggestions, knowledge=knowledge
+                )
+            except (ValueError, OSError) as error:
+                raise where(f"assist_arms.{name}", error) from None
+        return cls(manifest, world, dms, suggester, extra, assist)
 
     @property
     def weights(self) -> Mapping[str, float]:
@@ -258,6 +279,15 @@ class Artifacts:
     def control(self) -> str:
         return self.manifest.control or next(iter(self.manifest.arms))
 
+    @property
+    def assist_weights(self) -> Mapping[str, float]:
+        """The agent-assist arms' shares (equal)."""
+        return dict.fromkeys(self.assist, 1.0)
+
+    def suggester_of(self, arm: str | None) -> Suggester | None:
+        """The suggester of an assist session's arm; `suggester` for any other (or no) session."""
+        return self.assist.get(arm or "", self.suggester)
+
     def warm_up(self) -> None:
         """Run every model once (a bot response per arm, a suggestion), so that the first request does not pay for
         loading the sentence encoder and the first forward passes."""
@@ -265,8 +295,9 @@ class Artifacts:
             bot = self.new_bot(arm, "warm-up")
             bot.hear("hello")
             bot.respond()
-        if self.suggester is not None:
-            self.suggester.suggest([Turn(speaker="user", text="hello")], n=1)
+        for suggester in [self.suggester, *self.assist.values()]:
+            if suggester is not None:
+                suggester.suggest([Turn(speaker="user", text="hello")], n=1)
 
     def new_bot(self, arm: str, session_id: str) -> Bot:
         """A bot for one session of `arm` (providers built per session, seeded by its id; no exploration)."""

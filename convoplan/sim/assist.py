@@ -16,6 +16,7 @@ share of messages where a suggestion was sent unedited, with its paired bootstra
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 from collections.abc import Sequence
@@ -32,7 +33,16 @@ from convoplan.progress import Progress, Update
 from convoplan.schema import Conversation, Turn
 from convoplan.sim.protocols import AgentFactory
 
-__all__ = ["AssistComparison", "AssistConfig", "AssistSummary", "assist_summary", "compare_assist", "simulate_assist"]
+__all__ = [
+    "AssistComparison",
+    "AssistConfig",
+    "AssistReport",
+    "AssistSummary",
+    "assist_report",
+    "assist_summary",
+    "compare_assist",
+    "simulate_assist",
+]
 
 
 @dataclass
@@ -154,48 +164,174 @@ def assist_summary(conversations: Sequence[Conversation]) -> AssistSummary:
 
 @dataclass(frozen=True)
 class AssistComparison:
-    """Run B against run A on the same conversations: the share of messages sent unedited from a suggestion."""
+    """Run B against run A: the share of agent messages sent unedited from a suggestion, per conversation."""
 
-    conversations: int
+    conversations: tuple[int, int]
+    """Conversations of A and of B that have messages with choices."""
     a: float
     b: float
+    """Each run's mean over its conversations."""
     difference: float
-    """b - a (the mean over conversations of each one's difference)."""
+    """b - a."""
     low: float
     high: float
-    """Paired bootstrap interval of the difference (percentile, conversations resampled)."""
+    """Bootstrap interval of the difference (percentile): paired where both runs hold the same conversations (a
+    replay of one set: each resample takes a conversation with both its values), else each run resampled on its
+    own (a live experiment, where each agent is in one arm)."""
+    paired: bool
+
+
+def _taken_shares(run: Sequence[Conversation]) -> dict[str, float]:
+    found = {}
+    for conversation in run:
+        outcomes = [choice["outcome"] for _, choice in _choices(conversation)]
+        if outcomes:
+            found[conversation.id] = outcomes.count("taken") / len(outcomes)
+    return found
 
 
 def compare_assist(
     a: Sequence[Conversation], b: Sequence[Conversation], confidence: float = 0.95, resamples: int = 2000, seed: int = 0
 ) -> AssistComparison:
-    """The paired comparison of two runs over the conversations both hold messages with choices in (by id)."""
+    """B against A (the class docstring); ValueError when either has fewer than two conversations with choices."""
     from scipy.stats import bootstrap
 
-    def shares(run: Sequence[Conversation]) -> dict[str, float]:
-        found = {}
-        for conversation in run:
-            outcomes = [choice["outcome"] for _, choice in _choices(conversation)]
-            if outcomes:
-                found[conversation.id] = outcomes.count("taken") / len(outcomes)
-        return found
-
-    first, second = shares(a), shares(b)
-    ids = sorted(first.keys() & second.keys())
-    if len(ids) < 2:
-        raise ValueError(f"a paired comparison needs conversations in both runs; {len(ids)} in common")
-    x, y = np.array([first[i] for i in ids]), np.array([second[i] for i in ids])
+    first, second = _taken_shares(a), _taken_shares(b)
+    if min(len(first), len(second)) < 2:
+        raise ValueError(
+            f"a comparison needs two conversations with choices in each run; {len(first)} and {len(second)}"
+        )
+    paired = first.keys() == second.keys()
+    ids = sorted(first)
+    x = np.array([first[i] for i in ids])
+    y = np.array([second[i] for i in (ids if paired else sorted(second))])
     result = bootstrap(
         (x, y),
-        lambda p, q, axis=-1: np.mean(q - p, axis=axis),
+        lambda p, q, axis=-1: np.mean(q, axis=axis) - np.mean(p, axis=axis),
         n_resamples=resamples,
         confidence_level=confidence,
         vectorized=True,
-        paired=True,
+        paired=paired,
         method="percentile",
         random_state=np.random.default_rng(seed),
     )
     interval = result.confidence_interval
+    difference = float(y.mean() - x.mean())
     return AssistComparison(
-        len(ids), float(x.mean()), float(y.mean()), float((y - x).mean()), float(interval.low), float(interval.high)
+        (len(x), len(y)),
+        float(x.mean()),
+        float(y.mean()),
+        difference,
+        float(interval.low),
+        float(interval.high),
+        paired,
     )
+
+
+@dataclass(frozen=True)
+class AssistReport:
+    """The agent-assist A/B report: each arm's summary, and each arm against the control (`convoplan experiment
+    report --assist`)."""
+
+    control: str
+    summaries: dict[str, AssistSummary]
+    comparisons: dict[str, AssistComparison]
+    """Every arm but the control, against it."""
+    confidence: float
+
+    def markdown(self) -> str:
+        lines = [
+            f"# Agent assist: {len(self.summaries)} arms, control {self.control}",
+            "",
+            "| arm | messages | taken unedited | edited | own | mean edit distance | supported | seconds to send | "
+            "taken unedited vs control |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for arm, s in self.summaries.items():
+            versus = "(control)"
+            if arm in self.comparisons:
+                c = self.comparisons[arm]
+                kind = "paired" if c.paired else "unpaired"
+                versus = f"{c.difference:+.1%} [{c.low:+.1%}, {c.high:+.1%}] ({kind})"
+            lines.append(
+                f"| {arm} | {s.messages} | {_share(s.taken)} | {_share(s.edited)} | {_share(s.own)} | "
+                f"{_fixed(s.mean_edit_distance)} | {_share(s.supported)} | {_fixed(s.mean_seconds)} | {versus} |"
+            )
+        lines += [
+            "",
+            f"Intervals: {self.confidence:.0%} bootstrap over conversations of the per-conversation share of agent "
+            "messages sent as a suggestion was; paired where the arms hold the same conversations.",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def to_dict(self) -> dict[str, Any]:
+        def clean(values: dict[str, Any]) -> dict[str, Any]:
+            return {k: _json(v) for k, v in values.items()}
+
+        return {
+            "control": self.control,
+            "confidence": self.confidence,
+            "summaries": {arm: clean(dataclasses.asdict(s)) for arm, s in self.summaries.items()},
+            "comparisons": {arm: clean(dataclasses.asdict(c)) for arm, c in self.comparisons.items()},
+        }
+
+    def png(self) -> bytes:
+        """Each arm's share of messages sent unedited, the others' with their interval against the control."""
+        from matplotlib.figure import Figure
+        from matplotlib.ticker import PercentFormatter
+
+        from convoplan.report import figure_png
+
+        arms = list(self.summaries)
+        figure = Figure(figsize=(7.0, 1.2 + 0.5 * len(arms)), layout="constrained")
+        axes = figure.add_subplot()
+        for k, arm in enumerate(arms):
+            share = self.summaries[arm].taken
+            axes.barh(k, 0 if math.isnan(share) else share, color=f"C{k % 10}")
+            c = self.comparisons.get(arm)
+            if c is not None:  # the difference's interval, drawn around this arm's share
+                axes.errorbar(
+                    share, k, xerr=[[share - (c.a + c.low)], [c.a + c.high - share]], fmt="none", ecolor="black"
+                )
+            axes.text(0 if math.isnan(share) else share, k, f"  {_share(share)}", va="center", fontsize=8)
+        axes.set_yticks(range(len(arms)), arms)
+        axes.invert_yaxis()
+        axes.xaxis.set_major_formatter(PercentFormatter(1.0))
+        axes.set_xlim(0, 1)
+        axes.set_xlabel(
+            f"agent messages sent as suggested; bars: {self.confidence:.0%} interval against {self.control}"
+        )
+        return figure_png(figure, 120)
+
+
+def _share(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.1%}"
+
+
+def _fixed(value: float) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.1f}"
+
+
+def _json(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return [_json(v) for v in value]
+    return value
+
+
+def assist_report(
+    arms: dict[str, list[Conversation]], control: str, confidence: float = 0.95, resamples: int = 2000, seed: int = 0
+) -> AssistReport:
+    """The report of agent-assist arms (conversations by arm: stored assist sessions, or simulated runs)."""
+    if control not in arms:
+        raise ValueError(f"control {control!r} is not one of the arms ({', '.join(arms)})")
+    summaries = {arm: assist_summary(runs) for arm, runs in arms.items()}
+    comparisons = {
+        arm: compare_assist(arms[control], runs, confidence, resamples, seed)
+        for arm, runs in arms.items()
+        if arm != control
+    }
+    return AssistReport(control, summaries, comparisons, confidence)

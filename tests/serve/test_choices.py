@@ -8,17 +8,23 @@ nothing."""
 from __future__ import annotations
 
 import json
+import shutil
+from dataclasses import replace
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
+from convoplan.cli import app
 from convoplan.lm.preferences import build_pairs
 from convoplan.schema import Candidate, Turn
 from convoplan.serve.app import ServeConfig, create_app
-from convoplan.serve.artifacts import Artifacts
+from convoplan.serve.artifacts import Artifacts, read_manifest, write_manifest
 from convoplan.serve.store import Store, StoreError
 
+runner = CliRunner()
 SHOWN = [Candidate("Lions live in prides.", "fact", "lm"), Candidate("Lions roar.", "sound", "exemplar")]
 
 
@@ -122,3 +128,42 @@ def test_streamed_suggestions_end_with_their_request_id(artifacts: Artifacts, st
     done = json.loads(text.split("event: done\ndata: ")[1].split("\n")[0])
     record = store.shown(done["request_id"])
     assert record is not None and record.session_id is None and len(record.shown()) == 2
+
+
+def test_assist_arms_by_agent_and_their_report_from_the_store(artifacts_dir: Path, tmp_path: Path) -> None:
+    """serve.json assist_arms: each agent (an assist session's user) gets one arm's suggestions, and `experiment
+    report --assist` reads the store: per arm the share sent as suggested, against the control."""
+    root = tmp_path / "artifacts"
+    shutil.copytree(artifacts_dir, root)
+    write_manifest(root, replace(read_manifest(root), assist_arms={"base": "lm", "tuned": "lm"}))
+    loaded = Artifacts.load(root)
+    assert set(loaded.assist) == {"base", "tuned"} and loaded.suggester_of("tuned") is loaded.assist["tuned"]
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    store = Store(url)
+    client = TestClient(create_app(loaded, store, ServeConfig()))
+    assert client.get("/healthz").json()["assist_arms"] == ["base", "tuned"]
+    arms: dict[str, int] = {}
+    for k in range(40):
+        session = client.post("/v1/sessions", json={"mode": "assist", "user_id": f"agent-{k}"}).json()
+        if arms.get(session["arm"], 0) >= 3:
+            continue
+        arms[session["arm"]] = arms.get(session["arm"], 0) + 1
+        client.post(f"/v1/sessions/{session['id']}/messages", json={"speaker": "user", "text": "tell me about lions"})
+        shown = _suggest(client, session["id"])
+        first = shown["actions"][0]["suggestions"][0]["text"]
+        taken = {"request_id": shown["request_id"], "suggestion": 0 if k % 2 else None}
+        assert _send(client, session["id"], first if k % 2 else "My own words.", taken).status_code == 200
+    assert arms == {"base": 3, "tuned": 3}
+    store.close()
+    out = tmp_path / "report"
+    result = runner.invoke(
+        app, ["experiment", "report", "--assist", "--db", url, "--control", "base", "--out", str(out)]
+    )
+    assert result.exit_code == 0, result.output
+    report = (out / "report.md").read_text()
+    assert "| base | 3 |" in report and "| tuned | 3 |" in report and "(unpaired)" in report
+    assert (out / "report.png").read_bytes().startswith(b"\x89PNG")
+    result = runner.invoke(
+        app, ["experiment", "report", "--db", url, "--control", "base", "--out", str(tmp_path / "b")]
+    )
+    assert result.exit_code == 2  # the bot's report: no bot sessions stored

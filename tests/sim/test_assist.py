@@ -17,7 +17,7 @@ from convoplan.lm.preferences import build_pairs
 from convoplan.lm.provider import lm_conversations
 from convoplan.lm.suggest import Suggester
 from convoplan.schema import Candidate, Conversation, Turn
-from convoplan.sim.assist import AssistConfig, assist_summary, compare_assist, simulate_assist
+from convoplan.sim.assist import AssistConfig, assist_report, assist_summary, compare_assist, simulate_assist
 from convoplan.sim.run import SimulationConfig, simulate
 from convoplan.worlds.animals import animals_world
 from convoplan.worlds.animals.agents import agent_population
@@ -79,9 +79,17 @@ def test_the_paired_comparison_of_two_runs() -> None:
     before = _run([[True, False], [False, False], [True, True], [False, True]])  # shares .5, 0, 1, .5
     after = _run([[True, True], [True, False], [True, True], [True, True]])  # 1, .5, 1, 1
     result = compare_assist(before, after)
-    assert (result.conversations, result.a, result.b) == (4, 0.5, 0.875)
+    assert (result.conversations, result.a, result.b, result.paired) == ((4, 4), 0.5, 0.875, True)
     assert math.isclose(result.difference, 0.375) and result.low <= 0.375 <= result.high and result.low >= 0
+    # Other conversations (a live experiment: each agent in one arm): each run resampled on its own, wider.
+    elsewhere = [replace(c, id=f"other-{c.id}") for c in after]
+    unpaired = compare_assist(before, elsewhere)
+    assert not unpaired.paired and math.isclose(unpaired.difference, 0.375)
+    assert unpaired.high - unpaired.low > result.high - result.low
     summary = assist_summary(after)
     assert (summary.taken, summary.own, summary.mean_seconds) == (0.875, 0.125, 1.0)
-    with pytest.raises(ValueError, match="1 in common"):
-        compare_assist(before[:1], [replace(after[0])])
+    with pytest.raises(ValueError, match="two conversations with choices in each run; 1 and 4"):
+        compare_assist(before[:1], after)
+    report = assist_report({"control": before, "tuned": after}, "control")
+    assert "| tuned | 8 | 87.5% |" in report.markdown() and report.to_dict()["comparisons"]["tuned"]["paired"]
+    assert report.png().startswith(b"\x89PNG")
