@@ -107,7 +107,8 @@ def simulate_assist(
             if progress is not None:
                 progress(Update("assisting", done, total, unit="messages"))
         meta = {**conversation.meta, "agent": agent.name, "mode": "assist"}
-        replayed.append(replace(conversation, turns=turns, meta=meta))
+        events = [e for e in conversation.events if e.position <= len(turns)]  # (none past the cut)
+        replayed.append(replace(conversation, turns=turns, events=events, meta=meta))
     return replayed
 
 
