@@ -61,7 +61,7 @@ class DPOConfig(Config):
     """The adapter trained (rank 0: every weight trains, and the reference is a second copy of the model)."""
     label_smoothing: Annotated[float, Interval(ge=0, lt=0.5)] = 0.0
     """Probability that a pair's preference is the wrong way round (conservative DPO, Mitchell 2023); 0 = plain."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
     """Seed of the pairs' order and of the adapter's initialisation."""
 
 

@@ -51,7 +51,7 @@ class AssistConfig(Config):
 
     n: Annotated[int, Ge(1)] = 3
     """Suggestions shown for each agent message."""
-    seed: int = 0
+    seed: Annotated[int, Ge(0)] = 0
     """Seed of the agents drawn (with each conversation's id): the same seed meets the same agents."""
     max_messages: Annotated[int, Ge(0)] = 0
     """Agent messages assisted per conversation (0: all); the conversation is cut after the last of them."""

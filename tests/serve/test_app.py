@@ -143,6 +143,7 @@ def test_the_api_key_guards_v1_but_not_health(artifacts: Artifacts, store: Store
         "weights": {"heuristic": 1.0, "greedy": 1.0},
         "control": "heuristic",
         "assist": True,
+        "assist_arms": [],
     }
 
 
