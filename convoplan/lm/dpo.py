@@ -202,11 +202,10 @@ def train_dpo(
         parameter_change=moved,
         base_folder=str(model),
     )
-    index = exemplars
 
     def with_index(folder: Path) -> None:  # the exemplars the prompts read travel with the model
-        if index is not None:
-            index.save(folder / EXEMPLARS)
+        if exemplars is not None:
+            exemplars.save(folder / EXEMPLARS)
 
     info = {key: value for key, value in lm.info.items() if key not in ("format", "actions")}
     rounds = [*info.get("dpo", []), record]  # a tuned model tuned again keeps the earlier rounds' records

@@ -25,16 +25,15 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Annotated, Literal, get_args
+from typing import Annotated, get_args
 
 from pydantic import Field, TypeAdapter
 
 from convoplan.atomic import atomic_write
+from convoplan.lm.choices import Outcome
 from convoplan.schema import Conversation, InvalidLine, Text, Turn, collect, iter_records, to_json
 
 __all__ = ["PairCounts", "PreferencePair", "build_pairs", "read_pairs", "write_pairs"]
-
-Kind = Literal["taken", "edited", "own"]
 
 
 @dataclass(frozen=True)
@@ -48,7 +47,7 @@ class PreferencePair:
     action: Annotated[str, Field(min_length=1)]
     chosen: Text
     rejected: Text
-    kind: Kind
+    kind: Outcome
     """What the agent did: sent a suggestion as it was, edited one, or wrote their own."""
 
 
@@ -89,7 +88,7 @@ def _turn_pairs(conversation: Conversation, position: int, turn: Turn, counts: P
     choice = turn.meta.get("choice")
     if not isinstance(choice, dict):
         return
-    outcome = next((kind for kind in get_args(Kind) if kind == choice.get("outcome")), None)
+    outcome = next((kind for kind in get_args(Outcome) if kind == choice.get("outcome")), None)
     if outcome is None:
         counts.dropped["a choice with an unknown outcome"] += 1
         return
