@@ -10,7 +10,7 @@ of agent messages sent as a suggestion was (paired bootstrap over conversations)
 of checked suggestions the grounding check supports.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/assist_loop.py --data runs/g28/animals.jsonl \\
-        --model runs/g28/animals-directed-k10c --knowledge runs/g28/animals-kb3.jsonl --population terse \\
+        --model runs/g28/animals-directed-k10c --knowledge runs/g28/animals-kb3.jsonl --agents terse \\
         --rounds 2 --train-conversations 6 --eval-conversations 8 --max-pairs 60 --out runs/g30/terse
 """
 
@@ -25,11 +25,13 @@ import random
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 import torch
 
 from convoplan.atomic import atomic_write
 from convoplan.configs import apply_overrides
+from convoplan.imports import import_object
 from convoplan.lm.dpo import DPOConfig, train_dpo
 from convoplan.lm.grounding import grounding_config
 from convoplan.lm.model import read_info
@@ -38,8 +40,17 @@ from convoplan.lm.suggest import Suggester
 from convoplan.progress import ProgressDisplay
 from convoplan.retrieval.knowledge import KnowledgeIndex
 from convoplan.schema import Conversation, read_jsonl, write_jsonl
-from convoplan.sim.assist import AssistConfig, assist_summary, compare_assist, simulate_assist
-from convoplan.worlds.animals.agents import agent_population
+from convoplan.sim.assist import AssistConfig, LogAgent, assist_summary, compare_assist, simulate_assist
+from convoplan.sim.protocols import AgentFactory
+from convoplan.worlds.animals.agents import POPULATIONS, agent_population
+
+
+def agents(spec: str) -> AgentFactory:
+    if spec in POPULATIONS:
+        return agent_population(spec)
+    if spec == "log":
+        return LogAgent
+    return cast(AgentFactory, import_object(spec))
 
 
 def main() -> None:
@@ -49,23 +60,31 @@ def main() -> None:
     parser.add_argument(
         "--knowledge", type=Path, help="the knowledge file the model reads and suggestions are checked against"
     )
-    parser.add_argument("--population", default="thorough", help="the agents: thorough or terse (the animals world)")
+    parser.add_argument(
+        "--agents",
+        default="thorough",
+        help="the simulated agents: thorough or terse (the animals world), log (any corpus: agents who mean the "
+        "logged message), or a class by import path 'pkg.module:Class', called as Class(rng)",
+    )
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--train-conversations", type=int, default=6, help="train conversations replayed per round")
     parser.add_argument("--eval-conversations", type=int, default=8, help="test conversations replayed per model")
     parser.add_argument("--max-pairs", type=int, default=60, help="pairs kept per round (a seeded sample)")
     parser.add_argument("--n", type=int, default=3, help="suggestions shown per agent message")
     parser.add_argument("--max-messages", type=int, default=12, help="agent messages assisted per conversation")
+    parser.add_argument("--min-labelled", type=int, default=1, help="replay conversations with this many actions")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="a DPOConfig field: lr=1e-4")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = apply_overrides(DPOConfig(), args.overrides)
-    new_agent = agent_population(args.population)
+    new_agent = agents(args.agents)
     conversations = read_jsonl(args.data)
-    train = [c for c in conversations if c.meta.get("split") == "train"]
-    test = [c for c in conversations if c.meta.get("split") == "test"][: args.eval_conversations]
+    # Conversations with labelled agent messages (a corpus labelled in part, as PersuasionForGood, has many without).
+    labelled = [c for c in conversations if sum(t.action is not None for t in c.agent_turns()) >= args.min_labelled]
+    train = [c for c in labelled if c.meta.get("split") == "train"]
+    test = [c for c in labelled if c.meta.get("split") == "test"][: args.eval_conversations]
     if len(train) < args.rounds * args.train_conversations or not test:
         sys.exit(f"{args.data}: too few train or test conversations for these rounds")
     knowledge = None

@@ -25,19 +25,21 @@ from typing import Annotated, Any
 
 import numpy as np
 from annotated_types import Ge
+from rapidfuzz import fuzz
 
 from convoplan.configs import Config
 from convoplan.lm.choices import answered, shown_candidate
 from convoplan.lm.suggest import Suggester
 from convoplan.progress import Progress, Update
-from convoplan.schema import Conversation, Turn
-from convoplan.sim.protocols import AgentFactory
+from convoplan.schema import Candidate, Conversation, Turn
+from convoplan.sim.protocols import AgentChoice, AgentFactory
 
 __all__ = [
     "AssistComparison",
     "AssistConfig",
     "AssistReport",
     "AssistSummary",
+    "LogAgent",
     "assist_report",
     "assist_summary",
     "compare_assist",
@@ -55,6 +57,25 @@ class AssistConfig(Config):
     """Seed of the agents drawn (with each conversation's id): the same seed meets the same agents."""
     max_messages: Annotated[int, Ge(0)] = 0
     """Agent messages assisted per conversation (0: all); the conversation is cut after the last of them."""
+
+
+class LogAgent:
+    """An agent of any corpus who means what the log says (`meant`): it sends the first suggestion that reads like
+    the logged message (rapidfuzz ratio at least `take`), edits the closest into it when that is at least `edit`,
+    and otherwise writes the logged message. Individuals differ by a few points in both, drawn from the rng."""
+
+    def __init__(self, rng: random.Random, take: float = 80.0, edit: float = 50.0) -> None:
+        self.take = take + rng.uniform(-5.0, 5.0)
+        self.edit = edit + rng.uniform(-5.0, 5.0)
+        self.name = f"log-{rng.randrange(10**6):06d}"
+
+    def choose(self, history: Conversation, meant: Turn, shown: Sequence[Candidate]) -> AgentChoice:
+        ratios = [(fuzz.ratio(c.text, meant.text), k) for k, c in enumerate(shown) if c.action == meant.action]
+        for ratio, k in ratios:
+            if ratio >= self.take:
+                return AgentChoice(shown[k].text, k)
+        best = max(ratios, default=None)
+        return AgentChoice(meant.text, best[1] if best is not None and best[0] >= self.edit else None)
 
 
 def _choices(conversation: Conversation) -> list[tuple[Turn, dict[str, Any]]]:

@@ -6,6 +6,7 @@ whose shares are known."""
 from __future__ import annotations
 
 import math
+import random
 from dataclasses import replace
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from convoplan.lm.preferences import build_pairs
 from convoplan.lm.provider import lm_conversations
 from convoplan.lm.suggest import Suggester
 from convoplan.schema import Candidate, Conversation, Turn
-from convoplan.sim.assist import AssistConfig, assist_report, assist_summary, compare_assist, simulate_assist
+from convoplan.sim.assist import AssistConfig, LogAgent, assist_report, assist_summary, compare_assist, simulate_assist
 from convoplan.sim.run import SimulationConfig, simulate
 from convoplan.worlds.animals import animals_world
 from convoplan.worlds.animals.agents import agent_population
@@ -93,3 +94,16 @@ def test_the_paired_comparison_of_two_runs() -> None:
     report = assist_report({"control": before, "tuned": after}, "control")
     assert "| tuned | 8 | 87.5% |" in report.markdown() and report.to_dict()["comparisons"]["tuned"]["paired"]
     assert report.png().startswith(b"\x89PNG")
+
+
+def test_an_agent_who_means_the_logged_message() -> None:
+    agent = LogAgent(random.Random(0))
+    history = Conversation("c", "shop", [Turn("user", "hi")])
+    meant = Turn("agent", "Would you like to donate to Save the Children today?", action="ask")
+    near = Candidate("Would you like to donate to Save the Children?", "ask")
+    far = Candidate("Would you like to give something?", "ask")
+    other = Candidate("Would you like to donate to Save the Children today?", "greeting")  # another action
+    assert agent.choose(history, meant, [other, far, near]).__dict__ == {"text": near.text, "suggestion": 2}
+    closest = Candidate("Could you donate to the children's charity today?", "ask")
+    assert agent.choose(history, meant, [other, closest]).__dict__ == {"text": meant.text, "suggestion": 1}
+    assert agent.choose(history, meant, [other]).__dict__ == {"text": meant.text, "suggestion": None}
