@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import platform
 import random
@@ -150,13 +151,14 @@ def main() -> None:
     )
     lines = [head, "|---|---:|---:|---:|---:|---:|---:|---|"]
     for k, summary in enumerate(summaries):
+        supported = "n/a" if math.isnan(summary.supported) else f"{summary.supported:.1%}"  # (nothing checked)
         versus = ""
         if k:
             c = comparisons[k - 1]
             versus = f"{c.difference:+.1%} [{c.low:+.1%}, {c.high:+.1%}] over {c.conversations} conversations"
         lines.append(
             f"| {k} | {summary.messages} | {summary.taken:.1%} | {summary.edited:.1%} | {summary.own:.1%} | "
-            f"{summary.mean_edit_distance:.1f} | {summary.supported:.1%} | {versus} |"
+            f"{summary.mean_edit_distance:.1f} | {supported} | {versus} |"
         )
     text = "\n".join([f"command: `{report['command']}`", f"machine: {machine}", "", *lines]) + "\n"
     with atomic_write(args.out / "report.md") as stream:
