@@ -5,16 +5,19 @@ from __future__ import annotations
 import random
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 
 from convoplan.cli.common import (
     EmbeddingCache,
+    FileArg,
     RaterOption,
+    ShowConfig,
     SimulatorOption,
     SkipInvalid,
     build_world,
+    configured,
     embedder,
     errors,
     fail,
@@ -23,11 +26,13 @@ from convoplan.cli.common import (
     output_folder,
     progress_display,
     say,
+    set_option,
     show_report,
 )
 from convoplan.compose.loop import DialogueManager
 from convoplan.report import Report
 from convoplan.schema import Conversation, write_jsonl
+from convoplan.sim.protocols import AgentFactory
 
 experiment_app = typer.Typer(
     help="A/B experiments: dialogue managers against a control on the same users (the RL paper's Table 3).",
@@ -93,6 +98,90 @@ def experiment_ab(
         write_jsonl(path, logs[name])
     say(f"wrote the logs of {len(logs)} arms to {out}/", to=errors)
     show_report(ab_report(logs, names[0], resamples=resamples, seed=seed), out)
+
+
+AGENTS = "thorough or terse (the animals world), log (any corpus: agents who mean the logged message)"
+
+
+def simulated_agents(spec: str) -> AgentFactory:
+    """The simulated agents of --agents: a built-in population, `log`, or a class by import path."""
+    from convoplan.imports import import_object
+    from convoplan.sim.assist import LogAgent
+    from convoplan.worlds.animals.agents import POPULATIONS, agent_population
+
+    if spec in POPULATIONS:
+        return agent_population(spec)
+    if spec == "log":
+        return LogAgent
+    try:
+        return cast(AgentFactory, import_object(spec))
+    except (ImportError, ValueError) as error:
+        fail(f"--agents {spec!r}: expected {AGENTS}, or 'pkg.module:Class' ({error})")
+
+
+@experiment_app.command("assist-loop")
+def experiment_assist_loop(
+    data: FileArg,
+    model: Annotated[Path, typer.Option(help="The LM folder the loop starts from (`convoplan lm train`).")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Folder for each round's model, choices and pairs, the evaluation's replays and its report.",
+            callback=output_folder,
+        ),
+    ],
+    agents: Annotated[
+        str, typer.Option(help=f"The simulated agents: {AGENTS}, or 'pkg.module:Class' called as Class(rng).")
+    ] = "thorough",
+    knowledge: Annotated[
+        Path | None,
+        typer.Option(help="The knowledge file the model reads and every suggestion is checked against."),
+    ] = None,
+    overrides: Annotated[list[str] | None, set_option("rounds=2 --set dpo.lr=1e-4")] = None,
+    show_config: ShowConfig = False,
+    skip_invalid: SkipInvalid = False,
+) -> None:
+    """Learn from simulated agents' choices in rounds (suggestions shown -> the agents take, edit or write their
+    own -> preference pairs -> DPO -> the new model), then measure every round's model on test conversations with
+    agents no round met: the agent-assist report with each model against the first, paired (docs/lm.md, "Simulated
+    agents, and the loop measured"). Example:
+
+        convoplan experiment assist-loop runs/animals.jsonl --model runs/lm-animals --knowledge runs/animals-kb.jsonl \
+            --agents terse --set rounds=2 --out runs/assist-loop
+    """
+    import json
+
+    from convoplan.lm.grounding import grounding_config
+    from convoplan.lm.model import read_info
+    from convoplan.sim.assist_loop import AssistLoopConfig, assist_loop, rounds_json
+
+    config = configured(AssistLoopConfig(), overrides, show_config)
+    try:
+        info = read_info(model)
+    except ValueError as error:
+        fail(f"--model {error}")
+    new_agent = simulated_agents(agents)
+    conversations = load(data, skip_invalid)
+    index = None
+    if knowledge is not None:
+        from convoplan.cli.lm import knowledge_index
+
+        index = knowledge_index(knowledge, grounding_config(info).method, skip_invalid)
+    with progress_display() as progress:
+        try:
+            rounds, report = assist_loop(
+                conversations, model, new_agent, out, config, knowledge=index, progress=progress
+            )
+        except ValueError as error:
+            fail(str(error))
+    for r in rounds:
+        seen = r.seen
+        say(
+            f"round {r.round}: agents took {seen.taken:.1%} of {seen.messages} messages unedited; {r.pairs_built} "
+            f"pairs, {r.pairs_kept} kept; DPO loss {r.losses[0]:.3f} -> {r.losses[1]:.3f}; wrote {r.model}",
+            to=errors,
+        )
+    show_report(report, out, {"rounds.json": json.dumps(rounds_json(rounds), indent=1, allow_nan=False) + "\n"})
 
 
 @experiment_app.command("report")

@@ -173,7 +173,7 @@ def train_dpo(
             learning_rate=config.lr,
             num_train_epochs=config.epochs,
             per_device_train_batch_size=config.batch_size,
-            max_length=budget + config.max_message_tokens + 1,  # (the end tag; prompts fit already)
+            max_length=lm.context,  # prompts fit in `budget`; a message past the rest loses its end
             logging_steps=1,
             save_strategy="no",
             report_to=[],

@@ -43,6 +43,7 @@ __all__ = [
     "assist_report",
     "assist_summary",
     "compare_assist",
+    "json_ready",
     "simulate_assist",
 ]
 
@@ -288,7 +289,7 @@ class AssistReport:
 
     def to_dict(self) -> dict[str, Any]:
         def clean(values: dict[str, Any]) -> dict[str, Any]:
-            return {k: _json(v) for k, v in values.items()}
+            return {k: json_ready(v) for k, v in values.items()}
 
         return {
             "control": self.control,
@@ -334,13 +335,14 @@ def _fixed(value: float) -> str:
     return "n/a" if math.isnan(value) else f"{value:.1f}"
 
 
-def _json(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
+    """`value` with NaN and infinities as None, tuples as lists: what `json.dumps(allow_nan=False)` takes."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json(v) for k, v in value.items()}
+        return {k: json_ready(v) for k, v in value.items()}
     if isinstance(value, tuple | list):
-        return [_json(v) for v in value]
+        return [json_ready(v) for v in value]
     return value
 
 

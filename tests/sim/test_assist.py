@@ -5,6 +5,7 @@ whose shares are known."""
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from dataclasses import replace
@@ -107,3 +108,31 @@ def test_an_agent_who_means_the_logged_message() -> None:
     closest = Candidate("Could you donate to the children's charity today?", "ask")
     assert agent.choose(history, meant, [other, closest]).__dict__ == {"text": meant.text, "suggestion": 1}
     assert agent.choose(history, meant, [other]).__dict__ == {"text": meant.text, "suggestion": None}
+
+
+def test_the_loop_as_a_command(world_lm_dir: Path, logs: list[Conversation], tmp_path: Path) -> None:
+    """`convoplan experiment assist-loop`: a round (replay, pairs, DPO) and the evaluation's paired report."""
+    from typer.testing import CliRunner
+
+    from convoplan.cli import app
+    from convoplan.schema import write_jsonl
+
+    data = tmp_path / "logs.jsonl"
+    splits = ["train", "train", "test", "test"]
+    more = lm_conversations(list(simulate(animals_world(), HeuristicDM(), SimulationConfig(conversations=1, seed=8))))
+    write_jsonl(data, [replace(c, meta={**c.meta, "split": s}) for c, s in zip([*logs, *more], splits, strict=True)])
+    out = tmp_path / "loop"
+    settings = ["train_conversations=2", "eval_conversations=2", "max_pairs=6", "assist.max_messages=3", "dpo.epochs=1"]
+    command = ["experiment", "assist-loop", str(data), "--model", str(world_lm_dir), "--agents", "terse"]
+    result = CliRunner().invoke(
+        app, [*command, "--out", str(out), "--set", "rounds=1", *(a for s in settings for a in ("--set", s))]
+    )
+    assert result.exit_code == 0, result.output
+    assert (out / "round-1" / "convoplan-lm.json").exists() and (out / "round-1-pairs.jsonl").exists()
+    report = (out / "report.md").read_text()
+    assert "| model 0 | 6 |" in report and "(paired)" in report
+    assert json.loads((out / "rounds.json").read_text())[0]["pairs_kept"] <= 6
+    refused = CliRunner().invoke(app, [*command, "--out", str(tmp_path / "x"), "--set", "rounds=5"])
+    assert refused.exit_code == 2 and "the rounds need 30" in refused.output
+    wrong = CliRunner().invoke(app, [*command[:-1], "lazy", "--out", str(tmp_path / "y")])
+    assert wrong.exit_code == 2 and "--agents 'lazy'" in wrong.output
