@@ -79,6 +79,10 @@ class Exemplar:
     """Cosine similarity of its context to the query's (-1..1)."""
 
 
+TIE_DECIMALS = 6
+"""Cosines equal to this many decimals tie (`ExemplarIndex.nearest`)."""
+
+
 def context_text(turns: Sequence[Turn], context_turns: int) -> str:
     """The last `context_turns` turns as `speaker: text` lines (an empty history reads as "(start)", so that opening
     messages have a context like any other)."""
@@ -180,9 +184,17 @@ class ExemplarIndex:
         return found
 
     def _best(self, scores: np.ndarray, rows: np.ndarray, k: int) -> list[Exemplar]:
-        """The `k` best of `scores` (one per row of `rows`), best first; ties in index order."""
-        top = np.argpartition(-scores, k - 1)[:k] if k < len(rows) else np.arange(len(rows))
-        top = top[np.argsort(-scores[top], kind="stable")]
+        """The `k` best of `scores` (one per row of `rows`), best first; ties in index order. Scores equal to 6
+        decimals tie: the same context (every opening's "(start)") embedded in another batch differs by float noise,
+        which would otherwise pick among the tied messages by chance."""
+        rounded = -np.round(scores, TIE_DECIMALS)  # [N_a], lower is better
+        if k < len(rows):
+            kth = np.partition(rounded, k - 1)[k - 1]  # the k-th best score: those better, then ties by index
+            better = np.flatnonzero(rounded < kth)
+            top = np.concatenate([better, np.flatnonzero(rounded == kth)[: k - len(better)]])
+        else:
+            top = np.arange(len(rows))
+        top = top[np.lexsort((top, rounded[top]))]  # by score, then index
         return [
             Exemplar(self.texts[r], self.actions[r], self.sources[r], float(scores[i]))
             for i, r in zip(top.tolist(), rows[top].tolist(), strict=True)

@@ -137,3 +137,26 @@ def test_no_labelled_train_message_is_one_line(embedder: SentenceEmbedder) -> No
         ExemplarIndex.build([LOGS[-1]], embedder)
     unlabelled = ExemplarIndex.build(LOGS, embedder, ExemplarConfig(labelled_only=False))
     assert "Bye!" in unlabelled.texts
+
+
+def test_ties_go_in_index_order_whatever_the_float_noise(embedder: SentenceEmbedder) -> None:
+    """Openings share one context ("(start)"): their messages tie, and the first indexed win, also when the query's
+    vector differs by float noise (embedded in another batch) from the rows'."""
+    from convoplan.retrieval.exemplars import ExemplarConfig
+
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=8).astype(np.float32)
+    start /= np.linalg.norm(start)
+    other = rng.normal(size=8).astype(np.float32)
+    other /= np.linalg.norm(other)
+    # Rows 1..6: the same context, each embedded in another batch (float noise).
+    rows = np.stack([other, *[start + 1e-7 * rng.normal(size=8).astype(np.float32) for _ in range(6)], other])
+    texts = [f"message {i}" for i in range(len(rows))]
+    index = ExemplarIndex(texts, ["greeting"] * len(rows), [f"c#{i}" for i in range(len(rows))], rows, ExemplarConfig())
+    for noise in (0.0, 1e-7, -1e-7):
+        scores = rows @ (start + noise * rng.normal(size=8).astype(np.float32))
+        found = index._best(scores, np.arange(len(rows)), 3)
+        assert [e.text for e in found] == ["message 1", "message 2", "message 3"], noise
+    assert [e.text for e in index._best(rows @ start, np.arange(len(rows)), 8)][:6] == [
+        f"message {i}" for i in range(1, 7)
+    ]
