@@ -14,7 +14,6 @@ come back as the same ids (a tokenizer that does not round-trip) is left out and
 
 from __future__ import annotations
 
-import random
 import tempfile
 import time
 import warnings
@@ -62,7 +61,7 @@ class DPOConfig(Config):
     label_smoothing: Annotated[float, Interval(ge=0, lt=0.5)] = 0.0
     """Probability that a pair's preference is the wrong way round (conservative DPO, Mitchell 2023); 0 = plain."""
     seed: Annotated[int, Ge(0)] = 0
-    """Seed of the pairs' order and of the adapter's initialisation."""
+    """Seed of the batches' order and of the adapter's initialisation."""
 
 
 @dataclass(frozen=True)
@@ -135,8 +134,7 @@ def train_dpo(
     rows, left_out = preference_rows(lm, grounder, pairs, budget)
     if not rows["prompt"]:
         raise ValueError("no preference pair left to train on")
-    random.Random(config.seed).shuffle(order := list(range(len(rows["prompt"]))))
-    data = Dataset.from_dict({name: [column[i] for i in order] for name, column in rows.items()})
+    data = Dataset.from_dict(rows)  # (the trainer draws the batches in an order of its seed)
     datasets_logging.disable_progress_bar()  # TRL's passes over the pairs: `progress` shows the training
 
     # TRL ends each message with the tokenizer's end-of-sequence text unless it ends so already: here that is the
@@ -152,7 +150,6 @@ def train_dpo(
     before = {name: p.detach().clone() for name, p in network.named_parameters() if p.requires_grad}
     losses: list[float] = []
     accuracies: list[float] = []
-    steps = max(1, round(len(order) / config.batch_size * config.epochs))
 
     class Report(transformers.TrainerCallback):  # TRL's logs -> the job's progress (one line or bar per task)
         def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **_: Any) -> None:
@@ -161,7 +158,7 @@ def train_dpo(
                 accuracies.append(float(logs.get("rewards/accuracies", float("nan"))))
                 if progress is not None:
                     metrics = {"loss": losses[-1], "accuracy": accuracies[-1]}
-                    progress(Update("preference tuning", state.global_step, steps, metrics=metrics))
+                    progress(Update("preference tuning", state.global_step, state.max_steps, metrics=metrics))
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="convoplan-dpo-") as scratch, quiet(), warnings.catch_warnings():
@@ -196,7 +193,7 @@ def train_dpo(
         config,
         losses,
         seconds,
-        pairs=len(order),
+        pairs=len(data),
         left_out=left_out,
         final_accuracy=accuracies[-1] if accuracies else None,
         parameter_change=moved,
@@ -210,4 +207,4 @@ def train_dpo(
     info = {key: value for key, value in lm.info.items() if key not in ("format", "actions")}
     rounds = [*info.get("dpo", []), record]  # a tuned model tuned again keeps the earlier rounds' records
     folder = save_model(out, merged, lm.tokenizer, {**info, "dpo": rounds}, extra=with_index)
-    return DPOResult(folder, len(order), left_out, losses, accuracies)
+    return DPOResult(folder, len(data), left_out, losses, accuracies)

@@ -39,7 +39,7 @@ from annotated_types import Ge, Interval
 from convoplan.configs import Config, config_from_dict
 from convoplan.lm.text import Block, Note, keep_recent, shorten, with_events
 from convoplan.retrieval.knowledge import DEFAULT_METHOD, Method, Passage, query_from_turns
-from convoplan.retrieval.support import check_support
+from convoplan.retrieval.support import said_passages
 from convoplan.schema import Conversation, Turn
 
 if TYPE_CHECKING:
@@ -307,17 +307,10 @@ class Grounder:
 
     def _said(self, turns: Sequence[Turn], entity: str | None) -> set[str]:
         """With `skip_said` and an entity in focus, the ids of its passages that the history's agent messages
-        already say (`check_support`, each message against the passages of what it is about:
-        `KnowledgeIndex.for_claims`): a prompt then offers what is still to say."""
-        knowledge = self.knowledge
-        if not (self.config.skip_said and entity is not None and knowledge is not None):
+        already say (`said_passages`): a prompt then offers what is still to say."""
+        if not (self.config.skip_said and entity is not None and self.knowledge is not None):
             return set()
-        return {
-            source
-            for i, turn in enumerate(turns)
-            if turn.speaker == "agent"
-            for source in check_support(turn.text, knowledge.for_claims(turn.text, turns[:i])).sources
-        }
+        return said_passages(turns, self.knowledge)
 
     def _exemplars(
         self, histories: Sequence[Sequence[Turn]], actions: Sequence[str | None], exclude: Sequence[str | None]

@@ -44,8 +44,8 @@ from annotated_types import Ge, Interval
 from rapidfuzz import fuzz
 
 from convoplan.configs import Config
-from convoplan.retrieval.knowledge import Passage, stopwords
-from convoplan.schema import Conversation
+from convoplan.retrieval.knowledge import KnowledgeIndex, Passage, stopwords
+from convoplan.schema import Conversation, Turn
 
 __all__ = [
     "Claim",
@@ -58,6 +58,7 @@ __all__ = [
     "item_vocabulary",
     "numbers_in",
     "returned_item",
+    "said_passages",
 ]
 
 _NUMBER = re.compile(r"(?<![\w.#])(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?!\w|\.\d|,\d)")
@@ -221,6 +222,17 @@ RETURN_ITEM = "return_item"
 MAX_VALUE_WORDS = 5
 """Longest string value that counts as a slot value: longer ones are messages ("Your appointment has been ...")."""
 _NOT_SLOTS = frozenset({"APIName", "id"})
+
+
+def said_passages(turns: Sequence[Turn], knowledge: KnowledgeIndex) -> set[str]:
+    """The ids of the passages the agent messages of `turns` drew on: each message checked against the passages of
+    what it is about when it was said (`KnowledgeIndex.for_claims`)."""
+    return {
+        source
+        for i, turn in enumerate(turns)
+        if turn.speaker == "agent"
+        for source in check_support(turn.text, knowledge.for_claims(turn.text, turns[:i])).sources
+    }
 
 
 @dataclass(frozen=True)

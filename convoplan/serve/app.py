@@ -401,9 +401,14 @@ def _suggestion_out(s: Suggestion) -> SuggestionOut:
     )
 
 
+def _kept(suggestions: list[Suggestion], drop_unsupported: bool) -> list[Suggestion]:
+    """The suggestions shown: with `drop_unsupported`, not those that make an unsupported claim."""
+    return [s for s in suggestions if not (drop_unsupported and s.unsupported)]
+
+
 def _action_out(plan: Plan, suggestions: list[Suggestion], drop_unsupported: bool = False) -> ActionOut:
     """An action's answer; with `drop_unsupported`, without the suggestions that make an unsupported claim."""
-    shown = [s for s in suggestions if not (drop_unsupported and s.unsupported)]
+    shown = _kept(suggestions, drop_unsupported)
     return ActionOut(
         action=plan.action, score=plan.action_score, reason=plan.reason, suggestions=[_suggestion_out(s) for s in shown]
     )
@@ -564,8 +569,7 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
     ) -> SuggestResponse:
         """The answer to a suggest request, its suggestions numbered, and what it shows kept in the store under a
         new request id (none when the store fails: the suggestions still go out)."""
-        drop = config.drop_unsupported
-        kept = [[s for s in group if not (drop and s.unsupported)] for group in groups]
+        kept = [_kept(group, config.drop_unsupported) for group in groups]
         actions = [_action_out(plan, group) for plan, group in zip(plans, kept, strict=True)]
         for number, out in enumerate(out for action in actions for out in action.suggestions):
             out.number = number
@@ -595,7 +599,6 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
 
         retrieving, writing = suggester.shares(n)
         found: list[list[Suggestion]] = []  # the retrieved suggestions shown: text events number the written after
-        drop = config.drop_unsupported
 
         def on_text(row: int, text: str) -> None:  # row = plan * writing + k; the retrieved ones come first
             plan, k = divmod(row, writing)
@@ -608,7 +611,7 @@ def create_app(artifacts: Artifacts, store: Store, config: ServeConfig | None = 
                     labelled = suggester.label(history)
                     plans = suggester.plans(labelled, action, actions)
                     retrieved = suggester.check(labelled, suggester.retrieve(labelled, plans, retrieving))
-                    found.extend([s for s in group if not (drop and s.unsupported)] for group in retrieved)
+                    found.extend(_kept(group, config.drop_unsupported) for group in retrieved)
                     # The plans, with the retrieved suggestions whole (checked): they cost no LM and show at once.
                     outs = [_action_out(plan, hits).model_dump() for plan, hits in zip(plans, found, strict=True)]
                     put(_event("plans", {"actions": outs, "n": n}))

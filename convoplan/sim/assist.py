@@ -32,6 +32,7 @@ from convoplan.lm.choices import answered, shown_candidate
 from convoplan.lm.suggest import Suggester
 from convoplan.progress import Progress, Update
 from convoplan.schema import Candidate, Conversation, Turn
+from convoplan.sim.metrics import bootstrap_interval, mean_difference
 from convoplan.sim.protocols import AgentChoice, AgentFactory
 
 __all__ = [
@@ -217,8 +218,6 @@ def compare_assist(
     a: Sequence[Conversation], b: Sequence[Conversation], confidence: float = 0.95, resamples: int = 2000, seed: int = 0
 ) -> AssistComparison:
     """B against A (the class docstring); ValueError when either has fewer than two conversations with choices."""
-    from scipy.stats import bootstrap
-
     first, second = _taken_shares(a), _taken_shares(b)
     if min(len(first), len(second)) < 2:
         raise ValueError(
@@ -228,26 +227,9 @@ def compare_assist(
     ids = sorted(first)
     x = np.array([first[i] for i in ids])
     y = np.array([second[i] for i in (ids if paired else sorted(second))])
-    result = bootstrap(
-        (x, y),
-        lambda p, q, axis=-1: np.mean(q, axis=axis) - np.mean(p, axis=axis),
-        n_resamples=resamples,
-        confidence_level=confidence,
-        vectorized=True,
-        paired=paired,
-        method="percentile",
-        random_state=np.random.default_rng(seed),
-    )
-    interval = result.confidence_interval
-    difference = float(y.mean() - x.mean())
+    low, high = bootstrap_interval(x, y, mean_difference, confidence, resamples, seed, paired)
     return AssistComparison(
-        (len(x), len(y)),
-        float(x.mean()),
-        float(y.mean()),
-        difference,
-        float(interval.low),
-        float(interval.high),
-        paired,
+        (len(x), len(y)), float(x.mean()), float(y.mean()), float(y.mean() - x.mean()), low, high, paired
     )
 
 

@@ -105,7 +105,12 @@ def percent(value: float) -> str:
     return f"{value:+.1%}" if math.isfinite(value) else "n/a"
 
 
-def _interval(
+def mean_difference(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    """The bootstrap statistic of an arm against its control: mean(b) - mean(a)."""
+    return np.asarray(np.mean(b, axis=axis) - np.mean(a, axis=axis))
+
+
+def bootstrap_interval(
     control: np.ndarray,
     arm: np.ndarray,
     statistic: Callable[..., np.ndarray],
@@ -114,6 +119,8 @@ def _interval(
     seed: int,
     paired: bool = False,
 ) -> tuple[float, float]:
+    """The percentile bootstrap interval of `statistic(control, arm)` (vectorised over `axis`): conversations (or
+    users) resampled, each arm on its own, or with `paired` the same draws in both."""
     from scipy.stats import bootstrap
 
     result = bootstrap(
@@ -147,18 +154,15 @@ def compare(
     def relative(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
         return np.asarray(np.mean(b, axis=axis) / np.mean(a, axis=axis) - 1.0)
 
-    def difference(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
-        return np.asarray(np.mean(b, axis=axis) - np.mean(a, axis=axis))
-
-    low, high = _interval(x, y, relative, confidence, resamples, seed)
-    difference_low, difference_high = _interval(x, y, difference, confidence, resamples, seed)
+    low, high = bootstrap_interval(x, y, relative, confidence, resamples, seed)
+    difference_low, difference_high = bootstrap_interval(x, y, mean_difference, confidence, resamples, seed)
     paired = (math.nan,) * 4
     users = _paired(control, arm, metric)
     if users is not None:
         px, py = users
         paired = (
-            *_interval(px, py, relative, confidence, resamples, seed, paired=True),
-            *_interval(px, py, difference, confidence, resamples, seed, paired=True),
+            *bootstrap_interval(px, py, relative, confidence, resamples, seed, paired=True),
+            *bootstrap_interval(px, py, mean_difference, confidence, resamples, seed, paired=True),
         )
     return Comparison(
         metric=metric,

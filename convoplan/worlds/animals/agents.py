@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from rapidfuzz import fuzz
 
 from convoplan.retrieval.knowledge import KnowledgeIndex, stopwords
-from convoplan.retrieval.support import check_support
+from convoplan.retrieval.support import check_support, said_passages
 from convoplan.schema import Candidate, Conversation, Turn
 from convoplan.sim.protocols import AgentChoice, AgentFactory, SimulatedAgent
 from convoplan.worlds.animals.knowledge import knowledge_passages
@@ -99,6 +99,7 @@ class GuideAgent:
         """Ratio at which the closest suggestion is worth editing rather than writing anew."""
         self.name = f"{taste.name}-{rng.randrange(10**6):06d}"
         self.knowledge = guide()
+        self._last_said: tuple[tuple[tuple[str, str], ...] | None, set[str]] = (None, set())
 
     def wording(self, text: str) -> str:
         """`text` as this agent would send it: unquoted for a taste without quotes."""
@@ -111,13 +112,12 @@ class GuideAgent:
         return unquoted and (self.taste.max_words is None or words <= self.taste.max_words)
 
     def _said(self, turns: Sequence[Turn]) -> set[str]:
-        """The guide's passages the agent messages of `turns` drew on."""
-        return {
-            source
-            for i, turn in enumerate(turns)
-            if turn.speaker == "agent"
-            for source in check_support(turn.text, self.knowledge.for_claims(turn.text, turns[:i])).sources
-        }
+        """The guide's passages the agent messages of `turns` drew on (`said_passages`), for the last history asked
+        about: `choose` asks once per suggestion read."""
+        key = tuple((turn.speaker, turn.text) for turn in turns)
+        if self._last_said[0] != key:
+            self._last_said = (key, said_passages(turns, self.knowledge))
+        return self._last_said[1]
 
     def fits(self, history: Conversation, meant: Turn, candidate: Candidate) -> bool:
         """Whether `candidate` says what the agent means to (the module docstring), whatever its form."""
