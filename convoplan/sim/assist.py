@@ -281,30 +281,30 @@ class AssistReport:
         }
 
     def png(self) -> bytes:
-        """Each arm's share of messages sent unedited, the others' with their interval against the control."""
+        """Each arm's share of messages sent unedited (a bar), labelled with its difference from the control and
+        that difference's interval (per conversation, as in the table)."""
         from matplotlib.figure import Figure
         from matplotlib.ticker import PercentFormatter
 
         from convoplan.report import figure_png
 
         arms = list(self.summaries)
-        figure = Figure(figsize=(7.0, 1.2 + 0.5 * len(arms)), layout="constrained")
+        figure = Figure(figsize=(8.0, 1.2 + 0.5 * len(arms)), layout="constrained")
         axes = figure.add_subplot()
         for k, arm in enumerate(arms):
             share = self.summaries[arm].taken
-            axes.barh(k, 0 if math.isnan(share) else share, color=f"C{k % 10}")
+            end = 0.0 if math.isnan(share) else share
+            axes.barh(k, end, color=f"C{k % 10}")
             c = self.comparisons.get(arm)
-            if c is not None:  # the difference's interval, drawn around this arm's share
-                axes.errorbar(
-                    share, k, xerr=[[share - (c.a + c.low)], [c.a + c.high - share]], fmt="none", ecolor="black"
-                )
-            axes.text(0 if math.isnan(share) else share, k, f"  {_share(share)}", va="center", fontsize=8)
+            versus = "control" if c is None else f"{c.difference:+.1%} [{c.low:+.1%}, {c.high:+.1%}] vs {self.control}"
+            axes.text(end, k, f"  {_share(share)}  ({versus})", va="center", fontsize=8)
         axes.set_yticks(range(len(arms)), arms)
         axes.invert_yaxis()
         axes.xaxis.set_major_formatter(PercentFormatter(1.0))
         axes.set_xlim(0, 1)
         axes.set_xlabel(
-            f"agent messages sent as suggested; bars: {self.confidence:.0%} interval against {self.control}"
+            f"agent messages sent as suggested; in brackets the {self.confidence:.0%} bootstrap interval of the "
+            "difference per conversation"
         )
         return figure_png(figure, 120)
 
